@@ -1,0 +1,89 @@
+//! Status of an `LLMDeployment`: what the operator observed, for `kubectl get` and
+//! `kubectl describe`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of an LLMDeployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LLMDeploymentStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, PrefillReady, DecodeReady, KVTransferReady, EndpointPickerReady,
+    /// Progressing and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Prefill pods (absent for aggregated serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<RoleStatus>,
+
+    /// Decode pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<RoleStatus>,
+
+    /// The EndpointPicker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterStatus>,
+
+    /// Scorer weights in force and why (written by the embedded scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingStatus>,
+}
+
+/// Replica counts of one role.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleStatus {
+    /// Pods wanted by the spec.
+    pub desired: i32,
+    /// Pods that exist.
+    pub replicas: i32,
+    /// Pods that are Ready.
+    pub ready_replicas: i32,
+    /// Pods at the current revision.
+    pub updated_replicas: i32,
+    /// "ready/desired", for kubectl get.
+    pub ready: String,
+}
+
+/// State of the EndpointPicker.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterStatus {
+    /// EndpointPicker pods wanted.
+    pub replicas: i32,
+    /// EndpointPicker pods Ready.
+    pub ready_replicas: i32,
+    /// In-cluster address of the EndpointPicker's OpenAI-compatible HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Whether an InferencePool exists for this deployment: Created, Disabled or
+    /// CRDNotInstalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_pool: Option<String>,
+}
+
+/// Scorer weights in force.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingStatus {
+    /// Weight per scorer plugin type.
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
+    /// Hash of the EndpointPicker config the router runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// When the weights last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<String>,
+    /// Why the weights are what they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
