@@ -1,0 +1,33 @@
+# llmd-operator: see README.md. `make demo` runs the local demo, `make test` every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+-include e2e/e2e.mk
+-include crates/epp/epp.mk
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build every binary (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: crds
+crds: ## regenerate crds/ from the Rust types
+	$(CARGO) run -q -p llmd-operator -- crd > crds/llmd.dev_llmdeployments.yaml
+
+.PHONY: lint
+lint: ## rustfmt and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: unit
+unit: ## unit tests (no cluster)
+	$(CARGO) test --workspace --lib --bins
+
+.PHONY: test
+test: lint ## every test: unit, CRD drift, e2e on a local real control plane
+	$(CARGO) test --workspace
