@@ -1,0 +1,169 @@
+//! The EndpointPicker Deployment `<name>-epp`.
+//!
+//! Its config is a mounted ConfigMap that the EPP watches and applies live, so a
+//! weight change does not restart the pod (which would drop its prefix index): the
+//! config hash is deliberately not part of the pod template.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, GRPCAction, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use llmd_api::{LLMDeploymentSpec, MODEL_SERVER_PORT, labels};
+
+use super::endpoint_picker_config;
+use super::meta::{Component, Owner};
+
+pub const EXT_PROC_PORT: i32 = 9002;
+pub const GRPC_HEALTH_PORT: i32 = 9003;
+pub const HTTP_PORT: i32 = 8080;
+pub const METRICS_PORT: i32 = 9090;
+/// gRPC health service the EPP answers (the GIE convention).
+pub const HEALTH_SERVICE: &str = "inference-extension";
+const CONFIG_DIR: &str = "/etc/llmd-epp";
+
+/// Name of the Deployment, Service, ServiceAccount, Role and RoleBinding.
+pub fn name(owner: &Owner) -> String {
+    owner.child_name("epp")
+}
+
+/// Label selector of the model servers the EPP routes to.
+pub fn pool_selector(owner: &Owner) -> String {
+    format!(
+        "{}={},{}=true",
+        labels::INSTANCE,
+        owner.name,
+        labels::INFERENCE_SERVING
+    )
+}
+
+/// Command-line arguments of `llmd-epp`.
+pub fn args(owner: &Owner) -> Vec<String> {
+    let pairs = [
+        ("--pool-name", owner.name.clone()),
+        ("--pool-namespace", owner.namespace.clone()),
+        ("--selector", pool_selector(owner)),
+        ("--target-port", MODEL_SERVER_PORT.to_string()),
+        (
+            "--config-file",
+            format!("{CONFIG_DIR}/{}", endpoint_picker_config::CONFIG_KEY),
+        ),
+        ("--proxy-addr", format!("0.0.0.0:{HTTP_PORT}")),
+        ("--grpc-addr", format!("0.0.0.0:{EXT_PROC_PORT}")),
+        ("--grpc-health-addr", format!("0.0.0.0:{GRPC_HEALTH_PORT}")),
+        ("--metrics-addr", format!("0.0.0.0:{METRICS_PORT}")),
+        ("--log-format", "json".to_string()),
+    ];
+    pairs
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
+}
+
+fn port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn grpc_health_probe(period: i32) -> Probe {
+    Probe {
+        grpc: Some(GRPCAction {
+            port: GRPC_HEALTH_PORT,
+            service: Some(HEALTH_SERVICE.into()),
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
+}
+
+/// The Deployment.
+pub fn deployment(owner: &Owner, spec: &LLMDeploymentSpec) -> Deployment {
+    let mut pod_labels = owner.common_labels(Component::EndpointPicker);
+    pod_labels.insert(labels::PART_OF.to_string(), owner.name.clone());
+    let container = Container {
+        name: "epp".into(),
+        image: Some(spec.router.image.clone()),
+        args: Some(args(owner)),
+        ports: Some(vec![
+            port("grpc", EXT_PROC_PORT),
+            port("grpc-health", GRPC_HEALTH_PORT),
+            port("http", HTTP_PORT),
+            port("metrics", METRICS_PORT),
+        ]),
+        resources: spec.router.resources.clone(),
+        readiness_probe: Some(grpc_health_probe(5)),
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/metrics".into()),
+                port: IntOrString::String("metrics".into()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: owner.object_meta(name(owner), Component::EndpointPicker),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.router.replicas),
+            selector: LabelSelector {
+                match_labels: Some(owner.selector_labels(Component::EndpointPicker)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name(owner)),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "config".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: endpoint_picker_config::name(owner),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}

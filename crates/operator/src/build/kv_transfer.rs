@@ -1,0 +1,113 @@
+//! The `<name>-kv-transfer` ConfigMap: the one KV-transfer fabric both roles share.
+//!
+//! Its keys are environment variable names: the model-server containers load it with
+//! `envFrom`, and pass `--kv-transfer-config $(LLMD_KV_TRANSFER_CONFIG)` to vLLM, so
+//! the ConfigMap is the single source of truth. Its hash goes into the pod template so
+//! a change of the fabric rolls the pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use llmd_api::{KvBufferDevice, KvTransferSpec};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::meta::{Component, Owner};
+
+/// Env var carrying vLLM's `--kv-transfer-config` JSON.
+pub const KV_TRANSFER_CONFIG_ENV: &str = "LLMD_KV_TRANSFER_CONFIG";
+pub const SIDE_CHANNEL_HOST_ENV: &str = "VLLM_NIXL_SIDE_CHANNEL_HOST";
+pub const SIDE_CHANNEL_PORT_ENV: &str = "VLLM_NIXL_SIDE_CHANNEL_PORT";
+pub const UCX_TLS_ENV: &str = "UCX_TLS";
+pub const UCX_SOCKADDR_TLS_PRIORITY_ENV: &str = "UCX_SOCKADDR_TLS_PRIORITY";
+
+/// Name of the ConfigMap.
+pub fn name(owner: &Owner) -> String {
+    owner.child_name("kv-transfer")
+}
+
+/// vLLM's `--kv-transfer-config` for the NixlConnector.
+pub fn vllm_kv_transfer_config(spec: &KvTransferSpec) -> serde_json::Value {
+    let mut config = json!({
+        "kv_connector": "NixlConnector",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {
+            "backends": spec.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+        },
+    });
+    if let (Some(device), Some(obj)) = (spec.buffer_device, config.as_object_mut()) {
+        let device = match device {
+            KvBufferDevice::Cuda => "cuda",
+            KvBufferDevice::Cpu => "cpu",
+        };
+        obj.insert("kv_buffer_device".to_string(), json!(device));
+    }
+    config
+}
+
+/// The ConfigMap's data.
+pub fn data(spec: &KvTransferSpec) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            KV_TRANSFER_CONFIG_ENV.to_string(),
+            vllm_kv_transfer_config(spec).to_string(),
+        ),
+        (
+            SIDE_CHANNEL_PORT_ENV.to_string(),
+            spec.side_channel_port.to_string(),
+        ),
+        (UCX_TLS_ENV.to_string(), spec.ucx.transports.clone()),
+        (UCX_SOCKADDR_TLS_PRIORITY_ENV.to_string(), "tcp".to_string()),
+    ])
+}
+
+/// Content hash of the data, for the pod-template annotation.
+pub fn hash(data: &BTreeMap<String, String>) -> String {
+    let mut digest = Sha256::new();
+    for (key, value) in data {
+        digest.update(key.as_bytes());
+        digest.update([0]);
+        digest.update(value.as_bytes());
+        digest.update([0]);
+    }
+    hex::encode(digest.finalize())[..16].to_string()
+}
+
+/// The ConfigMap.
+pub fn config_map(owner: &Owner, spec: &KvTransferSpec) -> ConfigMap {
+    ConfigMap {
+        metadata: owner.object_meta(name(owner), Component::KvTransfer),
+        data: Some(data(spec)),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmd_api::NixlBackend;
+
+    #[test]
+    fn nixl_config_lists_backends_and_buffer_device() {
+        let spec = KvTransferSpec {
+            backends: vec![NixlBackend::Ucx, NixlBackend::GdsMt],
+            buffer_device: Some(KvBufferDevice::Cpu),
+            ..KvTransferSpec::default()
+        };
+        assert_eq!(
+            vllm_kv_transfer_config(&spec),
+            json!({"kv_connector": "NixlConnector", "kv_role": "kv_both",
+                   "kv_buffer_device": "cpu",
+                   "kv_connector_extra_config": {"backends": ["UCX", "GDS_MT"]}})
+        );
+    }
+
+    #[test]
+    fn hash_changes_with_any_value() {
+        let base = data(&KvTransferSpec::default());
+        let mut other_spec = KvTransferSpec::default();
+        other_spec.ucx.transports = "sm,cuda_ipc,cuda_copy,rc,tcp".into();
+        assert_ne!(hash(&base), hash(&data(&other_spec)));
+        assert_eq!(hash(&base), hash(&data(&KvTransferSpec::default())));
+    }
+}

@@ -1,0 +1,128 @@
+//! Pure builders of the child objects of an LLMDeployment, one module per kind.
+//!
+//! `build` turns a spec into the complete desired set of children, a plain value that
+//! the reconcile applies and the tests snapshot. Nothing here talks to the API.
+
+pub mod endpoint_picker;
+pub mod endpoint_picker_config;
+pub mod endpoint_picker_rbac;
+pub mod endpoint_picker_service;
+pub mod inference_pool;
+pub mod kv_transfer;
+pub mod meta;
+pub mod model_server;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use llmd_api::inference_pool::InferencePool;
+use llmd_api::{KvConnector, LLMDeploymentSpec, ScorerWeights};
+
+pub use meta::{Component, Owner};
+use model_server::Role as ServingRole;
+
+/// The StatefulSet and headless Service of one role.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelServer {
+    pub stateful_set: StatefulSet,
+    pub service: Service,
+}
+
+/// Everything the EndpointPicker needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointPicker {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub config: ConfigMap,
+}
+
+/// The desired children of one LLMDeployment. Optional parts are absent when the spec
+/// does not ask for them; the reconcile deletes such children if they exist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub prefill: Option<ModelServer>,
+    pub decode: ModelServer,
+    pub kv_transfer: Option<ConfigMap>,
+    pub endpoint_picker: EndpointPicker,
+    pub inference_pool: Option<InferencePool>,
+}
+
+/// Facts about the cluster and run-time state that shape the children.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// The InferencePool CRD is served by the API server.
+    pub inference_pool_served: bool,
+    /// Weights chosen by the embedded scheduler; the spec's when `None`.
+    pub tuned_weights: Option<ScorerWeights>,
+}
+
+fn model_server(
+    owner: &Owner,
+    spec: &LLMDeploymentSpec,
+    role: ServingRole,
+    role_spec: &llmd_api::RoleSpec,
+    kv_hash: Option<&str>,
+) -> ModelServer {
+    ModelServer {
+        stateful_set: model_server::stateful_set(owner, spec, role, role_spec, kv_hash),
+        service: model_server::headless_service(owner, spec, role),
+    }
+}
+
+/// Build the desired children.
+pub fn build(
+    owner: &Owner,
+    spec: &LLMDeploymentSpec,
+    options: &BuildOptions,
+) -> Result<Children, serde_yaml::Error> {
+    let kv_transfer = (spec.effective_connector() == KvConnector::Nixl)
+        .then(|| kv_transfer::config_map(owner, &spec.kv_transfer));
+    let kv_hash = kv_transfer
+        .as_ref()
+        .and_then(|cm| cm.data.as_ref())
+        .map(kv_transfer::hash);
+    let prefill = spec.active_prefill().map(|role_spec| {
+        model_server(
+            owner,
+            spec,
+            ServingRole::Prefill,
+            role_spec,
+            kv_hash.as_deref(),
+        )
+    });
+    let decode = model_server(
+        owner,
+        spec,
+        ServingRole::Decode,
+        &spec.decode,
+        kv_hash.as_deref(),
+    );
+    let weights = options
+        .tuned_weights
+        .as_ref()
+        .unwrap_or(&spec.router.scorers);
+    let epp_config = endpoint_picker_config::config(spec, weights);
+    let endpoint_picker = EndpointPicker {
+        deployment: endpoint_picker::deployment(owner, spec),
+        service: endpoint_picker_service::service(owner),
+        service_account: endpoint_picker_rbac::service_account(owner),
+        role: endpoint_picker_rbac::role(owner),
+        role_binding: endpoint_picker_rbac::role_binding(owner),
+        config: endpoint_picker_config::config_map(owner, &epp_config)?,
+    };
+    let inference_pool = (spec.inference_pool.enabled && options.inference_pool_served)
+        .then(|| inference_pool::inference_pool(owner));
+    Ok(Children {
+        prefill,
+        decode,
+        kv_transfer,
+        endpoint_picker,
+        inference_pool,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,435 @@
+//! The vLLM model servers of one role: a StatefulSet `<name>-<role>` and its headless
+//! Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ImageVolumeSource, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use llmd_api::{KvConnector, LLMDeploymentSpec, MODEL_SERVER_PORT, RoleSpec, labels};
+
+use super::kv_transfer;
+use super::meta::{Component, Owner, label_value};
+
+/// Where model weights from a pvc:// or oci:// uri are mounted.
+const MODEL_MOUNT: &str = "/models";
+/// Hugging Face cache for hf:// models.
+const HF_HOME: &str = "/cache/huggingface";
+
+/// The role a set of model servers plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Prefill,
+    Decode,
+}
+
+impl Role {
+    pub fn component(self) -> Component {
+        match self {
+            Self::Prefill => Component::Prefill,
+            Self::Decode => Component::Decode,
+        }
+    }
+
+    /// Value of the `llm-d.ai/role` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Prefill => labels::ROLE_PREFILL,
+            Self::Decode => labels::ROLE_DECODE,
+        }
+    }
+}
+
+/// Name of the StatefulSet and of its headless Service.
+pub fn name(owner: &Owner, role: Role) -> String {
+    owner.child_name(role.component().as_str())
+}
+
+/// Labels on the pods of a role.
+pub fn pod_labels(owner: &Owner, spec: &LLMDeploymentSpec, role: Role) -> BTreeMap<String, String> {
+    let mut labels = owner.common_labels(role.component());
+    labels.insert(labels::ROLE.to_string(), role.label().to_string());
+    labels.insert(labels::INFERENCE_SERVING.to_string(), "true".to_string());
+    labels.insert(labels::MODEL.to_string(), label_value(&spec.model.name));
+    labels
+}
+
+/// Where the weights come from, as vLLM arguments plus the volume that holds them.
+struct ModelSource {
+    args: Vec<String>,
+    volume: Option<(Volume, VolumeMount)>,
+}
+
+fn model_source(uri: &str) -> ModelSource {
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("hf", uri));
+    match scheme {
+        "pvc" => {
+            let (claim, path) = rest.split_once('/').unwrap_or((rest, ""));
+            ModelSource {
+                args: vec![
+                    "--model".into(),
+                    format!("{MODEL_MOUNT}/{path}")
+                        .trim_end_matches('/')
+                        .to_string(),
+                ],
+                volume: Some((
+                    Volume {
+                        name: "model".into(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: claim.to_string(),
+                            read_only: Some(true),
+                        }),
+                        ..Volume::default()
+                    },
+                    read_only_mount("model", MODEL_MOUNT),
+                )),
+            }
+        }
+        "oci" => ModelSource {
+            args: vec!["--model".into(), MODEL_MOUNT.into()],
+            volume: Some((
+                Volume {
+                    name: "model".into(),
+                    image: Some(ImageVolumeSource {
+                        reference: Some(rest.to_string()),
+                        pull_policy: Some("IfNotPresent".into()),
+                    }),
+                    ..Volume::default()
+                },
+                read_only_mount("model", MODEL_MOUNT),
+            )),
+        },
+        "s3" => ModelSource {
+            args: vec![
+                "--model".into(),
+                uri.to_string(),
+                "--load-format".into(),
+                "runai_streamer".into(),
+            ],
+            volume: None,
+        },
+        _ => ModelSource {
+            args: vec!["--model".into(), rest.to_string()],
+            volume: None,
+        },
+    }
+}
+
+fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// vLLM arguments of one role.
+pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> {
+    let mut args = model_source(&spec.model.uri).args;
+    args.extend([
+        "--served-model-name".to_string(),
+        spec.model.name.clone(),
+        "--port".to_string(),
+        MODEL_SERVER_PORT.to_string(),
+        "--tensor-parallel-size".to_string(),
+        role_spec.parallelism.tensor.to_string(),
+    ]);
+    if role_spec.parallelism.data > 1 {
+        args.extend([
+            "--data-parallel-size".to_string(),
+            role_spec.parallelism.data.to_string(),
+        ]);
+    }
+    if let Some(len) = spec.model.max_model_len {
+        args.extend(["--max-model-len".to_string(), len.to_string()]);
+    }
+    if spec.effective_connector() == KvConnector::Nixl {
+        args.extend([
+            "--kv-transfer-config".to_string(),
+            format!("$({})", kv_transfer::KV_TRANSFER_CONFIG_ENV),
+        ]);
+    }
+    args.extend(spec.engine.args.iter().cloned());
+    args.extend(role_spec.args.iter().cloned());
+    args
+}
+
+/// Container resources: the user's, with the GPU resource set in both requests and
+/// limits (extended resources must match). The GPU count is the user's if they set it
+/// in either list, else tensor x data.
+pub fn resources(role_spec: &RoleSpec) -> ResourceRequirements {
+    let mut resources = role_spec.resources.clone().unwrap_or_default();
+    let gpu = &role_spec.gpu_resource_name;
+    let user_gpus = [&resources.limits, &resources.requests]
+        .into_iter()
+        .find_map(|list| list.as_ref().and_then(|l| l.get(gpu)).cloned());
+    let gpus =
+        user_gpus.unwrap_or_else(|| Quantity(role_spec.parallelism.gpus_per_pod().to_string()));
+    for list in [&mut resources.limits, &mut resources.requests] {
+        list.get_or_insert_with(BTreeMap::new)
+            .insert(gpu.clone(), gpus.clone());
+    }
+    resources
+}
+
+fn health_probe(period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/health".into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+fn env(spec: &LLMDeploymentSpec) -> Vec<EnvVar> {
+    let mut env = vec![EnvVar {
+        name: "HF_HOME".into(),
+        value: Some(HF_HOME.into()),
+        ..EnvVar::default()
+    }];
+    if spec.effective_connector() == KvConnector::Nixl {
+        env.push(EnvVar {
+            name: kv_transfer::SIDE_CHANNEL_HOST_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    env.extend(spec.engine.env.iter().cloned());
+    env
+}
+
+fn ports(spec: &LLMDeploymentSpec) -> Vec<ContainerPort> {
+    let mut ports = vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: MODEL_SERVER_PORT,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }];
+    if spec.effective_connector() == KvConnector::Nixl {
+        ports.push(ContainerPort {
+            name: Some("nixl".into()),
+            container_port: spec.kv_transfer.side_channel_port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        });
+    }
+    ports
+}
+
+fn volumes(spec: &LLMDeploymentSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let memory_dir = |name: &str, medium: Option<&str>| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: medium.map(str::to_string),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..VolumeMount::default()
+    };
+    // /dev/shm for NCCL between tensor-parallel workers; a writable cache for weights.
+    let mut volumes = vec![memory_dir("shm", Some("Memory")), memory_dir("cache", None)];
+    let mut mounts = vec![mount("shm", "/dev/shm"), mount("cache", "/cache")];
+    if let Some((volume, volume_mount)) = model_source(&spec.model.uri).volume {
+        volumes.push(volume);
+        mounts.push(volume_mount);
+    }
+    (volumes, mounts)
+}
+
+/// The StatefulSet of one role. `kv_transfer_hash` is the hash of the KV-transfer
+/// ConfigMap when the NIXL fabric is in use.
+pub fn stateful_set(
+    owner: &Owner,
+    spec: &LLMDeploymentSpec,
+    role: Role,
+    role_spec: &RoleSpec,
+    kv_transfer_hash: Option<&str>,
+) -> StatefulSet {
+    let name = name(owner, role);
+    let (volumes, volume_mounts) = volumes(spec);
+    let annotations = kv_transfer_hash
+        .map(|hash| BTreeMap::from([(labels::KV_TRANSFER_HASH.to_string(), hash.to_string())]));
+    let env_from = kv_transfer_hash.map(|_| {
+        vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: kv_transfer::name(owner),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]
+    });
+    let container = Container {
+        name: "vllm".into(),
+        image: Some(spec.engine.image.clone()),
+        args: Some(vllm_args(spec, role_spec)),
+        env: Some(env(spec)),
+        env_from,
+        ports: Some(ports(spec)),
+        resources: Some(resources(role_spec)),
+        readiness_probe: Some(health_probe(5, 3)),
+        liveness_probe: Some(health_probe(10, 3)),
+        // Loading weights can take long: up to an hour before liveness applies.
+        startup_probe: Some(health_probe(10, 360)),
+        volume_mounts: Some(volume_mounts),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: owner.object_meta(name.clone(), role.component()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(role_spec.replicas),
+            service_name: Some(name),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(owner.selector_labels(role.component())),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels(owner, spec, role)),
+                    annotations,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    node_selector: non_empty_map(&role_spec.node_selector),
+                    tolerations: non_empty_vec(&role_spec.tolerations),
+                    affinity: role_spec.affinity.clone(),
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// The headless Service that gives each pod of the role a stable DNS name.
+pub fn headless_service(owner: &Owner, spec: &LLMDeploymentSpec, role: Role) -> Service {
+    let mut ports = vec![ServicePort {
+        name: Some("http".into()),
+        port: MODEL_SERVER_PORT,
+        target_port: Some(IntOrString::String("http".into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }];
+    if spec.effective_connector() == KvConnector::Nixl {
+        ports.push(ServicePort {
+            name: Some("nixl".into()),
+            port: spec.kv_transfer.side_channel_port,
+            target_port: Some(IntOrString::String("nixl".into())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        });
+    }
+    Service {
+        metadata: owner.object_meta(name(owner, role), role.component()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(owner.selector_labels(role.component())),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone())
+}
+
+fn non_empty_vec<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_source_maps_each_scheme() {
+        assert_eq!(model_source("hf://org/m").args, ["--model", "org/m"]);
+        let pvc = model_source("pvc://weights/llama/8b");
+        assert_eq!(pvc.args, ["--model", "/models/llama/8b"]);
+        let (volume, _) = pvc.volume.expect("pvc volume");
+        assert_eq!(
+            volume.persistent_volume_claim.map(|p| p.claim_name),
+            Some("weights".to_string())
+        );
+        assert_eq!(model_source("pvc://weights").args, ["--model", "/models"]);
+        assert_eq!(
+            model_source("s3://bucket/m").args,
+            [
+                "--model",
+                "s3://bucket/m",
+                "--load-format",
+                "runai_streamer"
+            ]
+        );
+        let oci = model_source("oci://registry.example/models/llama:8b");
+        let (volume, mount) = oci.volume.expect("image volume");
+        assert_eq!(
+            volume.image.and_then(|i| i.reference),
+            Some("registry.example/models/llama:8b".to_string())
+        );
+        assert_eq!(mount.mount_path, "/models");
+    }
+
+    #[test]
+    fn gpu_request_follows_parallelism_unless_set() {
+        let mut role = RoleSpec::default();
+        role.parallelism.tensor = 4;
+        role.parallelism.data = 2;
+        let res = resources(&role);
+        assert_eq!(
+            res.limits.as_ref().and_then(|l| l.get("nvidia.com/gpu")),
+            Some(&Quantity("8".into()))
+        );
+        assert_eq!(
+            res.requests.as_ref().and_then(|l| l.get("nvidia.com/gpu")),
+            Some(&Quantity("8".into()))
+        );
+
+        role.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                "nvidia.com/gpu".to_string(),
+                Quantity("1".into()),
+            )])),
+            ..ResourceRequirements::default()
+        });
+        let res = resources(&role);
+        assert_eq!(
+            res.limits.as_ref().and_then(|l| l.get("nvidia.com/gpu")),
+            Some(&Quantity("1".into()))
+        );
+        assert_eq!(
+            res.requests.as_ref().and_then(|l| l.get("nvidia.com/gpu")),
+            Some(&Quantity("1".into()))
+        );
+    }
+}

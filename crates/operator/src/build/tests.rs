@@ -1,0 +1,377 @@
+//! The three samples under config/samples build the expected children.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use llmd_api::endpoint_picker_config::{EndpointPickerConfig, plugin, profile};
+use llmd_api::{LLMDeployment, labels};
+
+use super::*;
+
+pub(crate) const AGGREGATED: &str =
+    include_str!("../../../../config/samples/llmd_v1alpha1_aggregated.yaml");
+pub(crate) const PD_NIXL: &str =
+    include_str!("../../../../config/samples/llmd_v1alpha1_pd_nixl.yaml");
+pub(crate) const AUTOTUNED: &str =
+    include_str!("../../../../config/samples/llmd_v1alpha1_autotuned_router.yaml");
+
+/// A sample as the API server would hand it to the operator.
+pub(crate) fn sample(yaml: &str) -> LLMDeployment {
+    let mut ld: LLMDeployment = serde_yaml::from_str(yaml).expect("sample parses");
+    ld.metadata.namespace = Some("inference".into());
+    ld.metadata.uid = Some("5f0c6a2e-0000-4000-8000-000000000001".into());
+    ld.metadata.generation = Some(1);
+    ld
+}
+
+fn children(yaml: &str, options: &BuildOptions) -> (Owner, Children) {
+    let ld = sample(yaml);
+    let owner = Owner::of(&ld).expect("owner");
+    let children = build(&owner, &ld.spec, options).expect("build");
+    (owner, children)
+}
+
+fn vllm(server: &ModelServer) -> &Container {
+    &server
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+        .containers[0]
+}
+
+fn arg_after<'a>(container: &'a Container, flag: &str) -> Option<&'a str> {
+    let args = container.args.as_ref()?;
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1).map(String::as_str)
+}
+
+fn gpus(container: &Container) -> Option<&Quantity> {
+    container
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("nvidia.com/gpu")
+}
+
+fn epp_config(children: &Children) -> EndpointPickerConfig {
+    let data = children.endpoint_picker.config.data.as_ref().expect("data");
+    serde_yaml::from_str(&data[endpoint_picker_config::CONFIG_KEY]).expect("config parses")
+}
+
+fn every_object_meta(
+    children: &Children,
+) -> Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    let Children {
+        prefill,
+        decode,
+        kv_transfer,
+        endpoint_picker,
+        inference_pool,
+    } = children;
+    let mut metas = vec![
+        &decode.stateful_set.metadata,
+        &decode.service.metadata,
+        &endpoint_picker.deployment.metadata,
+        &endpoint_picker.service.metadata,
+        &endpoint_picker.service_account.metadata,
+        &endpoint_picker.role.metadata,
+        &endpoint_picker.role_binding.metadata,
+        &endpoint_picker.config.metadata,
+    ];
+    if let Some(p) = prefill {
+        metas.extend([&p.stateful_set.metadata, &p.service.metadata]);
+    }
+    metas.extend(kv_transfer.iter().map(|c| &c.metadata));
+    metas.extend(inference_pool.iter().map(|p| &p.metadata));
+    metas
+}
+
+#[test]
+fn aggregated_sample_builds_decode_only_without_kv_fabric() {
+    let (_, children) = children(AGGREGATED, &BuildOptions::default());
+    assert!(children.prefill.is_none());
+    assert!(children.kv_transfer.is_none());
+    assert!(children.inference_pool.is_none(), "CRD not served");
+    let sts = &children.decode.stateful_set;
+    assert_eq!(
+        sts.metadata.name.as_deref(),
+        Some("llama-aggregated-decode")
+    );
+    let spec = sts.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(4));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    assert_eq!(
+        spec.service_name.as_deref(),
+        Some("llama-aggregated-decode")
+    );
+    let container = vllm(&children.decode);
+    assert_eq!(arg_after(container, "--tensor-parallel-size"), Some("2"));
+    assert_eq!(
+        arg_after(container, "--model"),
+        Some("meta-llama/Llama-3.1-8B-Instruct")
+    );
+    assert_eq!(
+        arg_after(container, "--served-model-name"),
+        Some("meta-llama/Llama-3.1-8B-Instruct")
+    );
+    assert_eq!(arg_after(container, "--port"), Some("8000"));
+    assert_eq!(arg_after(container, "--max-model-len"), Some("8192"));
+    assert_eq!(arg_after(container, "--kv-transfer-config"), None);
+    assert_eq!(gpus(container), Some(&Quantity("2".into())));
+    let requests = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests");
+    assert_eq!(requests.get("cpu"), Some(&Quantity("4".into())));
+    let probe_path = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .and_then(|h| h.path.as_deref());
+    assert_eq!(probe_path, Some("/health"));
+    let config = epp_config(&children);
+    assert_eq!(config.scheduling_profiles.len(), 1);
+    assert!(
+        config
+            .plugins
+            .iter()
+            .any(|p| p.plugin_type == plugin::SINGLE_PROFILE_HANDLER)
+    );
+}
+
+#[test]
+fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
+    let (owner, children) = children(
+        PD_NIXL,
+        &BuildOptions {
+            inference_pool_served: true,
+            ..BuildOptions::default()
+        },
+    );
+    let prefill = children.prefill.as_ref().expect("prefill");
+    assert_eq!(
+        prefill.stateful_set.metadata.name.as_deref(),
+        Some("llama-pd-prefill")
+    );
+    assert_eq!(
+        prefill.service.metadata.name.as_deref(),
+        Some("llama-pd-prefill")
+    );
+    assert_eq!(
+        prefill
+            .service
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
+    let kv = children
+        .kv_transfer
+        .as_ref()
+        .expect("kv-transfer ConfigMap");
+    assert_eq!(kv.metadata.name.as_deref(), Some("llama-pd-kv-transfer"));
+    let data = kv.data.as_ref().expect("data");
+    let kv_config: serde_json::Value =
+        serde_json::from_str(&data[kv_transfer::KV_TRANSFER_CONFIG_ENV]).expect("json");
+    assert_eq!(kv_config["kv_connector"], "NixlConnector");
+    assert_eq!(kv_config["kv_role"], "kv_both");
+    assert_eq!(data[kv_transfer::UCX_TLS_ENV], "cuda_ipc,cuda_copy,tcp");
+    assert_eq!(data[kv_transfer::SIDE_CHANNEL_PORT_ENV], "5600");
+    let hash = kv_transfer::hash(data);
+
+    for (server, role, gpu_count) in [(prefill, "prefill", "1"), (&children.decode, "decode", "2")]
+    {
+        let template = &server.stateful_set.spec.as_ref().expect("spec").template;
+        let meta = template.metadata.as_ref().expect("template meta");
+        let pod_labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(pod_labels[labels::ROLE], role);
+        assert_eq!(pod_labels[labels::INFERENCE_SERVING], "true");
+        assert_eq!(pod_labels[labels::MANAGED_BY], labels::MANAGER);
+        assert_eq!(
+            meta.annotations.as_ref().expect("annotations")[labels::KV_TRANSFER_HASH],
+            hash
+        );
+        let container = vllm(server);
+        assert_eq!(
+            arg_after(container, "--kv-transfer-config"),
+            Some("$(LLMD_KV_TRANSFER_CONFIG)")
+        );
+        assert_eq!(gpus(container), Some(&Quantity(gpu_count.into())));
+        let env_from = container.env_from.as_ref().expect("envFrom");
+        assert_eq!(
+            env_from[0].config_map_ref.as_ref().map(|c| c.name.as_str()),
+            Some("llama-pd-kv-transfer")
+        );
+        let host = container
+            .env
+            .as_ref()
+            .and_then(|e| {
+                e.iter()
+                    .find(|v| v.name == kv_transfer::SIDE_CHANNEL_HOST_ENV)
+            })
+            .and_then(|v| v.value_from.as_ref())
+            .and_then(|s| s.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(host, Some("status.podIP"));
+        let nixl_port = container
+            .ports
+            .as_ref()
+            .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some("nixl")))
+            .map(|p| p.container_port);
+        assert_eq!(nixl_port, Some(5600));
+    }
+
+    let config = epp_config(&children);
+    let names: Vec<&str> = config
+        .scheduling_profiles
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, [profile::DECODE, profile::PREFILL]);
+    let decider = config
+        .plugins
+        .iter()
+        .find(|p| p.plugin_type == plugin::PD_DECIDER)
+        .and_then(|p| p.parameters.clone());
+    assert_eq!(decider, Some(serde_json::json!({"nonCachedTokens": 256})));
+    let decode_weights: BTreeMap<&str, f64> = config.scheduling_profiles[0]
+        .plugins
+        .iter()
+        .filter_map(|p| Some((p.plugin_ref.as_str(), p.weight?)))
+        .collect();
+    assert_eq!(
+        decode_weights,
+        BTreeMap::from([
+            (plugin::PREFIX_CACHE_SCORER, 3.0),
+            (plugin::QUEUE_SCORER, 2.0),
+            (plugin::KV_CACHE_UTILIZATION_SCORER, 2.0)
+        ])
+    );
+
+    let pool = children
+        .inference_pool
+        .as_ref()
+        .expect("pool when CRD served");
+    assert_eq!(pool.spec.endpoint_picker_ref.name, "llama-pd-epp");
+    assert_eq!(pool.spec.endpoint_picker_ref.port.number, 9002);
+    assert_eq!(
+        pool.spec.selector.match_labels[labels::INSTANCE],
+        "llama-pd"
+    );
+    assert_eq!(
+        endpoint_picker_service::endpoint(&owner),
+        "http://llama-pd-epp.inference.svc:8080"
+    );
+}
+
+#[test]
+fn autotuned_sample_builds_router_with_tuned_weights_and_live_config() {
+    let tuned = llmd_api::ScorerWeights {
+        prefix_cache: 7.5,
+        ..llmd_api::ScorerWeights::default()
+    };
+    let (_, children) = children(
+        AUTOTUNED,
+        &BuildOptions {
+            tuned_weights: Some(tuned),
+            ..BuildOptions::default()
+        },
+    );
+    let deployment = &children.endpoint_picker.deployment;
+    let spec = deployment.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("qwen-autotuned-epp")
+    );
+    let args = pod.containers[0].args.as_ref().expect("args");
+    assert!(args.windows(2).any(|w| w[0] == "--selector"
+        && w[1] == "app.kubernetes.io/instance=qwen-autotuned,llm-d.ai/inference-serving=true"));
+    // The config is reloaded live: its hash must not roll the EPP pods.
+    let annotations = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref());
+    assert!(annotations.is_none_or(|a| !a.contains_key(labels::EPP_CONFIG_HASH)));
+    let config = epp_config(&children);
+    let prefix_weight = config.scheduling_profiles[0]
+        .plugins
+        .iter()
+        .find(|p| p.plugin_ref == plugin::PREFIX_CACHE_SCORER)
+        .and_then(|p| p.weight);
+    assert_eq!(prefix_weight, Some(7.5));
+    let rules = children.endpoint_picker.role.rules.as_ref().expect("rules");
+    for rule in rules {
+        assert_eq!(
+            rule.verbs,
+            ["get", "list", "watch"],
+            "EPP role is read-only"
+        );
+    }
+    assert_eq!(gpus(vllm(&children.decode)), Some(&Quantity("4".into())));
+}
+
+#[test]
+fn every_child_is_owned_and_labelled_as_managed() {
+    for yaml in [AGGREGATED, PD_NIXL, AUTOTUNED] {
+        let (_, children) = children(
+            yaml,
+            &BuildOptions {
+                inference_pool_served: true,
+                ..BuildOptions::default()
+            },
+        );
+        for meta in every_object_meta(&children) {
+            let labels = meta.labels.as_ref().expect("labels");
+            assert_eq!(
+                labels[labels::MANAGED_BY],
+                labels::MANAGER,
+                "{:?}",
+                meta.name
+            );
+            let owners = meta.owner_references.as_ref().expect("owner");
+            assert_eq!(owners[0].kind, "LLMDeployment");
+            assert_eq!(owners[0].controller, Some(true));
+            assert_eq!(meta.namespace.as_deref(), Some("inference"));
+        }
+    }
+}
+
+#[test]
+fn samples_fit_on_four_eight_gpu_nodes() {
+    let total: i64 = [AGGREGATED, PD_NIXL, AUTOTUNED]
+        .iter()
+        .map(|yaml| {
+            let ld = sample(yaml);
+            let role_gpus =
+                |r: &llmd_api::RoleSpec| i64::from(r.replicas) * r.parallelism.gpus_per_pod();
+            ld.spec.active_prefill().map_or(0, role_gpus) + role_gpus(&ld.spec.decode)
+        })
+        .sum();
+    assert!(total <= 32, "samples need {total} GPUs");
+}
+
+#[test]
+fn changing_the_kv_fabric_changes_the_pod_template() {
+    let ld = sample(PD_NIXL);
+    let owner = Owner::of(&ld).expect("owner");
+    let before = build(&owner, &ld.spec, &BuildOptions::default()).expect("build");
+    let mut changed = ld.spec.clone();
+    changed.kv_transfer.ucx.transports = "sm,cuda_ipc,cuda_copy,rc,tcp".into();
+    let after = build(&owner, &changed, &BuildOptions::default()).expect("build");
+    let template = |c: &Children| {
+        c.decode
+            .stateful_set
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+    };
+    assert_ne!(template(&before), template(&after));
+}

@@ -1,0 +1,267 @@
+//! `llmd-operator`: turns LLMDeployment resources into llm-d style inference stacks.
+
+mod apply;
+mod build;
+mod conditions;
+mod context;
+mod controller;
+mod crdgen;
+mod discovery;
+mod error;
+mod leader_election;
+mod metrics;
+mod observe;
+mod reconcile;
+mod server;
+mod status;
+mod telemetry;
+mod tuner;
+mod validate;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use llmd_api::LLMDeployment;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::context::Context;
+use crate::leader_election::LeaseLock;
+use crate::metrics::Metrics;
+use crate::server::ServerState;
+use crate::telemetry::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmd-operator",
+    version,
+    about = "Kubernetes operator for llm-d style LLM inference stacks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Run the controller. The cluster comes from KUBECONFIG (or ~/.kube/config), else
+    /// the in-cluster service account.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Address of the Prometheus metrics endpoint (/metrics).
+    #[arg(long, env = "LLMD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Address of the health endpoints (/healthz, /readyz).
+    #[arg(long, env = "LLMD_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    health_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LLMD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, env = "LLMD_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "llmd-operator-leader")]
+    lease_name: String,
+    /// How long a lease lives without renewal, in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// How often the leader renews and a standby retries, in seconds.
+    #[arg(long, default_value_t = 2)]
+    lease_retry_seconds: u64,
+    /// Identity in the lease (defaults to the pod name or host name plus process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match crdgen::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "cannot start the async runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once on SIGINT or SIGTERM and tells every watcher of the returned channel.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = ServerState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    server::serve(args.metrics_addr, server::metrics_router(state.clone()))
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_addr))?;
+    server::serve(args.health_addr, server::health_router(state))
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.health_addr))?;
+
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?;
+    let lds: Api<LLMDeployment> = Api::all(client.clone());
+    lds.list_metadata(&ListParams::default().limit(1)).await.map_err(|e| {
+        format!("cannot list llmdeployments.llmd.dev (is the CRD installed? kubectl apply -f crds/): {e}")
+    })?;
+    ready.store(true, Ordering::Relaxed);
+
+    let stop = shutdown_signal();
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "llmd-operator".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Some(identity.clone()),
+    ));
+
+    if !args.leader_elect {
+        info!("leader election off: reconciling");
+        controller::run(client, ctx, wait_for(stop)).await;
+        return Ok(());
+    }
+
+    let lock = LeaseLock::new(
+        Api::<Lease>::namespaced(client.clone(), &args.leader_election_namespace),
+        args.lease_name.clone(),
+        identity,
+        Duration::from_secs(args.lease_duration_seconds),
+    );
+    let retry = Duration::from_secs(args.lease_retry_seconds.max(1));
+    info!(identity = lock.identity(), lease = %args.lease_name, "waiting to become leader");
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        match lock.try_acquire_or_renew().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "leader election round failed"),
+        }
+        let mut stop_wait = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {},
+            _ = stop_wait.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+    info!(identity = lock.identity(), "became leader: reconciling");
+    metrics.leader.set(1);
+
+    let lock = Arc::new(lock);
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let renewer = {
+        let lock = lock.clone();
+        let deadline = Duration::from_secs(args.lease_duration_seconds);
+        tokio::spawn(async move {
+            let mut last_renewed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(retry).await;
+                match lock.try_acquire_or_renew().await {
+                    Ok(true) => last_renewed = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "could not renew the lease"),
+                }
+                if last_renewed.elapsed() > deadline {
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+            }
+        })
+    };
+    let stop_or_lost = {
+        let stop = stop.clone();
+        let lost = lost_rx.clone();
+        async move {
+            let mut lost_wait = lost.clone();
+            tokio::select! {
+                _ = wait_for(stop) => {},
+                _ = lost_wait.wait_for(|l| *l) => {},
+            }
+        }
+    };
+    controller::run(client, ctx, stop_or_lost).await;
+    renewer.abort();
+    metrics.leader.set(0);
+    if *lost_rx.borrow() {
+        return Err("lost the leader lease: exiting so that only one replica reconciles".into());
+    }
+    if let Err(e) = lock.release().await {
+        warn!(error = %e, "could not release the lease");
+    }
+    info!("stopped");
+    Ok(())
+}

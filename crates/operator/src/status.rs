@@ -1,0 +1,115 @@
+//! The LLMDeployment status: computed as a value, written only when it changed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use llmd_api::endpoint_picker_config::EndpointPickerConfig;
+use llmd_api::{LLMDeployment, LLMDeploymentStatus, RoleStatus, RouterStatus, RoutingStatus};
+use serde_json::json;
+
+use crate::apply::FIELD_MANAGER;
+use crate::conditions::{self, Failure};
+use crate::error::{Error, Result};
+use crate::observe::{Observed, Workload};
+
+/// What the reconcile learned, beyond the workloads.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub router_endpoint: Option<String>,
+    pub inference_pool: Option<&'static str>,
+    pub epp_config: Option<EndpointPickerConfig>,
+    pub routing_reason: Option<String>,
+}
+
+fn role_status(w: &Workload) -> RoleStatus {
+    RoleStatus {
+        desired: w.desired,
+        replicas: w.replicas,
+        ready_replicas: w.ready,
+        updated_replicas: w.updated,
+        ready: format!("{}/{}", w.ready, w.desired),
+    }
+}
+
+fn routing(previous: Option<&RoutingStatus>, facts: &Facts, now: &Time) -> Option<RoutingStatus> {
+    let config = facts.epp_config.as_ref()?;
+    let weights: BTreeMap<String, f64> = config
+        .scheduling_profiles
+        .first()
+        .map(|profile| {
+            profile
+                .plugins
+                .iter()
+                .filter_map(|p| Some((p.plugin_ref.clone(), p.weight?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let config_hash = crate::apply::hash(&serde_json::to_value(config).ok()?);
+    let last_updated = match previous {
+        Some(p) if p.config_hash.as_deref() == Some(config_hash.as_str()) => p.last_updated.clone(),
+        _ => Some(now.0.to_string()),
+    };
+    Some(RoutingStatus {
+        weights,
+        config_hash: Some(config_hash),
+        last_updated,
+        reason: facts.routing_reason.clone(),
+    })
+}
+
+/// The status the object should have. Timestamps of unchanged conditions are kept, so
+/// the result equals the current status when nothing changed.
+pub fn desired(
+    ld: &LLMDeployment,
+    observed: &Observed,
+    failure: Option<&Failure>,
+    facts: &Facts,
+    now: &Time,
+) -> LLMDeploymentStatus {
+    let generation = ld.metadata.generation.unwrap_or(0);
+    let previous = ld.status.clone().unwrap_or_default();
+    let verdicts = conditions::compute(observed, failure);
+    let previous_routing = previous.routing.as_ref();
+    LLMDeploymentStatus {
+        observed_generation: Some(generation),
+        conditions: conditions::merge(&previous.conditions, verdicts, generation, now),
+        prefill: observed.prefill.as_ref().map(role_status),
+        decode: Some(role_status(&observed.decode)),
+        router: Some(RouterStatus {
+            replicas: observed.endpoint_picker.desired,
+            ready_replicas: observed.endpoint_picker.ready,
+            endpoint: facts.router_endpoint.clone(),
+            inference_pool: facts.inference_pool.map(str::to_string),
+        }),
+        routing: routing(previous_routing, facts, now).or_else(|| previous.routing.clone()),
+    }
+}
+
+/// Write `status` with server-side apply unless it equals the current one. Returns
+/// whether a write was sent.
+pub async fn write(
+    api: &Api<LLMDeployment>,
+    ld: &LLMDeployment,
+    status: LLMDeploymentStatus,
+) -> Result<bool> {
+    if ld.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let name = ld.name_any();
+    let body = json!({
+        "apiVersion": "llmd.dev/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": name},
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("write status of {name}"), e))?;
+    Ok(true)
+}

@@ -1,0 +1,108 @@
+//! Checks of a spec that the schema cannot express. A failure is reported as
+//! `Degraded=True, reason InvalidSpec` and the reconcile waits for a change.
+
+use llmd_api::{KvConnector, LLMDeploymentSpec, RoleSpec};
+
+use crate::build::kv_transfer;
+
+/// Env vars the operator sets on model servers when the NIXL fabric is on.
+const MANAGED_ENV: [&str; 5] = [
+    kv_transfer::KV_TRANSFER_CONFIG_ENV,
+    kv_transfer::SIDE_CHANNEL_HOST_ENV,
+    kv_transfer::SIDE_CHANNEL_PORT_ENV,
+    kv_transfer::UCX_TLS_ENV,
+    kv_transfer::UCX_SOCKADDR_TLS_PRIORITY_ENV,
+];
+
+/// Every problem found, each naming the field; empty when the spec can be served.
+pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(prefill) = spec.active_prefill() {
+        gpu_count(&mut problems, "spec.prefill", prefill);
+    }
+    gpu_count(&mut problems, "spec.decode", &spec.decode);
+    if spec.effective_connector() == KvConnector::Nixl {
+        for var in &spec.engine.env {
+            if MANAGED_ENV.contains(&var.name.as_str()) {
+                problems.push(format!(
+                    "spec.engine.env sets {}, which the operator derives from spec.kvTransfer",
+                    var.name
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// A GPU count set in resources must match what parallelism needs.
+fn gpu_count(problems: &mut Vec<String>, field: &str, role: &RoleSpec) {
+    let Some(resources) = &role.resources else {
+        return;
+    };
+    let needed = role.parallelism.gpus_per_pod();
+    for (list_name, list) in [
+        ("limits", &resources.limits),
+        ("requests", &resources.requests),
+    ] {
+        let Some(quantity) = list.as_ref().and_then(|l| l.get(&role.gpu_resource_name)) else {
+            continue;
+        };
+        if quantity.0.parse::<i64>().ok() != Some(needed) {
+            problems.push(format!(
+                "{field}.resources.{list_name} sets {}: {} but parallelism needs {needed} (tensor {} x data {})",
+                role.gpu_resource_name, quantity.0, role.parallelism.tensor, role.parallelism.data
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    use super::*;
+    use crate::build::tests::{AGGREGATED, PD_NIXL, sample};
+
+    #[test]
+    fn samples_have_no_problems() {
+        assert!(problems(&sample(AGGREGATED).spec).is_empty());
+        assert!(problems(&sample(PD_NIXL).spec).is_empty());
+    }
+
+    #[test]
+    fn gpu_count_must_match_parallelism() {
+        let mut spec = sample(AGGREGATED).spec;
+        spec.decode.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                "nvidia.com/gpu".to_string(),
+                Quantity("1".into()),
+            )])),
+            ..ResourceRequirements::default()
+        });
+        assert_eq!(
+            problems(&spec),
+            [
+                "spec.decode.resources.limits sets nvidia.com/gpu: 1 but parallelism needs 2 (tensor 2 x data 1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn managed_env_is_refused_only_with_nixl() {
+        let env = vec![EnvVar {
+            name: "UCX_TLS".into(),
+            value: Some("tcp".into()),
+            ..EnvVar::default()
+        }];
+        let mut pd = sample(PD_NIXL).spec;
+        pd.engine.env = env.clone();
+        assert_eq!(problems(&pd).len(), 1);
+        assert!(problems(&pd)[0].starts_with("spec.engine.env sets UCX_TLS"));
+        let mut aggregated = sample(AGGREGATED).spec;
+        aggregated.engine.env = env;
+        assert!(problems(&aggregated).is_empty());
+    }
+}
