@@ -1,0 +1,53 @@
+//! What scheduling sees of an endpoint and a request: plain values, so every
+//! scorer, filter and the P/D decider is a pure function over them.
+
+use std::sync::Arc;
+
+use crate::endpoint::Role;
+
+/// Load signals from a fresh scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Load {
+    pub waiting: f64,
+    pub running: f64,
+    /// 0..=1
+    pub kv_usage: f64,
+}
+
+/// One endpoint as a pick sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub address: Arc<str>,
+    pub role: Role,
+    /// `None` when metrics were never scraped or are stale.
+    pub load: Option<Load>,
+    /// Requests this EPP has in flight there.
+    pub in_flight: u64,
+    /// Leading prompt blocks the prefix index says it holds.
+    pub matched_blocks: usize,
+}
+
+impl Candidate {
+    /// A candidate with no signals yet (tests, fresh endpoints).
+    pub fn new(address: &str, role: Role) -> Self {
+        Candidate {
+            address: Arc::from(address),
+            role,
+            load: None,
+            in_flight: 0,
+            matched_blocks: 0,
+        }
+    }
+}
+
+/// What scheduling needs of a request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestFeatures {
+    /// Full prompt blocks hashed (capped by `maxPrefixBlocksToMatch`).
+    pub prompt_blocks: usize,
+    pub block_size_tokens: usize,
+    /// Approximate prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Endpoint named by the `x-session-token` header, if any.
+    pub session_endpoint: Option<String>,
+}

@@ -1,0 +1,309 @@
+//! The stateful EndpointPicker: the pool, the prefix index and the config in force,
+//! glued to the pure scheduler. Both front ends (ext-proc and the HTTP proxy) call
+//! [`EndpointPicker::pick`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::candidate::{Candidate, Load, RequestFeatures};
+use crate::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
+use crate::prefix_hash::hash_prompt;
+use crate::prefix_index::PrefixIndex;
+use crate::scheduler::{Decision, schedule};
+use crate::scheduler_config::SchedulerConfig;
+use crate::telemetry::{DecisionLabels, OutcomeLabels, ScorerLabels, Telemetry};
+
+/// What a pick needs from a request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PickRequest<'a> {
+    pub model: &'a str,
+    pub prompt: &'a str,
+    /// Value of the `x-session-token` header.
+    pub session_token: Option<&'a str>,
+}
+
+/// A decision with the live endpoint states it names.
+#[derive(Debug)]
+pub struct Routing {
+    pub decision: Decision,
+    pub decode: Arc<EndpointState>,
+    pub prefill: Option<Arc<EndpointState>>,
+}
+
+/// The token a client sends back in `x-session-token` to stay on an endpoint.
+pub fn session_token_for(address: &str) -> String {
+    URL_SAFE_NO_PAD.encode(address)
+}
+
+fn session_endpoint(token: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+pub struct EndpointPicker {
+    pub registry: Arc<EndpointRegistry>,
+    pub index: PrefixIndex,
+    pub telemetry: Arc<Telemetry>,
+    config: ArcSwap<SchedulerConfig>,
+    staleness: Duration,
+}
+
+impl EndpointPicker {
+    pub fn new(
+        registry: Arc<EndpointRegistry>,
+        config: SchedulerConfig,
+        telemetry: Arc<Telemetry>,
+        staleness: Duration,
+    ) -> Self {
+        EndpointPicker {
+            registry,
+            index: PrefixIndex::new(config.prefix.lru_capacity_per_server),
+            telemetry,
+            config: ArcSwap::from_pointee(config),
+            staleness,
+        }
+    }
+
+    pub fn config(&self) -> Arc<SchedulerConfig> {
+        self.config.load_full()
+    }
+
+    /// Puts `config` in force atomically; the prefix index is kept (resized only).
+    pub fn apply_config(&self, config: SchedulerConfig) {
+        let old = self.config.load();
+        if old.prefix.block_size_tokens != config.prefix.block_size_tokens {
+            // Hashes of another block size never match again; they age out of the LRU.
+            tracing::warn!(
+                old = old.prefix.block_size_tokens,
+                new = config.prefix.block_size_tokens,
+                "blockSizeTokens changed: prefix index restarts warming"
+            );
+        }
+        self.index
+            .set_capacity(config.prefix.lru_capacity_per_server);
+        self.config.store(Arc::new(config));
+    }
+
+    /// Stores a scrape and lowers the index bound to the engine's real KV capacity.
+    pub fn record_scrape(
+        &self,
+        state: &EndpointState,
+        metrics: crate::engine_metrics::EngineMetrics,
+    ) {
+        if let Some(tokens) = metrics.kv_capacity_tokens() {
+            let block = self.config.load().prefix.block_size_tokens as u64;
+            let blocks = (tokens / block.max(1)) as usize;
+            self.index
+                .set_engine_capacity(&state.endpoint.address, blocks);
+        }
+        state.metrics.store(Some(Arc::new(ScrapedMetrics {
+            metrics,
+            at: Instant::now(),
+        })));
+    }
+
+    /// Current candidates with their signals and prefix matches for `hashes`.
+    pub fn candidates(&self, hashes: &[u64]) -> (Vec<Candidate>, Vec<Arc<EndpointState>>) {
+        let pool = self.registry.snapshot();
+        let now = Instant::now();
+        let states: Vec<Arc<EndpointState>> = pool.values().cloned().collect();
+        let matched = self
+            .index
+            .matched_blocks(states.iter().map(|s| &*s.endpoint.address), hashes);
+        let candidates = states
+            .iter()
+            .zip(matched)
+            .map(|(s, matched_blocks)| {
+                let load = s.metrics.load().as_ref().and_then(|m| {
+                    (now.saturating_duration_since(m.at) <= self.staleness).then_some(Load {
+                        waiting: m.metrics.waiting,
+                        running: m.metrics.running,
+                        kv_usage: m.metrics.kv_usage,
+                    })
+                });
+                Candidate {
+                    address: s.endpoint.address.clone(),
+                    role: s.endpoint.role,
+                    load,
+                    in_flight: s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    matched_blocks,
+                }
+            })
+            .collect();
+        (candidates, states)
+    }
+
+    /// Picks endpoints for a request and records the prompt in the prefix index.
+    /// `None` when no endpoint can serve it.
+    pub fn pick(&self, req: PickRequest<'_>) -> Option<Routing> {
+        let config = self.config.load_full();
+        let p = &config.prefix;
+        let blocks = hash_prompt(
+            req.model,
+            req.prompt,
+            p.block_size_tokens,
+            p.max_prefix_blocks,
+        );
+        let (candidates, states) = self.candidates(&blocks.hashes);
+        let features = RequestFeatures {
+            prompt_blocks: blocks.hashes.len(),
+            block_size_tokens: blocks.block_size,
+            prompt_tokens: blocks.total_tokens,
+            session_endpoint: req.session_token.and_then(session_endpoint),
+        };
+        let Some(decision) = schedule(&config, &candidates, &features, &mut rand::rng()) else {
+            self.telemetry.no_endpoint.inc();
+            return None;
+        };
+        let find = |addr: &str| {
+            states
+                .iter()
+                .find(|s| &*s.endpoint.address == addr)
+                .cloned()
+        };
+        let decode = find(&decision.decode.address)?;
+        let prefill = decision.prefill.as_ref().and_then(|p| find(&p.address));
+        self.index.record(&decode.endpoint.address, &blocks.hashes);
+        if let Some(p) = &prefill {
+            self.index.record(&p.endpoint.address, &blocks.hashes);
+        }
+        self.observe(&decision, features.prompt_blocks);
+        Some(Routing {
+            decision,
+            decode,
+            prefill,
+        })
+    }
+
+    fn observe(&self, decision: &Decision, prompt_blocks: usize) {
+        let t = &self.telemetry;
+        for pick in std::iter::once(&decision.decode).chain(decision.prefill.as_ref()) {
+            t.decisions
+                .get_or_create(&DecisionLabels {
+                    endpoint: pick.address.to_string(),
+                    profile: pick.profile.clone(),
+                })
+                .inc();
+            for (scorer, value) in &pick.scores {
+                t.scorer_scores
+                    .get_or_create(&ScorerLabels {
+                        profile: pick.profile.clone(),
+                        scorer: scorer.clone(),
+                    })
+                    .observe(*value);
+            }
+        }
+        if prompt_blocks > 0 {
+            t.prefix_match_ratio
+                .observe(decision.decode.matched_blocks as f64 / prompt_blocks as f64);
+        }
+        let outcome = if decision.prefill.is_some() {
+            "disaggregated"
+        } else {
+            "aggregated"
+        };
+        t.pd_decisions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{Endpoint, Role};
+
+    fn picker(endpoints: &[(&str, Role)]) -> EndpointPicker {
+        let reg = Arc::new(EndpointRegistry::new());
+        reg.replace_all(endpoints.iter().map(|(a, r)| Endpoint::new(*a, *r)));
+        EndpointPicker::new(
+            reg,
+            SchedulerConfig::default_config(),
+            Arc::new(Telemetry::new()),
+            Duration::from_secs(2),
+        )
+    }
+
+    fn long_prompt(tenant: &str) -> String {
+        format!("{tenant} {}", "shared context words ".repeat(40))
+    }
+
+    #[test]
+    fn repeated_prefixes_stick_to_the_first_endpoint() {
+        let p = picker(&[
+            ("a:1", Role::Decode),
+            ("b:1", Role::Decode),
+            ("c:1", Role::Decode),
+        ]);
+        let prompt = long_prompt("tenant1");
+        let first = p
+            .pick(PickRequest {
+                model: "m",
+                prompt: &prompt,
+                session_token: None,
+            })
+            .expect("routed");
+        for _ in 0..10 {
+            let again = p
+                .pick(PickRequest {
+                    model: "m",
+                    prompt: &format!("{prompt} question"),
+                    session_token: None,
+                })
+                .expect("routed");
+            assert_eq!(again.decision.decode.address, first.decision.decode.address);
+        }
+    }
+
+    #[test]
+    fn session_token_pins_the_endpoint_when_configured() {
+        let p = picker(&[("a:1", Role::Decode), ("b:1", Role::Decode)]);
+        let mut cfg = SchedulerConfig::default_config();
+        cfg.decode.scorers = vec![crate::scheduler_config::WeightedScorer {
+            name: "session-affinity-scorer".into(),
+            kind: crate::scorer::ScorerKind::SessionAffinity,
+            weight: 1.0,
+        }];
+        p.apply_config(cfg);
+        let token = session_token_for("b:1");
+        for _ in 0..10 {
+            let r = p
+                .pick(PickRequest {
+                    model: "m",
+                    prompt: "hi",
+                    session_token: Some(&token),
+                })
+                .expect("routed");
+            assert_eq!(&*r.decision.decode.address, "b:1");
+        }
+    }
+
+    #[test]
+    fn an_empty_pool_refuses_and_counts() {
+        let p = picker(&[]);
+        assert!(p.pick(PickRequest::default()).is_none());
+        assert_eq!(p.telemetry.no_endpoint.get(), 1);
+    }
+
+    #[test]
+    fn stale_metrics_are_ignored() {
+        let p = EndpointPicker::new(
+            Arc::new(EndpointRegistry::new()),
+            SchedulerConfig::default_config(),
+            Arc::new(Telemetry::new()),
+            Duration::ZERO,
+        );
+        p.registry.replace_all([Endpoint::new("a:1", Role::Decode)]);
+        let state = p.registry.get("a:1").expect("present");
+        p.record_scrape(&state, Default::default());
+        std::thread::sleep(Duration::from_millis(2));
+        let (c, _) = p.candidates(&[]);
+        assert_eq!(c[0].load, None);
+    }
+}

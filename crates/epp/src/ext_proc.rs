@@ -1,0 +1,355 @@
+//! The Envoy External Processing service (the Gateway API Inference Extension
+//! protocol): read the request headers and body, pick, and answer with
+//! `x-gateway-destination-endpoint` (header and `envoy.lb` dynamic metadata), plus
+//! `x-prefiller-host-port` for P/D; 503 when no endpoint can serve.
+//!
+//! Body mode FULL_DUPLEX_STREAMED (what GIE configures) is the main path: headers
+//! are answered once the whole body is in, followed by the body itself. With the
+//! buffered modes the headers are answered at once and the routing headers ride on
+//! the body response.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
+    ExternalProcessor, ExternalProcessorServer,
+};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpHeaders,
+    ImmediateResponse, ProcessingRequest, ProcessingResponse, StreamedBodyResponse,
+    TrailersResponse, body_mutation, processing_request, processing_response,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::endpoint::InFlightGuard;
+use crate::endpoint_picker::{EndpointPicker, PickRequest, Routing};
+use crate::inference_request::{ApiKind, InferenceRequest};
+use crate::proxy::{DESTINATION_HEADER, PREFILLER_HEADER, SESSION_HEADER};
+
+/// Dynamic metadata namespace Envoy's original-destination load balancing reads.
+pub const LB_METADATA_NAMESPACE: &str = "envoy.lb";
+
+pub struct ExtProcService {
+    picker: Arc<EndpointPicker>,
+    max_body_bytes: usize,
+}
+
+impl ExtProcService {
+    pub fn server(
+        picker: Arc<EndpointPicker>,
+        max_body_bytes: usize,
+    ) -> ExternalProcessorServer<Self> {
+        ExternalProcessorServer::new(ExtProcService {
+            picker,
+            max_body_bytes,
+        })
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProcService {
+    type ProcessStream = ResponseStream;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<Self::ProcessStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let picker = self.picker.clone();
+        let limit = self.max_body_bytes;
+        tokio::spawn(async move {
+            let mut exchange = Exchange::new(picker, limit);
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "ext-proc stream closed");
+                        break;
+                    }
+                };
+                for out in exchange.on_message(msg) {
+                    if tx.send(Ok(out)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One HTTP request's ext-proc conversation.
+struct Exchange {
+    picker: Arc<EndpointPicker>,
+    limit: usize,
+    full_duplex: bool,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+    guard: Option<InFlightGuard>,
+}
+
+impl Exchange {
+    fn new(picker: Arc<EndpointPicker>, limit: usize) -> Self {
+        Exchange {
+            picker,
+            limit,
+            full_duplex: true,
+            headers: HashMap::new(),
+            body: Vec::new(),
+            guard: None,
+        }
+    }
+
+    fn on_message(&mut self, msg: ProcessingRequest) -> Vec<ProcessingResponse> {
+        if let Some(pc) = &msg.protocol_config {
+            self.full_duplex = pc.request_body_mode == BodySendMode::FullDuplexStreamed as i32;
+        }
+        use processing_request::Request as R;
+        use processing_response::Response as P;
+        match msg.request {
+            Some(R::RequestHeaders(h)) => {
+                self.headers = header_map(&h);
+                if h.end_of_stream {
+                    // No body (e.g. GET): route on headers alone.
+                    return vec![self.route(true)];
+                }
+                if self.full_duplex {
+                    vec![]
+                } else {
+                    vec![respond(P::RequestHeaders(HeadersResponse::default()))]
+                }
+            }
+            Some(R::RequestBody(b)) => {
+                if self.body.len() + b.body.len() > self.limit {
+                    return vec![immediate(413, "request body too large")];
+                }
+                self.body.extend_from_slice(&b.body);
+                if !b.end_of_stream {
+                    return vec![];
+                }
+                let routed = self.route(false);
+                if is_immediate(&routed) {
+                    return vec![routed];
+                }
+                if self.full_duplex {
+                    let body = std::mem::take(&mut self.body);
+                    vec![
+                        routed,
+                        respond(P::RequestBody(BodyResponse {
+                            response: Some(CommonResponse {
+                                body_mutation: Some(BodyMutation {
+                                    mutation: Some(body_mutation::Mutation::StreamedResponse(
+                                        StreamedBodyResponse {
+                                            body,
+                                            end_of_stream: true,
+                                            ..Default::default()
+                                        },
+                                    )),
+                                }),
+                                ..Default::default()
+                            }),
+                        })),
+                    ]
+                } else {
+                    vec![routed]
+                }
+            }
+            Some(R::RequestTrailers(_)) => {
+                vec![respond(P::RequestTrailers(TrailersResponse::default()))]
+            }
+            Some(R::ResponseHeaders(h)) => {
+                if h.end_of_stream {
+                    self.guard = None;
+                }
+                vec![respond(P::ResponseHeaders(HeadersResponse::default()))]
+            }
+            Some(R::ResponseBody(b)) => {
+                if b.end_of_stream {
+                    self.guard = None;
+                }
+                if self.full_duplex {
+                    vec![respond(P::ResponseBody(BodyResponse {
+                        response: Some(CommonResponse {
+                            body_mutation: Some(BodyMutation {
+                                mutation: Some(body_mutation::Mutation::StreamedResponse(
+                                    StreamedBodyResponse {
+                                        body: b.body,
+                                        end_of_stream: b.end_of_stream,
+                                        ..Default::default()
+                                    },
+                                )),
+                            }),
+                            ..Default::default()
+                        }),
+                    }))]
+                } else {
+                    vec![respond(P::ResponseBody(BodyResponse::default()))]
+                }
+            }
+            Some(R::ResponseTrailers(_)) => {
+                self.guard = None;
+                vec![respond(P::ResponseTrailers(TrailersResponse::default()))]
+            }
+            None => vec![],
+        }
+    }
+
+    /// Picks and builds the response that carries the routing decision.
+    fn route(&mut self, headers_only: bool) -> ProcessingResponse {
+        let parsed = if headers_only || self.body.is_empty() {
+            None
+        } else {
+            let kind = self
+                .headers
+                .get(":path")
+                .and_then(|p| ApiKind::from_path(p.split('?').next().unwrap_or("")))
+                .unwrap_or(ApiKind::Completions);
+            match InferenceRequest::parse(kind, &self.body) {
+                Ok(r) => Some(r),
+                Err(e) => return immediate(400, &e.to_string()),
+            }
+        };
+        let (model, prompt) = parsed
+            .as_ref()
+            .map_or(("", ""), |r| (r.model.as_str(), r.prompt.as_str()));
+        if !model.is_empty() && !self.picker.registry.serves_model(model) {
+            return immediate(404, &format!("model {model:?} is not served by this pool"));
+        }
+        let session = self.headers.get(SESSION_HEADER).map(String::as_str);
+        let Some(routing) = self.picker.pick(PickRequest {
+            model,
+            prompt,
+            session_token: session,
+        }) else {
+            return immediate(503, "no healthy model server can serve this request");
+        };
+        self.guard = Some(InFlightGuard::new(routing.decode.clone()));
+        let (mutation, metadata) = destination(&routing);
+        let common = CommonResponse {
+            header_mutation: Some(mutation),
+            clear_route_cache: true,
+            ..Default::default()
+        };
+        let mut out = if headers_only || self.full_duplex {
+            respond(processing_response::Response::RequestHeaders(
+                HeadersResponse {
+                    response: Some(common),
+                },
+            ))
+        } else {
+            respond(processing_response::Response::RequestBody(BodyResponse {
+                response: Some(common),
+            }))
+        };
+        out.dynamic_metadata = Some(metadata);
+        out
+    }
+}
+
+fn header_map(h: &HttpHeaders) -> HashMap<String, String> {
+    h.headers
+        .as_ref()
+        .map(|m| {
+            m.headers
+                .iter()
+                .map(|hv| {
+                    let value = if hv.raw_value.is_empty() {
+                        hv.value.clone()
+                    } else {
+                        String::from_utf8_lossy(&hv.raw_value).into_owned()
+                    };
+                    (hv.key.to_ascii_lowercase(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set_header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.into(),
+            raw_value: value.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn string_value(s: &str) -> PbValue {
+    PbValue {
+        kind: Some(Kind::StringValue(s.into())),
+    }
+}
+
+/// The header mutation and `envoy.lb` metadata naming the chosen endpoints.
+pub fn destination(routing: &Routing) -> (HeaderMutation, Struct) {
+    let decode = &*routing.decode.endpoint.address;
+    let mut set_headers = vec![set_header(DESTINATION_HEADER, decode)];
+    let mut lb = HashMap::from([(DESTINATION_HEADER.to_string(), string_value(decode))]);
+    if let Some(p) = &routing.prefill {
+        set_headers.push(set_header(PREFILLER_HEADER, &p.endpoint.address));
+        lb.insert(
+            PREFILLER_HEADER.to_string(),
+            string_value(&p.endpoint.address),
+        );
+    }
+    let metadata = Struct {
+        fields: HashMap::from([(
+            LB_METADATA_NAMESPACE.to_string(),
+            PbValue {
+                kind: Some(Kind::StructValue(Struct { fields: lb })),
+            },
+        )]),
+    };
+    (
+        HeaderMutation {
+            set_headers,
+            ..Default::default()
+        },
+        metadata,
+    )
+}
+
+fn respond(r: processing_response::Response) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(r),
+        ..Default::default()
+    }
+}
+
+fn is_immediate(r: &ProcessingResponse) -> bool {
+    matches!(
+        r.response,
+        Some(processing_response::Response::ImmediateResponse(_))
+    )
+}
+
+/// An immediate HTTP answer to the client (Envoy does not contact any backend).
+pub fn immediate(code: i32, message: &str) -> ProcessingResponse {
+    let body = serde_json::json!({"error": {"message": message, "code": code}}).to_string();
+    respond(processing_response::Response::ImmediateResponse(
+        ImmediateResponse {
+            status: Some(HttpStatus { code }),
+            headers: Some(HeaderMutation {
+                set_headers: vec![set_header("content-type", "application/json")],
+                ..Default::default()
+            }),
+            body: body.into_bytes(),
+            details: message.into(),
+            ..Default::default()
+        },
+    ))
+}

@@ -1,0 +1,217 @@
+//! `llmd-epp` start-up: flags, logging, discovery, scraping, config watch and the
+//! three servers (HTTP proxy, ext-proc gRPC with health, metrics).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use llmd_epp::cli::{Cli, LogFormat};
+use llmd_epp::endpoint::EndpointRegistry;
+use llmd_epp::endpoint_picker::EndpointPicker;
+use llmd_epp::ext_proc::ExtProcService;
+use llmd_epp::metrics_scraper::ScrapeSettings;
+use llmd_epp::proxy::{self, ProxyState};
+use llmd_epp::scheduler_config::SchedulerConfig;
+use llmd_epp::telemetry::Telemetry;
+use llmd_epp::{config_watch, metrics_scraper, pod_watch, static_endpoints};
+use tokio::net::TcpListener;
+
+/// gRPC health service name GIE's deployments probe.
+const HEALTH_SERVICE: &str = "inference-extension";
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "llmd-epp stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let telemetry = Arc::new(Telemetry::new());
+    let config = match &cli.config_file {
+        Some(path) => match config_watch::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                // A bad or missing file at start must not keep the pool dark: run on the
+                // defaults and pick the file up when it becomes valid.
+                tracing::error!(reason = %e, "config refused at start; running on defaults");
+                telemetry.record_config_reload(false, "");
+                SchedulerConfig::default_config()
+            }
+        },
+        None => SchedulerConfig::default_config(),
+    };
+    telemetry.record_config_reload(true, &config.hash);
+    tracing::info!(hash = %config.hash, "config in force");
+
+    let registry = Arc::new(EndpointRegistry::new());
+    let picker = Arc::new(EndpointPicker::new(
+        registry.clone(),
+        config,
+        telemetry.clone(),
+        cli.metrics_staleness,
+    ));
+
+    start_discovery(&cli, registry).await?;
+
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    tokio::spawn(metrics_scraper::run(
+        picker.clone(),
+        client.clone(),
+        ScrapeSettings {
+            interval: cli.scrape_interval,
+            timeout: cli.scrape_timeout,
+            models_interval: Duration::from_secs(5),
+        },
+    ));
+    if let Some(path) = cli.config_file.clone() {
+        tokio::spawn(config_watch::watch(
+            path,
+            cli.config_poll_interval,
+            picker.clone(),
+        ));
+    }
+
+    let proxy_state = Arc::new(ProxyState {
+        picker: picker.clone(),
+        client,
+        max_body_bytes: cli.max_body_bytes,
+    });
+    let proxy_app = proxy::router(proxy_state).fallback(proxy::not_found);
+    let proxy_listener = bind(cli.proxy_addr, "proxy").await?;
+    let metrics_listener = bind(cli.metrics_addr, "metrics").await?;
+    let metrics_app = {
+        let t = telemetry.clone();
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let t = t.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        t.encode(),
+                    )
+                }
+            }),
+        )
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let grpc = tonic::transport::Server::builder()
+        .add_service(ExtProcService::server(picker.clone(), cli.max_body_bytes))
+        .serve(cli.grpc_addr);
+    let health = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .serve(cli.grpc_health_addr);
+    tracing::info!(
+        proxy = %cli.proxy_addr, grpc = %cli.grpc_addr, health = %cli.grpc_health_addr,
+        metrics = %cli.metrics_addr, "llmd-epp serving"
+    );
+    tokio::select! {
+        r = axum::serve(proxy_listener, proxy_app) => r.map_err(|e| format!("proxy: {e}")),
+        r = axum::serve(metrics_listener, metrics_app) => r.map_err(|e| format!("metrics: {e}")),
+        r = grpc => r.map_err(|e| format!("ext-proc: {e}")),
+        r = health => r.map_err(|e| format!("health: {e}")),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn start_discovery(cli: &Cli, registry: Arc<EndpointRegistry>) -> Result<(), String> {
+    if let Some(list) = &cli.static_endpoints {
+        let endpoints = static_endpoints::parse(list).map_err(|e| e.to_string())?;
+        tracing::info!(endpoints = endpoints.len(), "static endpoints");
+        registry.replace_all(endpoints);
+        return Ok(());
+    }
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no --static-endpoints and no Kubernetes API access: {e}"))?;
+    let namespace = cli
+        .pool_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let (selector, target_port) = match (&cli.selector, &cli.pool_name) {
+        (Some(sel), _) => (sel.clone(), cli.target_port),
+        (None, Some(pool)) => pod_watch::pool_selector(&client, &namespace, pool)
+            .await
+            .map_err(|e| format!("InferencePool {namespace}/{pool}: {e}"))?,
+        (None, None) => {
+            return Err("give --static-endpoints, --selector or --pool-name".into());
+        }
+    };
+    tracing::info!(%namespace, %selector, target_port, "watching pods");
+    tokio::spawn(pod_watch::run(
+        client,
+        pod_watch::PodWatchSettings {
+            namespace,
+            selector,
+            target_port,
+        },
+        registry,
+    ));
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! OpenAI-style error responses of the proxy.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error the proxy answers with, in the OpenAI `{"error": {...}}` shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ProxyError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ProxyError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn no_endpoint() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_endpoint",
+            "no healthy model server can serve this request",
+        )
+    }
+
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+    }
+
+    /// The JSON body (also used as the final SSE event when a stream breaks).
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.code, "code": self.status.as_u16()}})
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}

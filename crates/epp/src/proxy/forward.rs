@@ -1,0 +1,148 @@
+//! Talking to model servers: the prefill call, the decode call and relaying the
+//! decode response (buffered, or streamed chunk by chunk as it arrives).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use super::{ProxyError, ProxyState, pd_two_step};
+use crate::endpoint::{EndpointState, InFlightGuard};
+use crate::inference_request::ApiKind;
+
+/// POSTs `body` to `address` and returns the response once its headers arrived.
+pub async fn send(
+    s: &ProxyState,
+    address: &str,
+    kind: ApiKind,
+    body: &Value,
+) -> Result<reqwest::Response, ProxyError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| ProxyError::upstream(e.to_string()))?;
+    s.client
+        .post(format!("http://{address}{}", kind.path()))
+        .header("content-type", "application/json")
+        .body(bytes)
+        .send()
+        .await
+        .map_err(|e| ProxyError::upstream(format!("model server {address} unreachable: {e}")))
+}
+
+/// Runs the prefill step and returns the `kv_transfer_params` for decode.
+pub async fn prefill(
+    s: &ProxyState,
+    prefiller: &Arc<EndpointState>,
+    kind: ApiKind,
+    original: &Map<String, Value>,
+) -> Result<Option<Value>, ProxyError> {
+    let _guard = InFlightGuard::new(prefiller.clone());
+    let address = &prefiller.endpoint.address;
+    let body = Value::Object(pd_two_step::prefill_body(original));
+    let response = send(s, address, kind, &body).await?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ProxyError::upstream(format!("prefill on {address} failed: {e}")))?;
+    if !status.is_success() {
+        return Err(ProxyError::upstream(format!(
+            "prefill on {address} answered {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(512)])
+        )));
+    }
+    pd_two_step::kv_transfer_params(&bytes)
+        .map_err(|e| ProxyError::upstream(format!("prefill on {address}: {e}")))
+}
+
+fn copy_headers(from: &reqwest::Response, to: &mut Response) {
+    for (name, value) in from.headers() {
+        let n = name.as_str();
+        if (n == "content-type" || n.starts_with("x-"))
+            && let Ok(v) = HeaderValue::from_bytes(value.as_bytes())
+        {
+            to.headers_mut().insert(name.clone(), v);
+        }
+    }
+}
+
+/// Turns the decode response into the client's response.
+pub async fn relay(
+    s: &ProxyState,
+    upstream: reqwest::Response,
+    stream: bool,
+    guard: InFlightGuard,
+    started: Instant,
+) -> Result<Response, ProxyError> {
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let telemetry = s.picker.telemetry.clone();
+    let sse = stream && status.is_success();
+    if !sse {
+        let mut response = Response::new(Body::empty());
+        copy_headers(&upstream, &mut response);
+        let bytes = upstream
+            .bytes()
+            .await
+            .map_err(|e| ProxyError::upstream(format!("model server failed mid-response: {e}")))?;
+        let elapsed = started.elapsed().as_secs_f64();
+        telemetry.proxy_ttft.observe(elapsed);
+        telemetry.proxy_latency.observe(elapsed);
+        drop(guard);
+        *response.status_mut() = status;
+        *response.body_mut() = Body::from(bytes);
+        return Ok(response);
+    }
+
+    let mut response = Response::new(Body::empty());
+    copy_headers(&upstream, &mut response);
+    *response.status_mut() = status;
+    struct Relay {
+        inner: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        guard: Option<InFlightGuard>,
+        first: bool,
+    }
+    let relay = Relay {
+        inner: upstream.bytes_stream().boxed(),
+        guard: Some(guard),
+        first: true,
+    };
+    let body = futures::stream::unfold(relay, move |mut r| {
+        let telemetry = telemetry.clone();
+        async move {
+            r.guard.as_ref()?;
+            match r.inner.next().await {
+                Some(Ok(chunk)) => {
+                    if r.first {
+                        r.first = false;
+                        telemetry
+                            .proxy_ttft
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    Some((Ok::<Bytes, std::io::Error>(chunk), r))
+                }
+                Some(Err(e)) => {
+                    // The backend died mid-stream: tell the client in-band, then end.
+                    tracing::warn!(error = %e, "model server stream broke");
+                    r.guard = None;
+                    telemetry
+                        .proxy_latency
+                        .observe(started.elapsed().as_secs_f64());
+                    let err = ProxyError::upstream(format!("model server stream broke: {e}"));
+                    Some((Ok(Bytes::from(format!("data: {}\n\n", err.body()))), r))
+                }
+                None => {
+                    // Dropping `r` releases the in-flight guard.
+                    telemetry
+                        .proxy_latency
+                        .observe(started.elapsed().as_secs_f64());
+                    None
+                }
+            }
+        }
+    });
+    *response.body_mut() = Body::from_stream(body);
+    Ok(response)
+}

@@ -1,0 +1,205 @@
+//! The OpenAI-compatible HTTP proxy: picks with the same scheduler as ext-proc,
+//! performs the P/D two-step itself and streams responses through as they arrive.
+
+mod errors;
+mod forward;
+pub mod pd_two_step;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+
+pub use errors::ProxyError;
+
+use crate::endpoint::InFlightGuard;
+use crate::endpoint_picker::{EndpointPicker, PickRequest, session_token_for};
+use crate::inference_request::{ApiKind, InferenceRequest};
+use crate::telemetry::ProxyLabels;
+
+pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
+pub const PREFILLER_HEADER: &str = "x-prefiller-host-port";
+pub const SESSION_HEADER: &str = "x-session-token";
+
+/// Shared state of the proxy.
+pub struct ProxyState {
+    pub picker: Arc<EndpointPicker>,
+    pub client: reqwest::Client,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: Arc<ProxyState>) -> Router {
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(|| async { "ok" }))
+        // The limit is enforced while reading, with an OpenAI-style 413.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn completions(State(s): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, ApiKind::Completions, headers, body).await
+}
+
+async fn chat_completions(
+    State(s): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(s, ApiKind::ChatCompletions, headers, body).await
+}
+
+async fn handle(s: Arc<ProxyState>, kind: ApiKind, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let response = match route(&s, kind, &headers, body, started).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(status = e.status.as_u16(), reason = %e.message, "request refused");
+            e.into_response()
+        }
+    };
+    s.picker
+        .telemetry
+        .proxy_requests
+        .get_or_create(&ProxyLabels {
+            path: kind.path().into(),
+            code: response.status().as_u16().to_string(),
+        })
+        .inc();
+    response
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ProxyError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body exceeds {limit} bytes or could not be read"),
+        )
+    })
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn route(
+    s: &ProxyState,
+    kind: ApiKind,
+    headers: &HeaderMap,
+    body: Body,
+    started: Instant,
+) -> Result<Response, ProxyError> {
+    let bytes = read_body(body, s.max_body_bytes).await?;
+    let req = InferenceRequest::parse(kind, &bytes)
+        .map_err(|e| ProxyError::bad_request(e.to_string()))?;
+    let registry = &s.picker.registry;
+    if !registry.serves_model(&req.model) {
+        return Err(ProxyError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("model {:?} is not served by this pool", req.model),
+        ));
+    }
+    // A prefiller named by the client (as an upstream gateway would) is honoured only
+    // if it is a prefill-capable member of the pool: never an arbitrary address.
+    let requested_prefiller = match header(headers, PREFILLER_HEADER) {
+        Some(addr) => match registry.get(addr.trim()) {
+            Some(state) if state.endpoint.role.serves_prefill() => Some(state),
+            _ => {
+                return Err(ProxyError::new(
+                    StatusCode::FORBIDDEN,
+                    "prefiller_not_in_pool",
+                    format!("{PREFILLER_HEADER} {addr:?} is not a prefill member of the pool"),
+                ));
+            }
+        },
+        None => None,
+    };
+    let routing = s
+        .picker
+        .pick(PickRequest {
+            model: &req.model,
+            prompt: &req.prompt,
+            session_token: header(headers, SESSION_HEADER),
+        })
+        .ok_or_else(ProxyError::no_endpoint)?;
+    let prefill = requested_prefiller.or(routing.prefill);
+    let decode = routing.decode;
+    let decode_guard = InFlightGuard::new(decode.clone());
+
+    let kv_params = match &prefill {
+        Some(p) => Some(forward::prefill(s, p, kind, &req.body).await?),
+        None => None,
+    };
+    let decode_body = match kv_params {
+        Some(params) => pd_two_step::decode_body(&req.body, params),
+        None => req.body.clone(),
+    };
+    let upstream = forward::send(
+        s,
+        &decode.endpoint.address,
+        kind,
+        &Value::Object(decode_body),
+    )
+    .await?;
+
+    let mut response = forward::relay(s, upstream, req.stream, decode_guard, started).await?;
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(h, DESTINATION_HEADER, &decode.endpoint.address);
+    set(
+        h,
+        SESSION_HEADER,
+        &session_token_for(&decode.endpoint.address),
+    );
+    if let Some(p) = &prefill {
+        set(h, PREFILLER_HEADER, &p.endpoint.address);
+    }
+    Ok(response)
+}
+
+/// `/v1/models` from any endpoint of the pool.
+async fn models(State(s): State<Arc<ProxyState>>) -> Response {
+    let pool = s.picker.registry.snapshot();
+    let Some(state) = pool
+        .values()
+        .find(|s| s.endpoint.role.serves_decode())
+        .or(pool.values().next())
+    else {
+        return ProxyError::no_endpoint().into_response();
+    };
+    let url = format!("http://{}/v1/models", state.endpoint.address);
+    match s.client.get(url).send().await {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            match r.bytes().await {
+                Ok(b) => (status, [("content-type", "application/json")], b).into_response(),
+                Err(e) => ProxyError::upstream(format!("reading /v1/models: {e}")).into_response(),
+            }
+        }
+        Err(e) => ProxyError::upstream(format!("{}: {e}", state.endpoint.address)).into_response(),
+    }
+}
+
+/// Unknown paths get a JSON 404 rather than an empty body.
+pub async fn not_found(uri: Uri) -> impl IntoResponse {
+    ProxyError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
