@@ -19,6 +19,7 @@ pub const PLURAL: &str = "inferencepools";
     kind = "InferencePool",
     plural = "inferencepools",
     shortname = "infpool",
+    derive = "PartialEq",
     namespaced
 )]
 #[serde(rename_all = "camelCase")]

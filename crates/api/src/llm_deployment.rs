@@ -50,7 +50,8 @@ pub const MANAGED_ENGINE_FLAGS: [&str; 6] = [
     printcolumn(name = "Router", type_ = "string", description = "EndpointPicker endpoint", json_path = ".status.router.endpoint"),
     printcolumn(name = "Model", type_ = "string", priority = 1, json_path = ".spec.model.name"),
     printcolumn(name = "Reason", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 42").message("metadata.name must be at most 42 characters so that child names such as <name>-epp-config and pod names fit Kubernetes limits")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(

@@ -18,6 +18,9 @@ mod telemetry;
 mod tuner;
 mod validate;
 
+#[cfg(test)]
+mod reconcile_tests;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -1,0 +1,178 @@
+//! Every CEL rule of the CRD, evaluated client-side with the same schema the API
+//! server gets: a valid sample passes, and each broken spec fails with a message that
+//! names the field.
+
+use kube::core::cel::validate_cel;
+use llmd_api::{KvConnector, LLMDeployment, RoleSpec};
+
+const PD_NIXL: &str = include_str!("../../../config/samples/llmd_v1alpha1_pd_nixl.yaml");
+const AGGREGATED: &str = include_str!("../../../config/samples/llmd_v1alpha1_aggregated.yaml");
+const AUTOTUNED: &str = include_str!("../../../config/samples/llmd_v1alpha1_autotuned_router.yaml");
+
+fn sample(yaml: &str) -> LLMDeployment {
+    serde_yaml::from_str(yaml).expect("sample parses")
+}
+
+/// Assert that `ld` is refused with a message containing `expected`.
+fn refused(ld: &LLMDeployment, expected: &str) {
+    match validate_cel(ld) {
+        Ok(()) => panic!("accepted, expected a refusal mentioning {expected:?}"),
+        Err(errors) => {
+            let text = format!("{errors:?}");
+            assert!(
+                text.contains(expected),
+                "refusal {text} does not mention {expected:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn samples_pass_every_rule() {
+    for yaml in [PD_NIXL, AGGREGATED, AUTOTUNED] {
+        let ld = sample(yaml);
+        if let Err(e) = validate_cel(&ld) {
+            panic!("{:?} refused: {e:?}", ld.metadata.name);
+        }
+    }
+}
+
+#[test]
+fn disaggregation_needs_a_kv_connector() {
+    let mut ld = sample(PD_NIXL);
+    ld.spec.kv_transfer.connector = Some(KvConnector::None);
+    refused(&ld, "spec.kvTransfer.connector: disaggregated serving");
+    // Without prefill pods, no connector is fine.
+    ld.spec.prefill = Some(RoleSpec {
+        replicas: 0,
+        ..RoleSpec::default()
+    });
+    assert!(validate_cel(&ld).is_ok());
+}
+
+#[test]
+fn decode_needs_a_replica() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.decode.replicas = 0;
+    refused(&ld, "spec.decode.replicas must be at least 1");
+}
+
+#[test]
+fn uri_needs_a_known_scheme() {
+    for bad in [
+        "http://example.com/model",
+        "meta-llama/Llama",
+        "hf://",
+        "hf://has space",
+    ] {
+        let mut ld = sample(AGGREGATED);
+        ld.spec.model.uri = bad.into();
+        refused(
+            &ld,
+            "spec.model.uri must start with hf://, pvc://, s3:// or oci://",
+        );
+    }
+    for good in [
+        "pvc://weights/llama",
+        "s3://bucket/llama",
+        "oci://registry.example/m:1",
+    ] {
+        let mut ld = sample(AGGREGATED);
+        ld.spec.model.uri = good.into();
+        assert!(validate_cel(&ld).is_ok(), "{good} refused");
+    }
+}
+
+#[test]
+fn pvc_uri_needs_a_claim_name() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.model.uri = "pvc://Bad_Claim/llama".into();
+    refused(&ld, "pvc:// needs a valid claim name");
+}
+
+#[test]
+fn managed_flags_are_refused_in_engine_and_role_args() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.engine.args = vec!["--enforce-eager".into(), "--port=9000".into()];
+    refused(&ld, "spec.engine.args must not set --port");
+    let mut ld = sample(PD_NIXL);
+    if let Some(prefill) = ld.spec.prefill.as_mut() {
+        prefill.args = vec!["--tensor-parallel-size".into(), "4".into()];
+    }
+    refused(&ld, "args must not set --port");
+}
+
+#[test]
+fn tensor_parallelism_is_a_power_of_two() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.decode.parallelism.tensor = 3;
+    refused(&ld, "parallelism.tensor must be a power of two");
+}
+
+#[test]
+fn gpus_per_pod_are_bounded() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.decode.parallelism.tensor = 16;
+    ld.spec.decode.parallelism.data = 8;
+    refused(&ld, "tensor x data (GPUs per pod) must be at most 64");
+}
+
+#[test]
+fn gpu_resource_name_is_a_resource_name() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.decode.gpu_resource_name = "nvidia com/gpu!".into();
+    refused(&ld, "gpuResourceName must be a resource name");
+}
+
+#[test]
+fn side_channel_port_must_not_clash_with_the_server_port() {
+    let mut ld = sample(PD_NIXL);
+    ld.spec.kv_transfer.side_channel_port = 8000;
+    refused(&ld, "spec.kvTransfer.sideChannelPort must differ");
+}
+
+#[test]
+fn ucx_transports_are_a_list() {
+    let mut ld = sample(PD_NIXL);
+    ld.spec.kv_transfer.ucx.transports = "cuda_ipc;tcp".into();
+    refused(
+        &ld,
+        "spec.kvTransfer.ucx.transports must be a comma-separated list",
+    );
+}
+
+#[test]
+fn some_scorer_must_weigh() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.router.scorers.prefix_cache = 0.0;
+    ld.spec.router.scorers.queue = 0.0;
+    ld.spec.router.scorers.kv_cache_utilization = 0.0;
+    refused(&ld, "at least one scorer weight must be greater than 0");
+}
+
+#[test]
+fn auto_tune_bounds_are_ordered() {
+    let mut ld = sample(AUTOTUNED);
+    ld.spec.router.auto_tune.min_weight = 5.0;
+    ld.spec.router.auto_tune.max_weight = 1.0;
+    refused(&ld, "spec.router.autoTune.minWeight must not exceed");
+}
+
+#[test]
+fn auto_tune_interval_is_a_duration_of_at_least_five_seconds() {
+    for bad in ["fast", "2s", "30"] {
+        let mut ld = sample(AUTOTUNED);
+        ld.spec.router.auto_tune.interval = bad.into();
+        refused(&ld, "spec.router.autoTune.interval must be a duration");
+    }
+    let mut ld = sample(AUTOTUNED);
+    ld.spec.router.auto_tune.interval = "2m".into();
+    assert!(validate_cel(&ld).is_ok());
+}
+
+#[test]
+fn name_must_leave_room_for_child_names() {
+    let mut ld = sample(AGGREGATED);
+    ld.metadata.name = Some("n".repeat(43));
+    refused(&ld, "metadata.name must be at most 42 characters");
+}
