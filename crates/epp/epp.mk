@@ -1,0 +1,33 @@
+# llmd-epp targets (included by the root Makefile).
+
+EPP_SIM_VERSION := v0.10.2
+EPP_CACHE ?= $(or $(LLMD_CACHE),$(HOME)/.cache/llmd-operator)
+EPP_SIM_DIR := $(EPP_CACHE)/sim/$(EPP_SIM_VERSION)
+EPP_SIM_BIN ?= $(or $(LLMD_SIM_BIN),$(EPP_SIM_DIR)/llm-d-inference-sim)
+EPP_VENV := $(EPP_CACHE)/venv-vllm-router
+
+.PHONY: epp-sim
+epp-sim: ## build llm-d-inference-sim (pinned in e2e/toolchain) into the cache
+	@if [ -x "$(EPP_SIM_BIN)" ]; then echo "llm-d-inference-sim: $(EPP_SIM_BIN)"; else \
+	  mkdir -p "$(EPP_SIM_DIR)" && cd e2e/toolchain/inference-sim && \
+	  CGO_ENABLED=0 nice -n 10 go build -p 2 -trimpath -ldflags "-s -w" \
+	    -o "$(EPP_SIM_DIR)/llm-d-inference-sim" github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim && \
+	  echo "llm-d-inference-sim: $(EPP_SIM_DIR)/llm-d-inference-sim"; fi
+
+.PHONY: epp-vllm-router
+epp-vllm-router: ## install vllm-router (PyPI) into a venv in the cache
+	@if [ -x "$(EPP_VENV)/bin/vllm-router" ]; then echo "vllm-router: $(EPP_VENV)/bin/vllm-router"; else \
+	  python3 -m venv "$(EPP_VENV)" && "$(EPP_VENV)/bin/pip" install -q vllm-router && \
+	  echo "vllm-router: $(EPP_VENV)/bin/vllm-router"; fi
+
+.PHONY: bench
+bench: epp-sim ## routing benchmark on a fleet of llm-d-inference-sim (see docs/benchmarks.md)
+	-@$(MAKE) --no-print-directory epp-vllm-router
+	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
+	LLMD_SIM_BIN="$(EPP_SIM_BIN)" VLLM_ROUTER_BIN="$(EPP_VENV)/bin/vllm-router" \
+	  ./target/release/llmd-loadgen --epp-bin ./target/release/llmd-epp $(BENCH_ARGS)
+	$(CARGO) bench -p llmd-epp --bench pick
+
+.PHONY: epp-fuzz
+epp-fuzz: ## run the llmd-epp fuzz target for 60s (needs cargo-fuzz and nightly)
+	cd crates/epp/fuzz && cargo +nightly fuzz run request_parsing -- -max_total_time=60

@@ -1,0 +1,176 @@
+//! The Envoy ext-proc service and gRPC health, spoken to as Envoy would.
+
+mod support;
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse, processing_request,
+    processing_response,
+};
+use envoy_types::pb::google::protobuf::value::Kind;
+use support::{Epp, Sim, sim_bin};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+fn headers_msg(path: &str) -> ProcessingRequest {
+    let h = |k: &str, v: &str| HeaderValue {
+        key: k.into(),
+        raw_value: v.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    ProcessingRequest {
+        request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: vec![h(":path", path), h(":method", "POST")],
+            }),
+            end_of_stream: false,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn body_msg(body: &str) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::RequestBody(HttpBody {
+            body: body.as_bytes().to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+async fn exchange(
+    grpc: u16,
+    msgs: Vec<ProcessingRequest>,
+    expect: usize,
+) -> Vec<ProcessingResponse> {
+    let mut client = ExternalProcessorClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .expect("connect ext-proc");
+    let mut stream = client
+        .process(tokio_stream::iter(msgs))
+        .await
+        .expect("process")
+        .into_inner();
+    let mut out = Vec::new();
+    while out.len() < expect {
+        match stream.message().await {
+            Ok(Some(m)) => out.push(m),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn destination_header(r: &ProcessingResponse) -> Option<String> {
+    let Some(processing_response::Response::RequestHeaders(h)) = &r.response else {
+        return None;
+    };
+    h.response
+        .as_ref()?
+        .header_mutation
+        .as_ref()?
+        .set_headers
+        .iter()
+        .filter_map(|o| o.header.as_ref())
+        .find(|h| h.key == "x-gateway-destination-endpoint")
+        .map(|h| String::from_utf8_lossy(&h.raw_value).into_owned())
+}
+
+#[tokio::test]
+async fn answers_with_the_destination_header_and_lb_metadata() {
+    let Some(bin) = sim_bin() else { return };
+    let sim = tokio::task::spawn_blocking(move || Sim::start(&bin, &[]))
+        .await
+        .expect("sim");
+    let addr = sim.address();
+    let epp = {
+        let a = addr.clone();
+        tokio::task::spawn_blocking(move || Epp::start(&a, None))
+            .await
+            .expect("epp")
+    };
+    let out = exchange(
+        epp.grpc,
+        vec![
+            headers_msg("/v1/completions"),
+            body_msg(r#"{"model":"test-model","prompt":"hello"}"#),
+        ],
+        2,
+    )
+    .await;
+    assert_eq!(
+        out.len(),
+        2,
+        "headers response then the streamed body: {out:?}"
+    );
+    assert_eq!(destination_header(&out[0]).as_deref(), Some(addr.as_str()));
+    let lb = out[0]
+        .dynamic_metadata
+        .as_ref()
+        .and_then(|m| m.fields.get("envoy.lb"))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StructValue(s)) => s.fields.get("x-gateway-destination-endpoint"),
+            _ => None,
+        })
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        });
+    assert_eq!(lb.as_deref(), Some(addr.as_str()));
+    assert!(matches!(
+        out[1].response,
+        Some(processing_response::Response::RequestBody(_))
+    ));
+
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", epp.health))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect health");
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "inference-extension".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    drop(sim);
+}
+
+#[tokio::test]
+async fn no_endpoint_and_bad_bodies_get_immediate_responses() {
+    let epp = tokio::task::spawn_blocking(|| Epp::start("127.0.0.1:9=prefill", None))
+        .await
+        .expect("epp");
+    let immediate_code = |r: &ProcessingResponse| match &r.response {
+        Some(processing_response::Response::ImmediateResponse(i)) => {
+            i.status.as_ref().map(|s| s.code)
+        }
+        _ => None,
+    };
+    let out = exchange(
+        epp.grpc,
+        vec![
+            headers_msg("/v1/completions"),
+            body_msg(r#"{"model":"m","prompt":"x"}"#),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(out.first().and_then(immediate_code), Some(503));
+    let out = exchange(
+        epp.grpc,
+        vec![headers_msg("/v1/completions"), body_msg("{oops")],
+        1,
+    )
+    .await;
+    assert_eq!(out.first().and_then(immediate_code), Some(400));
+}

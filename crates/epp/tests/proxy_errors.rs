@@ -1,0 +1,134 @@
+//! Bad input gets a clear error and never disturbs other requests.
+
+mod support;
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Epp, Sim, http, sim_bin, wait_for};
+
+fn post_raw(epp: &Epp, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = http()
+        .post(epp.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .expect("proxy answers");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn malformed_missing_oversized_and_unknown_get_clear_errors() {
+    let Some(bin) = sim_bin() else { return };
+    let sim = Sim::start(&bin, &[]);
+    let epp = Epp::start(&sim.address(), None);
+
+    let (s, b) = post_raw(&epp, "/v1/completions", b"{\"model\": ".to_vec());
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not valid JSON"),
+        "{b}"
+    );
+
+    let (s, b) = post_raw(&epp, "/v1/completions", br#"{"prompt":"x"}"#.to_vec());
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`model`"),
+        "{b}"
+    );
+
+    let (s, b) = post_raw(
+        &epp,
+        "/v1/chat/completions",
+        br#"{"model":"test-model"}"#.to_vec(),
+    );
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`messages`"),
+        "{b}"
+    );
+
+    let big = format!(
+        r#"{{"model":"test-model","prompt":"{}"}}"#,
+        "a".repeat(9 * 1024 * 1024)
+    );
+    let (s, _) = post_raw(&epp, "/v1/completions", big.into_bytes());
+    assert_eq!(s, 413);
+
+    // The model list is learned from the endpoints shortly after start.
+    wait_for("unknown model refused", Duration::from_secs(10), || {
+        let (s, b) = post_raw(
+            &epp,
+            "/v1/completions",
+            serde_json::to_vec(&json!({"model": "other-model", "prompt": "x"})).ok()?,
+        );
+        (s == 404).then_some(b)
+    });
+
+    // Nothing of the above disturbed a good request.
+    let (s, b) = post_raw(
+        &epp,
+        "/v1/chat/completions",
+        serde_json::to_vec(&json!({"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))
+            .expect("json"),
+    );
+    assert_eq!(s, 200, "{b}");
+    let models: Value = http()
+        .get(epp.url("/v1/models"))
+        .send()
+        .and_then(|r| r.json())
+        .expect("models");
+    assert_eq!(models["data"][0]["id"], "test-model");
+}
+
+#[test]
+fn no_decode_endpoint_is_a_503() {
+    let epp = Epp::start("127.0.0.1:9=prefill", None);
+    let r = http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({"model": "m", "prompt": "x"}))
+        .send()
+        .expect("proxy answers");
+    assert_eq!(r.status().as_u16(), 503);
+    let b: Value = r.json().expect("json error");
+    assert_eq!(b["error"]["type"], "no_endpoint");
+}
+
+#[test]
+fn a_backend_dying_mid_stream_ends_the_stream_with_an_error_event() {
+    let Some(bin) = sim_bin() else { return };
+    let mut dying = Sim::start(&bin, &["--inter-token-latency", "50ms"]);
+    let epp = Epp::start(&dying.address(), None);
+    let mut r = http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({"model": "test-model", "prompt": "tell me a story", "max_tokens": 200, "stream": true}))
+        .send()
+        .expect("proxy answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let mut first = [0u8; 16];
+    r.read_exact(&mut first)
+        .expect("first bytes arrive before the end");
+    dying.kill();
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    assert!(
+        rest.contains("model server stream broke"),
+        "in-band error: {rest}"
+    );
+    assert!(!rest.contains("[DONE]"));
+
+    // The proxy is still healthy.
+    let ok = http().get(epp.url("/health")).send().expect("health");
+    assert!(ok.status().is_success());
+}

@@ -1,0 +1,203 @@
+//! The proxy against real llm-d-inference-sim processes: prefix routing, the P/D
+//! two-step and live config reload.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Epp, Sim, http, sim_bin, tenant_prompt, wait_for};
+
+fn complete(epp: &Epp, prompt: &str) -> reqwest::blocking::Response {
+    http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({"model": "test-model", "prompt": prompt, "max_tokens": 4}))
+        .send()
+        .expect("proxy answers")
+}
+
+fn header(r: &reqwest::blocking::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn requests_sharing_a_prefix_go_to_the_endpoint_that_holds_it() {
+    let Some(bin) = sim_bin() else { return };
+    let sims: Vec<Sim> = (0..3).map(|_| Sim::start(&bin, &[])).collect();
+    let list: Vec<String> = sims.iter().map(Sim::address).collect();
+    let epp = Epp::start(&list.join(","), None);
+
+    for tenant in 0..3 {
+        let first = complete(&epp, &tenant_prompt(tenant, 0));
+        assert!(first.status().is_success(), "status {}", first.status());
+        let holder = header(&first, "x-gateway-destination-endpoint");
+        let pod = header(&first, "x-inference-pod");
+        assert!(list.contains(&holder), "{holder} not in the pool");
+        for q in 1..6 {
+            let r = complete(&epp, &tenant_prompt(tenant, q));
+            assert_eq!(
+                header(&r, "x-gateway-destination-endpoint"),
+                holder,
+                "tenant {tenant} q {q}"
+            );
+            assert_eq!(header(&r, "x-inference-pod"), pod, "the sim that served it");
+            let body: Value = r.json().expect("json");
+            let cached = body["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0);
+            assert!(cached > 0, "the engine reused the prefix: {body}");
+        }
+    }
+    let metrics = epp.metrics_text();
+    assert!(
+        metrics.contains("llmd_epp_scheduling_decisions_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("llmd_epp_prefix_match_ratio_bucket"));
+}
+
+const PD_CONFIG: &str = r#"
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: prefix-cache-scorer
+- type: queue-scorer
+- type: decode-filter
+- type: prefill-filter
+- type: max-score-picker
+- type: disagg-profile-handler
+- type: prefix-based-pd-decider
+  parameters: {nonCachedTokens: 32}
+schedulingProfiles:
+- name: decode
+  plugins:
+  - pluginRef: decode-filter
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: max-score-picker
+- name: prefill
+  plugins:
+  - pluginRef: prefill-filter
+  - pluginRef: queue-scorer
+  - pluginRef: max-score-picker
+"#;
+
+fn prefill_count(sim: &Sim) -> f64 {
+    let text = http()
+        .get(format!("http://{}/metrics", sim.address()))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("vllm:request_prefill_time_seconds_count"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn long_uncached_prompts_take_the_pd_two_step_through_the_proxy() {
+    let Some(bin) = sim_bin() else { return };
+    let prefill = Sim::start(&bin, &["--kv-cache-transfer-latency", "1ms"]);
+    let decode = Sim::start(&bin, &["--kv-cache-transfer-latency", "1ms"]);
+    let epp = Epp::start(
+        &format!("{}=prefill,{}=decode", prefill.address(), decode.address()),
+        Some(PD_CONFIG),
+    );
+
+    // Streamed, so the decode side's stream setting is restored after prefill.
+    let r = http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({"model": "test-model", "prompt": tenant_prompt(1, 1), "max_tokens": 5, "stream": true}))
+        .send()
+        .expect("proxy answers");
+    assert!(r.status().is_success(), "status {}", r.status());
+    assert_eq!(header(&r, "x-prefiller-host-port"), prefill.address());
+    assert_eq!(
+        header(&r, "x-gateway-destination-endpoint"),
+        decode.address()
+    );
+    assert_eq!(header(&r, "x-inference-pod"), decode.pod_name());
+    let text = r.text().expect("stream body");
+    assert!(text.contains("data: [DONE]"), "SSE passed through: {text}");
+    assert_eq!(prefill_count(&prefill), 1.0, "prefiller ran the prefill");
+
+    // The decode endpoint now holds the prefix: a repeat stays aggregated.
+    let r = complete(&epp, &tenant_prompt(1, 1));
+    assert!(r.status().is_success());
+    assert_eq!(header(&r, "x-prefiller-host-port"), "");
+    assert_eq!(prefill_count(&prefill), 1.0);
+
+    // A short prompt is below nonCachedTokens.
+    let r = complete(&epp, "hi there");
+    assert_eq!(header(&r, "x-prefiller-host-port"), "");
+
+    let metrics = epp.metrics_text();
+    assert!(
+        metrics.contains("llmd_epp_pd_decisions_total{outcome=\"disaggregated\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_prefiller_that_is_not_a_pool_member_is_refused() {
+    let Some(bin) = sim_bin() else { return };
+    let decode = Sim::start(&bin, &[]);
+    let outsider = Sim::start(&bin, &[]);
+    let epp = Epp::start(&format!("{}=decode", decode.address()), None);
+    for bad in [
+        outsider.address(),
+        decode.address(),
+        "169.254.169.254:80".into(),
+    ] {
+        let r = http()
+            .post(epp.url("/v1/completions"))
+            .header("x-prefiller-host-port", bad.as_str())
+            .json(&json!({"model": "test-model", "prompt": "hello", "max_tokens": 2}))
+            .send()
+            .expect("proxy answers");
+        assert_eq!(r.status().as_u16(), 403, "{bad}");
+    }
+}
+
+#[test]
+fn config_changes_apply_live_and_invalid_ones_are_refused() {
+    let Some(bin) = sim_bin() else { return };
+    let sims: Vec<Sim> = (0..2).map(|_| Sim::start(&bin, &[])).collect();
+    let list: Vec<String> = sims.iter().map(Sim::address).collect();
+    let default = llmd_epp::scheduler_config::DEFAULT_CONFIG;
+    let epp = Epp::start(&list.join(","), Some(default));
+
+    let holder = header(
+        &complete(&epp, &tenant_prompt(7, 0)),
+        "x-gateway-destination-endpoint",
+    );
+
+    let reweighted = default.replace("weight: 3", "weight: 5");
+    epp.write_config(&reweighted);
+    wait_for("reload applied", Duration::from_secs(10), || {
+        epp.metrics_text()
+            .contains("llmd_epp_config_reloads_total{outcome=\"applied\"} 2")
+            .then_some(())
+    });
+    // The prefix index survived the reload.
+    let r = complete(&epp, &tenant_prompt(7, 1));
+    assert_eq!(header(&r, "x-gateway-destination-endpoint"), holder);
+
+    epp.write_config("apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins: [{type: no-such-scorer}]\n");
+    wait_for("reload rejected", Duration::from_secs(10), || {
+        epp.metrics_text()
+            .contains("llmd_epp_config_reloads_total{outcome=\"rejected\"} 1")
+            .then_some(())
+    });
+    // The last good config stays in force: still routing, still to the holder.
+    let r = complete(&epp, &tenant_prompt(7, 2));
+    assert!(r.status().is_success());
+    assert_eq!(header(&r, "x-gateway-destination-endpoint"), holder);
+}

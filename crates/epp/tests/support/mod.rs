@@ -1,0 +1,249 @@
+//! Test fixtures: llm-d-inference-sim processes and an `llmd-epp` process on
+//! loopback, each killed when dropped.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Version of llm-d-inference-sim the tests and the benchmark are written against.
+pub const SIM_VERSION: &str = "v0.10.2";
+
+/// Locates llm-d-inference-sim: `LLMD_SIM_BIN`, the e2e toolchain cache, or the
+/// cache `make epp-sim` fills. `None` (after a loud message) when absent outside CI;
+/// a panic when absent in CI, so a CI run cannot silently skip the data-plane tests.
+pub fn sim_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LLMD_SIM_BIN").map(PathBuf::from) {
+        assert!(p.is_file(), "LLMD_SIM_BIN={} does not exist", p.display());
+        return Some(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut candidates = Vec::new();
+    if let Ok(out) = Command::new(root.join("e2e/hack/build-tools.sh"))
+        .arg("--print-bin-dir")
+        .output()
+        && out.status.success()
+    {
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        candidates.push(PathBuf::from(dir).join("llm-d-inference-sim"));
+    }
+    let cache = std::env::var_os("LLMD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmd-operator"))
+        });
+    if let Some(c) = cache {
+        candidates.push(c.join("sim").join(SIM_VERSION).join("llm-d-inference-sim"));
+    }
+    if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
+        return Some(found);
+    }
+    let msg = "llm-d-inference-sim not found: set LLMD_SIM_BIN or run `make epp-sim`";
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI is set, so this is a failure, not a skip)");
+    }
+    eprintln!("\n!!!!!! SKIPPING data-plane test: {msg} !!!!!!\n");
+    None
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+pub struct Sim {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl Sim {
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a sim with the per-token latency model and KV-cache simulation.
+    pub fn start(bin: &Path, extra: &[&str]) -> Sim {
+        let port = free_port();
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--model",
+            "test-model",
+            "--enable-kvcache",
+            "--zmq-endpoint",
+            "",
+            "--latency-calculator",
+            "per-token",
+            "--prefill-overhead",
+            "2ms",
+            "--prefill-time-per-token",
+            "200us",
+            "--inter-token-latency",
+            "1ms",
+            "--max-model-len",
+            "8192",
+            "--kv-cache-size",
+            "4096",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(bin)
+            .args(&args)
+            .env("POD_IP", "127.0.0.1")
+            .env("POD_NAME", format!("sim-{port}"))
+            .env("POD_NAMESPACE", "test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start llm-d-inference-sim");
+        let sim = Sim { port, child };
+        let client = http();
+        wait_for("sim health", Duration::from_secs(20), || {
+            client
+                .get(format!("http://{}/health", sim.address()))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+        });
+        sim
+    }
+
+    pub fn pod_name(&self) -> String {
+        format!("sim-{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Epp {
+    pub proxy: u16,
+    pub grpc: u16,
+    pub health: u16,
+    pub metrics: u16,
+    pub child: Child,
+    pub config: Option<tempfile::NamedTempFile>,
+}
+
+impl Epp {
+    pub fn start(static_endpoints: &str, config: Option<&str>) -> Epp {
+        let (proxy, grpc, health, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let config = config.map(|text| {
+            let mut f = tempfile::NamedTempFile::new().expect("temp config");
+            f.write_all(text.as_bytes()).expect("write config");
+            f
+        });
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmd-epp"));
+        cmd.args([
+            "--static-endpoints",
+            static_endpoints,
+            "--proxy-addr",
+            &format!("127.0.0.1:{proxy}"),
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--grpc-health-addr",
+            &format!("127.0.0.1:{health}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--config-poll-interval",
+            "100ms",
+        ]);
+        if let Some(f) = &config {
+            cmd.arg("--config-file").arg(f.path());
+        }
+        let child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start llmd-epp");
+        let epp = Epp {
+            proxy,
+            grpc,
+            health,
+            metrics,
+            child,
+            config,
+        };
+        let client = http();
+        wait_for("epp proxy", Duration::from_secs(20), || {
+            client
+                .get(format!("http://127.0.0.1:{proxy}/health"))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+        });
+        epp
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.proxy)
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http()
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    }
+
+    /// Rewrites the config file in place, as a ConfigMap update does.
+    pub fn write_config(&self, text: &str) {
+        let path = self.config.as_ref().expect("started with a config").path();
+        std::fs::write(path, text).expect("rewrite config");
+    }
+}
+
+impl Drop for Epp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A prompt with a long tenant-specific context and a short question.
+pub fn tenant_prompt(tenant: usize, question: usize) -> String {
+    let mut s = format!("Tenant {tenant} knowledge base. ");
+    for i in 0..60 {
+        s.push_str(&format!(
+            "fact{tenant}x{i} is recorded in section {i} of tenant {tenant}. "
+        ));
+    }
+    s.push_str(&format!(
+        "Question {question}: what is fact{tenant}x{question}?"
+    ));
+    s
+}
