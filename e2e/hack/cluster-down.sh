@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Stop the cluster in $LLMD_CLUSTER_DIR and remove its state (etcd data, certs).
+#
+# Stops every process recorded as $LLMD_CLUSTER_DIR/pids/<name>.pid: first the
+# ones registered by other scripts (operator, simulators, ...), then the control
+# plane in reverse start order. SIGTERM (to the process group when the process
+# leads one), then SIGKILL after LLMD_STOP_TIMEOUT seconds (default 20). Waits
+# until the processes are gone and the recorded ports are free. Safe to run when
+# nothing is running.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+STOP_TIMEOUT="${LLMD_STOP_TIMEOUT:-20}"
+
+[[ -d "$LLMD_CLUSTER_DIR" ]] || { log "no cluster state in $LLMD_CLUSTER_DIR; nothing to do"; exit 0; }
+STATE="$(llmd_state_dir)"
+if [[ "${LLMD_CLUSTER_LOCKED:-}" != 1 ]]; then
+  exec 8>"$(dirname "$STATE")/.$(basename "$STATE").lock"
+  flock 8
+fi
+
+# stop <pidfile>
+stop() {
+  local f="$1" name pid pgid target
+  name="$(basename "$f" .pid)"
+  if ! pid_alive "$f"; then rm -f "$f"; return 0; fi
+  pid="$(cat "$f")"
+  pgid="$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')"
+  target="$pid"
+  [[ "$pgid" == "$pid" ]] && target="-$pid"   # whole process group
+  log "stopping $name (pid $pid)"
+  kill -TERM -- "$target" 2>/dev/null || true
+  if ! wait_until "$STOP_TIMEOUT" "$name to exit" bash -c "! kill -0 -- $target"; then
+    log "$name did not exit after SIGTERM; sending SIGKILL"
+    kill -KILL -- "$target" 2>/dev/null || true
+    wait_until 10 "$name to die" bash -c "! kill -0 -- $target" || die "could not stop $name (pid $pid)"
+  fi
+  rm -f "$f"
+}
+
+if [[ -d "$STATE/pids" ]]; then
+  # 1. processes registered by other scripts, in parallel
+  others=()
+  for f in "$STATE"/pids/*.pid; do
+    [[ -e "$f" ]] || continue
+    n="$(basename "$f" .pid)"
+    [[ " ${LLMD_CORE[*]} " == *" $n "* ]] || others+=("$f")
+  done
+  if ((${#others[@]})); then
+    pids=()
+    for f in "${others[@]}"; do stop "$f" & pids+=($!); done
+    rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    ((rc == 0)) || die "failed to stop some registered processes"
+  fi
+  # 2. the control plane, reverse start order
+  for ((i = ${#LLMD_CORE[@]} - 1; i >= 0; i--)); do
+    f="$STATE/pids/${LLMD_CORE[i]}.pid"
+    [[ -e "$f" ]] && stop "$f"
+  done
+fi
+
+if [[ -f "$STATE/ports.env" ]]; then
+  ports="$(cut -d= -f2 "$STATE/ports.env" | tr '\n' ' ')"
+  ports_free() { local p; for p in $ports; do ! port_listening "$p" || return 1; done; }
+  wait_until 30 "ports $ports to be released" ports_free || die "ports still in use: $ports"
+fi
+
+rm -rf "$STATE"
+[[ "${LLMD_CLUSTER_LOCKED:-}" == 1 ]] || rm -f "$(dirname "$STATE")/.$(basename "$STATE").lock"
+log "cluster in $STATE stopped and its state removed"

@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# Start a local Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler) plus kwok with fake GPU nodes, all as
+# plain processes on 127.0.0.1. No containers, no kubelet: kwok marks pods on the
+# fake nodes Running/Ready and gives them loopback pod IPs ($LLMD_POD_CIDR).
+#
+# Idempotent: if the cluster in $LLMD_CLUSTER_DIR is already healthy it is reused.
+# Progress goes to stderr; the only stdout line is `export KUBECONFIG=<path>`, so
+#   eval "$(e2e/hack/cluster-up.sh)"
+# works. See lib.sh for the environment variables.
+#
+# State dir layout: kubeconfig (admin), env (sourceable: KUBECONFIG, LLMD_BIN_DIR,
+# ports), ports.env, pki/, etcd/, logs/<name>.log, pids/<name>.pid. Other scripts
+# may register their own processes as pids/<name>.pid; cluster-down stops them.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STATE="$(llmd_state_dir)"
+LOCK="$(dirname "$STATE")/.$(basename "$STATE").lock"
+exec 8>"$LOCK"
+flock 8
+
+# --- tools ------------------------------------------------------------------
+if [[ -z "${LLMD_BIN_DIR:-}" ]]; then
+  if ! "$LLMD_HACK_DIR/build-tools.sh" --check; then
+    log "tools not built yet; running build-tools.sh (cold build takes a long time)"
+    "$LLMD_HACK_DIR/build-tools.sh" >&2
+  fi
+  LLMD_BIN_DIR="$("$LLMD_HACK_DIR/build-tools.sh" --print-bin-dir)"
+fi
+BIN="$LLMD_BIN_DIR"
+for t in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
+  [[ -x "$BIN/$t" ]] || die "$BIN/$t missing (run e2e/hack/build-tools.sh)"
+done
+KUBECONFIG_PATH="$STATE/kubeconfig"
+kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+NODES=()
+for ((i = 0; i < LLMD_GPU_NODES; i++)); do NODES+=("gpu-node-$i"); done
+for ((i = 0; i < LLMD_CPU_NODES; i++)); do NODES+=("cpu-node-$i"); done
+
+all_nodes_ready() {
+  local ready
+  ready="$(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')" || return 1
+  local n
+  for n in "${NODES[@]}"; do grep -qx "$n=True" <<<"$ready" || return 1; done
+}
+
+healthy() {
+  [[ -f "$STATE/ports.env" && -f "$KUBECONFIG_PATH" ]] || return 1
+  local c
+  for c in "${LLMD_CORE[@]}"; do pid_alive "$STATE/pids/$c.pid" || return 1; done
+  [[ "$(kubectl get --raw /readyz 2>/dev/null)" == ok ]] || return 1
+  all_nodes_ready
+}
+
+print_export() { echo "export KUBECONFIG=$KUBECONFIG_PATH"; }
+
+if healthy; then
+  log "cluster in $STATE is already running and healthy; reusing it"
+  print_export
+  exit 0
+fi
+if [[ -n "$(ls -A "$STATE" 2>/dev/null)" ]]; then
+  log "found stale/unhealthy cluster state in $STATE; cleaning it up first"
+  LLMD_CLUSTER_LOCKED=1 "$LLMD_HACK_DIR/cluster-down.sh" >&2
+  mkdir -p "$STATE"
+fi
+
+mkdir -p "$STATE"/{pki,logs,pids,etcd,kwok}
+chmod 700 "$STATE/etcd"
+PKI="$STATE/pki"
+
+# --- ports ------------------------------------------------------------------
+ETCD_PORT="$(free_port)"
+ETCD_PEER_PORT="$(free_port "$ETCD_PORT")"
+APISERVER_PORT="$(free_port "$ETCD_PORT" "$ETCD_PEER_PORT")"
+CM_PORT="$(free_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT")"
+SCHED_PORT="$(free_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CM_PORT")"
+KWOK_PORT="$(free_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CM_PORT" "$SCHED_PORT")"
+cat >"$STATE/ports.env" <<EOF
+ETCD_PORT=$ETCD_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+APISERVER_PORT=$APISERVER_PORT
+CONTROLLER_MANAGER_PORT=$CM_PORT
+SCHEDULER_PORT=$SCHED_PORT
+KWOK_PORT=$KWOK_PORT
+EOF
+log "ports: etcd=$ETCD_PORT/$ETCD_PEER_PORT apiserver=$APISERVER_PORT controller-manager=$CM_PORT scheduler=$SCHED_PORT kwok=$KWOK_PORT"
+
+# --- certificates -------------------------------------------------------------
+# First IP of the service range (the `kubernetes` Service ClusterIP).
+IFS=./ read -r s1 s2 s3 s4 _ <<<"$LLMD_SERVICE_CIDR"
+SVC_IP="$s1.$s2.$s3.$((s4 + 1))"
+log "generating certificates"
+(
+  cd "$PKI"
+  openssl_q() { openssl "$@" 2>/dev/null; }
+  openssl_q req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout ca.key -out ca.crt -days 3650 -subj "/CN=llmd-e2e-ca"
+  # cert <name> <subject> <extensions>
+  cert() {
+    openssl_q req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$1.key" -out "$1.csr" -subj "$2"
+    printf '%b' "$3" >"$1.ext"
+    openssl_q x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -days 3650 -out "$1.crt" -extfile "$1.ext"
+    rm -f "$1.csr" "$1.ext"
+  }
+  cert apiserver "/CN=kube-apiserver" \
+    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,IP:$SVC_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+  client_ext="basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+  cert admin "/O=system:masters/CN=kubernetes-admin" "$client_ext"
+  cert controller-manager "/CN=system:kube-controller-manager" "$client_ext"
+  cert scheduler "/CN=system:kube-scheduler" "$client_ext"
+  openssl_q genrsa -out sa.key 2048
+  openssl_q rsa -in sa.key -pubout -out sa.pub
+  chmod 600 ./*.key
+)
+
+# kubeconfig <file> <cert name>
+write_kubeconfig() {
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: llmd-e2e
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
+    client-key-data: $(base64 -w0 "$PKI/$2.key")
+contexts:
+- name: llmd-e2e
+  context:
+    cluster: llmd-e2e
+    user: $2
+current-context: llmd-e2e
+EOF
+  chmod 600 "$1"
+}
+write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
+write_kubeconfig "$STATE/scheduler.kubeconfig" scheduler
+write_kubeconfig "$KUBECONFIG_PATH.tmp" admin
+
+# --- processes ----------------------------------------------------------------
+# start <name> <command...>: run detached in its own session (pgid == pid).
+start() {
+  local name="$1"; shift
+  log "starting $name"
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/pids/$name.pid"
+}
+# await <name> <description> <probe...>: poll the probe; fail fast if <name> died.
+await() {
+  local name="$1" desc="$2"; shift 2
+  local deadline=$((SECONDS + LLMD_CLUSTER_TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$STATE/pids/$name.pid"; then
+      log "$name exited; last log lines ($STATE/logs/$name.log):"
+      tail -n 30 "$STATE/logs/$name.log" >&2 || true
+      die "$name failed to start"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$STATE/logs/$name.log" >&2 || true
+      die "timed out waiting for $desc"
+    fi
+    sleep 0.2
+  done
+  log "$desc: ok"
+}
+CURL=(curl -fsS --max-time 5)
+etcd_ok() { [[ "$("${CURL[@]}" "http://127.0.0.1:$ETCD_PORT/health")" == *'"health":"true"'* ]]; }
+apiserver_ok() {
+  [[ "$("${CURL[@]}" --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT/readyz")" == ok ]]
+}
+https_healthz_ok() { [[ "$("${CURL[@]}" -k "https://127.0.0.1:$1/healthz")" == ok ]]; }
+kwok_ok() { [[ "$("${CURL[@]}" "http://127.0.0.1:$KWOK_PORT/healthz")" == ok ]]; }
+
+start etcd "$BIN/etcd" \
+  --name=llmd-e2e \
+  --data-dir="$STATE/etcd" \
+  --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster="llmd-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --unsafe-no-fsync=true \
+  --log-level=warn
+await etcd "etcd /health" etcd_ok
+
+start kube-apiserver "$BIN/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --bind-address=127.0.0.1 \
+  --advertise-address=127.0.0.1 \
+  --secure-port="$APISERVER_PORT" \
+  --cert-dir="$PKI" \
+  --tls-cert-file="$PKI/apiserver.crt" \
+  --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --authorization-mode=Node,RBAC \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$PKI/sa.pub" \
+  --service-account-signing-key-file="$PKI/sa.key" \
+  --service-cluster-ip-range="$LLMD_SERVICE_CIDR" \
+  --allow-privileged=true \
+  --endpoint-reconciler-type=none \
+  --profiling=false
+await kube-apiserver "kube-apiserver /readyz" apiserver_ok
+mv "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"
+
+start kube-controller-manager "$BIN/kube-controller-manager" \
+  --kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 \
+  --secure-port="$CM_PORT" \
+  --service-account-private-key-file="$PKI/sa.key" \
+  --root-ca-file="$PKI/ca.crt" \
+  --cluster-signing-cert-file="$PKI/ca.crt" \
+  --cluster-signing-key-file="$PKI/ca.key" \
+  --use-service-account-credentials=true \
+  --service-cluster-ip-range="$LLMD_SERVICE_CIDR" \
+  --controllers='*' \
+  --leader-elect=false \
+  --profiling=false
+
+start kube-scheduler "$BIN/kube-scheduler" \
+  --kubeconfig="$STATE/scheduler.kubeconfig" \
+  --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
+  --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
+  --bind-address=127.0.0.1 \
+  --secure-port="$SCHED_PORT" \
+  --leader-elect=false \
+  --profiling=false
+
+# kwok >= v0.8 has no built-in stages: pass the upstream "fast" pod/node stages and
+# the lease-based node heartbeat shipped next to the binary by build-tools.sh.
+STAGES="$(ls "$BIN"/kwok-stages/*.yaml | paste -sd, -)"
+KWOK_WORKDIR="$STATE/kwok" start kwok "$BIN/kwok" \
+  --kubeconfig="$KUBECONFIG_PATH" \
+  -c "$STAGES" \
+  --manage-all-nodes=false \
+  --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+  --cidr="$LLMD_POD_CIDR" \
+  --node-ip=127.0.0.1 \
+  --node-lease-duration-seconds=40 \
+  --server-address="127.0.0.1:$KWOK_PORT"
+
+await kube-controller-manager "kube-controller-manager /healthz" https_healthz_ok "$CM_PORT"
+await kube-scheduler "kube-scheduler /healthz" https_healthz_ok "$SCHED_PORT"
+await kwok "kwok /healthz" kwok_ok
+
+# --- fake nodes -----------------------------------------------------------------
+# node <name> <labels yaml> <cpu> <memory> <extra capacity yaml>
+node_yaml() {
+  cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: $1
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: $1
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+$2
+status:
+  capacity: &res
+    cpu: "$3"
+    memory: $4
+    ephemeral-storage: 1Ti
+    pods: "110"
+$5
+  allocatable: *res
+  addresses:
+  - type: InternalIP
+    address: 127.0.0.1
+  - type: Hostname
+    address: $1
+  nodeInfo:
+    architecture: amd64
+    operatingSystem: linux
+EOF
+}
+{
+  for ((i = 0; i < LLMD_GPU_NODES; i++)); do
+    node_yaml "gpu-node-$i" \
+"    node.kubernetes.io/instance-type: p5.48xlarge
+    nvidia.com/gpu.present: \"true\"
+    nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3
+    nvidia.com/gpu.count: \"8\"
+    nvidia.com/gpu.memory: \"81559\"" \
+      96 1Ti "    nvidia.com/gpu: \"8\""
+  done
+  for ((i = 0; i < LLMD_CPU_NODES; i++)); do
+    node_yaml "cpu-node-$i" "    node.kubernetes.io/instance-type: m5.8xlarge" 32 128Gi ""
+  done
+} >"$STATE/nodes.yaml"
+log "creating nodes: ${NODES[*]}"
+kubectl create -f "$STATE/nodes.yaml" >/dev/null
+
+await kwok "all ${#NODES[@]} nodes Ready" all_nodes_ready
+await kube-controller-manager "namespace default and ServiceAccount default/default" \
+  kubectl -n default get serviceaccount default
+await kube-apiserver "cluster healthy" healthy
+
+cat >"$STATE/env" <<EOF
+export KUBECONFIG=$KUBECONFIG_PATH
+export LLMD_CLUSTER_DIR=$STATE
+export LLMD_BIN_DIR=$BIN
+$(sed 's/^/export LLMD_/' "$STATE/ports.env")
+EOF
+log "cluster is up ($("$BIN/kubectl" version --kubeconfig "$KUBECONFIG_PATH" 2>/dev/null | sed -n 's/^Server Version: //p')); state in $STATE"
+print_export

@@ -1,0 +1,81 @@
+# Shared settings and helpers for the e2e cluster scripts. Source, don't execute.
+# Everything is parameterized by environment variables so a test harness can run
+# several independent clusters side by side (one state dir each):
+#
+#   LLMD_CACHE         cache root                (default ~/.cache/llmd-operator)
+#   LLMD_CLUSTER_DIR   cluster state dir         (default $LLMD_CACHE/cluster)
+#   LLMD_BIN_DIR       tool binaries             (default: from build-tools.sh)
+#   LLMD_POD_CIDR      kwok pod IP range         (default 127.80.0.0/16, loopback)
+#   LLMD_SERVICE_CIDR  service cluster IP range  (default 10.96.0.0/16)
+#   LLMD_GPU_NODES     fake GPU nodes            (default 4: gpu-node-0..3)
+#   LLMD_CPU_NODES     fake CPU-only nodes       (default 1: cpu-node-0)
+#   LLMD_CLUSTER_TIMEOUT  seconds to wait for each readiness step (default 120)
+
+LLMD_HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LLMD_CACHE="${LLMD_CACHE:-$HOME/.cache/llmd-operator}"
+LLMD_CLUSTER_DIR="${LLMD_CLUSTER_DIR:-$LLMD_CACHE/cluster}"
+LLMD_POD_CIDR="${LLMD_POD_CIDR:-127.80.0.0/16}"
+LLMD_SERVICE_CIDR="${LLMD_SERVICE_CIDR:-10.96.0.0/16}"
+LLMD_GPU_NODES="${LLMD_GPU_NODES:-4}"
+LLMD_CPU_NODES="${LLMD_CPU_NODES:-1}"
+LLMD_CLUSTER_TIMEOUT="${LLMD_CLUSTER_TIMEOUT:-120}"
+export LLMD_CACHE LLMD_CLUSTER_DIR
+
+# Control-plane components in start order (cluster-down stops them in reverse,
+# after every other registered process).
+LLMD_CORE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# Absolute state dir (it is written into kubeconfigs and pid files).
+llmd_state_dir() {
+  mkdir -p "$LLMD_CLUSTER_DIR"
+  (cd "$LLMD_CLUSTER_DIR" && pwd)
+}
+
+# wait_until <timeout-seconds> <description> <command...>: poll a condition.
+wait_until() {
+  local timeout="$1" desc="$2"; shift 2
+  local deadline=$((SECONDS + timeout)) delay=0.1
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out after ${timeout}s waiting for: $desc"
+      return 1
+    fi
+    sleep "$delay"
+    [[ "$delay" == 0.1 ]] && delay=0.25 || delay=0.5
+  done
+}
+
+# pid_alive <pidfile>: the recorded process still runs and is the one that was
+# recorded (it did not start after the pid file was written, i.e. no pid reuse).
+pid_alive() {
+  local f="$1" pid etimes mtime
+  pid="$(cat "$f" 2>/dev/null)" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  etimes="$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')" || return 1
+  [[ -n "$etimes" ]] || return 1
+  mtime="$(stat -c %Y "$f")" || return 1
+  # process start time <= pid file mtime (+ slack)
+  (( $(date +%s) - etimes <= mtime + 5 ))
+}
+
+# port_listening <port>: something listens on 127.0.0.1/any on that TCP port.
+port_listening() {
+  [[ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]]
+}
+
+# free_port: a TCP port nobody listens on and that is not in the reserved list
+# given as arguments. Random start in 20000-39999 so parallel clusters rarely race.
+free_port() {
+  local p tries=0
+  while ((tries++ < 2000)); do
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % 20000))
+    [[ " $* " == *" $p "* ]] && continue
+    port_listening "$p" && continue
+    echo "$p"
+    return 0
+  done
+  die "no free port found"
+}
