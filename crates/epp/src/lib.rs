@@ -12,6 +12,7 @@ pub mod endpoint_picker;
 pub mod engine_metrics;
 pub mod ext_proc;
 pub mod filter;
+pub mod fuzz_input;
 pub mod inference_request;
 pub mod metrics_scraper;
 pub mod pd_decider;
