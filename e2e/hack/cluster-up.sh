@@ -151,7 +151,8 @@ write_kubeconfig "$KUBECONFIG_PATH.tmp" admin
 start() {
   local name="$1"; shift
   log "starting $name"
-  setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  # 8>&-: the daemon must not inherit the state-dir lock (it would hold it forever).
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null 8>&- &
   echo $! >"$STATE/pids/$name.pid"
 }
 # await <name> <description> <probe...>: poll the probe; fail fast if <name> died.
