@@ -29,34 +29,36 @@ stop() {
   [[ "$pgid" == "$pid" ]] && target="-$pid"   # whole process group
   log "stopping $name (pid $pid)"
   kill -TERM -- "$target" 2>/dev/null || true
-  if ! wait_until "$STOP_TIMEOUT" "$name to exit" bash -c "! kill -0 -- $target"; then
+  if ! wait_until "$STOP_TIMEOUT" "$name to exit" proc_gone "$target"; then
     log "$name did not exit after SIGTERM; sending SIGKILL"
     kill -KILL -- "$target" 2>/dev/null || true
-    wait_until 10 "$name to die" bash -c "! kill -0 -- $target" || die "could not stop $name (pid $pid)"
+    wait_until 10 "$name to die" proc_gone "$target" || die "could not stop $name (pid $pid)"
   fi
   rm -f "$f"
 }
 
+# stop_all <pidfile...>: stop these in parallel.
+stop_all() {
+  local f pids=() rc=0
+  for f in "$@"; do [[ -e "$f" ]] && { stop "$f" & pids+=($!); }; done
+  for f in "${pids[@]}"; do wait "$f" || rc=1; done
+  ((rc == 0)) || die "failed to stop: $*"
+}
+
 if [[ -d "$STATE/pids" ]]; then
-  # 1. processes registered by other scripts, in parallel
+  # 1. processes registered by other scripts (operator, simulators, ...)
   others=()
   for f in "$STATE"/pids/*.pid; do
     [[ -e "$f" ]] || continue
     n="$(basename "$f" .pid)"
     [[ " ${LLMD_CORE[*]} " == *" $n "* ]] || others+=("$f")
   done
-  if ((${#others[@]})); then
-    pids=()
-    for f in "${others[@]}"; do stop "$f" & pids+=($!); done
-    rc=0
-    for p in "${pids[@]}"; do wait "$p" || rc=1; done
-    ((rc == 0)) || die "failed to stop some registered processes"
-  fi
-  # 2. the control plane, reverse start order
-  for ((i = ${#LLMD_CORE[@]} - 1; i >= 0; i--)); do
-    f="$STATE/pids/${LLMD_CORE[i]}.pid"
-    [[ -e "$f" ]] && stop "$f"
-  done
+  ((${#others[@]} == 0)) || stop_all "${others[@]}"
+  # 2. the control plane: its clients together, then kube-apiserver, then etcd
+  P="$STATE/pids"
+  stop_all "$P/kwok.pid" "$P/kube-scheduler.pid" "$P/kube-controller-manager.pid"
+  stop_all "$P/kube-apiserver.pid"
+  stop_all "$P/etcd.pid"
 fi
 
 if [[ -f "$STATE/ports.env" ]]; then

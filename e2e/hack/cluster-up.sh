@@ -96,14 +96,20 @@ log "generating certificates"
 (
   cd "$PKI"
   openssl_q() { openssl "$@" 2>/dev/null; }
-  openssl_q req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout ca.key -out ca.crt -days 3650 -subj "/CN=llmd-e2e-ca"
-  # cert <name> <subject> <extensions>
+  # ca <name> <CN>
+  ca() {
+    openssl_q req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2"
+  }
+  ca ca llmd-e2e-ca
+  ca front-proxy-ca llmd-e2e-front-proxy-ca
+  # cert <name> <subject> <extensions> [ca name]
   cert() {
+    local ca="${4:-ca}"
     openssl_q req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
       -keyout "$1.key" -out "$1.csr" -subj "$2"
     printf '%b' "$3" >"$1.ext"
-    openssl_q x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+    openssl_q x509 -req -in "$1.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial \
       -days 3650 -out "$1.crt" -extfile "$1.ext"
     rm -f "$1.csr" "$1.ext"
   }
@@ -113,6 +119,9 @@ log "generating certificates"
   cert admin "/O=system:masters/CN=kubernetes-admin" "$client_ext"
   cert controller-manager "/CN=system:kube-controller-manager" "$client_ext"
   cert scheduler "/CN=system:kube-scheduler" "$client_ext"
+  # Aggregation layer (request-header auth); also keeps controller-manager and
+  # scheduler from logging a missing requestheader CA bundle.
+  cert front-proxy-client "/CN=front-proxy-client" "$client_ext" front-proxy-ca
   openssl_q genrsa -out sa.key 2048
   openssl_q rsa -in sa.key -pubout -out sa.pub
   chmod 600 ./*.key
@@ -203,6 +212,13 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --tls-cert-file="$PKI/apiserver.crt" \
   --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" \
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User \
+  --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+  --proxy-client-key-file="$PKI/front-proxy-client.key" \
   --authorization-mode=Node,RBAC \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$PKI/sa.pub" \

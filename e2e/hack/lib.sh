@@ -51,14 +51,24 @@ wait_until() {
 # pid_alive <pidfile>: the recorded process still runs and is the one that was
 # recorded (it did not start after the pid file was written, i.e. no pid reuse).
 pid_alive() {
-  local f="$1" pid etimes mtime
+  local f="$1" pid etimes stat mtime
   pid="$(cat "$f" 2>/dev/null)" || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  etimes="$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')" || return 1
-  [[ -n "$etimes" ]] || return 1
+  read -r etimes stat < <(ps -o etimes=,stat= -p "$pid" 2>/dev/null) || return 1
+  [[ -n "$etimes" && "$stat" != Z* ]] || return 1
   mtime="$(stat -c %Y "$f")" || return 1
   # process start time <= pid file mtime (+ slack)
   (( $(date +%s) - etimes <= mtime + 5 ))
+}
+
+# proc_gone <pid | -pgid>: the process (or every process of the group) has exited.
+# Zombies count as gone: orphans are reaped by pid 1, which may take a while.
+proc_gone() {
+  if [[ "$1" == -* ]]; then
+    ! ps -e -o pgid=,stat= | awk -v g="${1#-}" '$1 == g && $2 !~ /^Z/ { f = 1 } END { exit !f }'
+  else
+    ! ps -o stat= -p "$1" 2>/dev/null | grep -qv '^Z'
+  fi
 }
 
 # port_listening <port>: something listens on 127.0.0.1/any on that TCP port.
