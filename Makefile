@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
--include e2e/e2e.mk
+include e2e/e2e.mk
 -include crates/epp/epp.mk
 
 .PHONY: help
@@ -25,9 +25,15 @@ lint: ## rustfmt and clippy -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: unit
-unit: ## unit tests (no cluster)
-	$(CARGO) test --workspace --lib --bins
+unit: ## unit tests, CEL rule tests and the CRD drift test (no cluster)
+	$(CARGO) test --workspace
+
+.PHONY: e2e
+e2e: tools ## e2e suite on a private local control plane (started and stopped here)
+	$(CARGO) build -p llmd-operator --bin llmd-operator --tests
+	$(E2E_HACK)/with-cluster.sh $(CARGO) test -p llmd-operator --test e2e -- --ignored --test-threads=$(E2E_THREADS)
+
+E2E_THREADS ?= 2
 
 .PHONY: test
-test: lint ## every test: unit, CRD drift, e2e on a local real control plane
-	$(CARGO) test --workspace
+test: lint unit e2e ## every test: lint, unit (incl. CRD drift), e2e on a local real control plane

@@ -30,23 +30,37 @@ fn error_policy(ld: Arc<LLMDeployment>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(delay)
 }
 
-/// Run until `shutdown` resolves; in-flight reconciles finish first.
+/// An Api over every namespace, or over one when the operator is namespace-scoped.
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run until `shutdown` resolves; in-flight reconciles finish first. With
+/// `namespace`, only that namespace is watched.
 pub async fn run(
     client: Client,
     ctx: Arc<Context>,
+    namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let lds: Api<LLMDeployment> = Api::all(client.clone());
+    let ns = namespace.as_deref();
+    let lds: Api<LLMDeployment> = scoped_api(&client, ns);
     Controller::new(lds, watcher::Config::default())
-        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
-        .owns(Api::<Role>::all(client.clone()), managed.clone())
-        .owns(Api::<RoleBinding>::all(client.clone()), managed)
+        .owns(scoped_api::<StatefulSet>(&client, ns), managed.clone())
+        .owns(scoped_api::<Deployment>(&client, ns), managed.clone())
+        .owns(scoped_api::<Service>(&client, ns), managed.clone())
+        .owns(scoped_api::<ConfigMap>(&client, ns), managed.clone())
+        .owns(scoped_api::<ServiceAccount>(&client, ns), managed.clone())
+        .owns(scoped_api::<Role>(&client, ns), managed.clone())
+        .owns(scoped_api::<RoleBinding>(&client, ns), managed)
         .with_config(Config::default().debounce(std::time::Duration::from_millis(200)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -87,6 +87,9 @@ struct RunArgs {
     /// How often the leader renews and a standby retries, in seconds.
     #[arg(long, default_value_t = 2)]
     lease_retry_seconds: u64,
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "LLMD_WATCH_NAMESPACE")]
+    namespace: Option<String>,
     /// Identity in the lease (defaults to the pod name or host name plus process id).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -172,7 +175,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let client = Client::try_default()
         .await
         .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?;
-    let lds: Api<LLMDeployment> = Api::all(client.clone());
+    let lds: Api<LLMDeployment> = controller::scoped_api(&client, args.namespace.as_deref());
     lds.list_metadata(&ListParams::default().limit(1)).await.map_err(|e| {
         format!("cannot list llmdeployments.llmd.dev (is the CRD installed? kubectl apply -f crds/): {e}")
     })?;
@@ -191,7 +194,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
     if !args.leader_elect {
         info!("leader election off: reconciling");
-        controller::run(client, ctx, wait_for(stop)).await;
+        controller::run(client, ctx, args.namespace.clone(), wait_for(stop)).await;
         return Ok(());
     }
 
@@ -256,7 +259,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             }
         }
     };
-    controller::run(client, ctx, stop_or_lost).await;
+    controller::run(client, ctx, args.namespace.clone(), stop_or_lost).await;
     renewer.abort();
     metrics.leader.set(0);
     if *lost_rx.borrow() {

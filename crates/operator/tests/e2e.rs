@@ -1,0 +1,15 @@
+//! End-to-end tests against a real control plane: kube-apiserver, etcd,
+//! kube-controller-manager, kube-scheduler and kwok fake GPU nodes, built from Go
+//! modules (see e2e/README.md). Each test runs its own operator process, scoped to
+//! its own namespace.
+//!
+//! They are `#[ignore]`d so that a plain `cargo test` needs no cluster; `make e2e`
+//! (part of `make test`) starts one and runs them with `--ignored`.
+
+mod e2e {
+    pub mod harness;
+    mod invalid_manifests;
+    mod leader_election;
+    mod lifecycle;
+    mod scheduling;
+}

@@ -1,0 +1,334 @@
+//! Shared pieces of the e2e tests: the cluster from the environment, kubectl, a
+//! namespace per test, an operator process per test, and condition polling.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use llmd_api::LLMDeployment;
+use tokio::sync::OnceCell;
+
+/// Root of the repository.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the e2e tests with `make e2e` (it starts a local cluster)")
+    })
+}
+
+/// The kubeconfig of the cluster under test.
+pub fn kubeconfig() -> PathBuf {
+    PathBuf::from(required_env("KUBECONFIG"))
+}
+
+/// kubectl and friends, as built for the cluster.
+pub fn bin(name: &str) -> PathBuf {
+    PathBuf::from(required_env("LLMD_BIN_DIR")).join(name)
+}
+
+/// Run kubectl against the cluster; returns the whole output.
+pub fn kubectl(args: &[&str]) -> Output {
+    Command::new(bin("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("kubectl runs")
+}
+
+/// Run kubectl and insist it succeeds; returns stdout.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// kubectl apply of YAML text.
+pub fn apply_yaml(namespace: &str, yaml: &str) -> Output {
+    let mut child = Command::new(bin("kubectl"))
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .env("KUBECONFIG", kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(stdin) = child.stdin.as_mut() {
+        use std::io::Write;
+        stdin.write_all(yaml.as_bytes()).expect("write manifest");
+    }
+    child.wait_with_output().expect("kubectl finishes")
+}
+
+pub async fn client() -> Client {
+    Client::try_default()
+        .await
+        .expect("kube client from KUBECONFIG")
+}
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// Install the CRDs once per test run and wait until they are served.
+pub async fn install_crds() {
+    CRDS.get_or_init(|| async {
+        let crds = repo().join("crds");
+        kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crds.to_str().expect("utf-8 path"),
+        ]);
+        let client = client().await;
+        let lds: Api<LLMDeployment> = Api::all(client);
+        wait_until(Duration::from_secs(30), "LLMDeployments served", || {
+            let lds = lds.clone();
+            async move { lds.list(&Default::default()).await.ok().map(|_| ()) }
+        })
+        .await;
+    })
+    .await;
+}
+
+/// A namespace for one test, deleted when the test ends.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn create(name: &str) -> Self {
+        let api: Api<Namespace> = Api::all(client().await);
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.to_string());
+        // A namespace left from an aborted run is deleted first.
+        if api.get_opt(name).await.expect("get namespace").is_some() {
+            let _ = api.delete(name, &DeleteParams::default()).await;
+            let api2 = api.clone();
+            wait_until(Duration::from_secs(120), "old namespace gone", || {
+                let api = api2.clone();
+                async move {
+                    api.get_opt(name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none()
+                        .then_some(())
+                }
+            })
+            .await;
+        }
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        Self {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// An `llmd-operator run` process scoped to one namespace; killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub name: String,
+    pub metrics_port: u16,
+}
+
+impl Operator {
+    /// Start an operator for `namespace` with its lease in that namespace.
+    pub fn start(namespace: &str, name: &str, extra: &[&str]) -> Self {
+        let metrics_port = free_port();
+        let health_port = free_port();
+        let logs = repo().join("target/e2e-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{namespace}-{name}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_llmd-operator"))
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--leader-election-namespace",
+                namespace,
+                "--identity",
+                name,
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--health-addr",
+                &format!("127.0.0.1:{health_port}"),
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("operator starts");
+        // Registered with the cluster so that cluster-down stops it if this test dies.
+        if let Ok(dir) = std::env::var("LLMD_CLUSTER_DIR") {
+            let _ = std::fs::write(
+                Path::new(&dir).join(format!("pids/operator-{namespace}-{name}.pid")),
+                child.id().to_string(),
+            );
+        }
+        Self {
+            child,
+            name: name.to_string(),
+            metrics_port,
+        }
+    }
+
+    /// The operator's Prometheus metrics.
+    pub async fn metrics(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        reqwest::get(url).await.ok()?.text().await.ok()
+    }
+
+    /// A counter or gauge value from /metrics.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await?;
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "operator {} exited with {status}",
+                    self.name
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("operator {} did not stop within 30s of SIGTERM", self.name);
+    }
+
+    /// SIGKILL: a crash, no lease release.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` until it returns `Some`, or panic naming `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The status of condition `type_` of an LLMDeployment ("True", "False" or absent).
+pub fn condition<'a>(
+    ld: &'a LLMDeployment,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    ld.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Wait until the LLMDeployment `name` satisfies `ok`; returns it.
+pub async fn wait_for_ld(
+    api: &Api<LLMDeployment>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&LLMDeployment) -> bool,
+) -> LLMDeployment {
+    let mut last = None;
+    let found = tokio::time::timeout(timeout, async {
+        loop {
+            if let Ok(ld) = api.get(name).await {
+                if ok(&ld) {
+                    return ld;
+                }
+                last = Some(ld);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(ld) => ld,
+        Err(_) => panic!(
+            "timed out after {timeout:?} waiting for {name}: {what}; last status: {:#?}",
+            last.and_then(|l| l.status)
+        ),
+    }
+}
+
+/// Ready=True with observedGeneration equal to the generation.
+pub fn is_ready(ld: &LLMDeployment) -> bool {
+    let generation = ld.metadata.generation;
+    condition(ld, "Ready")
+        .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+        && ld.status.as_ref().and_then(|s| s.observed_generation) == generation
+}
+
+/// A small LLMDeployment for tests: `decode` pods of one GPU, optional prefill.
+pub fn small_spec(name: &str, prefill: i32, decode: i32) -> String {
+    let prefill = if prefill > 0 {
+        format!("  prefill:\n    replicas: {prefill}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {name}\nspec:\n  model:\n    name: test/model\n    uri: hf://test/model\n{prefill}  decode:\n    replicas: {decode}\n"
+    )
+}
