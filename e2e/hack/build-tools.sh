@@ -88,6 +88,8 @@ if is_built; then
   echo "$BIN_DIR"
   exit 0
 fi
+# Temp dirs left by an interrupted build (we hold the lock, so none is in use).
+rm -rf "$BIN_ROOT"/.tmp-*
 # A directory without a complete stamp is a failed/partial build: start over.
 [[ -e "$BIN_DIR" ]] && { echo "build-tools: removing incomplete $BIN_DIR"; rm -rf "$BIN_DIR"; }
 
