@@ -28,6 +28,11 @@ lint: ## rustfmt and clippy -D warnings
 unit: ## unit tests, CEL rule tests and the CRD drift test (no cluster)
 	$(CARGO) test --workspace
 
+.PHONY: demo
+demo: tools ## local demo: control plane with fake GPU nodes, the operator, the P/D sample
+	$(CARGO) build -p llmd-operator --bin llmd-operator
+	$(E2E_HACK)/demo.sh
+
 .PHONY: e2e
 e2e: tools ## e2e suite on a private local control plane (started and stopped here)
 	$(CARGO) build -p llmd-operator --bin llmd-operator --tests
