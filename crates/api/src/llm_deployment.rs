@@ -12,7 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::images::{DEFAULT_ENGINE_IMAGE, DEFAULT_EPP_IMAGE};
+use crate::images::DEFAULT_ENGINE_IMAGE;
 use crate::status::LLMDeploymentStatus;
 
 /// Port every model server listens on (OpenAI API, /metrics and /health).
@@ -386,12 +386,14 @@ pub struct RouterSpec {
     #[schemars(range(min = 1, max = 16))]
     pub replicas: i32,
 
-    /// Container image of the EndpointPicker.
-    #[serde(default = "default_epp_image")]
+    /// Container image of the EndpointPicker. Unset means the operator's default
+    /// (its --default-epp-image flag, set by the Helm chart or OLM bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
-    pub image: String,
+    pub image: Option<String>,
 
-    /// Resources of the EndpointPicker container.
+    /// Resources of the EndpointPicker container. Unset means the operator's default
+    /// (its --default-epp-resources flag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -412,15 +414,11 @@ pub struct RouterSpec {
     pub auto_tune: AutoTuneSpec,
 }
 
-fn default_epp_image() -> String {
-    DEFAULT_EPP_IMAGE.to_string()
-}
-
 impl Default for RouterSpec {
     fn default() -> Self {
         Self {
             replicas: 1,
-            image: default_epp_image(),
+            image: None,
             resources: None,
             scorers: ScorerWeights::default(),
             disaggregation: DisaggregationSpec::default(),

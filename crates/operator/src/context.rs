@@ -9,10 +9,13 @@ use kube::{Client, Resource};
 use llmd_api::LLMDeployment;
 use tracing::debug;
 
+use crate::build::EndpointPickerDefaults;
 use crate::metrics::Metrics;
 
 pub struct Context {
     pub client: Client,
+    /// EndpointPicker image and resources when a spec leaves them unset.
+    pub epp_defaults: EndpointPickerDefaults,
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     /// Consecutive failed reconciles per object, for backoff.
@@ -20,7 +23,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+        epp_defaults: EndpointPickerDefaults,
+    ) -> Self {
         let reporter = Reporter {
             controller: "llmd-operator".into(),
             instance,
@@ -28,6 +36,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            epp_defaults,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use llmd_api::LLMDeployment;
@@ -87,12 +88,23 @@ struct RunArgs {
     /// How often the leader renews and a standby retries, in seconds.
     #[arg(long, default_value_t = 2)]
     lease_retry_seconds: u64,
+    /// EndpointPicker image for LLMDeployments that do not set spec.router.image.
+    #[arg(long, env = "LLMD_DEFAULT_EPP_IMAGE", default_value = llmd_api::images::DEFAULT_EPP_IMAGE)]
+    default_epp_image: String,
+    /// EndpointPicker resources (JSON of a ResourceRequirements) for LLMDeployments
+    /// that do not set spec.router.resources, e.g. '{"requests":{"cpu":"100m"}}'.
+    #[arg(long, env = "LLMD_DEFAULT_EPP_RESOURCES", value_parser = parse_resources)]
+    default_epp_resources: Option<ResourceRequirements>,
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "LLMD_WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Identity in the lease (defaults to the pod name or host name plus process id).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+}
+
+fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a ResourceRequirements JSON object: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -186,10 +198,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "llmd-operator".into());
         format!("{host}-{}", std::process::id())
     });
+    let epp_defaults = build::EndpointPickerDefaults {
+        image: args.default_epp_image.clone(),
+        resources: args.default_epp_resources.clone(),
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),
         Some(identity.clone()),
+        epp_defaults,
     ));
 
     if !args.leader_elect {

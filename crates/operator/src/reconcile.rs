@@ -85,6 +85,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
 
     // build
     let options = BuildOptions {
+        epp_defaults: ctx.epp_defaults.clone(),
         inference_pool_served: pool_served,
         tuned_weights: tuned_weights(ld),
     };

@@ -136,6 +136,7 @@ fn setup(yaml: &str) -> (Arc<FakeApi>, Arc<Context>, String) {
         client(fake.clone()),
         Arc::new(Metrics::default()),
         None,
+        crate::build::EndpointPickerDefaults::default(),
     ));
     (fake, ctx, path)
 }

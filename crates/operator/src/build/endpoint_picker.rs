@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use llmd_api::{LLMDeploymentSpec, MODEL_SERVER_PORT, labels};
 
+use super::EndpointPickerDefaults;
 use super::endpoint_picker_config;
 use super::meta::{Component, Owner};
 
@@ -83,13 +84,22 @@ fn grpc_health_probe(period: i32) -> Probe {
     }
 }
 
-/// The Deployment.
-pub fn deployment(owner: &Owner, spec: &LLMDeploymentSpec) -> Deployment {
+/// The Deployment; image and resources fall back to the operator's defaults.
+pub fn deployment(
+    owner: &Owner,
+    spec: &LLMDeploymentSpec,
+    defaults: &EndpointPickerDefaults,
+) -> Deployment {
     let mut pod_labels = owner.common_labels(Component::EndpointPicker);
     pod_labels.insert(labels::PART_OF.to_string(), owner.name.clone());
     let container = Container {
         name: "epp".into(),
-        image: Some(spec.router.image.clone()),
+        image: Some(
+            spec.router
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.image.clone()),
+        ),
         args: Some(args(owner)),
         ports: Some(vec![
             port("grpc", EXT_PROC_PORT),
@@ -97,7 +107,11 @@ pub fn deployment(owner: &Owner, spec: &LLMDeploymentSpec) -> Deployment {
             port("http", HTTP_PORT),
             port("metrics", METRICS_PORT),
         ]),
-        resources: spec.router.resources.clone(),
+        resources: spec
+            .router
+            .resources
+            .clone()
+            .or_else(|| defaults.resources.clone()),
         readiness_probe: Some(grpc_health_probe(5)),
         liveness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {

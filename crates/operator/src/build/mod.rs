@@ -50,9 +50,27 @@ pub struct Children {
     pub inference_pool: Option<InferencePool>,
 }
 
+/// Operator-wide defaults for the EndpointPicker (from the operator's flags).
+#[derive(Clone, Debug)]
+pub struct EndpointPickerDefaults {
+    pub image: String,
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+impl Default for EndpointPickerDefaults {
+    fn default() -> Self {
+        Self {
+            image: llmd_api::images::DEFAULT_EPP_IMAGE.to_string(),
+            resources: None,
+        }
+    }
+}
+
 /// Facts about the cluster and run-time state that shape the children.
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
+    /// EndpointPicker image and resources when the spec leaves them unset.
+    pub epp_defaults: EndpointPickerDefaults,
     /// The InferencePool CRD is served by the API server.
     pub inference_pool_served: bool,
     /// Weights chosen by the embedded scheduler; the spec's when `None`.
@@ -106,7 +124,7 @@ pub fn build(
         .unwrap_or(&spec.router.scorers);
     let epp_config = endpoint_picker_config::config(spec, weights);
     let endpoint_picker = EndpointPicker {
-        deployment: endpoint_picker::deployment(owner, spec),
+        deployment: endpoint_picker::deployment(owner, spec, &options.epp_defaults),
         service: endpoint_picker_service::service(owner),
         service_account: endpoint_picker_rbac::service_account(owner),
         role: endpoint_picker_rbac::role(owner),

@@ -375,3 +375,47 @@ fn changing_the_kv_fabric_changes_the_pod_template() {
     };
     assert_ne!(template(&before), template(&after));
 }
+
+#[test]
+fn epp_image_and_resources_fall_back_to_operator_defaults() {
+    let defaults = EndpointPickerDefaults {
+        image: "registry.example/epp:9".into(),
+        resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_string(),
+                Quantity("250m".into()),
+            )])),
+            ..Default::default()
+        }),
+    };
+    let options = BuildOptions {
+        epp_defaults: defaults,
+        ..BuildOptions::default()
+    };
+    let epp_container = |c: &Children| {
+        c.endpoint_picker
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod")
+            .containers[0]
+            .clone()
+    };
+    let (_, children) = children(AGGREGATED, &options);
+    let container = epp_container(&children);
+    assert_eq!(container.image.as_deref(), Some("registry.example/epp:9"));
+    assert_eq!(
+        container
+            .resources
+            .and_then(|r| r.requests)
+            .map(|r| r["cpu"].clone()),
+        Some(Quantity("250m".into()))
+    );
+
+    let mut ld = sample(AGGREGATED);
+    ld.spec.router.image = Some("mine/epp:1".into());
+    let owner = Owner::of(&ld).expect("owner");
+    let own = build(&owner, &ld.spec, &options).expect("build");
+    assert_eq!(epp_container(&own).image.as_deref(), Some("mine/epp:1"));
+}
