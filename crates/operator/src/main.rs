@@ -59,7 +59,7 @@ enum Command {
     Crd,
     /// Run the controller. The cluster comes from KUBECONFIG (or ~/.kube/config), else
     /// the in-cluster service account.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     error!("{message}");
