@@ -77,11 +77,13 @@ port_listening() {
 }
 
 # free_port: a TCP port nobody listens on and that is not in the reserved list
-# given as arguments. Random start in 20000-39999 so parallel clusters rarely race.
+# given as arguments. Random in 20000-31999 so parallel clusters rarely race, and
+# below the kernel's ephemeral range (32768+), where the local end of some outgoing
+# connection can hold a port that nothing listens on.
 free_port() {
   local p tries=0
   while ((tries++ < 2000)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 20000))
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
     [[ " $* " == *" $p "* ]] && continue
     port_listening "$p" && continue
     echo "$p"
