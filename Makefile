@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 include e2e/e2e.mk
 -include crates/epp/epp.mk
@@ -31,7 +32,7 @@ unit: ## unit tests, CEL rule tests and the CRD drift test (no cluster)
 .PHONY: demo
 demo: tools ## local demo: control plane with fake GPU nodes, the operator, the P/D sample
 	$(CARGO) build -p llmd-operator --bin llmd-operator
-	$(E2E_HACK)/demo.sh
+	LLMD_OPERATOR_BIN=$(TARGET_DIR)/debug/llmd-operator $(E2E_HACK)/demo.sh
 
 .PHONY: e2e
 e2e: tools ## e2e suite on a private local control plane (started and stopped here)
