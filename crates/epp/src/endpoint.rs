@@ -78,6 +78,9 @@ impl Endpoint {
 pub struct ScrapedMetrics {
     pub metrics: EngineMetrics,
     pub at: Instant,
+    /// This EPP's in-flight count when the scrape was stored: requests sent since
+    /// then are not in the scraped queue yet.
+    pub in_flight_at_scrape: u64,
 }
 
 /// An endpoint with its live signals.

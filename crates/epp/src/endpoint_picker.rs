@@ -3,6 +3,7 @@
 //! [`EndpointPicker::pick`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -103,6 +104,7 @@ impl EndpointPicker {
         state.metrics.store(Some(Arc::new(ScrapedMetrics {
             metrics,
             at: Instant::now(),
+            in_flight_at_scrape: state.in_flight.load(Ordering::Relaxed),
         })));
     }
 
@@ -118,9 +120,14 @@ impl EndpointPicker {
             .iter()
             .zip(matched)
             .map(|(s, matched_blocks)| {
+                let in_flight = s.in_flight.load(Ordering::Relaxed);
                 let load = s.metrics.load().as_ref().and_then(|m| {
-                    (now.saturating_duration_since(m.at) <= self.staleness).then_some(Load {
-                        waiting: m.metrics.waiting,
+                    (now.saturating_duration_since(m.at) <= self.staleness).then(|| Load {
+                        // Requests sent since the scrape count as waiting: without
+                        // this, every pick between two scrapes sees the same queues
+                        // and herds onto one endpoint.
+                        waiting: m.metrics.waiting
+                            + in_flight.saturating_sub(m.in_flight_at_scrape) as f64,
                         running: m.metrics.running,
                         kv_usage: m.metrics.kv_usage,
                     })
@@ -129,7 +136,7 @@ impl EndpointPicker {
                     address: s.endpoint.address.clone(),
                     role: s.endpoint.role,
                     load,
-                    in_flight: s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    in_flight,
                     matched_blocks,
                 }
             })
@@ -289,6 +296,21 @@ mod tests {
         let p = picker(&[]);
         assert!(p.pick(PickRequest::default()).is_none());
         assert_eq!(p.telemetry.no_endpoint.get(), 1);
+    }
+
+    #[test]
+    fn requests_sent_since_the_last_scrape_count_as_waiting() {
+        let p = picker(&[("a:1", Role::Decode)]);
+        let state = p.registry.get("a:1").expect("present");
+        let m = crate::engine_metrics::EngineMetrics {
+            waiting: 2.0,
+            ..Default::default()
+        };
+        p.record_scrape(&state, m);
+        let _g1 = crate::endpoint::InFlightGuard::new(state.clone());
+        let _g2 = crate::endpoint::InFlightGuard::new(state.clone());
+        let (c, _) = p.candidates(&[]);
+        assert_eq!(c[0].load.map(|l| l.waiting), Some(4.0));
     }
 
     #[test]

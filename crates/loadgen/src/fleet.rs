@@ -1,0 +1,121 @@
+//! Processes on loopback: the llm-d-inference-sim fleet and the routers under test.
+//! Every process is killed when its handle drops.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+pub struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc, String> {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    Ok(Proc { child })
+}
+
+/// Polls `url` until it answers 2xx, for at most `timeout`.
+pub async fn wait_healthy(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} not healthy after {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Latency model of every sim in the fleet.
+#[derive(Clone, Debug)]
+pub struct SimModel {
+    pub prefill_overhead: &'static str,
+    pub prefill_per_token: &'static str,
+    pub inter_token: &'static str,
+    pub max_num_seqs: u32,
+    pub kv_cache_blocks: u32,
+    pub kv_transfer_per_token: &'static str,
+}
+
+pub struct Sim {
+    pub address: String,
+    _proc: Proc,
+}
+
+pub async fn start_fleet(
+    bin: &Path,
+    model: &SimModel,
+    n: usize,
+    client: &reqwest::Client,
+) -> Result<Vec<Sim>, String> {
+    let mut sims = Vec::new();
+    for i in 0..n {
+        let port = free_port()?;
+        let proc = spawn(
+            &format!("sim-{i}"),
+            Command::new(bin)
+                .args(["--port", &port.to_string(), "--model", "bench-model"])
+                .args(["--enable-kvcache", "--zmq-endpoint", ""])
+                .args(["--latency-calculator", "per-token"])
+                .args(["--prefill-overhead", model.prefill_overhead])
+                .args(["--prefill-time-per-token", model.prefill_per_token])
+                .args(["--inter-token-latency", model.inter_token])
+                .args([
+                    "--kv-cache-transfer-time-per-token",
+                    model.kv_transfer_per_token,
+                ])
+                .args(["--kv-cache-transfer-latency", "1ms"])
+                .args(["--max-num-seqs", &model.max_num_seqs.to_string()])
+                .args(["--kv-cache-size", &model.kv_cache_blocks.to_string()])
+                .args([
+                    "--max-model-len",
+                    "16384",
+                    "--seed",
+                    &(1000 + i).to_string(),
+                ])
+                .env("POD_IP", "127.0.0.1")
+                .env("POD_NAME", format!("sim-{i}"))
+                .env("POD_NAMESPACE", "bench"),
+        )?;
+        sims.push(Sim {
+            address: format!("127.0.0.1:{port}"),
+            _proc: proc,
+        });
+    }
+    for s in &sims {
+        wait_healthy(
+            client,
+            &format!("http://{}/health", s.address),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    Ok(sims)
+}

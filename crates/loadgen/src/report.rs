@@ -1,0 +1,96 @@
+//! Summaries and the side-by-side table.
+
+use crate::driver::Sample;
+
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub label: String,
+    pub ttft_p50: f64,
+    pub ttft_p90: f64,
+    pub ttft_p99: f64,
+    pub e2e_mean: f64,
+    pub throughput: f64,
+    pub ok: usize,
+    pub total: usize,
+    pub note: String,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn summarize(label: String, samples: &[Sample], wall_secs: f64, note: String) -> Summary {
+    let mut ttft: Vec<f64> = samples.iter().map(|s| s.ttft).collect();
+    ttft.sort_by(f64::total_cmp);
+    let ok = samples.iter().filter(|s| s.ok).count();
+    let e2e_mean = samples.iter().map(|s| s.e2e).sum::<f64>() / samples.len().max(1) as f64;
+    Summary {
+        label,
+        ttft_p50: percentile(&ttft, 50.0),
+        ttft_p90: percentile(&ttft, 90.0),
+        ttft_p99: percentile(&ttft, 99.0),
+        e2e_mean,
+        throughput: ok as f64 / wall_secs.max(1e-9),
+        ok,
+        total: samples.len(),
+        note,
+    }
+}
+
+fn ms(s: f64) -> String {
+    format!("{:.1}", s * 1000.0)
+}
+
+/// A markdown table; ratios are to the first row (round-robin). For latency a ratio
+/// below 1 is better, for throughput above 1.
+pub fn table(title: &str, rows: &[Summary]) -> String {
+    let mut out = format!(
+        "\n### {title}\n\n| router | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | mean e2e ms | req/s | ok | p90 TTFT vs RR | mean e2e vs RR | req/s vs RR |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    let base = rows.first().cloned();
+    for r in rows {
+        let (a, b, c) = match &base {
+            Some(b) => (
+                format!("{:.2}x", r.ttft_p90 / b.ttft_p90),
+                format!("{:.2}x", r.e2e_mean / b.e2e_mean),
+                format!("{:.2}x", r.throughput / b.throughput),
+            ),
+            None => Default::default(),
+        };
+        out.push_str(&format!(
+            "| {}{} | {} | {} | {} | {} | {:.1} | {}/{} | {a} | {b} | {c} |\n",
+            r.label,
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.note)
+            },
+            ms(r.ttft_p50),
+            ms(r.ttft_p90),
+            ms(r.ttft_p99),
+            ms(r.e2e_mean),
+            r.throughput,
+            r.ok,
+            r.total,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 5.0);
+        assert_eq!(percentile(&v, 90.0), 9.0);
+        assert_eq!(percentile(&v, 99.0), 10.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
