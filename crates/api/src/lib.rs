@@ -6,6 +6,7 @@
 
 pub mod conditions;
 pub mod endpoint_picker_config;
+pub mod engine_metrics;
 pub mod images;
 pub mod inference_pool;
 pub mod labels;

@@ -53,7 +53,15 @@ pub async fn run(
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let ns = namespace.as_deref();
     let lds: Api<LLMDeployment> = scoped_api(&client, ns);
-    Controller::new(lds, watcher::Config::default())
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let controller = Controller::new(lds, watcher::Config::default());
+    // The embedded scheduler reads the controller's cache and stops with it.
+    let tuner = tokio::spawn(crate::tuner::run(ctx.clone(), controller.store(), stop_rx));
+    controller
         .owns(scoped_api::<StatefulSet>(&client, ns), managed.clone())
         .owns(scoped_api::<Deployment>(&client, ns), managed.clone())
         .owns(scoped_api::<Service>(&client, ns), managed.clone())
@@ -71,4 +79,5 @@ pub async fn run(
             }
         })
         .await;
+    tuner.abort();
 }

@@ -139,10 +139,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
                 .as_ref()
                 .unwrap_or(&ld.spec.router.scorers),
         )),
-        routing_reason: Some(match options.tuned_weights {
-            Some(_) => "weights chosen by the embedded scheduler from live metrics".to_string(),
-            None => "static weights from spec.router.scorers".to_string(),
-        }),
+        routing_reason: Some("static weights from spec.router.scorers".to_string()),
     };
     let new_status = status::desired(ld, &observed, failure.as_ref(), &facts, &now());
     publish_transitions(ctx, ld, &new_status).await;

@@ -83,7 +83,12 @@ pub fn desired(
             endpoint: facts.router_endpoint.clone(),
             inference_pool: facts.inference_pool.map(str::to_string),
         }),
-        routing: routing(previous_routing, facts, now).or_else(|| previous.routing.clone()),
+        // While autoTune is on, status.routing belongs to the embedded scheduler.
+        routing: if ld.spec.router.auto_tune.enabled {
+            previous.routing.clone()
+        } else {
+            routing(previous_routing, facts, now).or_else(|| previous.routing.clone())
+        },
     }
 }
 
@@ -98,11 +103,21 @@ pub async fn write(
         return Ok(false);
     }
     let name = ld.name_any();
+    let mut status_json = serde_json::to_value(&status).map_err(|e| Error::Serialize {
+        what: "status",
+        message: e.to_string(),
+    })?;
+    if ld.spec.router.auto_tune.enabled {
+        // Not ours to write while the embedded scheduler owns it.
+        if let Some(object) = status_json.as_object_mut() {
+            object.remove("routing");
+        }
+    }
     let body = json!({
         "apiVersion": "llmd.dev/v1alpha1",
         "kind": "LLMDeployment",
         "metadata": {"name": name},
-        "status": status,
+        "status": status_json,
     });
     api.patch_status(
         &name,

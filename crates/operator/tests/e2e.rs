@@ -12,4 +12,5 @@ mod e2e {
     mod leader_election;
     mod lifecycle;
     mod scheduling;
+    mod tuner;
 }

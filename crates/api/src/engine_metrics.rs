@@ -1,0 +1,154 @@
+//! Parsing the vLLM `/metrics` page into the few signals routing and tuning need.
+//!
+//! A small line parser rather than a full Prometheus client: the router reads six
+//! metric families, sums them over label sets (one engine may report several), and
+//! must never fail a scrape because of a family it does not know.
+
+/// What the scorers read from one engine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineMetrics {
+    pub waiting: f64,
+    pub running: f64,
+    /// KV-cache usage in 0..=1.
+    pub kv_usage: f64,
+    pub prefix_cache_hits: f64,
+    pub prefix_cache_queries: f64,
+    /// From `vllm:cache_config_info`.
+    pub block_size: Option<u64>,
+    pub num_gpu_blocks: Option<u64>,
+}
+
+impl EngineMetrics {
+    /// Tokens the engine's KV cache holds, when it reports its cache config.
+    pub fn kv_capacity_tokens(&self) -> Option<u64> {
+        Some(self.block_size? * self.num_gpu_blocks?)
+    }
+}
+
+const WAITING: &str = "vllm:num_requests_waiting";
+const RUNNING: &str = "vllm:num_requests_running";
+const KV_USAGE: &str = "vllm:kv_cache_usage_perc";
+const KV_USAGE_OLD: &str = "vllm:gpu_cache_usage_perc";
+const PREFIX_HITS: &str = "vllm:prefix_cache_hits_total";
+const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
+/// llm-d-inference-sim reports the counters without the `_total` suffix.
+const PREFIX_HITS_BARE: &str = "vllm:prefix_cache_hits";
+const PREFIX_QUERIES_BARE: &str = "vllm:prefix_cache_queries";
+const CACHE_CONFIG: &str = "vllm:cache_config_info";
+
+/// Parses a Prometheus text page. Unknown or malformed lines are skipped.
+pub fn parse(text: &str) -> EngineMetrics {
+    let mut m = EngineMetrics::default();
+    let mut kv_new_seen = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, labels, value)) = split_sample(line) else {
+            continue;
+        };
+        match name {
+            WAITING => m.waiting += value,
+            RUNNING => m.running += value,
+            KV_USAGE => {
+                if !kv_new_seen {
+                    m.kv_usage = 0.0;
+                    kv_new_seen = true;
+                }
+                m.kv_usage = m.kv_usage.max(value);
+            }
+            KV_USAGE_OLD if !kv_new_seen => m.kv_usage = m.kv_usage.max(value),
+            PREFIX_HITS | PREFIX_HITS_BARE => m.prefix_cache_hits += value,
+            PREFIX_QUERIES | PREFIX_QUERIES_BARE => m.prefix_cache_queries += value,
+            CACHE_CONFIG => {
+                m.block_size = label(labels, "block_size").and_then(|v| v.parse().ok());
+                m.num_gpu_blocks = label(labels, "num_gpu_blocks").and_then(|v| v.parse().ok());
+            }
+            _ => {}
+        }
+    }
+    m.kv_usage = m.kv_usage.clamp(0.0, 1.0);
+    m
+}
+
+/// `name{labels} value [timestamp]` -> (name, labels, value).
+fn split_sample(line: &str) -> Option<(&str, &str, f64)> {
+    let (name, labels, rest) = match line.find('{') {
+        Some(open) => {
+            let close = line.rfind('}')?;
+            if close < open {
+                return None;
+            }
+            (&line[..open], &line[open + 1..close], &line[close + 1..])
+        }
+        None => {
+            let sp = line.find(char::is_whitespace)?;
+            (&line[..sp], "", &line[sp..])
+        }
+    };
+    let value: f64 = rest.split_whitespace().next()?.parse().ok()?;
+    value.is_finite().then_some((name.trim(), labels, value))
+}
+
+/// The value of one label in `a="x",b="y"` (values without escaped quotes).
+fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    let mut rest = labels;
+    while let Some(eq) = rest.find('=') {
+        let k = rest[..eq].trim().trim_start_matches(',').trim();
+        let after = rest[eq + 1..].strip_prefix('"')?;
+        let end = after.find('"')?;
+        if k == key {
+            return Some(&after[..end]);
+        }
+        rest = &after[end + 1..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = r#"
+# HELP vllm:num_requests_waiting Number of requests waiting.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="m"} 3
+vllm:num_requests_running{model_name="m"} 5
+vllm:kv_cache_usage_perc{model_name="m"} 0.25
+vllm:prefix_cache_hits_total{model_name="m"} 120
+vllm:prefix_cache_queries_total{model_name="m"} 400
+vllm:cache_config_info{block_size="16",cache_dtype="auto",num_gpu_blocks="1024"} 1
+vllm:time_to_first_token_seconds_bucket{le="0.1"} 7
+"#;
+
+    #[test]
+    fn reads_the_vllm_families() {
+        let m = parse(PAGE);
+        assert_eq!(m.waiting, 3.0);
+        assert_eq!(m.running, 5.0);
+        assert_eq!(m.kv_usage, 0.25);
+        assert_eq!(m.prefix_cache_hits, 120.0);
+        assert_eq!(m.prefix_cache_queries, 400.0);
+        assert_eq!(m.block_size, Some(16));
+        assert_eq!(m.num_gpu_blocks, Some(1024));
+        assert_eq!(m.kv_capacity_tokens(), Some(16 * 1024));
+    }
+
+    #[test]
+    fn sums_over_label_sets_and_accepts_old_kv_name() {
+        let m = parse(
+            "vllm:num_requests_waiting{engine=\"0\"} 1\nvllm:num_requests_waiting{engine=\"1\"} 2\nvllm:gpu_cache_usage_perc 0.5\n",
+        );
+        assert_eq!(m.waiting, 3.0);
+        assert_eq!(m.kv_usage, 0.5);
+    }
+
+    #[test]
+    fn skips_garbage_without_failing() {
+        let m = parse(
+            "vllm:num_requests_waiting{ 3\nnot a metric\nvllm:num_requests_running NaN\n}{ 1\n",
+        );
+        assert_eq!(m, EngineMetrics::default());
+    }
+}
