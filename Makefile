@@ -26,8 +26,8 @@ lint: ## rustfmt and clippy -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: unit
-unit: ## unit tests, CEL rule tests and the CRD drift test (no cluster)
-	$(CARGO) test --workspace
+unit: tools ## unit tests, CEL rule tests, the CRD drift test, EPP tests on llm-d-inference-sim (no cluster)
+	LLMD_SIM_BIN=$(E2E_BIN_DIR)/llm-d-inference-sim $(CARGO) test --workspace
 
 .PHONY: demo
 demo: tools ## local demo: control plane with fake GPU nodes, the operator, the P/D sample
