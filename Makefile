@@ -6,6 +6,7 @@ export CARGO_TERM_COLOR ?= never
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 include e2e/e2e.mk
+include manifests/manifests.mk
 -include crates/epp/epp.mk
 
 .PHONY: help
@@ -42,4 +43,4 @@ e2e: tools ## e2e suite on a private local control plane (started and stopped he
 E2E_THREADS ?= 2
 
 .PHONY: test
-test: lint unit e2e ## every test: lint, unit (incl. CRD drift), e2e on a local real control plane
+test: lint unit manifests-test e2e ## every test: lint, unit (incl. CRD drift), e2e on a local real control plane
