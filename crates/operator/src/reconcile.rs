@@ -200,6 +200,35 @@ fn kv_fabric(spec: &llmd_api::LLMDeploymentSpec, config_present: bool) -> KvFabr
     }
 }
 
+/// Applies children one by one and remembers which it wrote.
+struct Applier<'a> {
+    ctx: &'a Context,
+    written: Vec<String>,
+}
+
+impl Applier<'_> {
+    async fn apply<K>(&mut self, desired: &K) -> Result<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+    {
+        let (live, outcome) = apply::ensure(&self.ctx.client, desired).await?;
+        if outcome == Outcome::Applied {
+            let kind = K::kind(&()).to_string();
+            self.written.push(format!("{kind}/{}", desired.name_any()));
+            self.ctx
+                .metrics
+                .applies
+                .get_or_create(&crate::metrics::KindLabel { kind })
+                .inc();
+        }
+        Ok(live)
+    }
+}
+
 /// Apply every desired child, delete the undesired ones, and return the workloads as
 /// the API server answered.
 async fn apply_children(
@@ -213,77 +242,35 @@ async fn apply_children(
         prefill,
         decode,
         kv_transfer,
-        endpoint_picker,
+        endpoint_picker: epp,
         inference_pool,
     } = children;
-    let mut written: Vec<String> = Vec::new();
-    let mut note = |kind: &str, name: String, outcome: Outcome| {
-        if outcome == Outcome::Applied {
-            ctx.metrics
-                .applies
-                .get_or_create(&crate::metrics::KindLabel {
-                    kind: kind.to_string(),
-                })
-                .inc();
-            written.push(format!("{kind}/{name}"));
-        }
+    let mut applier = Applier {
+        ctx,
+        written: Vec::new(),
     };
-    let client = &ctx.client;
-
     // The fabric first, so pods never start without the ConfigMap they load.
     if let Some(cm) = kv_transfer {
-        let (_, o) = apply::ensure(client, cm).await?;
-        note("ConfigMap", cm.name_any(), o);
+        applier.apply(cm).await?;
     }
     let mut prefill_workload = None;
     if let Some(server) = prefill {
-        let (_, o) = apply::ensure(client, &server.service).await?;
-        note("Service", server.service.name_any(), o);
-        let (sts, o) = apply::ensure(client, &server.stateful_set).await?;
-        note("StatefulSet", sts.name_any(), o);
+        applier.apply(&server.service).await?;
+        let sts = applier.apply(&server.stateful_set).await?;
         prefill_workload = Some(Workload::from_stateful_set(&sts));
     }
-    let (_, o) = apply::ensure(client, &decode.service).await?;
-    note("Service", decode.service.name_any(), o);
-    let (decode_sts, o) = apply::ensure(client, &decode.stateful_set).await?;
-    note("StatefulSet", decode_sts.name_any(), o);
-
-    let epp = endpoint_picker;
-    for (kind, outcome, name) in [
-        (
-            "ServiceAccount",
-            apply::ensure(client, &epp.service_account).await?.1,
-            epp.service_account.name_any(),
-        ),
-        (
-            "Role",
-            apply::ensure(client, &epp.role).await?.1,
-            epp.role.name_any(),
-        ),
-        (
-            "RoleBinding",
-            apply::ensure(client, &epp.role_binding).await?.1,
-            epp.role_binding.name_any(),
-        ),
-        (
-            "ConfigMap",
-            apply::ensure(client, &epp.config).await?.1,
-            epp.config.name_any(),
-        ),
-        (
-            "Service",
-            apply::ensure(client, &epp.service).await?.1,
-            epp.service.name_any(),
-        ),
-    ] {
-        note(kind, name, outcome);
-    }
-    let (epp_deployment, o) = apply::ensure(client, &epp.deployment).await?;
-    note("Deployment", epp_deployment.name_any(), o);
+    applier.apply(&decode.service).await?;
+    let decode_sts = applier.apply(&decode.stateful_set).await?;
+    applier.apply(&epp.service_account).await?;
+    applier.apply(&epp.role).await?;
+    applier.apply(&epp.role_binding).await?;
+    applier.apply(&epp.config).await?;
+    applier.apply(&epp.service).await?;
+    let epp_deployment = applier.apply(&epp.deployment).await?;
     if let Some(pool) = inference_pool {
-        let (_, o) = apply::ensure(client, pool).await?;
-        note("InferencePool", pool.name_any(), o);
+        applier.apply(pool).await?;
     }
+    let written = applier.written;
 
     let removed = remove_undesired(ctx, owner, children, pool_served).await?;
     if !written.is_empty() || !removed.is_empty() {
