@@ -8,6 +8,7 @@
 
 mod e2e {
     pub mod harness;
+    mod helm;
     mod invalid_manifests;
     mod leader_election;
     mod lifecycle;

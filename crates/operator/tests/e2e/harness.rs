@@ -159,6 +159,18 @@ pub struct Operator {
 impl Operator {
     /// Start an operator for `namespace` with its lease in that namespace.
     pub fn start(namespace: &str, name: &str, extra: &[&str]) -> Self {
+        Self::start_with(namespace, name, namespace, &kubeconfig(), extra)
+    }
+
+    /// Start an operator for `namespace` with its lease in `lease_namespace`, talking
+    /// to the API server with the credentials in `kubeconfig`.
+    pub fn start_with(
+        namespace: &str,
+        name: &str,
+        lease_namespace: &str,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Self {
         let metrics_port = free_port();
         let health_port = free_port();
         let logs = repo().join("target/e2e-logs");
@@ -174,7 +186,7 @@ impl Operator {
                 "--namespace",
                 namespace,
                 "--leader-election-namespace",
-                namespace,
+                lease_namespace,
                 "--identity",
                 name,
                 "--metrics-addr",
@@ -183,7 +195,7 @@ impl Operator {
                 &format!("127.0.0.1:{health_port}"),
             ])
             .args(extra)
-            .env("KUBECONFIG", kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
