@@ -326,5 +326,40 @@ class Bundle(unittest.TestCase):
             print("\noperator-verify:\n" + out, file=sys.stderr)
 
 
+class Dockerfiles(unittest.TestCase):
+    """They cannot be built here (no Docker engine): check their shape."""
+
+    def check(self, package: str, image_const: str):
+        text = (ROOT / f"crates/{package.removeprefix('llmd-')}/Dockerfile").read_text()
+        froms = re.findall(r"^FROM (\S+)", text, re.M)
+        self.assertEqual(froms, ["rust:1.95", "gcr.io/distroless/cc-debian12:nonroot"])
+        self.assertIn(f"cargo build --release --locked -p {package} --bin {package}", text)
+        self.assertRegex(text, r"(?m)^USER 65532:65532$")
+        self.assertIn(f'ENTRYPOINT ["/usr/local/bin/{package}"]', text)
+        self.assertIn(f"-t {rust_const(image_const)} .", text)
+        members = load_toml_members()
+        self.assertIn(f"crates/{package.removeprefix('llmd-')}", members)
+
+    def test_operator(self):
+        self.check("llmd-operator", "OPERATOR_IMAGE")
+
+    def test_epp(self):
+        self.check("llmd-epp", "DEFAULT_EPP_IMAGE")
+
+    def test_context_excludes_build_output(self):
+        self.assertIn("target/", (ROOT / ".dockerignore").read_text().split())
+
+
+def load_toml_members() -> list[str]:
+    """Workspace members from Cargo.toml (a `crates/*` glob expanded)."""
+    text = (ROOT / "Cargo.toml").read_text()
+    m = re.search(r"members\s*=\s*\[([^\]]*)\]", text)
+    assert m, "workspace members in Cargo.toml"
+    out = []
+    for pat in re.findall(r'"([^"]+)"', m.group(1)):
+        out += [str(p.relative_to(ROOT)) for p in sorted(ROOT.glob(pat)) if (p / "Cargo.toml").exists()]
+    return out
+
+
 if __name__ == "__main__":
     unittest.main()
