@@ -1,6 +1,7 @@
 # llmd-epp targets (included by the root Makefile).
 
-EPP_SIM_VERSION := v0.10.2
+# The sim version pinned for the e2e toolchain.
+EPP_SIM_VERSION := $(shell awk '$$1 == "github.com/llm-d/llm-d-inference-sim" { print $$2; exit }' e2e/toolchain/inference-sim/go.mod)
 EPP_CACHE ?= $(or $(LLMD_CACHE),$(HOME)/.cache/llmd-operator)
 EPP_SIM_DIR := $(EPP_CACHE)/sim/$(EPP_SIM_VERSION)
 EPP_SIM_BIN ?= $(or $(LLMD_SIM_BIN),$(EPP_SIM_DIR)/llm-d-inference-sim)
