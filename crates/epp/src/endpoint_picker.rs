@@ -16,7 +16,7 @@ use crate::prefix_hash::hash_prompt;
 use crate::prefix_index::PrefixIndex;
 use crate::scheduler::{Decision, schedule};
 use crate::scheduler_config::SchedulerConfig;
-use crate::telemetry::{DecisionLabels, OutcomeLabels, ScorerLabels, Telemetry};
+use crate::telemetry::{DecisionLabels, EndpointLabels, OutcomeLabels, ScorerLabels, Telemetry};
 
 /// What a pick needs from a request.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,6 +33,24 @@ pub struct Routing {
     pub decision: Decision,
     pub decode: Arc<EndpointState>,
     pub prefill: Option<Arc<EndpointState>>,
+}
+
+/// Keeps only endpoints with fresh metrics when any has them: an endpoint whose
+/// `/metrics` stopped answering for longer than the staleness limit is presumed down
+/// (or not yet up). When none has fresh metrics (start-up, scrape trouble) all stay,
+/// so routing never stops for lack of signals.
+fn drop_unhealthy(
+    candidates: Vec<Candidate>,
+    states: Vec<Arc<EndpointState>>,
+) -> (Vec<Candidate>, Vec<Arc<EndpointState>>) {
+    if candidates.iter().all(|c| c.load.is_some()) || candidates.iter().all(|c| c.load.is_none()) {
+        return (candidates, states);
+    }
+    candidates
+        .into_iter()
+        .zip(states)
+        .filter(|(c, _)| c.load.is_some())
+        .unzip()
 }
 
 /// The token a client sends back in `x-session-token` to stay on an endpoint.
@@ -101,6 +119,16 @@ impl EndpointPicker {
             self.index
                 .set_engine_capacity(&state.endpoint.address, blocks);
         }
+        let labels = EndpointLabels {
+            endpoint: state.endpoint.address.to_string(),
+        };
+        let t = &self.telemetry;
+        t.endpoint_waiting
+            .get_or_create(&labels)
+            .set(metrics.waiting as i64);
+        t.endpoint_running
+            .get_or_create(&labels)
+            .set(metrics.running as i64);
         state.metrics.store(Some(Arc::new(ScrapedMetrics {
             metrics,
             at: Instant::now(),
@@ -116,7 +144,7 @@ impl EndpointPicker {
         let matched = self
             .index
             .matched_blocks(states.iter().map(|s| &*s.endpoint.address), hashes);
-        let candidates = states
+        let candidates: Vec<Candidate> = states
             .iter()
             .zip(matched)
             .map(|(s, matched_blocks)| {
@@ -141,7 +169,7 @@ impl EndpointPicker {
                 }
             })
             .collect();
-        (candidates, states)
+        drop_unhealthy(candidates, states)
     }
 
     /// Picks endpoints for a request and records the prompt in the prefix index.
@@ -311,6 +339,19 @@ mod tests {
         let _g2 = crate::endpoint::InFlightGuard::new(state.clone());
         let (c, _) = p.candidates(&[]);
         assert_eq!(c[0].load.map(|l| l.waiting), Some(4.0));
+    }
+
+    #[test]
+    fn endpoints_without_fresh_metrics_are_dropped_while_others_have_them() {
+        let p = picker(&[("up:1", Role::Decode), ("down:1", Role::Decode)]);
+        let (c, _) = p.candidates(&[]);
+        assert_eq!(c.len(), 2, "no signals anywhere: keep all");
+        let up = p.registry.get("up:1").expect("present");
+        p.record_scrape(&up, Default::default());
+        let (c, s) = p.candidates(&[]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(&*c[0].address, "up:1");
+        assert_eq!(&*s[0].endpoint.address, "up:1");
     }
 
     #[test]

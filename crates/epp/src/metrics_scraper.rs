@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::endpoint::EndpointState;
 use crate::endpoint_picker::EndpointPicker;
 use crate::engine_metrics;
-use crate::telemetry::RoleLabels;
+use crate::telemetry::{EndpointLabels, RoleLabels};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ScrapeSettings {
@@ -47,6 +47,11 @@ pub async fn run(picker: Arc<EndpointPicker>, client: reqwest::Client, settings:
             let keep = pool.get(addr).is_some_and(|s| Arc::ptr_eq(s, state));
             if !keep {
                 handle.abort();
+                let labels = EndpointLabels {
+                    endpoint: addr.to_string(),
+                };
+                picker.telemetry.endpoint_waiting.remove(&labels);
+                picker.telemetry.endpoint_running.remove(&labels);
             }
             keep
         });

@@ -14,6 +14,11 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScorerLabels {
     pub profile: String,
     pub scorer: String,
@@ -58,6 +63,8 @@ pub struct Telemetry {
     pub config_info_hash: Gauge,
     pub endpoints: Family<RoleLabels, Gauge>,
     pub scrape_errors: Counter,
+    pub endpoint_waiting: Family<EndpointLabels, Gauge>,
+    pub endpoint_running: Family<EndpointLabels, Gauge>,
 }
 
 impl Default for Telemetry {
@@ -82,6 +89,8 @@ impl Telemetry {
             config_info_hash: Gauge::default(),
             endpoints: Family::default(),
             scrape_errors: Counter::default(),
+            endpoint_waiting: Family::default(),
+            endpoint_running: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -143,6 +152,16 @@ impl Telemetry {
             "metrics_scrape_errors",
             "Failed scrapes of model-server /metrics",
             t.scrape_errors.clone(),
+        );
+        registry.register(
+            "endpoint_waiting_requests",
+            "Waiting requests per endpoint, from its last scrape",
+            t.endpoint_waiting.clone(),
+        );
+        registry.register(
+            "endpoint_running_requests",
+            "Running requests per endpoint, from its last scrape",
+            t.endpoint_running.clone(),
         );
         Telemetry { registry, ..t }
     }

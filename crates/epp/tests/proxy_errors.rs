@@ -132,3 +132,47 @@ fn a_backend_dying_mid_stream_ends_the_stream_with_an_error_event() {
     let ok = http().get(epp.url("/health")).send().expect("health");
     assert!(ok.status().is_success());
 }
+
+#[test]
+fn an_endpoint_that_stops_answering_is_routed_around() {
+    let Some(bin) = sim_bin() else { return };
+    let live = Sim::start(&bin, &[]);
+    let mut dead = Sim::start(&bin, &[]);
+    let epp = Epp::start_with(
+        &format!("{},{}", live.address(), dead.address()),
+        None,
+        &["--metrics-staleness", "300ms"],
+    );
+    let metrics_for =
+        |addr: &str| format!("llmd_epp_endpoint_waiting_requests{{endpoint=\"{addr}\"}}");
+    wait_for("both endpoints scraped", Duration::from_secs(10), || {
+        let m = epp.metrics_text();
+        (m.contains(&metrics_for(&live.address())) && m.contains(&metrics_for(&dead.address())))
+            .then_some(())
+    });
+    dead.kill();
+    let body =
+        serde_json::to_vec(&json!({"model": "test-model", "prompt": "hello", "max_tokens": 2}))
+            .expect("json");
+    // Once the dead endpoint's metrics are stale, every request lands on the live one.
+    wait_for("dead endpoint dropped", Duration::from_secs(10), || {
+        (0..10)
+            .all(|_| post_raw(&epp, "/v1/completions", body.clone()).0 == 200)
+            .then_some(())
+    });
+    for _ in 0..20 {
+        let r = http()
+            .post(epp.url("/v1/completions"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .expect("proxy answers");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()
+                .get("x-gateway-destination-endpoint")
+                .and_then(|v| v.to_str().ok()),
+            Some(live.address().as_str())
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! queue-scorer: fewer waiting requests is better (min-max normalised across the
-//! candidates; unknown load scores 0).
+//! candidates; unknown load scores 0). The waiting count is the scraped one plus the
+//! requests this EPP sent since that scrape (see `EndpointPicker::candidates`).
 
 use super::fewer_is_better;
 use crate::candidate::Candidate;

@@ -160,6 +160,10 @@ pub struct Epp {
 
 impl Epp {
     pub fn start(static_endpoints: &str, config: Option<&str>) -> Epp {
+        Self::start_with(static_endpoints, config, &[])
+    }
+
+    pub fn start_with(static_endpoints: &str, config: Option<&str>, extra: &[&str]) -> Epp {
         let (proxy, grpc, health, metrics) = (free_port(), free_port(), free_port(), free_port());
         let config = config.map(|text| {
             let mut f = tempfile::NamedTempFile::new().expect("temp config");
@@ -184,6 +188,7 @@ impl Epp {
         if let Some(f) = &config {
             cmd.arg("--config-file").arg(f.path());
         }
+        cmd.args(extra);
         let child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
