@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use llmd_api::LLMDeployment;
+use serde_json::json;
 
 use super::harness::*;
 
@@ -241,6 +243,64 @@ async fn helm_chart_rbac_runs_the_operator_and_uninstall_leaves_nothing() {
     );
     operator.stop();
 
+    // helm upgrade to one watched namespace: the ClusterRole is then bound there by a
+    // RoleBinding only, and that is enough for an operator scoped to it.
+    helm_ok(&[
+        "upgrade",
+        RELEASE,
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        &system.name,
+        "--reuse-values",
+        "--set",
+        &format!("watchNamespace={}", apps.name),
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(!exists("clusterrolebinding", "", None));
+    assert!(exists("rolebinding", "", Some(&apps.name)));
+    assert_eq!(
+        can_i(
+            &sa_config,
+            &["patch", "statefulsets.apps", "-n", &apps.name]
+        ),
+        "yes"
+    );
+    assert_eq!(
+        can_i(
+            &sa_config,
+            &["patch", "statefulsets.apps", "-n", &system.name]
+        ),
+        "no",
+        "no grant outside the watched namespace"
+    );
+    let operator = Operator::start_with(&apps.name, "helm-sa", &system.name, &sa_config, &[]);
+    lds.patch(
+        "helmed",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"decode": {"replicas": 2}}})),
+    )
+    .await
+    .expect("scale decode");
+    let ld = wait_for_ld(
+        &lds,
+        "helmed",
+        Duration::from_secs(120),
+        "Ready at 2 decode pods with a RoleBinding only",
+        |ld| {
+            is_ready(ld)
+                && ld
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.decode.as_ref())
+                    .is_some_and(|d| d.ready_replicas == 2)
+        },
+    )
+    .await;
+    assert_eq!(ld.metadata.generation, Some(2));
+    operator.stop();
+
     // Uninstall: no object of the release is left; the CRD and the user's
     // LLMDeployments stay.
     helm_ok(&[
@@ -259,6 +319,10 @@ async fn helm_chart_rbac_runs_the_operator_and_uninstall_leaves_nothing() {
             "{kind} {FULLNAME}{suffix} left behind"
         );
     }
+    assert!(
+        !exists("rolebinding", "", Some(&apps.name)),
+        "RoleBinding in the watched namespace left behind"
+    );
     wait_until(
         Duration::from_secs(60),
         "nothing labelled with the release left (pods included)",
