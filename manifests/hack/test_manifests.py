@@ -201,6 +201,13 @@ class Chart(unittest.TestCase):
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "metrics")
         self.assertEqual(by_kind(render("metrics.service.enabled=false"), "Service"), [])
 
+    def test_values_schema_refuses_bad_values(self):
+        for bad in ("logFormat=xml", "replicas=-1", "image.pullPolicy=Sometimes",
+                    "leaderElection.enabled=maybe"):
+            r = helm("template", "rel", str(CHART), "--set", bad, check=False)
+            self.assertNotEqual(r.returncode, 0, bad)
+            self.assertIn("values don't meet the specifications of the schema", r.stderr, bad)
+
     def test_scheduling_values(self):
         docs = render("nodeSelector.role=ops", "tolerations[0].key=dedicated",
                       "tolerations[0].operator=Exists")
