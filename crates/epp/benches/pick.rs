@@ -54,6 +54,7 @@ fn picker(n: usize) -> EndpointPicker {
                 model: "m",
                 prompt: &text,
                 session_token: None,
+                exclude: None,
             });
         }
     }
@@ -76,6 +77,7 @@ fn main() {
                     model: "m",
                     prompt: &prompts[i],
                     session_token: None,
+                    exclude: None,
                 }))
             })
         });
@@ -93,6 +95,7 @@ fn main() {
                     model: "m",
                     prompt: &prompts[i % TENANTS],
                     session_token: None,
+                    exclude: None,
                 }));
                 t.elapsed()
             })

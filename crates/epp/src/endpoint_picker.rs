@@ -25,6 +25,8 @@ pub struct PickRequest<'a> {
     pub prompt: &'a str,
     /// Value of the `x-session-token` header.
     pub session_token: Option<&'a str>,
+    /// An endpoint not to pick (one that just refused a connection).
+    pub exclude: Option<&'a str>,
 }
 
 /// A decision with the live endpoint states it names.
@@ -183,7 +185,14 @@ impl EndpointPicker {
             p.block_size_tokens,
             p.max_prefix_blocks,
         );
-        let (candidates, states) = self.candidates(&blocks.hashes);
+        let (mut candidates, mut states) = self.candidates(&blocks.hashes);
+        if let Some(excluded) = req.exclude {
+            (candidates, states) = candidates
+                .into_iter()
+                .zip(states)
+                .filter(|(c, _)| &*c.address != excluded)
+                .unzip();
+        }
         let features = RequestFeatures {
             prompt_blocks: blocks.hashes.len(),
             block_size_tokens: blocks.block_size,
@@ -282,6 +291,7 @@ mod tests {
                 model: "m",
                 prompt: &prompt,
                 session_token: None,
+                exclude: None,
             })
             .expect("routed");
         for _ in 0..10 {
@@ -290,6 +300,7 @@ mod tests {
                     model: "m",
                     prompt: &format!("{prompt} question"),
                     session_token: None,
+                    exclude: None,
                 })
                 .expect("routed");
             assert_eq!(again.decision.decode.address, first.decision.decode.address);
@@ -313,6 +324,7 @@ mod tests {
                     model: "m",
                     prompt: "hi",
                     session_token: Some(&token),
+                    exclude: None,
                 })
                 .expect("routed");
             assert_eq!(&*r.decision.decode.address, "b:1");

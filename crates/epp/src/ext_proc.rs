@@ -232,6 +232,7 @@ impl Exchange {
             model,
             prompt,
             session_token: session,
+            exclude: None,
         }) else {
             return immediate(503, "no healthy model server can serve this request");
         };

@@ -176,3 +176,28 @@ fn an_endpoint_that_stops_answering_is_routed_around() {
         );
     }
 }
+
+#[test]
+fn a_refused_connection_is_retried_on_another_endpoint() {
+    let Some(bin) = sim_bin() else { return };
+    let live = Sim::start(&bin, &[]);
+    let mut dead = Sim::start(&bin, &[]);
+    // Metrics stay "fresh" for a minute: only the retry can save these requests.
+    let epp = Epp::start_with(
+        &format!("{},{}", live.address(), dead.address()),
+        None,
+        &["--metrics-staleness", "60s"],
+    );
+    let gauge = |addr: &str| format!("llmd_epp_endpoint_waiting_requests{{endpoint=\"{addr}\"}}");
+    wait_for("both endpoints scraped", Duration::from_secs(10), || {
+        let m = epp.metrics_text();
+        (m.contains(&gauge(&live.address())) && m.contains(&gauge(&dead.address()))).then_some(())
+    });
+    dead.kill();
+    for i in 0..20 {
+        let body = serde_json::to_vec(&json!({"model": "test-model", "prompt": format!("distinct prompt {i}"), "max_tokens": 2}))
+            .expect("json");
+        let (s, b) = post_raw(&epp, "/v1/completions", body);
+        assert_eq!(s, 200, "request {i}: {b}");
+    }
+}

@@ -7,6 +7,7 @@
 
 mod driver;
 mod fleet;
+mod overhead;
 mod report;
 mod routers;
 mod workload;
@@ -60,8 +61,12 @@ struct Args {
     max_tokens: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Workloads to run: shared, unique, pd.
-    #[arg(long, value_delimiter = ',', default_value = "shared,unique,pd")]
+    /// Workloads to run: shared, unique, pd, overhead.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "shared,unique,pd,overhead"
+    )]
     workloads: Vec<String>,
 }
 
@@ -197,6 +202,24 @@ async fn main() -> ExitCode {
     );
     let mut failed = false;
     for w in &args.workloads {
+        if w == "overhead" {
+            match overhead::measure(&args.sim_bin, &MODEL, &bins, &client, 1000).await {
+                Ok(o) => println!(
+                    "\n### proxy overhead (1000 sequential 1-token requests, one sim)\n\n| path | p50 ms | p99 ms |\n|---|---:|---:|\n| direct to the sim | {:.2} | {:.2} |\n| through llmd-epp | {:.2} | {:.2} |\n| added by llmd-epp | {:.2} | {:.2} |\n",
+                    o.direct_p50 * 1e3,
+                    o.direct_p99 * 1e3,
+                    o.proxy_p50 * 1e3,
+                    o.proxy_p99 * 1e3,
+                    (o.proxy_p50 - o.direct_p50) * 1e3,
+                    (o.proxy_p99 - o.direct_p99) * 1e3,
+                ),
+                Err(e) => {
+                    eprintln!("overhead: {e}");
+                    failed = true;
+                }
+            }
+            continue;
+        }
         let (title, requests, policies) = match w.as_str() {
             "shared" => (
                 format!(
@@ -221,7 +244,7 @@ async fn main() -> ExitCode {
                 vec![Policy::RoundRobin, Policy::Epp, Policy::EppPd],
             ),
             other => {
-                eprintln!("unknown workload {other:?} (shared, unique, pd)");
+                eprintln!("unknown workload {other:?} (shared, unique, pd, overhead)");
                 return ExitCode::FAILURE;
             }
         };

@@ -15,20 +15,36 @@ use crate::endpoint::{EndpointState, InFlightGuard};
 use crate::inference_request::ApiKind;
 
 /// POSTs `body` to `address` and returns the response once its headers arrived.
-pub async fn send(
+pub async fn send_raw(
     s: &ProxyState,
     address: &str,
     kind: ApiKind,
     body: &Value,
-) -> Result<reqwest::Response, ProxyError> {
-    let bytes = serde_json::to_vec(body).map_err(|e| ProxyError::upstream(e.to_string()))?;
+) -> Result<reqwest::Response, reqwest::Error> {
+    // Serialising a `Value` cannot fail; an empty body would be refused upstream.
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
     s.client
         .post(format!("http://{address}{}", kind.path()))
         .header("content-type", "application/json")
         .body(bytes)
         .send()
         .await
-        .map_err(|e| ProxyError::upstream(format!("model server {address} unreachable: {e}")))
+}
+
+pub fn unreachable(address: &str, e: &reqwest::Error) -> ProxyError {
+    ProxyError::upstream(format!("model server {address} unreachable: {e}"))
+}
+
+/// [`send_raw`] with the error turned into a 502.
+pub async fn send(
+    s: &ProxyState,
+    address: &str,
+    kind: ApiKind,
+    body: &Value,
+) -> Result<reqwest::Response, ProxyError> {
+    send_raw(s, address, kind, body)
+        .await
+        .map_err(|e| unreachable(address, &e))
 }
 
 /// Runs the prefill step and returns the `kv_transfer_params` for decode.

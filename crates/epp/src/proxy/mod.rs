@@ -124,33 +124,42 @@ async fn route(
         },
         None => None,
     };
-    let routing = s
-        .picker
-        .pick(PickRequest {
-            model: &req.model,
-            prompt: &req.prompt,
-            session_token: header(headers, SESSION_HEADER),
-        })
-        .ok_or_else(ProxyError::no_endpoint)?;
+    let pick = |exclude: Option<&str>| {
+        s.picker
+            .pick(PickRequest {
+                model: &req.model,
+                prompt: &req.prompt,
+                session_token: header(headers, SESSION_HEADER),
+                exclude,
+            })
+            .ok_or_else(ProxyError::no_endpoint)
+    };
+    let routing = pick(None)?;
     let prefill = requested_prefiller.or(routing.prefill);
-    let decode = routing.decode;
-    let decode_guard = InFlightGuard::new(decode.clone());
+    let mut decode = routing.decode;
 
     let kv_params = match &prefill {
         Some(p) => Some(forward::prefill(s, p, kind, &req.body).await?),
         None => None,
     };
-    let decode_body = match kv_params {
+    let decode_body = Value::Object(match kv_params {
         Some(params) => pd_two_step::decode_body(&req.body, params),
         None => req.body.clone(),
+    });
+    let mut decode_guard = InFlightGuard::new(decode.clone());
+    let upstream = match forward::send_raw(s, &decode.endpoint.address, kind, &decode_body).await {
+        Ok(u) => u,
+        // Nothing reached the model server yet: an aggregated request can safely try
+        // one other endpoint (a P/D request's KV cache waits on this decoder).
+        Err(e) if e.is_connect() && prefill.is_none() => {
+            tracing::warn!(endpoint = %decode.endpoint.address, error = %e, "decode endpoint refused; re-picking");
+            let retry = pick(Some(&decode.endpoint.address))?;
+            decode = retry.decode;
+            decode_guard = InFlightGuard::new(decode.clone());
+            forward::send(s, &decode.endpoint.address, kind, &decode_body).await?
+        }
+        Err(e) => return Err(forward::unreachable(&decode.endpoint.address, &e)),
     };
-    let upstream = forward::send(
-        s,
-        &decode.endpoint.address,
-        kind,
-        &Value::Object(decode_body),
-    )
-    .await?;
 
     let mut response = forward::relay(s, upstream, req.stream, decode_guard, started).await?;
     let h = response.headers_mut();
