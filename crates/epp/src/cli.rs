@@ -79,7 +79,8 @@ pub struct Cli {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub scrape_timeout: Duration,
 
-    /// Scraped metrics older than this are ignored by the scorers.
+    /// Scraped metrics older than this are ignored, and an endpoint without fresh
+    /// metrics is left out of picks while other endpoints have them.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub metrics_staleness: Duration,
 
