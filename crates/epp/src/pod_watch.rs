@@ -175,6 +175,91 @@ mod tests {
         assert_eq!(endpoint_of(&pod("True", None, None), 8000), None);
     }
 
+    fn pod_object(name: &str, ip: &str, ready: bool, role: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "5",
+                         "labels": {"llm-d.ai/role": role}},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        })
+    }
+
+    /// The watch loop against a scripted API: the initial list and one watch event
+    /// end up in the registry, the selector is sent as given, unready pods are left out.
+    #[tokio::test]
+    async fn watches_ready_pods_into_the_registry() {
+        use http::{Request, Response};
+        use kube::client::Body;
+
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = queries.clone();
+        tokio::spawn(async move {
+            let mut watched = false;
+            let mut parked = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let query = request.uri().query().unwrap_or("").to_string();
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(query.clone());
+                let body = if !query.contains("watch=true") {
+                    serde_json::json!({
+                        "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "5"},
+                        "items": [
+                            pod_object("d", "10.0.0.1", true, "decode"),
+                            pod_object("u", "10.0.0.2", false, "decode"),
+                            pod_object("p", "10.0.0.3", true, "prefill"),
+                        ]
+                    })
+                    .to_string()
+                } else if !watched {
+                    watched = true;
+                    let event = serde_json::json!({"type": "ADDED", "object": pod_object("n", "10.0.0.4", true, "both")});
+                    format!("{event}\n")
+                } else {
+                    // Later watches stay open without events.
+                    parked.push(send);
+                    continue;
+                };
+                let response = Response::builder()
+                    .body(Body::from(body.into_bytes()))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        let client = Client::new(service, "ns");
+        let registry = Arc::new(EndpointRegistry::new());
+        let settings = PodWatchSettings {
+            namespace: "ns".into(),
+            selector: "app=x,llm-d.ai/inference-serving=true".into(),
+            target_port: 8000,
+        };
+        let task = tokio::spawn(run(client, settings, registry.clone()));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while registry.len() < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        task.abort();
+        let addresses: Vec<(String, Role)> = registry
+            .snapshot()
+            .values()
+            .map(|s| (s.endpoint.address.to_string(), s.endpoint.role))
+            .collect();
+        assert_eq!(
+            addresses,
+            vec![
+                ("10.0.0.1:8000".to_string(), Role::Decode),
+                ("10.0.0.3:8000".to_string(), Role::Prefill),
+                ("10.0.0.4:8000".to_string(), Role::Both),
+            ]
+        );
+        let q = queries.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        assert!(
+            q.contains("labelSelector=app%3Dx%2Cllm-d.ai%2Finference-serving%3Dtrue"),
+            "{q}"
+        );
+    }
+
     #[test]
     fn upsert_reports_changes_and_removes_pods_that_turn_unready() {
         let mut pods = BTreeMap::new();
