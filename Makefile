@@ -32,7 +32,7 @@ unit: tools ## unit tests, CEL rule tests, the CRD drift test, EPP tests on llm-
 
 .PHONY: demo
 demo: tools ## local demo: control plane with fake GPU nodes, the operator, the P/D sample
-	$(CARGO) build -p llmd-operator --bin llmd-operator
+	$(CARGO) build -p llmd-operator --bin llmd-operator -p llmd-epp --bin llmd-epp
 	LLMD_OPERATOR_BIN=$(TARGET_DIR)/debug/llmd-operator $(E2E_HACK)/demo.sh
 
 .PHONY: e2e

@@ -170,7 +170,9 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn run(args: RunArgs) -> Result<(), String> {
+async fn run(mut args: RunArgs) -> Result<(), String> {
+    // OLM passes the target namespace in LLMD_WATCH_NAMESPACE, empty for all namespaces.
+    args.namespace = args.namespace.filter(|ns| !ns.is_empty());
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let state = ServerState {

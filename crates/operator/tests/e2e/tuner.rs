@@ -26,7 +26,7 @@ impl Drop for Sim {
 async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
     install_crds().await;
     let ns = TestNamespace::create("e2e-tuner").await;
-    let sim = Sim(Command::new(bin("llm-d-inference-sim"))
+    let mut sim = Sim(Command::new(bin("llm-d-inference-sim"))
         .args(["--port", "8000", "--model", "test/model"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -35,14 +35,21 @@ async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
     wait_until(
         Duration::from_secs(30),
         "simulator serving /metrics on :8000",
-        || async {
-            let page = reqwest::get("http://127.0.0.1:8000/metrics")
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            page.contains("vllm:").then_some(())
+        || {
+            let exited = sim.0.try_wait().ok().flatten();
+            assert!(
+                exited.is_none(),
+                "llm-d-inference-sim exited ({exited:?}): is port 8000 taken?"
+            );
+            async {
+                let page = reqwest::get("http://127.0.0.1:8000/metrics")
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                page.contains("vllm:").then_some(())
+            }
         },
     )
     .await;
