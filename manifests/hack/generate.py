@@ -196,6 +196,11 @@ def csv(helm_docs: list[dict], version: str) -> dict:
     if dep_spec["template"]["spec"]["serviceAccountName"] != SERVICE_ACCOUNT:
         raise SystemExit("generate: the chart's ServiceAccount is not " + SERVICE_ACCOUNT)
     container = dep_spec["template"]["spec"]["containers"][0]
+    # OLM scopes the operator to the OperatorGroup's target namespace (empty: all).
+    env = container.setdefault("env", [])
+    if not any(e.get("name") == "LLMD_WATCH_NAMESPACE" for e in env):
+        env.append({"name": "LLMD_WATCH_NAMESPACE", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.annotations['olm.targetNamespaces']"}}})
     operator_image = container["image"]
     epp_image = next(a.split("=", 1)[1] for a in container["args"]
                      if a.startswith("--default-epp-image="))
