@@ -308,6 +308,10 @@ class Bundle(unittest.TestCase):
         chart_spec = chart_dep["spec"]
         for label in generate.HELM_LABELS:
             chart_spec["template"]["metadata"]["labels"].pop(label)
+        # The one addition: OLM's target namespaces become the watch namespace.
+        chart_spec["template"]["spec"]["containers"][0]["env"].append(
+            {"name": "LLMD_WATCH_NAMESPACE", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['olm.targetNamespaces']"}}})
         self.assertEqual(dep["name"], chart_dep["metadata"]["name"])
         self.assertEqual(dep["spec"], chart_spec)
         pod = dep["spec"]["template"]["spec"]
