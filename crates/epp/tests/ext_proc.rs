@@ -174,3 +174,72 @@ async fn no_endpoint_and_bad_bodies_get_immediate_responses() {
     .await;
     assert_eq!(out.first().and_then(immediate_code), Some(400));
 }
+
+const PD_CONFIG: &str = r#"
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: prefix-cache-scorer
+- type: decode-filter
+- type: prefill-filter
+- type: max-score-picker
+- type: disagg-profile-handler
+- type: prefix-based-pd-decider
+  parameters: {nonCachedTokens: 16}
+schedulingProfiles:
+- name: decode
+  plugins: [{pluginRef: decode-filter}, {pluginRef: prefix-cache-scorer}, {pluginRef: max-score-picker}]
+- name: prefill
+  plugins: [{pluginRef: prefill-filter}, {pluginRef: max-score-picker}]
+"#;
+
+#[tokio::test]
+async fn long_uncached_prompts_get_a_prefiller_header() {
+    // ext-proc never contacts the model servers, so placeholder addresses do.
+    let epp = tokio::task::spawn_blocking(|| {
+        Epp::start("127.0.0.1:9=prefill,127.0.0.1:10=decode", Some(PD_CONFIG))
+    })
+    .await
+    .expect("epp");
+    let prompt = "word ".repeat(200);
+    let out = exchange(
+        epp.grpc,
+        vec![
+            headers_msg("/v1/completions"),
+            body_msg(&format!(r#"{{"model":"m","prompt":"{prompt}"}}"#)),
+        ],
+        2,
+    )
+    .await;
+    let Some(processing_response::Response::RequestHeaders(h)) = &out[0].response else {
+        panic!("headers response first: {out:?}");
+    };
+    let set: Vec<(String, String)> = h
+        .response
+        .as_ref()
+        .and_then(|r| r.header_mutation.as_ref())
+        .map(|m| {
+            m.set_headers
+                .iter()
+                .filter_map(|o| o.header.as_ref())
+                .map(|h| {
+                    (
+                        h.key.clone(),
+                        String::from_utf8_lossy(&h.raw_value).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        set.contains(&(
+            "x-gateway-destination-endpoint".into(),
+            "127.0.0.1:10".into()
+        )),
+        "{set:?}"
+    );
+    assert!(
+        set.contains(&("x-prefiller-host-port".into(), "127.0.0.1:9".into())),
+        "{set:?}"
+    );
+}
