@@ -6,6 +6,7 @@ EPP_CACHE ?= $(or $(LLMD_CACHE),$(HOME)/.cache/llmd-operator)
 EPP_SIM_DIR := $(EPP_CACHE)/sim/$(EPP_SIM_VERSION)
 EPP_SIM_BIN ?= $(or $(LLMD_SIM_BIN),$(EPP_SIM_DIR)/llm-d-inference-sim)
 EPP_VENV := $(EPP_CACHE)/venv-vllm-router
+EPP_RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
 
 .PHONY: epp-sim
 epp-sim: ## build llm-d-inference-sim (pinned in e2e/toolchain) into the cache
@@ -26,7 +27,7 @@ bench: epp-sim ## routing benchmark on a fleet of llm-d-inference-sim (see docs/
 	-@$(MAKE) --no-print-directory epp-vllm-router
 	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
 	LLMD_SIM_BIN="$(EPP_SIM_BIN)" VLLM_ROUTER_BIN="$(EPP_VENV)/bin/vllm-router" \
-	  ./target/release/llmd-loadgen --epp-bin ./target/release/llmd-epp $(BENCH_ARGS)
+	  $(EPP_RELEASE)/llmd-loadgen --epp-bin $(EPP_RELEASE)/llmd-epp $(BENCH_ARGS)
 	$(CARGO) bench -p llmd-epp --bench pick
 
 .PHONY: epp-fuzz
