@@ -20,8 +20,7 @@ use tracing::{info, warn};
 
 use crate::apply::{self, Outcome};
 use crate::build::{
-    self, BuildOptions, Children, Owner, endpoint_picker, endpoint_picker_config, kv_transfer,
-    model_server,
+    self, BuildOptions, Children, Owner, endpoint_picker, kv_transfer, model_server,
 };
 use crate::conditions::Failure;
 use crate::context::Context;
@@ -132,13 +131,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
             (true, false) => "CRDNotInstalled",
             (true, true) => "Created",
         }),
-        epp_config: Some(endpoint_picker_config::config(
-            &ld.spec,
-            options
-                .tuned_weights
-                .as_ref()
-                .unwrap_or(&ld.spec.router.scorers),
-        )),
+        epp_config: Some(children.endpoint_picker.picker_config.clone()),
         routing_reason: Some("static weights from spec.router.scorers".to_string()),
     };
     let new_status = status::desired(ld, &observed, failure.as_ref(), &facts, &now());

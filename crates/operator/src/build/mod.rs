@@ -37,6 +37,8 @@ pub struct EndpointPicker {
     pub role: Role,
     pub role_binding: RoleBinding,
     pub config: ConfigMap,
+    /// The routing config the ConfigMap carries, as a value (for status).
+    pub picker_config: llmd_api::endpoint_picker_config::EndpointPickerConfig,
 }
 
 /// The desired children of one LLMDeployment. Optional parts are absent when the spec
@@ -130,6 +132,7 @@ pub fn build(
         role: endpoint_picker_rbac::role(owner),
         role_binding: endpoint_picker_rbac::role_binding(owner),
         config: endpoint_picker_config::config_map(owner, &epp_config)?,
+        picker_config: epp_config,
     };
     let inference_pool = (spec.inference_pool.enabled && options.inference_pool_served)
         .then(|| inference_pool::inference_pool(owner));
