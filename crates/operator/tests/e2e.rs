@@ -9,6 +9,7 @@
 mod e2e {
     pub mod harness;
     mod helm;
+    mod inference_pool;
     mod invalid_manifests;
     mod leader_election;
     mod lifecycle;

@@ -6,9 +6,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
 use llmd_api::LLMDeployment;
+use llmd_api::inference_pool::InferencePool;
 use tokio::sync::OnceCell;
 
 /// Root of the repository.
@@ -77,7 +79,10 @@ pub async fn client() -> Client {
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
-/// Install the CRDs once per test run and wait until they are served.
+/// Install the CRDs once per test run and wait until they are served: ours, and an
+/// InferencePool CRD (Gateway API Inference Extension) generated from our
+/// InferencePool type, standing in for the upstream one, which cannot be fetched
+/// here. Installed up front so that every test sees the same cluster.
 pub async fn install_crds() {
     CRDS.get_or_init(|| async {
         let crds = repo().join("crds");
@@ -88,12 +93,38 @@ pub async fn install_crds() {
             "-f",
             crds.to_str().expect("utf-8 path"),
         ]);
+        let mut pool_crd = InferencePool::crd();
+        // *.k8s.io groups need an API review reference, as the upstream CRD has.
+        pool_crd.metadata.annotations = Some(
+            [(
+                "api-approved.kubernetes.io".to_string(),
+                "https://github.com/kubernetes-sigs/gateway-api-inference-extension/pull/1173"
+                    .to_string(),
+            )]
+            .into(),
+        );
+        Api::<CustomResourceDefinition>::all(client().await)
+            .patch(
+                "inferencepools.inference.networking.k8s.io",
+                &PatchParams::apply("llmd-e2e").force(),
+                &Patch::Apply(pool_crd),
+            )
+            .await
+            .expect("install the InferencePool CRD");
         let client = client().await;
-        let lds: Api<LLMDeployment> = Api::all(client);
-        wait_until(Duration::from_secs(30), "LLMDeployments served", || {
-            let lds = lds.clone();
-            async move { lds.list(&Default::default()).await.ok().map(|_| ()) }
-        })
+        let lds: Api<LLMDeployment> = Api::all(client.clone());
+        let pools: Api<InferencePool> = Api::all(client);
+        wait_until(
+            Duration::from_secs(30),
+            "LLMDeployments and InferencePools served",
+            || {
+                let (lds, pools) = (lds.clone(), pools.clone());
+                async move {
+                    lds.list(&Default::default()).await.ok()?;
+                    pools.list(&Default::default()).await.ok().map(|_| ())
+                }
+            },
+        )
         .await;
     })
     .await;

@@ -10,6 +10,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use llmd_api::LLMDeployment;
+use llmd_api::inference_pool::InferencePool;
 use serde_json::json;
 
 use super::harness::*;
@@ -44,6 +45,7 @@ async fn children_versions(client: &Client, ns: &str, name: &str) -> BTreeMap<St
     collect!(ServiceAccount, "ServiceAccount");
     collect!(Role, "Role");
     collect!(RoleBinding, "RoleBinding");
+    collect!(InferencePool, "InferencePool");
     out
 }
 
@@ -357,7 +359,7 @@ async fn deleting_the_deployment_garbage_collects_every_child() {
     let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
     wait_for_ld(&lds, "gc", CONVERGE, "Ready", is_ready).await;
     let before = children_versions(&client, &ns.name, "gc").await;
-    assert_eq!(before.len(), 11, "children: {before:?}");
+    assert_eq!(before.len(), 12, "children: {before:?}");
     // Stop the operator so only the garbage collector can remove children.
     operator.stop();
     lds.delete("gc", &DeleteParams::foreground())
