@@ -9,6 +9,7 @@
 //! Written here rather than taken from kube-leader-election because that crate is
 //! built against an older kube.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -16,6 +17,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
 
 /// One candidate for the lease.
 pub struct LeaseLock {
@@ -131,6 +135,50 @@ impl LeaseLock {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Retry every `retry` until we hold the lease (`true`) or `stop` fires (`false`).
+    pub async fn acquire(&self, retry: Duration, mut stop: watch::Receiver<bool>) -> bool {
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            match self.try_acquire_or_renew().await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "leader election round failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {},
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+
+    /// Renew every `retry` in the background. The returned channel turns `true` once
+    /// the lease is lost: someone else holds it, or no renewal succeeded for a whole
+    /// lease duration (after which a standby may already lead).
+    pub fn keep_renewing(
+        self: Arc<Self>,
+        retry: Duration,
+    ) -> (JoinHandle<()>, watch::Receiver<bool>) {
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut last_renewed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(retry).await;
+                match self.try_acquire_or_renew().await {
+                    Ok(true) => last_renewed = tokio::time::Instant::now(),
+                    Ok(false) => break,
+                    Err(e) => warn!(error = %e, "could not renew the lease"),
+                }
+                if last_renewed.elapsed() > self.duration {
+                    break;
+                }
+            }
+            let _ = lost_tx.send(true);
+        });
+        (task, lost_rx)
     }
 
     /// Give the lease up so a standby takes over without waiting for expiry.

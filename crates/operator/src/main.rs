@@ -225,48 +225,13 @@ async fn run(mut args: RunArgs) -> Result<(), String> {
     );
     let retry = Duration::from_secs(args.lease_retry_seconds.max(1));
     info!(identity = lock.identity(), lease = %args.lease_name, "waiting to become leader");
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        match lock.try_acquire_or_renew().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "leader election round failed"),
-        }
-        let mut stop_wait = stop.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(retry) => {},
-            _ = stop_wait.wait_for(|s| *s) => return Ok(()),
-        }
+    if !lock.acquire(retry, stop.clone()).await {
+        return Ok(());
     }
     info!(identity = lock.identity(), "became leader: reconciling");
     metrics.leader.set(1);
-
     let lock = Arc::new(lock);
-    let (lost_tx, lost_rx) = watch::channel(false);
-    let renewer = {
-        let lock = lock.clone();
-        let deadline = Duration::from_secs(args.lease_duration_seconds);
-        tokio::spawn(async move {
-            let mut last_renewed = tokio::time::Instant::now();
-            loop {
-                tokio::time::sleep(retry).await;
-                match lock.try_acquire_or_renew().await {
-                    Ok(true) => last_renewed = tokio::time::Instant::now(),
-                    Ok(false) => {
-                        let _ = lost_tx.send(true);
-                        return;
-                    }
-                    Err(e) => warn!(error = %e, "could not renew the lease"),
-                }
-                if last_renewed.elapsed() > deadline {
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-            }
-        })
-    };
+    let (renewer, lost_rx) = lock.clone().keep_renewing(retry);
     let stop_or_lost = {
         let stop = stop.clone();
         let lost = lost_rx.clone();
