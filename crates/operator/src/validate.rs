@@ -19,8 +19,23 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(prefill) = spec.active_prefill() {
         gpu_count(&mut problems, "spec.prefill", prefill);
+        quantities(
+            &mut problems,
+            "spec.prefill.resources",
+            prefill.resources.as_ref(),
+        );
     }
     gpu_count(&mut problems, "spec.decode", &spec.decode);
+    quantities(
+        &mut problems,
+        "spec.decode.resources",
+        spec.decode.resources.as_ref(),
+    );
+    quantities(
+        &mut problems,
+        "spec.router.resources",
+        spec.router.resources.as_ref(),
+    );
     if spec.effective_connector() == KvConnector::Nixl {
         for var in &spec.engine.env {
             if MANAGED_ENV.contains(&var.name.as_str()) {
@@ -32,6 +47,57 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Is `text` a Kubernetes quantity: a decimal number with an optional binary (Ki..Ei),
+/// decimal (n, u, m, k, M..E) or exponent (e3, E-2) suffix? The CRD schema cannot
+/// check this (quantities are int-or-string there), and the API server answers a bad
+/// one in a StatefulSet with a 500 rather than a validation error.
+pub fn is_quantity(text: &str) -> bool {
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let number_len = unsigned
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(number_len);
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let dots = number.chars().filter(|&c| c == '.').count();
+    if digits == 0 || dots > 1 {
+        return false;
+    }
+    const SUFFIXES: [&str; 16] = [
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    if SUFFIXES.contains(&suffix) {
+        return true;
+    }
+    let Some(exponent) = suffix.strip_prefix(['e', 'E']) else {
+        return false;
+    };
+    let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+    !exponent.is_empty() && exponent.chars().all(|c| c.is_ascii_digit())
+}
+
+fn quantities(
+    problems: &mut Vec<String>,
+    field: &str,
+    resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>,
+) {
+    let Some(resources) = resources else {
+        return;
+    };
+    for (list_name, list) in [
+        ("limits", &resources.limits),
+        ("requests", &resources.requests),
+    ] {
+        for (name, quantity) in list.iter().flatten() {
+            if !is_quantity(&quantity.0) {
+                problems.push(format!(
+                    "{field}.{list_name}.{name}: {:?} is not a quantity (e.g. 500m, 4, 16Gi)",
+                    quantity.0
+                ));
+            }
+        }
+    }
 }
 
 /// A GPU count set in resources must match what parallelism needs.
@@ -87,6 +153,34 @@ mod tests {
             [
                 "spec.decode.resources.limits sets nvidia.com/gpu: 1 but parallelism needs 2 (tensor 2 x data 1)"
             ]
+        );
+    }
+
+    #[test]
+    fn quantities_follow_kubernetes_syntax() {
+        for good in [
+            "1", "500m", "0.5", "16Gi", "1e3", "2E-2", "+1", "100M", ".5",
+        ] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["lots", "", "1.2.3", "16GB", "1e", "Gi", "-", "5 m"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_quantity_names_the_field() {
+        let mut spec = sample(AGGREGATED).spec;
+        spec.router.resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_string(),
+                Quantity("lots".into()),
+            )])),
+            ..ResourceRequirements::default()
+        });
+        assert_eq!(
+            problems(&spec),
+            ["spec.router.resources.requests.cpu: \"lots\" is not a quantity (e.g. 500m, 4, 16Gi)"]
         );
     }
 

@@ -7,6 +7,7 @@
 //! (part of `make test`) starts one and runs them with `--ignored`.
 
 mod e2e {
+    mod degraded;
     pub mod harness;
     mod helm;
     mod inference_pool;
