@@ -19,10 +19,8 @@ pub async fn send_raw(
     s: &ProxyState,
     address: &str,
     kind: ApiKind,
-    body: &Value,
+    bytes: Bytes,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    // Serialising a `Value` cannot fail; an empty body would be refused upstream.
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
     s.client
         .post(format!("http://{address}{}", kind.path()))
         .header("content-type", "application/json")
@@ -40,9 +38,9 @@ pub async fn send(
     s: &ProxyState,
     address: &str,
     kind: ApiKind,
-    body: &Value,
+    bytes: Bytes,
 ) -> Result<reqwest::Response, ProxyError> {
-    send_raw(s, address, kind, body)
+    send_raw(s, address, kind, bytes)
         .await
         .map_err(|e| unreachable(address, &e))
 }
@@ -56,8 +54,13 @@ pub async fn prefill(
 ) -> Result<Option<Value>, ProxyError> {
     let _guard = InFlightGuard::new(prefiller.clone());
     let address = &prefiller.endpoint.address;
-    let body = Value::Object(pd_two_step::prefill_body(original));
-    let response = send(s, address, kind, &body).await?;
+    let response = send(
+        s,
+        address,
+        kind,
+        to_bytes(pd_two_step::prefill_body(original)),
+    )
+    .await?;
     let status = response.status();
     let bytes = response
         .bytes()
@@ -71,6 +74,11 @@ pub async fn prefill(
     }
     pd_two_step::kv_transfer_params(&bytes)
         .map_err(|e| ProxyError::upstream(format!("prefill on {address}: {e}")))
+}
+
+/// A rewritten body as bytes (serialising a JSON map cannot fail).
+pub fn to_bytes(body: Map<String, Value>) -> Bytes {
+    Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
 }
 
 fn copy_headers(from: &reqwest::Response, to: &mut Response) {

@@ -14,7 +14,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
 
 pub use errors::ProxyError;
 
@@ -142,12 +141,15 @@ async fn route(
         Some(p) => Some(forward::prefill(s, p, kind, &req.body).await?),
         None => None,
     };
-    let decode_body = Value::Object(match kv_params {
-        Some(params) => pd_two_step::decode_body(&req.body, params),
-        None => req.body.clone(),
-    });
+    // Aggregated requests are forwarded byte for byte as the client sent them.
+    let decode_body = match kv_params {
+        Some(params) => forward::to_bytes(pd_two_step::decode_body(&req.body, params)),
+        None => bytes.clone(),
+    };
     let mut decode_guard = InFlightGuard::new(decode.clone());
-    let upstream = match forward::send_raw(s, &decode.endpoint.address, kind, &decode_body).await {
+    let upstream = match forward::send_raw(s, &decode.endpoint.address, kind, decode_body.clone())
+        .await
+    {
         Ok(u) => u,
         // Nothing reached the model server yet: an aggregated request can safely try
         // one other endpoint (a P/D request's KV cache waits on this decoder).
@@ -156,7 +158,7 @@ async fn route(
             let retry = pick(Some(&decode.endpoint.address))?;
             decode = retry.decode;
             decode_guard = InFlightGuard::new(decode.clone());
-            forward::send(s, &decode.endpoint.address, kind, &decode_body).await?
+            forward::send(s, &decode.endpoint.address, kind, decode_body).await?
         }
         Err(e) => return Err(forward::unreachable(&decode.endpoint.address, &e)),
     };
