@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -20,9 +20,11 @@ pub async fn send_raw(
     address: &str,
     kind: ApiKind,
     bytes: Bytes,
+    passed: &HeaderMap,
 ) -> Result<reqwest::Response, reqwest::Error> {
     s.client
         .post(format!("http://{address}{}", kind.path()))
+        .headers(passed.clone())
         .header("content-type", "application/json")
         .body(bytes)
         .send()
@@ -39,8 +41,9 @@ pub async fn send(
     address: &str,
     kind: ApiKind,
     bytes: Bytes,
+    passed: &HeaderMap,
 ) -> Result<reqwest::Response, ProxyError> {
-    send_raw(s, address, kind, bytes)
+    send_raw(s, address, kind, bytes, passed)
         .await
         .map_err(|e| unreachable(address, &e))
 }
@@ -51,6 +54,7 @@ pub async fn prefill(
     prefiller: &Arc<EndpointState>,
     kind: ApiKind,
     original: &Map<String, Value>,
+    passed: &HeaderMap,
 ) -> Result<Option<Value>, ProxyError> {
     let _guard = InFlightGuard::new(prefiller.clone());
     let address = &prefiller.endpoint.address;
@@ -59,6 +63,7 @@ pub async fn prefill(
         address,
         kind,
         to_bytes(pd_two_step::prefill_body(original)),
+        passed,
     )
     .await?;
     let status = response.status();
@@ -74,6 +79,19 @@ pub async fn prefill(
     }
     pd_two_step::kv_transfer_params(&bytes)
         .map_err(|e| ProxyError::upstream(format!("prefill on {address}: {e}")))
+}
+
+/// Client headers the model server may need (auth, tracing, request ids).
+const PASSED_HEADERS: &[&str] = &["authorization", "x-request-id", "traceparent", "tracestate"];
+
+pub fn passed_headers(from: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in PASSED_HEADERS {
+        if let Some(v) = from.get(*name) {
+            out.insert(*name, v.clone());
+        }
+    }
+    out
 }
 
 /// A rewritten body as bytes (serialising a JSON map cannot fail).
@@ -169,4 +187,28 @@ pub async fn relay(
     });
     *response.body_mut() = Body::from_stream(body);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_auth_and_tracing_headers_are_passed_to_model_servers() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        h.insert("x-request-id", HeaderValue::from_static("r1"));
+        h.insert("host", HeaderValue::from_static("epp"));
+        h.insert(
+            "x-prefiller-host-port",
+            HeaderValue::from_static("10.0.0.1:8000"),
+        );
+        let passed = passed_headers(&h);
+        assert_eq!(passed.len(), 2);
+        assert_eq!(
+            passed.get("authorization").map(|v| v.as_bytes()),
+            Some(&b"Bearer t"[..])
+        );
+        assert!(passed.get("host").is_none());
+    }
 }

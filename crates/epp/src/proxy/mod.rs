@@ -137,8 +137,9 @@ async fn route(
     let prefill = requested_prefiller.or(routing.prefill);
     let mut decode = routing.decode;
 
+    let passed = forward::passed_headers(headers);
     let kv_params = match &prefill {
-        Some(p) => Some(forward::prefill(s, p, kind, &req.body).await?),
+        Some(p) => Some(forward::prefill(s, p, kind, &req.body, &passed).await?),
         None => None,
     };
     // Aggregated requests are forwarded byte for byte as the client sent them.
@@ -147,8 +148,14 @@ async fn route(
         None => bytes.clone(),
     };
     let mut decode_guard = InFlightGuard::new(decode.clone());
-    let upstream = match forward::send_raw(s, &decode.endpoint.address, kind, decode_body.clone())
-        .await
+    let upstream = match forward::send_raw(
+        s,
+        &decode.endpoint.address,
+        kind,
+        decode_body.clone(),
+        &passed,
+    )
+    .await
     {
         Ok(u) => u,
         // Nothing reached the model server yet: an aggregated request can safely try
@@ -158,7 +165,7 @@ async fn route(
             let retry = pick(Some(&decode.endpoint.address))?;
             decode = retry.decode;
             decode_guard = InFlightGuard::new(decode.clone());
-            forward::send(s, &decode.endpoint.address, kind, decode_body).await?
+            forward::send(s, &decode.endpoint.address, kind, decode_body, &passed).await?
         }
         Err(e) => return Err(forward::unreachable(&decode.endpoint.address, &e)),
     };
