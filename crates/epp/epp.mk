@@ -1,20 +1,10 @@
 # llmd-epp targets (included by the root Makefile).
 
-# The sim version pinned for the e2e toolchain.
-EPP_SIM_VERSION := $(shell awk '$$1 == "github.com/llm-d/llm-d-inference-sim" { print $$2; exit }' e2e/toolchain/inference-sim/go.mod)
+# llm-d-inference-sim comes from the pinned e2e toolchain (`make tools`).
 EPP_CACHE ?= $(or $(LLMD_CACHE),$(HOME)/.cache/llmd-operator)
-EPP_SIM_DIR := $(EPP_CACHE)/sim/$(EPP_SIM_VERSION)
-EPP_SIM_BIN ?= $(or $(LLMD_SIM_BIN),$(EPP_SIM_DIR)/llm-d-inference-sim)
+EPP_SIM_BIN ?= $(or $(LLMD_SIM_BIN),$(E2E_BIN_DIR)/llm-d-inference-sim)
 EPP_VENV := $(EPP_CACHE)/venv-vllm-router
 EPP_RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
-
-.PHONY: epp-sim
-epp-sim: ## build llm-d-inference-sim (pinned in e2e/toolchain) into the cache
-	@if [ -x "$(EPP_SIM_BIN)" ]; then echo "llm-d-inference-sim: $(EPP_SIM_BIN)"; else \
-	  mkdir -p "$(EPP_SIM_DIR)" && cd e2e/toolchain/inference-sim && \
-	  CGO_ENABLED=0 nice -n 10 go build -p 2 -trimpath -ldflags "-s -w" \
-	    -o "$(EPP_SIM_DIR)/llm-d-inference-sim" github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim && \
-	  echo "llm-d-inference-sim: $(EPP_SIM_DIR)/llm-d-inference-sim"; fi
 
 .PHONY: epp-vllm-router
 epp-vllm-router: ## install vllm-router (PyPI) into a venv in the cache
@@ -23,7 +13,7 @@ epp-vllm-router: ## install vllm-router (PyPI) into a venv in the cache
 	  echo "vllm-router: $(EPP_VENV)/bin/vllm-router"; fi
 
 .PHONY: bench
-bench: epp-sim ## routing benchmark on a fleet of llm-d-inference-sim (see docs/benchmarks.md)
+bench: tools ## routing benchmark on a fleet of llm-d-inference-sim (see docs/benchmarks.md)
 	-@$(MAKE) --no-print-directory epp-vllm-router
 	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
 	LLMD_SIM_BIN="$(EPP_SIM_BIN)" VLLM_ROUTER_BIN="$(EPP_VENV)/bin/vllm-router" \

@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Version of llm-d-inference-sim the tests and the benchmark are written against.
-pub const SIM_VERSION: &str = "v0.10.2";
-
-/// Locates llm-d-inference-sim: `LLMD_SIM_BIN`, the e2e toolchain cache, or the
-/// cache `make epp-sim` fills. `None` (after a loud message) when absent outside CI;
+/// Locates llm-d-inference-sim: `LLMD_SIM_BIN`, else the e2e toolchain cache
+/// (`make tools`). `None` (after a loud message) when absent outside CI;
 /// a panic when absent in CI, so a CI run cannot silently skip the data-plane tests.
 pub fn sim_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LLMD_SIM_BIN").map(PathBuf::from) {
@@ -29,18 +26,10 @@ pub fn sim_bin() -> Option<PathBuf> {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
         candidates.push(PathBuf::from(dir).join("llm-d-inference-sim"));
     }
-    let cache = std::env::var_os("LLMD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmd-operator"))
-        });
-    if let Some(c) = cache {
-        candidates.push(c.join("sim").join(SIM_VERSION).join("llm-d-inference-sim"));
-    }
     if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
         return Some(found);
     }
-    let msg = "llm-d-inference-sim not found: set LLMD_SIM_BIN or run `make epp-sim`";
+    let msg = "llm-d-inference-sim not found: set LLMD_SIM_BIN or run `make tools`";
     if std::env::var_os("CI").is_some() {
         panic!("{msg} (CI is set, so this is a failure, not a skip)");
     }
