@@ -37,7 +37,7 @@ demo: tools ## local demo: control plane with fake GPU nodes, the operator, the 
 
 .PHONY: e2e
 e2e: tools ## e2e suite on a private local control plane (started and stopped here)
-	$(CARGO) build -p llmd-operator --bin llmd-operator --tests
+	$(CARGO) build -p llmd-operator --bin llmd-operator --tests -p llmd-epp --bin llmd-epp
 	$(E2E_HACK)/with-cluster.sh $(CARGO) test -p llmd-operator --test e2e -- --ignored --test-threads=$(E2E_THREADS)
 
 E2E_THREADS ?= 2

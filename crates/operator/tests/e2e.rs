@@ -8,6 +8,7 @@
 
 mod e2e {
     mod degraded;
+    mod endpoint_picker;
     pub mod harness;
     mod helm;
     mod inference_pool;

@@ -42,6 +42,9 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 struct Memory {
     next_run: Instant,
     previous: BTreeMap<String, EngineMetrics>,
+    /// The rules behind the last status write, so a new assessment is recorded
+    /// even when the weights stay.
+    last_rules: Option<Vec<rule::Rule>>,
 }
 
 /// Parse "30s", "2m", "1h" (the CRD's pattern).
@@ -95,12 +98,13 @@ pub async fn run(
                 .or_insert_with(|| Memory {
                     next_run: now,
                     previous: BTreeMap::new(),
+                    last_rules: None,
                 });
             if entry.next_run > now {
                 continue;
             }
             entry.next_run = now + interval;
-            match tune(&ctx, &http, &ld, &mut entry.previous).await {
+            match tune(&ctx, &http, &ld, entry).await {
                 Ok(()) => {}
                 Err(e) => warn!(name = %ld.name_any(), error = %e, "tuning round failed"),
             }
@@ -164,11 +168,11 @@ async fn tune(
     ctx: &Context,
     http: &reqwest::Client,
     ld: &LLMDeployment,
-    previous: &mut BTreeMap<String, EngineMetrics>,
+    memory: &mut Memory,
 ) -> Result<()> {
     let now_metrics = scrape(ctx, http, ld).await?;
-    let signals = signals::from_scrapes(previous, &now_metrics);
-    *previous = now_metrics;
+    let signals = signals::from_scrapes(&memory.previous, &now_metrics);
+    memory.previous = now_metrics;
 
     let spec = &ld.spec;
     let routing = ld.status.as_ref().and_then(|s| s.routing.as_ref());
@@ -183,13 +187,11 @@ async fn tune(
         tune.min_weight,
         tune.max_weight,
     );
-    let first = routing.is_none_or(|r| {
-        r.reason
-            .as_deref()
-            .is_none_or(|reason| !reason.starts_with("autoTune"))
-    });
+    // Written when the weights move, or when the assessment (which rules fired)
+    // differs from the last one written, so status.routing.reason stays current.
+    let new_assessment = memory.last_rules.as_ref() != Some(&decision.rules);
     debug!(name = %ld.name_any(), ?signals, changed = decision.changed, "tuning round");
-    if !decision.changed && !first {
+    if !decision.changed && !new_assessment {
         return Ok(());
     }
     let reason = format!("autoTune: {}", decision.reasons.join("; "));
@@ -222,6 +224,7 @@ async fn tune(
     )
     .await
     .map_err(|e| Error::kube(format!("write status.routing of {name}"), e))?;
+    memory.last_rules = Some(decision.rules.clone());
     info!(name = %name, weights = ?decision.weights, "{reason}");
     ctx.publish(
         ld,

@@ -44,10 +44,22 @@ pub struct Signals {
     pub prefix_hit_ratio: Option<f64>,
 }
 
+/// The rules of [`decide`], by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    TooFewServers,
+    QueueImbalance,
+    PrefixLocality,
+    DriftToSpec,
+    KvPressure,
+}
+
 /// The outcome of one interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub weights: ScorerWeights,
+    /// The rules that fired, in order.
+    pub rules: Vec<Rule>,
     /// One sentence per rule that fired.
     pub reasons: Vec<String>,
     /// Whether the weights moved by more than the hysteresis.
@@ -81,6 +93,7 @@ pub fn decide(
     if signals.endpoints < 2 {
         return Decision {
             weights: current.clone(),
+            rules: vec![Rule::TooFewServers],
             reasons: vec![format!(
                 "{} model server(s) reporting metrics: nothing to balance, weights kept",
                 signals.endpoints
@@ -89,18 +102,21 @@ pub fn decide(
         };
     }
     let mut w = current.clone();
+    let mut rules = Vec::new();
     let mut reasons = Vec::new();
     let imbalance = signals.queue_imbalance;
     match signals.prefix_hit_ratio {
         _ if imbalance > HOT => {
             scale(&mut w.queue, STEP);
             scale(&mut w.prefix_cache, 1.0 / STEP);
+            rules.push(Rule::QueueImbalance);
             reasons.push(format!(
                 "queues are unbalanced (imbalance {imbalance:.2} > {HOT}): queue weight up, prefix-cache weight down"
             ));
         }
         Some(hits) if imbalance < CALM && hits >= HITS_WORTH_IT => {
             scale(&mut w.prefix_cache, STEP);
+            rules.push(Rule::PrefixLocality);
             reasons.push(format!(
                 "queues are balanced (imbalance {imbalance:.2}) and {:.0}% of prompt tokens hit the prefix cache: prefix-cache weight up",
                 hits * 100.0
@@ -116,6 +132,7 @@ pub fn decide(
                 let next = *weight + DRIFT * (target - *weight);
                 *weight = if moved(*weight, next) { next } else { target };
             }
+            rules.push(Rule::DriftToSpec);
             reasons.push(format!(
                 "no pressure (imbalance {imbalance:.2}, prefix hits {}): weights drift back toward spec.router.scorers",
                 signals
@@ -126,6 +143,7 @@ pub fn decide(
     }
     if signals.max_kv_usage > KV_HIGH {
         scale(&mut w.kv_cache_utilization, STEP);
+        rules.push(Rule::KvPressure);
         reasons.push(format!(
             "the fullest KV cache is {:.0}% used (> {:.0}%): kv-cache-utilization weight up",
             signals.max_kv_usage * 100.0,
@@ -149,6 +167,7 @@ pub fn decide(
         || moved(current.kv_cache_utilization, w.kv_cache_utilization);
     Decision {
         weights: if changed { w } else { current.clone() },
+        rules,
         reasons,
         changed,
     }
@@ -175,6 +194,7 @@ mod tests {
     fn hot_queues_shift_weight_from_prefix_to_queue() {
         let d = decide(&spec(), &spec(), &signals(2.5, 0.3, Some(0.8)), 0.1, 10.0);
         assert!(d.changed);
+        assert_eq!(d.rules, [Rule::QueueImbalance]);
         assert_eq!(d.weights.queue, 3.0);
         assert_eq!(d.weights.prefix_cache, 2.0);
         assert!(d.reasons[0].starts_with("queues are unbalanced (imbalance 2.50"));
@@ -192,6 +212,7 @@ mod tests {
     fn full_kv_cache_raises_kv_weight() {
         let d = decide(&spec(), &spec(), &signals(0.5, 0.95, None), 0.1, 10.0);
         assert_eq!(d.weights.kv_cache_utilization, 3.0);
+        assert_eq!(d.rules, [Rule::DriftToSpec, Rule::KvPressure]);
         assert!(
             d.reasons
                 .iter()

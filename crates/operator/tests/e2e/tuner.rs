@@ -1,7 +1,6 @@
 //! The embedded scheduler scrapes the model servers and records its weights in
 //! status.routing, which the reconcile renders into the EPP ConfigMap.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -10,49 +9,12 @@ use llmd_api::LLMDeployment;
 
 use super::harness::*;
 
-/// llm-d-inference-sim on port 8000 of every interface, so each pod IP of the
-/// loopback pod range reaches it: the scheduler finds "model servers" at pod IPs.
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs a cluster: make e2e"]
 async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
     install_crds().await;
     let ns = TestNamespace::create("e2e-tuner").await;
-    let mut sim = Sim(Command::new(bin("llm-d-inference-sim"))
-        .args(["--port", "8000", "--model", "test/model"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("llm-d-inference-sim starts"));
-    wait_until(
-        Duration::from_secs(30),
-        "simulator serving /metrics on :8000",
-        || {
-            let exited = sim.0.try_wait().ok().flatten();
-            assert!(
-                exited.is_none(),
-                "llm-d-inference-sim exited ({exited:?}): is port 8000 taken?"
-            );
-            async {
-                let page = reqwest::get("http://127.0.0.1:8000/metrics")
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                page.contains("vllm:").then_some(())
-            }
-        },
-    )
-    .await;
+    model_server_on_pod_ips().await;
     let _operator = Operator::start(&ns.name, "op", &[]);
     let manifest = "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: tuned\nspec:\n  model:\n    name: test/model\n    uri: hf://test/model\n  decode:\n    replicas: 2\n  router:\n    autoTune:\n      enabled: true\n      interval: 5s\n";
     assert!(apply_yaml(&ns.name, manifest).status.success());
@@ -106,5 +68,4 @@ async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
         !events.trim().is_empty(),
         "a WeightsTuned event is published"
     );
-    drop(sim);
 }
