@@ -195,7 +195,7 @@ schedulingProfiles:
 
 #[tokio::test]
 async fn long_uncached_prompts_get_a_prefiller_header() {
-    // ext-proc never contacts the model servers, so placeholder addresses do.
+    // ext-proc never contacts the model servers, so unreachable addresses do.
     let epp = tokio::task::spawn_blocking(|| {
         Epp::start("127.0.0.1:9=prefill,127.0.0.1:10=decode", Some(PD_CONFIG))
     })
