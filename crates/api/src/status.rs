@@ -86,4 +86,8 @@ pub struct RoutingStatus {
     /// Why the weights are what they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The embedded scheduler's rules behind the reason (e.g. QueueImbalance,
+    /// DriftToSpec), so a restarted operator knows what it last recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
 }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub applies: Family<KindLabel, Counter>,
     pub deletes: Family<KindLabel, Counter>,
     pub status_writes: Counter,
+    pub tuning_rounds: Counter,
+    pub tuning_writes: Counter,
     pub leader: Gauge,
 }
 
@@ -42,6 +44,8 @@ impl Default for Metrics {
         let applies = Family::<KindLabel, Counter>::default();
         let deletes = Family::<KindLabel, Counter>::default();
         let status_writes = Counter::default();
+        let tuning_rounds = Counter::default();
+        let tuning_writes = Counter::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -70,6 +74,16 @@ impl Default for Metrics {
             status_writes.clone(),
         );
         registry.register(
+            "tuning_rounds",
+            "Rounds of the embedded scheduler (one per deployment and interval)",
+            tuning_rounds.clone(),
+        );
+        registry.register(
+            "tuning_writes",
+            "Writes of status.routing by the embedded scheduler",
+            tuning_writes.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this process holds the leader lease",
             leader.clone(),
@@ -82,6 +96,8 @@ impl Default for Metrics {
             applies,
             deletes,
             status_writes,
+            tuning_rounds,
+            tuning_writes,
             leader,
         }
     }

@@ -56,6 +56,7 @@ fn routing(previous: Option<&RoutingStatus>, facts: &Facts, now: &Time) -> Optio
         config_hash: Some(config_hash),
         last_updated,
         reason: facts.routing_reason.clone(),
+        rules: Vec::new(),
     })
 }
 

@@ -43,8 +43,8 @@ struct Memory {
     next_run: Instant,
     previous: BTreeMap<String, EngineMetrics>,
     /// The rules behind the last status write, so a new assessment is recorded
-    /// even when the weights stay.
-    last_rules: Option<Vec<rule::Rule>>,
+    /// even when the weights stay. Seeded from status after a restart.
+    last_rules: Option<Vec<String>>,
 }
 
 /// Parse "30s", "2m", "1h" (the CRD's pattern).
@@ -98,12 +98,18 @@ pub async fn run(
                 .or_insert_with(|| Memory {
                     next_run: now,
                     previous: BTreeMap::new(),
-                    last_rules: None,
+                    last_rules: ld
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.routing.as_ref())
+                        .filter(|r| !r.rules.is_empty())
+                        .map(|r| r.rules.clone()),
                 });
             if entry.next_run > now {
                 continue;
             }
             entry.next_run = now + interval;
+            ctx.metrics.tuning_rounds.inc();
             match tune(&ctx, &http, &ld, entry).await {
                 Ok(()) => {}
                 Err(e) => warn!(name = %ld.name_any(), error = %e, "tuning round failed"),
@@ -189,7 +195,12 @@ async fn tune(
     );
     // Written when the weights move, or when the assessment (which rules fired)
     // differs from the last one written, so status.routing.reason stays current.
-    let new_assessment = memory.last_rules.as_ref() != Some(&decision.rules);
+    let rules: Vec<String> = decision
+        .rules
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    let new_assessment = memory.last_rules.as_ref() != Some(&rules);
     debug!(name = %ld.name_any(), ?signals, changed = decision.changed, "tuning round");
     if !decision.changed && !new_assessment {
         return Ok(());
@@ -207,6 +218,7 @@ async fn tune(
         config_hash: Some(config_hash),
         last_updated: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         reason: Some(reason.clone()),
+        rules: rules.clone(),
     };
     let name = ld.name_any();
     let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
@@ -224,7 +236,8 @@ async fn tune(
     )
     .await
     .map_err(|e| Error::kube(format!("write status.routing of {name}"), e))?;
-    memory.last_rules = Some(decision.rules.clone());
+    memory.last_rules = Some(rules);
+    ctx.metrics.tuning_writes.inc();
     info!(name = %name, weights = ?decision.weights, "{reason}");
     ctx.publish(
         ld,

@@ -54,6 +54,19 @@ pub enum Rule {
     KvPressure,
 }
 
+impl Rule {
+    /// The name recorded in `status.routing.rules`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooFewServers => "TooFewServers",
+            Self::QueueImbalance => "QueueImbalance",
+            Self::PrefixLocality => "PrefixLocality",
+            Self::DriftToSpec => "DriftToSpec",
+            Self::KvPressure => "KvPressure",
+        }
+    }
+}
+
 /// The outcome of one interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {

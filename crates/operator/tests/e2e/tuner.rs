@@ -15,7 +15,7 @@ async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
     install_crds().await;
     let ns = TestNamespace::create("e2e-tuner").await;
     model_server_on_pod_ips().await;
-    let _operator = Operator::start(&ns.name, "op", &[]);
+    let operator = Operator::start(&ns.name, "op", &[]);
     let manifest = "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: tuned\nspec:\n  model:\n    name: test/model\n    uri: hf://test/model\n  decode:\n    replicas: 2\n  router:\n    autoTune:\n      enabled: true\n      interval: 5s\n";
     assert!(apply_yaml(&ns.name, manifest).status.success());
     let client = client().await;
@@ -67,5 +67,45 @@ async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
     assert!(
         !events.trim().is_empty(),
         "a WeightsTuned event is published"
+    );
+
+    assert_eq!(routing.rules, ["DriftToSpec"]);
+
+    // A restarted operator remembers what the scheduler last recorded: with nothing
+    // new to say, its tuning rounds write nothing.
+    operator.stop();
+    let before = lds
+        .get("tuned")
+        .await
+        .expect("ld")
+        .metadata
+        .resource_version;
+    let second = Operator::start(&ns.name, "second", &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "two tuning rounds after the restart",
+        || {
+            let second = &second;
+            async move {
+                (second.metric("llmd_operator_tuning_rounds_total").await? >= 2.0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        second.metric("llmd_operator_tuning_writes_total").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        second.metric("llmd_operator_status_writes_total").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        lds.get("tuned")
+            .await
+            .expect("ld")
+            .metadata
+            .resource_version,
+        before
     );
 }
