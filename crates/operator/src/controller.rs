@@ -61,6 +61,19 @@ pub async fn run(
     let controller = Controller::new(lds, watcher::Config::default());
     // The embedded scheduler reads the controller's cache and stops with it.
     let tuner = tokio::spawn(crate::tuner::run(ctx.clone(), controller.store(), stop_rx));
+    // InferencePools are watched too when their CRD is served at start-up (one
+    // installed later is still reconciled, on the periodic resync).
+    let controller = match crate::discovery::inference_pool_served(&client).await {
+        Ok(true) => controller.owns(
+            scoped_api::<llmd_api::inference_pool::InferencePool>(&client, ns),
+            managed.clone(),
+        ),
+        Ok(false) => controller,
+        Err(e) => {
+            warn!(error = %e, "cannot tell whether InferencePools are served; not watching them");
+            controller
+        }
+    };
     controller
         .owns(scoped_api::<StatefulSet>(&client, ns), managed.clone())
         .owns(scoped_api::<Deployment>(&client, ns), managed.clone())

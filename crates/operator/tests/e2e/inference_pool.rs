@@ -53,6 +53,22 @@ async fn inference_pool_follows_the_spec_when_the_crd_is_served() {
         "true"
     );
 
+    // A deleted pool is recreated (the operator watches InferencePools).
+    let old_uid = pool.metadata.uid.clone();
+    pools
+        .delete("pooled", &Default::default())
+        .await
+        .expect("delete pool");
+    wait_until(Duration::from_secs(30), "InferencePool recreated", || {
+        let pools = pools.clone();
+        let old_uid = old_uid.clone();
+        async move {
+            let p = pools.get_opt("pooled").await.ok()??;
+            (p.metadata.uid != old_uid).then_some(())
+        }
+    })
+    .await;
+
     let patch = json!({"spec": {"inferencePool": {"enabled": false}}});
     lds.patch("pooled", &PatchParams::default(), &Patch::Merge(&patch))
         .await
