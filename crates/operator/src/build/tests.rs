@@ -419,3 +419,103 @@ fn epp_image_and_resources_fall_back_to_operator_defaults() {
     let own = build(&owner, &ld.spec, &options).expect("build");
     assert_eq!(epp_container(&own).image.as_deref(), Some("mine/epp:1"));
 }
+
+/// Every child of a sample, rendered as the API server would receive it, in a fixed
+/// order. Golden files under `src/build/golden/` pin the output byte for byte, so a
+/// refactor of the builders cannot change what is applied; `UPDATE_GOLDEN=1 cargo
+/// test` rewrites them after a deliberate change.
+fn rendered(yaml: &str, options: &BuildOptions) -> String {
+    let (_, children) = children(yaml, options);
+    let Children {
+        prefill,
+        decode,
+        kv_transfer,
+        endpoint_picker,
+        inference_pool,
+    } = &children;
+    let mut docs: Vec<String> = Vec::new();
+    let mut push = |value: serde_json::Value| {
+        docs.push(serde_yaml::to_string(&value).expect("yaml"));
+    };
+    let json = |v: &dyn erased::Serialize| v.to_json();
+    if let Some(cm) = kv_transfer {
+        push(json(cm));
+    }
+    for server in prefill.iter().chain([decode]) {
+        push(json(&server.service));
+        push(json(&server.stateful_set));
+    }
+    let epp = endpoint_picker;
+    push(json(&epp.service_account));
+    push(json(&epp.role));
+    push(json(&epp.role_binding));
+    push(json(&epp.config));
+    push(json(&epp.service));
+    push(json(&epp.deployment));
+    if let Some(pool) = inference_pool {
+        push(json(pool));
+    }
+    docs.join("---\n")
+}
+
+/// `serde_json::to_value` behind a trait object, so `rendered` can list children of
+/// different types.
+mod erased {
+    pub trait Serialize {
+        fn to_json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Serialize for T {
+        fn to_json(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("child serializes")
+        }
+    }
+}
+
+fn check_golden(file: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/build/golden")
+        .join(file);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("golden dir");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(
+        expected == actual,
+        "{file} differs from the golden file; diff it with UPDATE_GOLDEN=1 and git diff"
+    );
+}
+
+#[test]
+fn rendered_children_of_every_sample_match_the_golden_files() {
+    let served = BuildOptions {
+        inference_pool_served: true,
+        ..BuildOptions::default()
+    };
+    let tuned = BuildOptions {
+        inference_pool_served: true,
+        tuned_weights: Some(ScorerWeights {
+            prefix_cache: 4.5,
+            queue: 1.25,
+            kv_cache_utilization: 0.0,
+            active_requests: 0.5,
+            session_affinity: 0.0,
+        }),
+        ..BuildOptions::default()
+    };
+    for (file, yaml, options) in [
+        ("aggregated.yaml", AGGREGATED, &served),
+        ("pd_nixl.yaml", PD_NIXL, &served),
+        ("autotuned_router.yaml", AUTOTUNED, &served),
+        ("autotuned_router_tuned.yaml", AUTOTUNED, &tuned),
+        ("pd_nixl_no_pool_crd.yaml", PD_NIXL, &BuildOptions::default()),
+    ] {
+        check_golden(file, &rendered(yaml, options));
+        let (_, children) = children(yaml, options);
+        let config = &children.endpoint_picker.config.data.as_ref().expect("data")
+            [endpoint_picker_config::CONFIG_KEY];
+        check_golden(&file.replace(".yaml", ".epp-config.yaml"), config);
+    }
+}
