@@ -22,8 +22,6 @@ pub const MANAGER: &str = "llmd-operator";
 /// Pod template annotation carrying the hash of the KV-transfer ConfigMap, so a change
 /// of the fabric rolls the model-server pods.
 pub const KV_TRANSFER_HASH: &str = "llmd.dev/kv-transfer-hash";
-/// Pod template annotation carrying the hash of the EndpointPicker config.
-pub const EPP_CONFIG_HASH: &str = "llmd.dev/epp-config-hash";
 
 pub const ROLE_PREFILL: &str = "prefill";
 pub const ROLE_DECODE: &str = "decode";

@@ -5,6 +5,7 @@
 //! and the tests share one definition.
 
 pub mod conditions;
+pub mod endpoint_picker;
 pub mod endpoint_picker_config;
 pub mod engine_metrics;
 pub mod images;

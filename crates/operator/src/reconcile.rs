@@ -60,7 +60,7 @@ fn tuned_weights(ld: &LLMDeployment) -> Option<ScorerWeights> {
         return None;
     }
     let weights = &ld.status.as_ref()?.routing.as_ref()?.weights;
-    crate::tuner::weights_from_status(weights)
+    ScorerWeights::from_plugins(weights)
 }
 
 async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
@@ -88,10 +88,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         inference_pool_served: pool_served,
         tuned_weights: tuned_weights(ld),
     };
-    let children = build::build(&owner, &ld.spec, &options).map_err(|e| Error::Serialize {
-        what: "EndpointPicker config",
-        message: e.to_string(),
-    })?;
+    let children = build::build(&owner, &ld.spec, &options);
 
     // apply
     let mut refused = None;

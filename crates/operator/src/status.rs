@@ -1,7 +1,5 @@
 //! The LLMDeployment status: computed as a value, written only when it changed.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -35,24 +33,13 @@ fn role_status(w: &Workload) -> RoleStatus {
 
 fn routing(previous: Option<&RoutingStatus>, facts: &Facts, now: &Time) -> Option<RoutingStatus> {
     let config = facts.epp_config.as_ref()?;
-    let weights: BTreeMap<String, f64> = config
-        .scheduling_profiles
-        .first()
-        .map(|profile| {
-            profile
-                .plugins
-                .iter()
-                .filter_map(|p| Some((p.plugin_ref.clone(), p.weight?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let config_hash = crate::apply::hash(&serde_json::to_value(config).ok()?);
+    let config_hash = config.hash();
     let last_updated = match previous {
         Some(p) if p.config_hash.as_deref() == Some(config_hash.as_str()) => p.last_updated.clone(),
         _ => Some(now.0.to_string()),
     };
     Some(RoutingStatus {
-        weights,
+        weights: config.weights(),
         config_hash: Some(config_hash),
         last_updated,
         reason: facts.routing_reason.clone(),

@@ -12,62 +12,29 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use llmd_api::{LLMDeploymentSpec, MODEL_SERVER_PORT, labels};
+use llmd_api::endpoint_picker::{
+    self, CONFIG_DIR, EXT_PROC_PORT, GRPC_HEALTH_PORT, HEALTH_SERVICE, HTTP_PORT, METRICS_PORT,
+};
+use llmd_api::{LLMDeploymentSpec, labels};
 
 use super::EndpointPickerDefaults;
 use super::endpoint_picker_config;
 use super::meta::{Component, Owner};
-
-pub const EXT_PROC_PORT: i32 = 9002;
-pub const GRPC_HEALTH_PORT: i32 = 9003;
-pub const HTTP_PORT: i32 = 8080;
-pub const METRICS_PORT: i32 = 9090;
-/// gRPC health service the EPP answers (the GIE convention).
-pub const HEALTH_SERVICE: &str = "inference-extension";
-const CONFIG_DIR: &str = "/etc/llmd-epp";
 
 /// Name of the Deployment, Service, ServiceAccount, Role and RoleBinding.
 pub fn name(owner: &Owner) -> String {
     owner.child_name("epp")
 }
 
-/// Label selector of the model servers the EPP routes to.
-pub fn pool_selector(owner: &Owner) -> String {
-    format!(
-        "{}={},{}=true",
-        labels::INSTANCE,
-        owner.name,
-        labels::INFERENCE_SERVING
-    )
-}
-
 /// Command-line arguments of `llmd-epp`.
 pub fn args(owner: &Owner) -> Vec<String> {
-    let pairs = [
-        ("--pool-name", owner.name.clone()),
-        ("--pool-namespace", owner.namespace.clone()),
-        ("--selector", pool_selector(owner)),
-        ("--target-port", MODEL_SERVER_PORT.to_string()),
-        (
-            "--config-file",
-            format!("{CONFIG_DIR}/{}", endpoint_picker_config::CONFIG_KEY),
-        ),
-        ("--proxy-addr", format!("0.0.0.0:{HTTP_PORT}")),
-        ("--grpc-addr", format!("0.0.0.0:{EXT_PROC_PORT}")),
-        ("--grpc-health-addr", format!("0.0.0.0:{GRPC_HEALTH_PORT}")),
-        ("--metrics-addr", format!("0.0.0.0:{METRICS_PORT}")),
-        ("--log-format", "json".to_string()),
-    ];
-    pairs
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_string(), value])
-        .collect()
+    endpoint_picker::Args::for_pool(&owner.name, &owner.namespace).render()
 }
 
-fn port(name: &str, number: i32) -> ContainerPort {
+fn port(name: &str, number: u16) -> ContainerPort {
     ContainerPort {
         name: Some(name.into()),
-        container_port: number,
+        container_port: i32::from(number),
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }
@@ -76,7 +43,7 @@ fn port(name: &str, number: i32) -> ContainerPort {
 fn grpc_health_probe(period: i32) -> Probe {
     Probe {
         grpc: Some(GRPCAction {
-            port: GRPC_HEALTH_PORT,
+            port: i32::from(GRPC_HEALTH_PORT),
             service: Some(HEALTH_SERVICE.into()),
         }),
         period_seconds: Some(period),

@@ -4,13 +4,15 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::endpoint_picker::{self, EXT_PROC_PORT, GRPC_HEALTH_PORT, HTTP_PORT, METRICS_PORT};
+use llmd_api::endpoint_picker::{EXT_PROC_PORT, GRPC_HEALTH_PORT, HTTP_PORT, METRICS_PORT};
+
+use super::endpoint_picker;
 use super::meta::{Component, Owner};
 
-fn port(name: &str, number: i32, app_protocol: Option<&str>) -> ServicePort {
+fn port(name: &str, number: u16, app_protocol: Option<&str>) -> ServicePort {
     ServicePort {
         name: Some(name.into()),
-        port: number,
+        port: i32::from(number),
         target_port: Some(IntOrString::String(name.into())),
         protocol: Some("TCP".into()),
         app_protocol: app_protocol.map(str::to_string),

@@ -2,12 +2,12 @@
 //! this deployment's model servers through its EndpointPicker.
 
 use llmd_api::MODEL_SERVER_PORT;
+use llmd_api::endpoint_picker::{EXT_PROC_PORT, model_server_selector};
 use llmd_api::inference_pool::{
     EndpointPickerRef, InferencePool, InferencePoolSpec, LabelSelector, Port,
 };
-use llmd_api::labels;
 
-use super::endpoint_picker::{self, EXT_PROC_PORT};
+use super::endpoint_picker;
 use super::meta::{Component, Owner};
 
 pub fn inference_pool(owner: &Owner) -> InferencePool {
@@ -15,11 +15,7 @@ pub fn inference_pool(owner: &Owner) -> InferencePool {
         &owner.name,
         InferencePoolSpec {
             selector: LabelSelector {
-                match_labels: [
-                    (labels::INSTANCE.to_string(), owner.name.clone()),
-                    (labels::INFERENCE_SERVING.to_string(), "true".to_string()),
-                ]
-                .into(),
+                match_labels: model_server_selector(&owner.name),
             },
             target_ports: vec![Port {
                 number: MODEL_SERVER_PORT,
@@ -30,7 +26,7 @@ pub fn inference_pool(owner: &Owner) -> InferencePool {
                 kind: Some("Service".into()),
                 name: endpoint_picker::name(owner),
                 port: Port {
-                    number: EXT_PROC_PORT,
+                    number: i32::from(EXT_PROC_PORT),
                 },
                 failure_mode: Some("FailClose".into()),
             },

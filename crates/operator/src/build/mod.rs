@@ -15,6 +15,7 @@ pub mod model_server;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use llmd_api::inference_pool::InferencePool;
 use llmd_api::{KvConnector, LLMDeploymentSpec, ScorerWeights};
 
@@ -38,7 +39,7 @@ pub struct EndpointPicker {
     pub role_binding: RoleBinding,
     pub config: ConfigMap,
     /// The routing config the ConfigMap carries, as a value (for status).
-    pub picker_config: llmd_api::endpoint_picker_config::EndpointPickerConfig,
+    pub picker_config: EndpointPickerConfig,
 }
 
 /// The desired children of one LLMDeployment. Optional parts are absent when the spec
@@ -93,11 +94,7 @@ fn model_server(
 }
 
 /// Build the desired children.
-pub fn build(
-    owner: &Owner,
-    spec: &LLMDeploymentSpec,
-    options: &BuildOptions,
-) -> Result<Children, serde_yaml::Error> {
+pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) -> Children {
     let kv_transfer = (spec.effective_connector() == KvConnector::Nixl)
         .then(|| kv_transfer::config_map(owner, &spec.kv_transfer));
     let kv_hash = kv_transfer
@@ -124,25 +121,25 @@ pub fn build(
         .tuned_weights
         .as_ref()
         .unwrap_or(&spec.router.scorers);
-    let epp_config = endpoint_picker_config::config(spec, weights);
+    let epp_config = EndpointPickerConfig::for_spec(spec, weights);
     let endpoint_picker = EndpointPicker {
         deployment: endpoint_picker::deployment(owner, spec, &options.epp_defaults),
         service: endpoint_picker_service::service(owner),
         service_account: endpoint_picker_rbac::service_account(owner),
         role: endpoint_picker_rbac::role(owner),
         role_binding: endpoint_picker_rbac::role_binding(owner),
-        config: endpoint_picker_config::config_map(owner, &epp_config)?,
+        config: endpoint_picker_config::config_map(owner, &epp_config),
         picker_config: epp_config,
     };
     let inference_pool = (spec.inference_pool.enabled && options.inference_pool_served)
         .then(|| inference_pool::inference_pool(owner));
-    Ok(Children {
+    Children {
         prefill,
         decode,
         kv_transfer,
         endpoint_picker,
         inference_pool,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 
 pub mod rule;
 pub mod signals;
-pub mod weights;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,16 +21,15 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use llmd_api::engine_metrics::{self, EngineMetrics};
-use llmd_api::{LLMDeployment, MODEL_SERVER_PORT, RoutingStatus, labels};
+use llmd_api::endpoint_picker::{model_server_selector, selector_string};
+use llmd_api::endpoint_picker_config::EndpointPickerConfig;
+use llmd_api::{LLMDeployment, MODEL_SERVER_PORT, RoutingStatus, ScorerWeights};
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::build::endpoint_picker_config;
 use crate::context::Context;
 use crate::error::{Error, Result};
-
-pub use weights::{weights_from_status, weights_to_status};
 
 /// Field manager of the tuner's status writes (the reconcile leaves `status.routing`
 /// to it while autoTune is on).
@@ -126,12 +124,7 @@ async fn scrape(
 ) -> Result<BTreeMap<String, EngineMetrics>> {
     let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = format!(
-        "{}={},{}=true",
-        labels::INSTANCE,
-        ld.name_any(),
-        labels::INFERENCE_SERVING
-    );
+    let selector = selector_string(&model_server_selector(&ld.name_any()));
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
@@ -183,7 +176,7 @@ async fn tune(
     let spec = &ld.spec;
     let routing = ld.status.as_ref().and_then(|s| s.routing.as_ref());
     let current = routing
-        .and_then(|r| weights_from_status(&r.weights))
+        .and_then(|r| ScorerWeights::from_plugins(&r.weights))
         .unwrap_or_else(|| spec.router.scorers.clone());
     let tune = &spec.router.auto_tune;
     let decision = rule::decide(
@@ -206,15 +199,9 @@ async fn tune(
         return Ok(());
     }
     let reason = format!("autoTune: {}", decision.reasons.join("; "));
-    let config = endpoint_picker_config::config(spec, &decision.weights);
-    let config_hash = serde_json::to_value(&config)
-        .map(|v| crate::apply::hash(&v))
-        .map_err(|e| Error::Serialize {
-            what: "EndpointPicker config",
-            message: e.to_string(),
-        })?;
+    let config_hash = EndpointPickerConfig::for_spec(spec, &decision.weights).hash();
     let status = RoutingStatus {
-        weights: weights_to_status(&decision.weights),
+        weights: decision.weights.by_plugin(),
         config_hash: Some(config_hash),
         last_updated: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         reason: Some(reason.clone()),

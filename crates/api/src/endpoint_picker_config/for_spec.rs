@@ -1,0 +1,93 @@
+//! The config an LLMDeployment asks for: one scorer plugin per weight above zero, the
+//! decode profile, and with prefill pods the prefill profile and the P/D decider.
+
+use serde_json::json;
+
+use super::plugins::{plugin, profile};
+use super::{API_VERSION, EndpointPickerConfig, KIND, PluginSpec, ProfilePlugin, SchedulingProfile};
+use crate::{LLMDeploymentSpec, RouterSpec, ScorerWeights};
+
+/// How many leading prompt blocks the prefix index matches.
+const MAX_PREFIX_BLOCKS_TO_MATCH: u64 = 2048;
+
+fn plugin(plugin_type: &str, parameters: Option<serde_json::Value>) -> PluginSpec {
+    PluginSpec {
+        plugin_type: plugin_type.to_string(),
+        name: None,
+        parameters,
+    }
+}
+
+fn profile(name: &str, filter: &str, scorers: &[(&str, f64)]) -> SchedulingProfile {
+    let mut plugins = vec![ProfilePlugin {
+        plugin_ref: filter.to_string(),
+        weight: None,
+    }];
+    plugins.extend(scorers.iter().map(|(scorer, weight)| ProfilePlugin {
+        plugin_ref: scorer.to_string(),
+        weight: Some(*weight),
+    }));
+    plugins.push(ProfilePlugin {
+        plugin_ref: plugin::MAX_SCORE_PICKER.to_string(),
+        weight: None,
+    });
+    SchedulingProfile {
+        name: name.to_string(),
+        plugins,
+    }
+}
+
+impl EndpointPickerConfig {
+    /// The config for a spec and the weights in force (the spec's, or the tuner's).
+    pub fn for_spec(spec: &LLMDeploymentSpec, weights: &ScorerWeights) -> EndpointPickerConfig {
+        EndpointPickerConfig::for_router(&spec.router, weights, spec.active_prefill().is_some())
+    }
+
+    /// The config for a router section, the weights in force, and whether prefill pods
+    /// exist (then the P/D decider and the prefill profile are added).
+    pub fn for_router(
+        router: &RouterSpec,
+        weights: &ScorerWeights,
+        disaggregated: bool,
+    ) -> EndpointPickerConfig {
+        let scorers: Vec<(&str, f64)> = weights
+            .active()
+            .into_iter()
+            .map(|(scorer, weight)| (scorer.plugin_type(), weight))
+            .collect();
+        let prefix = &router.prefix_cache;
+        let mut plugins: Vec<PluginSpec> = scorers
+            .iter()
+            .map(|(scorer, _)| {
+                let parameters = (*scorer == plugin::PREFIX_CACHE_SCORER).then(|| {
+                    json!({
+                        "blockSizeTokens": prefix.block_size_tokens,
+                        "maxPrefixBlocksToMatch": MAX_PREFIX_BLOCKS_TO_MATCH,
+                        "lruCapacityPerServer": prefix.lru_capacity_per_server,
+                    })
+                });
+                plugin(scorer, parameters)
+            })
+            .collect();
+        plugins.push(plugin(plugin::DECODE_FILTER, None));
+        plugins.push(plugin(plugin::MAX_SCORE_PICKER, None));
+        let mut profiles = vec![profile(profile::DECODE, plugin::DECODE_FILTER, &scorers)];
+        if disaggregated {
+            plugins.push(plugin(plugin::PREFILL_FILTER, None));
+            plugins.push(plugin(plugin::DISAGG_PROFILE_HANDLER, None));
+            plugins.push(plugin(
+                plugin::PD_DECIDER,
+                Some(json!({"nonCachedTokens": router.disaggregation.non_cached_tokens})),
+            ));
+            profiles.push(profile(profile::PREFILL, plugin::PREFILL_FILTER, &scorers));
+        } else {
+            plugins.push(plugin(plugin::SINGLE_PROFILE_HANDLER, None));
+        }
+        EndpointPickerConfig {
+            api_version: API_VERSION.to_string(),
+            kind: KIND.to_string(),
+            plugins,
+            scheduling_profiles: profiles,
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The plugins of an EndpointPickerConfig as types: which plugin type is a scorer, a
+//! filter, the picker, a profile handler or the P/D decider, and the scorer weights of
+//! an LLMDeployment keyed by scorer plugin.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::ScorerWeights;
+
+/// Plugin type names, as llm-d spells them.
+pub mod plugin {
+    pub const PREFIX_CACHE_SCORER: &str = "prefix-cache-scorer";
+    pub const QUEUE_SCORER: &str = "queue-scorer";
+    pub const KV_CACHE_UTILIZATION_SCORER: &str = "kv-cache-utilization-scorer";
+    pub const ACTIVE_REQUEST_SCORER: &str = "active-request-scorer";
+    pub const SESSION_AFFINITY_SCORER: &str = "session-affinity-scorer";
+    pub const DECODE_FILTER: &str = "decode-filter";
+    pub const PREFILL_FILTER: &str = "prefill-filter";
+    pub const MAX_SCORE_PICKER: &str = "max-score-picker";
+    pub const DISAGG_PROFILE_HANDLER: &str = "disagg-profile-handler";
+    pub const SINGLE_PROFILE_HANDLER: &str = "single-profile-handler";
+    pub const PD_DECIDER: &str = "prefix-based-pd-decider";
+}
+
+/// Scheduling profile names.
+pub mod profile {
+    pub const DECODE: &str = "decode";
+    pub const PREFILL: &str = "prefill";
+}
+
+/// The scorers: each maps a pick's candidates to scores in [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scorer {
+    PrefixCache,
+    Queue,
+    KvCacheUtilization,
+    ActiveRequest,
+    SessionAffinity,
+}
+
+impl Scorer {
+    /// Every scorer, in the order configs list them.
+    pub const ALL: [Scorer; 5] = [
+        Scorer::PrefixCache,
+        Scorer::Queue,
+        Scorer::KvCacheUtilization,
+        Scorer::ActiveRequest,
+        Scorer::SessionAffinity,
+    ];
+
+    pub fn plugin_type(self) -> &'static str {
+        match self {
+            Scorer::PrefixCache => plugin::PREFIX_CACHE_SCORER,
+            Scorer::Queue => plugin::QUEUE_SCORER,
+            Scorer::KvCacheUtilization => plugin::KV_CACHE_UTILIZATION_SCORER,
+            Scorer::ActiveRequest => plugin::ACTIVE_REQUEST_SCORER,
+            Scorer::SessionAffinity => plugin::SESSION_AFFINITY_SCORER,
+        }
+    }
+
+    pub fn from_plugin_type(t: &str) -> Option<Scorer> {
+        Scorer::ALL.into_iter().find(|s| s.plugin_type() == t)
+    }
+}
+
+/// Role filters: which endpoints a scheduling profile may consider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleFilter {
+    /// decode, both, prefill-decode and unlabeled endpoints.
+    Decode,
+    /// prefill, both and prefill-decode endpoints.
+    Prefill,
+}
+
+impl RoleFilter {
+    pub fn plugin_type(self) -> &'static str {
+        match self {
+            RoleFilter::Decode => plugin::DECODE_FILTER,
+            RoleFilter::Prefill => plugin::PREFILL_FILTER,
+        }
+    }
+
+    pub fn from_plugin_type(t: &str) -> Option<RoleFilter> {
+        [RoleFilter::Decode, RoleFilter::Prefill]
+            .into_iter()
+            .find(|f| f.plugin_type() == t)
+    }
+}
+
+/// What one plugin type is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PluginKind {
+    Scorer(Scorer),
+    Filter(RoleFilter),
+    Picker,
+    ProfileHandler { disagg: bool },
+    PdDecider,
+}
+
+impl PluginKind {
+    /// `None` for a type this project does not implement.
+    pub fn of(plugin_type: &str) -> Option<PluginKind> {
+        if let Some(s) = Scorer::from_plugin_type(plugin_type) {
+            return Some(PluginKind::Scorer(s));
+        }
+        if let Some(f) = RoleFilter::from_plugin_type(plugin_type) {
+            return Some(PluginKind::Filter(f));
+        }
+        match plugin_type {
+            plugin::MAX_SCORE_PICKER => Some(PluginKind::Picker),
+            plugin::DISAGG_PROFILE_HANDLER => Some(PluginKind::ProfileHandler { disagg: true }),
+            plugin::SINGLE_PROFILE_HANDLER => Some(PluginKind::ProfileHandler { disagg: false }),
+            plugin::PD_DECIDER => Some(PluginKind::PdDecider),
+            _ => None,
+        }
+    }
+}
+
+/// Parameters of the prefix-cache-scorer.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PrefixCacheParameters {
+    #[serde(alias = "blockSize")]
+    pub block_size_tokens: Option<u64>,
+    pub max_prefix_blocks_to_match: Option<u64>,
+    pub lru_capacity_per_server: Option<u64>,
+}
+
+/// Parameters of the prefix-based-pd-decider.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PdDeciderParameters {
+    pub non_cached_tokens: Option<u64>,
+}
+
+/// Parameters of the disagg-profile-handler (older configs put the threshold here).
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DisaggHandlerParameters {
+    pub threshold: Option<u64>,
+}
+
+impl ScorerWeights {
+    /// The weight of one scorer.
+    pub fn get(&self, scorer: Scorer) -> f64 {
+        match scorer {
+            Scorer::PrefixCache => self.prefix_cache,
+            Scorer::Queue => self.queue,
+            Scorer::KvCacheUtilization => self.kv_cache_utilization,
+            Scorer::ActiveRequest => self.active_requests,
+            Scorer::SessionAffinity => self.session_affinity,
+        }
+    }
+
+    /// The scorers in use (weight above 0) with their weights, in config order.
+    pub fn active(&self) -> Vec<(Scorer, f64)> {
+        Scorer::ALL
+            .into_iter()
+            .map(|s| (s, self.get(s)))
+            .filter(|(_, weight)| *weight > 0.0)
+            .collect()
+    }
+
+    /// Every scorer's weight by plugin type, zeros included (how `status.routing`
+    /// records the weights the tuner chose).
+    pub fn by_plugin(&self) -> BTreeMap<String, f64> {
+        Scorer::ALL
+            .into_iter()
+            .map(|s| (s.plugin_type().to_string(), self.get(s)))
+            .collect()
+    }
+
+    /// The weights from a map by plugin type; `None` unless every scorer is in it.
+    pub fn from_plugins(weights: &BTreeMap<String, f64>) -> Option<ScorerWeights> {
+        let get = |s: Scorer| weights.get(s.plugin_type()).copied();
+        Some(ScorerWeights {
+            prefix_cache: get(Scorer::PrefixCache)?,
+            queue: get(Scorer::Queue)?,
+            kv_cache_utilization: get(Scorer::KvCacheUtilization)?,
+            active_requests: get(Scorer::ActiveRequest)?,
+            session_affinity: get(Scorer::SessionAffinity)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_types_round_trip() {
+        for s in Scorer::ALL {
+            assert_eq!(Scorer::from_plugin_type(s.plugin_type()), Some(s));
+            assert_eq!(PluginKind::of(s.plugin_type()), Some(PluginKind::Scorer(s)));
+        }
+        assert_eq!(Scorer::from_plugin_type("decode-filter"), None);
+        assert_eq!(
+            PluginKind::of("prefill-filter"),
+            Some(PluginKind::Filter(RoleFilter::Prefill))
+        );
+        assert_eq!(PluginKind::of("no-such-plugin"), None);
+    }
+
+    #[test]
+    fn zero_weights_are_left_out() {
+        let weights = ScorerWeights {
+            prefix_cache: 1.5,
+            queue: 0.0,
+            kv_cache_utilization: 2.0,
+            active_requests: 0.0,
+            session_affinity: 4.0,
+        };
+        assert_eq!(
+            weights.active(),
+            [
+                (Scorer::PrefixCache, 1.5),
+                (Scorer::KvCacheUtilization, 2.0),
+                (Scorer::SessionAffinity, 4.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn status_weights_round_trip_and_need_every_scorer() {
+        let tuned = ScorerWeights {
+            prefix_cache: 5.0,
+            queue: 0.0,
+            ..ScorerWeights::default()
+        };
+        let mut map = tuned.by_plugin();
+        assert_eq!(map.len(), 5);
+        assert_eq!(ScorerWeights::from_plugins(&map), Some(tuned));
+        map.remove(plugin::QUEUE_SCORER);
+        assert_eq!(ScorerWeights::from_plugins(&map), None);
+    }
+}

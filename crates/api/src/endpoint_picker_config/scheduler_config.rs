@@ -1,0 +1,436 @@
+//! The validated, ready-to-run form of an EndpointPickerConfig. Every rule that can
+//! refuse a config lives here, so a refused reload says exactly why.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+use super::plugins::{
+    DisaggHandlerParameters, PdDeciderParameters, PluginKind, PrefixCacheParameters, RoleFilter,
+    Scorer, profile,
+};
+use super::{API_VERSION, EndpointPickerConfig, KIND, LEGACY_API_VERSION, PluginSpec};
+
+/// A scorer with its weight in one profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightedScorer {
+    /// Plugin instance name (metrics label).
+    pub name: String,
+    pub kind: Scorer,
+    pub weight: f64,
+}
+
+/// One scheduling profile, ready to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub filters: Vec<RoleFilter>,
+    pub scorers: Vec<WeightedScorer>,
+}
+
+/// Prefix index parameters (from the prefix-cache-scorer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixParams {
+    pub block_size_tokens: usize,
+    pub max_prefix_blocks: usize,
+    pub lru_capacity_per_server: usize,
+}
+
+impl Default for PrefixParams {
+    fn default() -> Self {
+        PrefixParams {
+            block_size_tokens: 16,
+            max_prefix_blocks: 256,
+            lru_capacity_per_server: 31_250,
+        }
+    }
+}
+
+/// The validated scheduler configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchedulerConfig {
+    pub decode: Profile,
+    /// Present when a disagg-profile-handler and a prefill profile are configured.
+    pub prefill: Option<Profile>,
+    /// `nonCachedTokens` of the P/D decider; 0 disables disaggregation.
+    pub non_cached_tokens: usize,
+    pub prefix: PrefixParams,
+    /// [`EndpointPickerConfig::hash`] of the config, for logs and metrics.
+    pub hash: String,
+}
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("not valid EndpointPickerConfig YAML: {0}")]
+    Yaml(String),
+    #[error("apiVersion {0:?} is not {API_VERSION} (or {LEGACY_API_VERSION})")]
+    ApiVersion(String),
+    #[error("kind {0:?} is not {KIND}")]
+    Kind(String),
+    #[error("plugin type {0:?} is not supported by llmd-epp")]
+    UnknownPluginType(String),
+    #[error("plugin name {0:?} is used twice")]
+    DuplicatePlugin(String),
+    #[error("plugin {plugin:?}: bad parameters: {reason}")]
+    Parameters { plugin: String, reason: String },
+    #[error("profile {profile:?} refers to unknown plugin {plugin:?}")]
+    UnknownRef { profile: String, plugin: String },
+    #[error("profile {profile:?}: weight of {plugin:?} must be a finite number >= 0")]
+    BadWeight { profile: String, plugin: String },
+    #[error("profile {profile:?}: {plugin:?} is not a scorer and takes no weight")]
+    WeightOnNonScorer { profile: String, plugin: String },
+    #[error("no scheduling profile")]
+    NoProfile,
+    #[error("profile names must be unique; {0:?} repeats")]
+    DuplicateProfile(String),
+    #[error("disagg-profile-handler needs profiles `decode` and `prefill`")]
+    DisaggProfiles,
+    #[error("prefix-cache scorers disagree on blockSizeTokens")]
+    ConflictingPrefixParams,
+}
+
+fn params<T: for<'de> Deserialize<'de>>(p: &PluginSpec) -> Result<Option<T>, ConfigError> {
+    match &p.parameters {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => {
+            serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| ConfigError::Parameters {
+                    plugin: p.instance_name().to_string(),
+                    reason: e.to_string(),
+                })
+        }
+    }
+}
+
+fn bounded(plugin: &str, field: &str, v: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
+    if (min..=max).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(ConfigError::Parameters {
+            plugin: plugin.to_string(),
+            reason: format!("{field} must be in {min}..={max}, got {v}"),
+        })
+    }
+}
+
+/// The default config text (prefix-cache 3, queue 2, kv-cache-utilization 2), the
+/// same weights llm-d and KServe ship.
+pub const DEFAULT_CONFIG: &str = r#"apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: decode-filter
+- type: prefix-cache-scorer
+  parameters: {blockSizeTokens: 16, maxPrefixBlocksToMatch: 256, lruCapacityPerServer: 31250}
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: decode-filter
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: max-score-picker
+"#;
+
+impl SchedulerConfig {
+    /// The built-in default.
+    pub fn default_config() -> SchedulerConfig {
+        // The default text is a constant checked by a unit test.
+        SchedulerConfig::from_yaml(DEFAULT_CONFIG)
+            .unwrap_or_else(|e| panic!("built-in default EndpointPickerConfig is invalid: {e}"))
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<SchedulerConfig, ConfigError> {
+        EndpointPickerConfig::parse(text)?.validate()
+    }
+}
+
+impl EndpointPickerConfig {
+    /// Validates the config into its ready-to-run form.
+    pub fn validate(&self) -> Result<SchedulerConfig, ConfigError> {
+        let api = self;
+        if api.api_version != API_VERSION && api.api_version != LEGACY_API_VERSION {
+            return Err(ConfigError::ApiVersion(api.api_version.clone()));
+        }
+        if api.kind != KIND {
+            return Err(ConfigError::Kind(api.kind.clone()));
+        }
+        let mut roles: HashMap<&str, PluginKind> = HashMap::new();
+        let mut prefix: Option<PrefixParams> = None;
+        let mut disagg = false;
+        let mut non_cached_tokens: Option<usize> = None;
+        for p in &api.plugins {
+            let name = p.instance_name();
+            let role = PluginKind::of(&p.plugin_type)
+                .ok_or_else(|| ConfigError::UnknownPluginType(p.plugin_type.clone()))?;
+            if roles.insert(name, role).is_some() {
+                return Err(ConfigError::DuplicatePlugin(name.to_string()));
+            }
+            match role {
+                PluginKind::Scorer(Scorer::PrefixCache) => {
+                    let d = PrefixParams::default();
+                    let parsed = params::<PrefixCacheParameters>(p)?;
+                    let pick = |v: Option<u64>, dflt: usize| v.unwrap_or(dflt as u64);
+                    let (b, m, l) = match parsed {
+                        Some(x) => (
+                            pick(x.block_size_tokens, d.block_size_tokens),
+                            pick(x.max_prefix_blocks_to_match, d.max_prefix_blocks),
+                            pick(x.lru_capacity_per_server, d.lru_capacity_per_server),
+                        ),
+                        None => (
+                            d.block_size_tokens as u64,
+                            d.max_prefix_blocks as u64,
+                            d.lru_capacity_per_server as u64,
+                        ),
+                    };
+                    let this = PrefixParams {
+                        block_size_tokens: bounded(name, "blockSizeTokens", b, 1, 4096)?,
+                        max_prefix_blocks: bounded(name, "maxPrefixBlocksToMatch", m, 1, 65_536)?,
+                        lru_capacity_per_server: bounded(
+                            name,
+                            "lruCapacityPerServer",
+                            l,
+                            1,
+                            100_000_000,
+                        )?,
+                    };
+                    if prefix.is_some_and(|p| p.block_size_tokens != this.block_size_tokens) {
+                        return Err(ConfigError::ConflictingPrefixParams);
+                    }
+                    prefix = Some(this);
+                }
+                PluginKind::ProfileHandler { disagg: true } => {
+                    disagg = true;
+                    if let Some(t) = params::<DisaggHandlerParameters>(p)?.and_then(|x| x.threshold)
+                    {
+                        non_cached_tokens.get_or_insert(bounded(
+                            name,
+                            "threshold",
+                            t,
+                            0,
+                            10_000_000,
+                        )?);
+                    }
+                }
+                PluginKind::PdDecider => {
+                    let t = params::<PdDeciderParameters>(p)?
+                        .and_then(|x| x.non_cached_tokens)
+                        .unwrap_or(0);
+                    non_cached_tokens = Some(bounded(name, "nonCachedTokens", t, 0, 10_000_000)?);
+                }
+                _ => {}
+            }
+        }
+
+        let mut seen = HashSet::new();
+        let mut profiles = Vec::new();
+        for sp in &api.scheduling_profiles {
+            if !seen.insert(sp.name.as_str()) {
+                return Err(ConfigError::DuplicateProfile(sp.name.clone()));
+            }
+            let mut prof = Profile {
+                name: sp.name.clone(),
+                filters: Vec::new(),
+                scorers: Vec::new(),
+            };
+            for r in &sp.plugins {
+                let role =
+                    roles
+                        .get(r.plugin_ref.as_str())
+                        .ok_or_else(|| ConfigError::UnknownRef {
+                            profile: sp.name.clone(),
+                            plugin: r.plugin_ref.clone(),
+                        })?;
+                match *role {
+                    PluginKind::Scorer(kind) => {
+                        let weight = r.weight.unwrap_or(1.0);
+                        if !weight.is_finite() || weight < 0.0 {
+                            return Err(ConfigError::BadWeight {
+                                profile: sp.name.clone(),
+                                plugin: r.plugin_ref.clone(),
+                            });
+                        }
+                        prof.scorers.push(WeightedScorer {
+                            name: r.plugin_ref.clone(),
+                            kind,
+                            weight,
+                        });
+                    }
+                    _ if r.weight.is_some() => {
+                        return Err(ConfigError::WeightOnNonScorer {
+                            profile: sp.name.clone(),
+                            plugin: r.plugin_ref.clone(),
+                        });
+                    }
+                    PluginKind::Filter(f) => prof.filters.push(f),
+                    _ => {}
+                }
+            }
+            profiles.push(prof);
+        }
+        if profiles.is_empty() {
+            return Err(ConfigError::NoProfile);
+        }
+        let find = |n: &str| profiles.iter().position(|p| p.name == n);
+        let (decode, prefill) = if disagg {
+            match (find(profile::DECODE), find(profile::PREFILL)) {
+                (Some(d), Some(p)) => (profiles[d].clone(), Some(profiles[p].clone())),
+                _ => return Err(ConfigError::DisaggProfiles),
+            }
+        } else {
+            let d = find(profile::DECODE).unwrap_or(0);
+            (profiles[d].clone(), None)
+        };
+        Ok(SchedulerConfig {
+            decode,
+            prefill,
+            non_cached_tokens: non_cached_tokens.unwrap_or(0),
+            prefix: prefix.unwrap_or_default(),
+            hash: self.hash(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PD: &str = r#"
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: prefix-cache-scorer
+  parameters: {blockSizeTokens: 8, maxPrefixBlocksToMatch: 64, lruCapacityPerServer: 1000}
+- type: queue-scorer
+- type: decode-filter
+- type: prefill-filter
+- type: max-score-picker
+- type: disagg-profile-handler
+- type: prefix-based-pd-decider
+  parameters: {nonCachedTokens: 32}
+schedulingProfiles:
+- name: decode
+  plugins:
+  - pluginRef: decode-filter
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: max-score-picker
+- name: prefill
+  plugins:
+  - pluginRef: prefill-filter
+  - pluginRef: queue-scorer
+  - pluginRef: max-score-picker
+"#;
+
+    #[test]
+    fn the_default_is_prefix_3_queue_2_kv_2() {
+        let c = SchedulerConfig::default_config();
+        let w: Vec<(Scorer, f64)> = c
+            .decode
+            .scorers
+            .iter()
+            .map(|s| (s.kind, s.weight))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                (Scorer::PrefixCache, 3.0),
+                (Scorer::Queue, 2.0),
+                (Scorer::KvCacheUtilization, 2.0)
+            ]
+        );
+        assert!(c.prefill.is_none());
+        assert_eq!(c.non_cached_tokens, 0);
+    }
+
+    #[test]
+    fn reads_a_pd_config() {
+        let c = SchedulerConfig::from_yaml(PD).expect("valid");
+        assert_eq!(c.decode.filters, vec![RoleFilter::Decode]);
+        assert_eq!(
+            c.prefill.as_ref().map(|p| p.filters.clone()),
+            Some(vec![RoleFilter::Prefill])
+        );
+        assert_eq!(c.non_cached_tokens, 32);
+        assert_eq!(
+            c.prefix,
+            PrefixParams {
+                block_size_tokens: 8,
+                max_prefix_blocks: 64,
+                lru_capacity_per_server: 1000
+            }
+        );
+        assert_eq!(c.prefill.map(|p| p.scorers[0].weight), Some(1.0));
+    }
+
+    #[test]
+    fn accepts_the_legacy_api_group() {
+        let text = DEFAULT_CONFIG.replace("llm-d.ai/v1alpha1", LEGACY_API_VERSION);
+        assert!(SchedulerConfig::from_yaml(&text).is_ok());
+    }
+
+    #[test]
+    fn refuses_invalid_configs_with_a_reason() {
+        let cases: Vec<(String, ConfigError)> = vec![
+            (
+                DEFAULT_CONFIG.replace("queue-scorer\n", "queue-scorerx\n"),
+                ConfigError::UnknownPluginType("queue-scorerx".into()),
+            ),
+            (
+                DEFAULT_CONFIG.replace(
+                    "weight: 2\n  - pluginRef: kv",
+                    "weight: -2\n  - pluginRef: kv",
+                ),
+                ConfigError::BadWeight {
+                    profile: "default".into(),
+                    plugin: "queue-scorer".into(),
+                },
+            ),
+            (
+                DEFAULT_CONFIG.replace("pluginRef: queue-scorer", "pluginRef: nope"),
+                ConfigError::UnknownRef {
+                    profile: "default".into(),
+                    plugin: "nope".into(),
+                },
+            ),
+            (
+                DEFAULT_CONFIG.replace("kind: EndpointPickerConfig", "kind: Other"),
+                ConfigError::Kind("Other".into()),
+            ),
+            (
+                DEFAULT_CONFIG.replace("blockSizeTokens: 16", "blockSizeTokens: 0"),
+                ConfigError::Parameters {
+                    plugin: "prefix-cache-scorer".into(),
+                    reason: "blockSizeTokens must be in 1..=4096, got 0".into(),
+                },
+            ),
+            (
+                PD.replace("- name: prefill", "- name: other"),
+                ConfigError::DisaggProfiles,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(SchedulerConfig::from_yaml(&text), Err(want));
+        }
+        assert!(matches!(
+            SchedulerConfig::from_yaml("plugins: [oops"),
+            Err(ConfigError::Yaml(_))
+        ));
+        assert!(matches!(
+            SchedulerConfig::from_yaml(
+                &DEFAULT_CONFIG.replace("blockSizeTokens: 16", "blockSizeTokens: many")
+            ),
+            Err(ConfigError::Parameters { .. })
+        ));
+    }
+}

@@ -1,0 +1,83 @@
+//! The model to serve and the vLLM engine that serves it.
+
+use k8s_openapi::api::core::v1::EnvVar;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::images::DEFAULT_ENGINE_IMAGE;
+
+/// Flags the operator derives from the spec; `spec.engine.args` may not set them.
+pub const MANAGED_ENGINE_FLAGS: [&str; 6] = [
+    "--port",
+    "--model",
+    "--served-model-name",
+    "--tensor-parallel-size",
+    "--data-parallel-size",
+    "--kv-transfer-config",
+];
+
+/// The model to serve.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Name clients send in the OpenAI `model` field (vLLM `--served-model-name`),
+    /// e.g. meta-llama/Llama-3.1-8B-Instruct.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Where the weights come from: hf://<org>/<model> (Hugging Face),
+    /// pvc://<claim>/<path> (a PersistentVolumeClaim in the same namespace),
+    /// s3://<bucket>/<path> (streamed with the Run:ai model streamer), or
+    /// oci://<image reference> (an image volume).
+    #[schemars(length(min = 6, max = 2048))]
+    #[x_kube(
+        validation = kube::core::Rule::new("self.matches('^(hf|pvc|s3|oci)://[^\\\\s]+$')").message("spec.model.uri must start with hf://, pvc://, s3:// or oci:// and name a model"),
+        validation = kube::core::Rule::new("!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?$')").message("spec.model.uri: pvc:// needs a valid claim name: pvc://<claim>/<path>"),
+    )]
+    pub uri: String,
+
+    /// Maximum context length in tokens (vLLM `--max-model-len`). Defaults to the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 10_000_000))]
+    pub max_model_len: Option<i32>,
+}
+
+/// The vLLM engine every model-server pod runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineSpec {
+    /// Container image of the vLLM OpenAI server.
+    #[serde(default = "default_engine_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// Extra vLLM arguments for every model-server pod. Flags the operator derives
+    /// from the spec (--port, --model, --served-model-name, --tensor-parallel-size,
+    /// --data-parallel-size, --kv-transfer-config) are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "self.all(a, !['--port', '--model', '--served-model-name', '--tensor-parallel-size', '--data-parallel-size', '--kv-transfer-config'].exists(f, a == f || a.startsWith(f + '=')))"
+    ).message("spec.engine.args must not set --port, --model, --served-model-name, --tensor-parallel-size, --data-parallel-size or --kv-transfer-config: the operator derives them from the spec"))]
+    pub args: Vec<String>,
+
+    /// Extra environment variables for every model-server container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+}
+
+fn default_engine_image() -> String {
+    DEFAULT_ENGINE_IMAGE.to_string()
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        Self {
+            image: default_engine_image(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+

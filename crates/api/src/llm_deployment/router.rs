@@ -1,0 +1,209 @@
+//! The EndpointPicker (router): scorer weights, the P/D split, the prefix-cache index
+//! and the tuner that retunes the weights at run time.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// The EndpointPicker (router) of the deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterSpec {
+    /// Number of EndpointPicker pods.
+    #[serde(default = "default_router_replicas")]
+    #[schemars(range(min = 1, max = 16))]
+    pub replicas: i32,
+
+    /// Container image of the EndpointPicker. Unset means the operator's default
+    /// (its --default-epp-image flag, set by the Helm chart or OLM bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Resources of the EndpointPicker container. Unset means the operator's default
+    /// (its --default-epp-resources flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Weights of the scorers; the picker takes the endpoint with the highest weighted sum.
+    #[serde(default)]
+    pub scorers: ScorerWeights,
+
+    /// When a request is split into prefill and decode.
+    #[serde(default)]
+    pub disaggregation: DisaggregationSpec,
+
+    /// Approximate prefix-cache index of the router.
+    #[serde(default)]
+    pub prefix_cache: PrefixCacheSpec,
+
+    /// The operator's embedded scheduler, which retunes the scorer weights from live metrics.
+    #[serde(default)]
+    pub auto_tune: AutoTuneSpec,
+}
+
+fn default_router_replicas() -> i32 {
+    1
+}
+
+impl Default for RouterSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            image: None,
+            resources: None,
+            scorers: ScorerWeights::default(),
+            disaggregation: DisaggregationSpec::default(),
+            prefix_cache: PrefixCacheSpec::default(),
+            auto_tune: AutoTuneSpec::default(),
+        }
+    }
+}
+
+/// Weights of the EndpointPicker scorers (each score is in [0, 1]; 0 turns a scorer off).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.prefixCache + self.queue + self.kvCacheUtilization + self.activeRequests + self.sessionAffinity > 0.0").message("spec.router.scorers: at least one scorer weight must be greater than 0"))]
+pub struct ScorerWeights {
+    /// Weight of the prefix-cache scorer (share of the prompt the pod probably holds).
+    #[serde(default = "default_prefix_weight")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub prefix_cache: f64,
+    /// Weight of the queue scorer (fewer waiting requests is better).
+    #[serde(default = "default_load_weight")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub queue: f64,
+    /// Weight of the KV-cache utilisation scorer (more free KV cache is better).
+    #[serde(default = "default_load_weight")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub kv_cache_utilization: f64,
+    /// Weight of the active-request scorer (fewer requests in flight from this router is better).
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub active_requests: f64,
+    /// Weight of session affinity (requests with the same x-session-token header stick to a pod).
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub session_affinity: f64,
+}
+
+fn default_prefix_weight() -> f64 {
+    3.0
+}
+
+fn default_load_weight() -> f64 {
+    2.0
+}
+
+impl Default for ScorerWeights {
+    fn default() -> Self {
+        Self {
+            prefix_cache: 3.0,
+            queue: 2.0,
+            kv_cache_utilization: 2.0,
+            active_requests: 0.0,
+            session_affinity: 0.0,
+        }
+    }
+}
+
+/// When a request is split into prefill and decode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DisaggregationSpec {
+    /// Split a request when the prompt tokens not cached on the chosen decode pod reach
+    /// this many. 0 disables splitting.
+    #[serde(default = "default_non_cached_tokens")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub non_cached_tokens: i32,
+}
+
+fn default_non_cached_tokens() -> i32 {
+    256
+}
+
+impl Default for DisaggregationSpec {
+    fn default() -> Self {
+        Self {
+            non_cached_tokens: default_non_cached_tokens(),
+        }
+    }
+}
+
+/// Approximate prefix-cache index of the router.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrefixCacheSpec {
+    /// Tokens per hashed prompt block; match the engine's KV block size.
+    #[serde(default = "default_block_size")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub block_size_tokens: i32,
+    /// Blocks remembered per model server (LRU).
+    #[serde(default = "default_lru_capacity")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub lru_capacity_per_server: i32,
+}
+
+fn default_block_size() -> i32 {
+    16
+}
+
+fn default_lru_capacity() -> i32 {
+    31_250
+}
+
+impl Default for PrefixCacheSpec {
+    fn default() -> Self {
+        Self {
+            block_size_tokens: default_block_size(),
+            lru_capacity_per_server: default_lru_capacity(),
+        }
+    }
+}
+
+/// Settings of the embedded scheduler that retunes scorer weights at run time.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.minWeight <= self.maxWeight").message("spec.router.autoTune.minWeight must not exceed spec.router.autoTune.maxWeight"))]
+pub struct AutoTuneSpec {
+    /// Turn run-time tuning on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How often weights are recomputed, as a duration such as 30s or 2m (at least 5s).
+    #[serde(default = "default_interval")]
+    #[schemars(length(min = 2, max = 16))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]+(s|m|h)$') && duration(self) >= duration('5s')").message("spec.router.autoTune.interval must be a duration of at least 5s, such as 30s or 2m"))]
+    pub interval: String,
+    /// Lowest weight the tuner may give a scorer.
+    #[serde(default = "default_min_weight")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_weight: f64,
+    /// Highest weight the tuner may give a scorer.
+    #[serde(default = "default_max_weight")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_weight: f64,
+}
+
+fn default_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_min_weight() -> f64 {
+    0.1
+}
+
+fn default_max_weight() -> f64 {
+    10.0
+}
+
+impl Default for AutoTuneSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_interval(),
+            min_weight: default_min_weight(),
+            max_weight: default_max_weight(),
+        }
+    }
+}
+
