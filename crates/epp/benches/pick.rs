@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use llmd_epp::endpoint::{Endpoint, EndpointRegistry, Role};
+use llmd_api::endpoint_picker_config::SchedulerConfig;
+use llmd_api::engine_metrics::EngineMetrics;
 use llmd_epp::endpoint_picker::{EndpointPicker, PickRequest};
-use llmd_epp::engine_metrics::EngineMetrics;
-use llmd_epp::scheduler_config::SchedulerConfig;
+use llmd_epp::pool::endpoint::{Endpoint, EndpointRegistry, Role};
 use llmd_epp::telemetry::Telemetry;
 
 const TENANTS: usize = 64;

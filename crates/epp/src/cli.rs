@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use llmd_api::MODEL_SERVER_PORT;
+use llmd_api::endpoint_picker::{EXT_PROC_PORT, GRPC_HEALTH_PORT, HTTP_PORT, METRICS_PORT, flag};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -23,15 +25,15 @@ pub enum LogFormat {
 pub struct Cli {
     /// Static endpoints instead of watching the API: `host:port[=role],...` where
     /// role is prefill, decode, both or prefill-decode (none = aggregated server).
-    #[arg(long, env = "LLMD_EPP_STATIC_ENDPOINTS")]
+    #[arg(long = flag::STATIC_ENDPOINTS, env = "LLMD_EPP_STATIC_ENDPOINTS")]
     pub static_endpoints: Option<String>,
 
     /// InferencePool whose selector and target port to use when --selector is not given.
-    #[arg(long)]
+    #[arg(long = flag::POOL_NAME)]
     pub pool_name: Option<String>,
 
     /// Namespace of the pool's pods (default: the in-cluster namespace, else "default").
-    #[arg(long)]
+    #[arg(long = flag::POOL_NAMESPACE)]
     pub pool_namespace: Option<String>,
 
     /// API group of the InferencePool (accepted for compatibility with llm-d's EPP).
@@ -39,16 +41,16 @@ pub struct Cli {
     pub pool_group: String,
 
     /// Label selector of the pool's pods, e.g. `app=x,llm-d.ai/inference-serving=true`.
-    #[arg(long)]
+    #[arg(long = flag::SELECTOR)]
     pub selector: Option<String>,
 
     /// Port of the model server on each pod.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long = flag::TARGET_PORT, default_value_t = MODEL_SERVER_PORT as u16)]
     pub target_port: u16,
 
     /// EndpointPickerConfig YAML; polled and applied live on change. Without it the
     /// defaults apply (prefix-cache 3, queue 2, kv-cache-utilization 2).
-    #[arg(long)]
+    #[arg(long = flag::CONFIG_FILE)]
     pub config_file: Option<PathBuf>,
 
     /// How often --config-file is checked for changes.
@@ -56,19 +58,19 @@ pub struct Cli {
     pub config_poll_interval: Duration,
 
     /// OpenAI-compatible HTTP proxy (`/v1/completions`, `/v1/chat/completions`, `/v1/models`).
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long = flag::PROXY_ADDR, default_value_t = any_interface(HTTP_PORT))]
     pub proxy_addr: SocketAddr,
 
     /// Envoy ext-proc gRPC service.
-    #[arg(long, default_value = "0.0.0.0:9002")]
+    #[arg(long = flag::GRPC_ADDR, default_value_t = any_interface(EXT_PROC_PORT))]
     pub grpc_addr: SocketAddr,
 
     /// gRPC health service (service name `inference-extension`).
-    #[arg(long, default_value = "0.0.0.0:9003")]
+    #[arg(long = flag::GRPC_HEALTH_ADDR, default_value_t = any_interface(GRPC_HEALTH_PORT))]
     pub grpc_health_addr: SocketAddr,
 
     /// Prometheus metrics at `/metrics`.
-    #[arg(long, default_value = "0.0.0.0:9090")]
+    #[arg(long = flag::METRICS_ADDR, default_value_t = any_interface(METRICS_PORT))]
     pub metrics_addr: SocketAddr,
 
     /// How often each endpoint's `/metrics` is scraped.
@@ -89,8 +91,12 @@ pub struct Cli {
     pub max_body_bytes: usize,
 
     /// Log format (level from RUST_LOG, default info).
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long = flag::LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+fn any_interface(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
 }
 
 /// Parses `250ms`, `2s`, `1m` (or a bare number of seconds).
@@ -127,31 +133,36 @@ mod tests {
     }
 
     #[test]
-    fn accepts_the_operator_deployment_args() {
-        let cli = Cli::try_parse_from([
-            "llmd-epp",
-            "--pool-namespace",
-            "ns",
-            "--selector",
-            "app.kubernetes.io/instance=x,llm-d.ai/inference-serving=true",
-            "--target-port",
-            "8000",
-            "--config-file",
-            "/etc/llmd-epp/config.yaml",
-            "--proxy-addr",
-            "0.0.0.0:8080",
-            "--grpc-addr",
-            "0.0.0.0:9002",
-            "--grpc-health-addr",
-            "0.0.0.0:9003",
-            "--metrics-addr",
-            "0.0.0.0:9090",
-            "--log-format",
-            "json",
-        ])
-        .expect("operator args parse");
+    fn parses_what_the_operator_renders() {
+        let args = llmd_api::endpoint_picker::Args::for_pool("llama", "ns");
+        let cli = Cli::try_parse_from(std::iter::once("llmd-epp".to_string()).chain(args.render()))
+            .expect("operator args parse");
+        assert_eq!(cli.pool_name.as_deref(), Some(args.pool_name.as_str()));
+        assert_eq!(
+            cli.pool_namespace.as_deref(),
+            Some(args.pool_namespace.as_str())
+        );
+        assert_eq!(cli.selector.as_deref(), Some(args.selector.as_str()));
+        assert_eq!(cli.target_port, args.target_port);
+        assert_eq!(
+            cli.config_file.as_deref(),
+            Some(std::path::Path::new(&args.config_file))
+        );
+        assert_eq!(cli.proxy_addr.to_string(), args.proxy_addr);
+        assert_eq!(cli.grpc_addr.to_string(), args.grpc_addr);
+        assert_eq!(cli.grpc_health_addr.to_string(), args.grpc_health_addr);
+        assert_eq!(cli.metrics_addr.to_string(), args.metrics_addr);
         assert_eq!(cli.log_format, LogFormat::Json);
-        assert_eq!(cli.grpc_addr.port(), 9002);
+        assert_eq!(args.log_format, "json");
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_contract_ports() {
+        let cli = Cli::try_parse_from(["llmd-epp"]).expect("no args needed");
+        assert_eq!(cli.grpc_addr.port(), EXT_PROC_PORT);
+        assert_eq!(cli.grpc_health_addr.port(), GRPC_HEALTH_PORT);
+        assert_eq!(cli.proxy_addr.port(), HTTP_PORT);
+        assert_eq!(cli.metrics_addr.port(), METRICS_PORT);
     }
 }

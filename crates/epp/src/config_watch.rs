@@ -1,16 +1,16 @@
 //! Loading the EndpointPickerConfig file and applying changes live.
 //!
 //! A mounted ConfigMap is updated in place (an atomic symlink swap), so the file is
-//! polled: when its content hash changes it is parsed and validated, and either put
-//! in force atomically or refused with a logged reason and a metric, the last good
-//! config staying in force.
+//! polled: when its text changes it is parsed and validated, and either put in force
+//! atomically or refused with a logged reason and a metric, the last good config
+//! staying in force.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::endpoint_picker::EndpointPicker;
-use crate::scheduler_config::{SchedulerConfig, hex_sha256};
+use llmd_api::endpoint_picker_config::{ConfigError, SchedulerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -20,10 +20,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Invalid {
-        path: String,
-        source: crate::scheduler_config::ConfigError,
-    },
+    Invalid { path: String, source: ConfigError },
 }
 
 /// Reads and validates the file once (start-up).
@@ -40,7 +37,7 @@ pub fn load(path: &Path) -> Result<SchedulerConfig, LoadError> {
 
 /// Polls `path` every `interval` and applies changes to `picker`.
 pub async fn watch(path: PathBuf, interval: Duration, picker: Arc<EndpointPicker>) {
-    let mut last_hash = picker.config().hash.clone();
+    let mut last_text: Option<String> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -52,21 +49,21 @@ pub async fn watch(path: PathBuf, interval: Duration, picker: Arc<EndpointPicker
                 continue;
             }
         };
-        let hash = hex_sha256(text.as_bytes());
-        if hash == last_hash {
+        if last_text.as_deref() == Some(text.as_str()) {
             continue;
         }
-        last_hash = hash.clone();
         match SchedulerConfig::from_yaml(&text) {
+            Ok(config) if config.hash == picker.config().hash => {}
             Ok(config) => {
+                let hash = config.hash.clone();
                 picker.apply_config(config);
-                picker.telemetry.record_config_reload(true, &hash);
-                tracing::info!(path = %path.display(), hash = %hash, "config applied");
+                tracing::info!(path = %path.display(), %hash, "config applied");
             }
             Err(e) => {
-                picker.telemetry.record_config_reload(false, &hash);
-                tracing::error!(path = %path.display(), hash = %hash, reason = %e, "config rejected; the last good config stays in force");
+                picker.telemetry.record_config_rejected();
+                tracing::error!(path = %path.display(), reason = %e, "config rejected; the last good config stays in force");
             }
         }
+        last_text = Some(text);
     }
 }

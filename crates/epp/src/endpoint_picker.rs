@@ -10,13 +10,13 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::candidate::{Candidate, Load, RequestFeatures};
-use crate::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
-use crate::prefix_hash::hash_prompt;
-use crate::prefix_index::PrefixIndex;
-use crate::scheduler::{Decision, schedule};
-use crate::scheduler_config::SchedulerConfig;
+use crate::pool::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
+use crate::prefix::hash::hash_prompt;
+use crate::prefix::index::PrefixIndex;
+use crate::scheduling::candidate::{Candidate, Load, RequestFeatures};
+use crate::scheduling::{Decision, schedule};
 use crate::telemetry::{DecisionLabels, EndpointLabels, OutcomeLabels, ScorerLabels, Telemetry};
+use llmd_api::endpoint_picker_config::SchedulerConfig;
 
 /// What a pick needs from a request.
 #[derive(Clone, Copy, Debug, Default)]
@@ -80,6 +80,7 @@ impl EndpointPicker {
         telemetry: Arc<Telemetry>,
         staleness: Duration,
     ) -> Self {
+        telemetry.record_config_applied(&config);
         EndpointPicker {
             registry,
             index: PrefixIndex::new(config.prefix.lru_capacity_per_server),
@@ -106,6 +107,7 @@ impl EndpointPicker {
         }
         self.index
             .set_capacity(config.prefix.lru_capacity_per_server);
+        self.telemetry.record_config_applied(&config);
         self.config.store(Arc::new(config));
     }
 
@@ -113,7 +115,7 @@ impl EndpointPicker {
     pub fn record_scrape(
         &self,
         state: &EndpointState,
-        metrics: crate::engine_metrics::EngineMetrics,
+        metrics: llmd_api::engine_metrics::EngineMetrics,
     ) {
         if let Some(tokens) = metrics.kv_capacity_tokens() {
             let block = self.config.load().prefix.block_size_tokens as u64;
@@ -261,7 +263,7 @@ impl EndpointPicker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{Endpoint, Role};
+    use crate::pool::endpoint::{Endpoint, Role};
 
     fn picker(endpoints: &[(&str, Role)]) -> EndpointPicker {
         let reg = Arc::new(EndpointRegistry::new());
@@ -311,9 +313,9 @@ mod tests {
     fn session_token_pins_the_endpoint_when_configured() {
         let p = picker(&[("a:1", Role::Decode), ("b:1", Role::Decode)]);
         let mut cfg = SchedulerConfig::default_config();
-        cfg.decode.scorers = vec![crate::scheduler_config::WeightedScorer {
+        cfg.decode.scorers = vec![llmd_api::endpoint_picker_config::WeightedScorer {
             name: "session-affinity-scorer".into(),
-            kind: crate::scorer::ScorerKind::SessionAffinity,
+            kind: llmd_api::endpoint_picker_config::Scorer::SessionAffinity,
             weight: 1.0,
         }];
         p.apply_config(cfg);
@@ -342,13 +344,13 @@ mod tests {
     fn requests_sent_since_the_last_scrape_count_as_waiting() {
         let p = picker(&[("a:1", Role::Decode)]);
         let state = p.registry.get("a:1").expect("present");
-        let m = crate::engine_metrics::EngineMetrics {
+        let m = llmd_api::engine_metrics::EngineMetrics {
             waiting: 2.0,
             ..Default::default()
         };
         p.record_scrape(&state, m);
-        let _g1 = crate::endpoint::InFlightGuard::new(state.clone());
-        let _g2 = crate::endpoint::InFlightGuard::new(state.clone());
+        let _g1 = crate::pool::endpoint::InFlightGuard::new(state.clone());
+        let _g2 = crate::pool::endpoint::InFlightGuard::new(state.clone());
         let (c, _) = p.candidates(&[]);
         assert_eq!(c[0].load.map(|l| l.waiting), Some(4.0));
     }

@@ -1,8 +1,8 @@
 //! The fuzz target's body, in the library so that `cargo test` runs it over the
 //! committed corpus (`fuzz/corpus/request_parsing`) without cargo-fuzz.
 
-use crate::inference_request::{ApiKind, InferenceRequest};
-use crate::prefix_hash::hash_prompt;
+use crate::frontend::request::{ApiKind, InferenceRequest};
+use crate::prefix::hash::hash_prompt;
 
 /// Feeds arbitrary bytes through request parsing, prefix hashing and the other
 /// parsers that read outside input; panics if an invariant breaks.
@@ -16,10 +16,10 @@ pub fn request_parsing(data: &[u8]) {
     }
     let text = String::from_utf8_lossy(data);
     check_hashing("m", &text, block);
-    let m = crate::engine_metrics::parse(&text);
+    let m = llmd_api::engine_metrics::parse(&text);
     assert!((0.0..=1.0).contains(&m.kv_usage));
-    let _ = crate::static_endpoints::parse(&text);
-    let _ = crate::scheduler_config::SchedulerConfig::from_yaml(&text);
+    let _ = crate::pool::static_endpoints::parse(&text);
+    let _ = llmd_api::endpoint_picker_config::SchedulerConfig::from_yaml(&text);
 }
 
 fn check_hashing(model: &str, prompt: &str, block: usize) {

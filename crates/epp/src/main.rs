@@ -6,19 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use llmd_api::endpoint_picker::HEALTH_SERVICE;
+use llmd_api::endpoint_picker_config::SchedulerConfig;
 use llmd_epp::cli::{Cli, LogFormat};
-use llmd_epp::endpoint::EndpointRegistry;
+use llmd_epp::config_watch;
 use llmd_epp::endpoint_picker::EndpointPicker;
-use llmd_epp::ext_proc::ExtProcService;
-use llmd_epp::metrics_scraper::ScrapeSettings;
-use llmd_epp::proxy::{self, ProxyState};
-use llmd_epp::scheduler_config::SchedulerConfig;
+use llmd_epp::frontend::ext_proc::ExtProcService;
+use llmd_epp::frontend::proxy::{self, ProxyState};
+use llmd_epp::pool::endpoint::EndpointRegistry;
+use llmd_epp::pool::scrape::{self, ScrapeSettings};
+use llmd_epp::pool::{pod_watch, static_endpoints};
 use llmd_epp::telemetry::Telemetry;
-use llmd_epp::{config_watch, metrics_scraper, pod_watch, static_endpoints};
 use tokio::net::TcpListener;
-
-/// gRPC health service name GIE's deployments probe.
-const HEALTH_SERVICE: &str = "inference-extension";
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -52,13 +51,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 // A bad or missing file at start must not keep the pool dark: run on the
                 // defaults and pick the file up when it becomes valid.
                 tracing::error!(reason = %e, "config refused at start; running on defaults");
-                telemetry.record_config_reload(false, "");
+                telemetry.record_config_rejected();
                 SchedulerConfig::default_config()
             }
         },
         None => SchedulerConfig::default_config(),
     };
-    telemetry.record_config_reload(true, &config.hash);
     tracing::info!(hash = %config.hash, "config in force");
 
     let registry = Arc::new(EndpointRegistry::new());
@@ -77,7 +75,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         .pool_max_idle_per_host(256)
         .build()
         .map_err(|e| format!("http client: {e}"))?;
-    tokio::spawn(metrics_scraper::run(
+    tokio::spawn(scrape::run(
         picker.clone(),
         client.clone(),
         ScrapeSettings {

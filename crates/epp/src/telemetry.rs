@@ -3,6 +3,9 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicU64;
+
+use llmd_api::endpoint_picker_config::SchedulerConfig;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
@@ -22,6 +25,11 @@ pub struct EndpointLabels {
 pub struct ScorerLabels {
     pub profile: String,
     pub scorer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabels {
+    pub hash: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,7 +68,11 @@ pub struct Telemetry {
     pub proxy_ttft: Histogram,
     pub proxy_latency: Histogram,
     pub config_reloads: Family<OutcomeLabels, Counter>,
-    pub config_info_hash: Gauge,
+    /// 1 for the hash of the config in force (`EndpointPickerConfig::hash`, the
+    /// value `status.routing.configHash` shows).
+    pub config_info: Family<ConfigLabels, Gauge>,
+    /// Weight of each scorer per profile in the config in force.
+    pub scorer_weights: Family<ScorerLabels, Gauge<f64, AtomicU64>>,
     pub endpoints: Family<RoleLabels, Gauge>,
     pub scrape_errors: Counter,
     pub endpoint_waiting: Family<EndpointLabels, Gauge>,
@@ -86,7 +98,8 @@ impl Telemetry {
             proxy_ttft: seconds_histogram(),
             proxy_latency: seconds_histogram(),
             config_reloads: Family::default(),
-            config_info_hash: Gauge::default(),
+            config_info: Family::default(),
+            scorer_weights: Family::default(),
             endpoints: Family::default(),
             scrape_errors: Counter::default(),
             endpoint_waiting: Family::default(),
@@ -139,9 +152,14 @@ impl Telemetry {
             t.config_reloads.clone(),
         );
         registry.register(
-            "config_hash_prefix",
-            "First 8 hex digits of the sha256 of the config in force, as an integer",
-            t.config_info_hash.clone(),
+            "config_info",
+            "1 for the hash of the EndpointPickerConfig in force",
+            t.config_info.clone(),
+        );
+        registry.register(
+            "scorer_weight",
+            "Weight of each scorer per scheduling profile in the config in force",
+            t.scorer_weights.clone(),
         );
         registry.register(
             "endpoints",
@@ -175,17 +193,39 @@ impl Telemetry {
         out
     }
 
-    pub fn record_config_reload(&self, applied: bool, hash: &str) {
-        let outcome = if applied { "applied" } else { "rejected" };
+    /// A config was put in force: count it and expose its hash and weights.
+    pub fn record_config_applied(&self, config: &SchedulerConfig) {
         self.config_reloads
             .get_or_create(&OutcomeLabels {
-                outcome: outcome.into(),
+                outcome: "applied".into(),
             })
             .inc();
-        if applied {
-            let prefix = hash.get(..8).and_then(|h| i64::from_str_radix(h, 16).ok());
-            self.config_info_hash.set(prefix.unwrap_or(0));
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&ConfigLabels {
+                hash: config.hash.clone(),
+            })
+            .set(1);
+        self.scorer_weights.clear();
+        for profile in std::iter::once(&config.decode).chain(&config.prefill) {
+            for scorer in &profile.scorers {
+                self.scorer_weights
+                    .get_or_create(&ScorerLabels {
+                        profile: profile.name.clone(),
+                        scorer: scorer.name.clone(),
+                    })
+                    .set(scorer.weight);
+            }
         }
+    }
+
+    /// A config was refused; the one in force stays.
+    pub fn record_config_rejected(&self) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabels {
+                outcome: "rejected".into(),
+            })
+            .inc();
     }
 }
 
@@ -194,16 +234,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encodes_registered_families() {
+    fn encodes_the_config_in_force_with_its_hash_and_weights() {
         let t = Telemetry::new();
-        t.record_config_reload(true, "0000000a-rest");
-        t.record_config_reload(false, "");
+        let config = SchedulerConfig::default_config();
+        t.record_config_applied(&config);
+        t.record_config_rejected();
         let text = t.encode();
         assert!(
             text.contains("llmd_epp_config_reloads_total{outcome=\"applied\"} 1"),
             "{text}"
         );
         assert!(text.contains("llmd_epp_config_reloads_total{outcome=\"rejected\"} 1"));
-        assert!(text.contains("llmd_epp_config_hash_prefix 10"));
+        assert!(text.contains(&format!(
+            "llmd_epp_config_info{{hash=\"{}\"}} 1",
+            config.hash
+        )));
+        assert!(
+            text.contains(
+                "llmd_epp_scorer_weight{profile=\"default\",scorer=\"prefix-cache-scorer\"} 3.0"
+            ),
+            "{text}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_response,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
-use support::{Epp, Sim, sim_bin};
+use support::{Epp, Sim, pd_config, sim_bin};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -82,7 +82,7 @@ fn destination_header(r: &ProcessingResponse) -> Option<String> {
 
 #[tokio::test]
 async fn answers_with_the_destination_header_and_lb_metadata() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let sim = tokio::task::spawn_blocking(move || Sim::start(&bin, &[]))
         .await
         .expect("sim");
@@ -175,29 +175,14 @@ async fn no_endpoint_and_bad_bodies_get_immediate_responses() {
     assert_eq!(out.first().and_then(immediate_code), Some(400));
 }
 
-const PD_CONFIG: &str = r#"
-apiVersion: llm-d.ai/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: prefix-cache-scorer
-- type: decode-filter
-- type: prefill-filter
-- type: max-score-picker
-- type: disagg-profile-handler
-- type: prefix-based-pd-decider
-  parameters: {nonCachedTokens: 16}
-schedulingProfiles:
-- name: decode
-  plugins: [{pluginRef: decode-filter}, {pluginRef: prefix-cache-scorer}, {pluginRef: max-score-picker}]
-- name: prefill
-  plugins: [{pluginRef: prefill-filter}, {pluginRef: max-score-picker}]
-"#;
-
 #[tokio::test]
 async fn long_uncached_prompts_get_a_prefiller_header() {
     // ext-proc never contacts the model servers, so unreachable addresses do.
     let epp = tokio::task::spawn_blocking(|| {
-        Epp::start("127.0.0.1:9=prefill,127.0.0.1:10=decode", Some(PD_CONFIG))
+        Epp::start(
+            "127.0.0.1:9=prefill,127.0.0.1:10=decode",
+            Some(&pd_config(16)),
+        )
     })
     .await
     .expect("epp");

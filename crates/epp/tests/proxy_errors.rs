@@ -21,7 +21,7 @@ fn post_raw(epp: &Epp, path: &str, body: Vec<u8>) -> (u16, Value) {
 
 #[test]
 fn malformed_missing_oversized_and_unknown_get_clear_errors() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let sim = Sim::start(&bin, &[]);
     let epp = Epp::start(&sim.address(), None);
 
@@ -107,7 +107,7 @@ fn no_decode_endpoint_is_a_503() {
 
 #[test]
 fn a_backend_dying_mid_stream_ends_the_stream_with_an_error_event() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let mut dying = Sim::start(&bin, &["--inter-token-latency", "50ms"]);
     let epp = Epp::start(&dying.address(), None);
     let mut r = http()
@@ -135,7 +135,7 @@ fn a_backend_dying_mid_stream_ends_the_stream_with_an_error_event() {
 
 #[test]
 fn an_endpoint_that_stops_answering_is_routed_around() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let live = Sim::start(&bin, &[]);
     let mut dead = Sim::start(&bin, &[]);
     let epp = Epp::start_with(
@@ -179,7 +179,7 @@ fn an_endpoint_that_stops_answering_is_routed_around() {
 
 #[test]
 fn a_refused_connection_is_retried_on_another_endpoint() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let live = Sim::start(&bin, &[]);
     let mut dead = Sim::start(&bin, &[]);
     // Metrics stay "fresh" for a minute: only the retry can save these requests.

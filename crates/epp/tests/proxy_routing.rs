@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Epp, Sim, http, sim_bin, tenant_prompt, wait_for};
+use support::{Epp, Sim, http, pd_config, sim_bin, tenant_prompt, wait_for};
 
 fn complete(epp: &Epp, prompt: &str) -> reqwest::blocking::Response {
     http()
@@ -26,7 +26,7 @@ fn header(r: &reqwest::blocking::Response, name: &str) -> String {
 
 #[test]
 fn requests_sharing_a_prefix_go_to_the_endpoint_that_holds_it() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let sims: Vec<Sim> = (0..3).map(|_| Sim::start(&bin, &[])).collect();
     let list: Vec<String> = sims.iter().map(Sim::address).collect();
     let epp = Epp::start(&list.join(","), None);
@@ -60,34 +60,6 @@ fn requests_sharing_a_prefix_go_to_the_endpoint_that_holds_it() {
     assert!(metrics.contains("llmd_epp_prefix_match_ratio_bucket"));
 }
 
-const PD_CONFIG: &str = r#"
-apiVersion: llm-d.ai/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: prefix-cache-scorer
-- type: queue-scorer
-- type: decode-filter
-- type: prefill-filter
-- type: max-score-picker
-- type: disagg-profile-handler
-- type: prefix-based-pd-decider
-  parameters: {nonCachedTokens: 32}
-schedulingProfiles:
-- name: decode
-  plugins:
-  - pluginRef: decode-filter
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: max-score-picker
-- name: prefill
-  plugins:
-  - pluginRef: prefill-filter
-  - pluginRef: queue-scorer
-  - pluginRef: max-score-picker
-"#;
-
 fn prefill_count(sim: &Sim) -> f64 {
     let text = http()
         .get(format!("http://{}/metrics", sim.address()))
@@ -103,12 +75,12 @@ fn prefill_count(sim: &Sim) -> f64 {
 
 #[test]
 fn long_uncached_prompts_take_the_pd_two_step_through_the_proxy() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let prefill = Sim::start(&bin, &["--kv-cache-transfer-latency", "1ms"]);
     let decode = Sim::start(&bin, &["--kv-cache-transfer-latency", "1ms"]);
     let epp = Epp::start(
         &format!("{}=prefill,{}=decode", prefill.address(), decode.address()),
-        Some(PD_CONFIG),
+        Some(&pd_config(32)),
     );
 
     // Streamed, so the decode side's stream setting is restored after prefill.
@@ -147,7 +119,7 @@ fn long_uncached_prompts_take_the_pd_two_step_through_the_proxy() {
 
 #[test]
 fn a_prefiller_that_is_not_a_pool_member_is_refused() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let decode = Sim::start(&bin, &[]);
     let outsider = Sim::start(&bin, &[]);
     let epp = Epp::start(&format!("{}=decode", decode.address()), None);
@@ -168,10 +140,10 @@ fn a_prefiller_that_is_not_a_pool_member_is_refused() {
 
 #[test]
 fn config_changes_apply_live_and_invalid_ones_are_refused() {
-    let Some(bin) = sim_bin() else { return };
+    let bin = sim_bin();
     let sims: Vec<Sim> = (0..2).map(|_| Sim::start(&bin, &[])).collect();
     let list: Vec<String> = sims.iter().map(Sim::address).collect();
-    let default = llmd_epp::scheduler_config::DEFAULT_CONFIG;
+    let default = llmd_api::endpoint_picker_config::DEFAULT_CONFIG;
     let epp = Epp::start(&list.join(","), Some(default));
 
     let holder = header(

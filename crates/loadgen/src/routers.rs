@@ -6,6 +6,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use llmd_api::RouterSpec;
+use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use rand::Rng;
 
 use crate::fleet::{Proc, free_port, spawn, wait_healthy};
@@ -69,42 +71,12 @@ pub struct Binaries<'a> {
     pub vllm_router: Option<&'a Path>,
 }
 
-/// P/D config: disaggregate when at least `non_cached` prompt tokens are uncached.
+/// P/D config with the default weights: disaggregate when at least `non_cached`
+/// prompt tokens are uncached.
 fn pd_config(non_cached: usize) -> String {
-    format!(
-        r#"apiVersion: llm-d.ai/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: prefix-cache-scorer
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: decode-filter
-- type: prefill-filter
-- type: max-score-picker
-- type: disagg-profile-handler
-- type: prefix-based-pd-decider
-  parameters: {{nonCachedTokens: {non_cached}}}
-schedulingProfiles:
-- name: decode
-  plugins:
-  - pluginRef: decode-filter
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-  - pluginRef: max-score-picker
-- name: prefill
-  plugins:
-  - pluginRef: prefill-filter
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: max-score-picker
-"#
-    )
+    let mut router = RouterSpec::default();
+    router.disaggregation.non_cached_tokens = i32::try_from(non_cached).unwrap_or(i32::MAX);
+    EndpointPickerConfig::for_router(&router, &router.scorers, true).to_yaml()
 }
 
 /// Starts `policy` in front of `sims` (`host:port[=role]` entries).

@@ -4,7 +4,9 @@
 use serde_json::json;
 
 use super::plugins::{plugin, profile};
-use super::{API_VERSION, EndpointPickerConfig, KIND, PluginSpec, ProfilePlugin, SchedulingProfile};
+use super::{
+    API_VERSION, EndpointPickerConfig, KIND, PluginSpec, ProfilePlugin, SchedulingProfile,
+};
 use crate::{LLMDeploymentSpec, RouterSpec, ScorerWeights};
 
 /// How many leading prompt blocks the prefix index matches.

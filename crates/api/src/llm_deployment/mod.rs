@@ -85,7 +85,6 @@ pub struct LLMDeploymentSpec {
     pub inference_pool: InferencePoolSpec,
 }
 
-
 /// The Gateway API Inference Extension InferencePool.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -108,4 +108,3 @@ impl ParallelismSpec {
         i64::from(self.tensor.max(1)) * i64::from(self.data.max(1))
     }
 }
-

@@ -59,7 +59,8 @@ fn gpus(container: &Container) -> Option<&Quantity> {
 
 fn epp_config(children: &Children) -> EndpointPickerConfig {
     let data = children.endpoint_picker.config.data.as_ref().expect("data");
-    serde_yaml::from_str(&data[llmd_api::endpoint_picker_config::CONFIG_KEY]).expect("config parses")
+    serde_yaml::from_str(&data[llmd_api::endpoint_picker_config::CONFIG_KEY])
+        .expect("config parses")
 }
 
 fn every_object_meta(
@@ -510,7 +511,11 @@ fn rendered_children_of_every_sample_match_the_golden_files() {
         ("pd_nixl.yaml", PD_NIXL, &served),
         ("autotuned_router.yaml", AUTOTUNED, &served),
         ("autotuned_router_tuned.yaml", AUTOTUNED, &tuned),
-        ("pd_nixl_no_pool_crd.yaml", PD_NIXL, &BuildOptions::default()),
+        (
+            "pd_nixl_no_pool_crd.yaml",
+            PD_NIXL,
+            &BuildOptions::default(),
+        ),
     ] {
         check_golden(file, &rendered(yaml, options));
         let (_, children) = children(yaml, options);

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::endpoint::EndpointState;
 use crate::endpoint_picker::EndpointPicker;
-use crate::engine_metrics;
+use crate::pool::endpoint::EndpointState;
 use crate::telemetry::{EndpointLabels, RoleLabels};
+use llmd_api::engine_metrics;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ScrapeSettings {

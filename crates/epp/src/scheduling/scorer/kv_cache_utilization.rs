@@ -1,6 +1,6 @@
 //! kv-cache-utilization-scorer: `1 - usage`, so servers with free KV cache win.
 
-use crate::candidate::Candidate;
+use crate::scheduling::candidate::Candidate;
 
 pub fn score(candidates: &[&Candidate]) -> Vec<f64> {
     candidates
@@ -12,8 +12,8 @@ pub fn score(candidates: &[&Candidate]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Role;
-    use crate::scorer::test_support::with_load;
+    use crate::pool::endpoint::Role;
+    use crate::scheduling::scorer::test_support::with_load;
 
     #[test]
     fn free_cache_scores_higher_and_unknown_scores_zero() {

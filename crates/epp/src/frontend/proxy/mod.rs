@@ -17,14 +17,13 @@ use axum::routing::{get, post};
 
 pub use errors::ProxyError;
 
-use crate::endpoint::InFlightGuard;
-use crate::endpoint_picker::{EndpointPicker, PickRequest, session_token_for};
-use crate::inference_request::{ApiKind, InferenceRequest};
-use crate::telemetry::ProxyLabels;
+use llmd_api::endpoint_picker::header;
 
-pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
-pub const PREFILLER_HEADER: &str = "x-prefiller-host-port";
-pub const SESSION_HEADER: &str = "x-session-token";
+use crate::endpoint_picker::{EndpointPicker, session_token_for};
+use crate::frontend::request::ApiKind;
+use crate::frontend::route;
+use crate::pool::endpoint::InFlightGuard;
+use crate::telemetry::ProxyLabels;
 
 /// Shared state of the proxy.
 pub struct ProxyState {
@@ -86,7 +85,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
     })
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -98,41 +97,28 @@ async fn route(
     started: Instant,
 ) -> Result<Response, ProxyError> {
     let bytes = read_body(body, s.max_body_bytes).await?;
-    let req = InferenceRequest::parse(kind, &bytes)
-        .map_err(|e| ProxyError::bad_request(e.to_string()))?;
+    let req = route::parse(kind, &bytes)?;
     let registry = &s.picker.registry;
-    if !registry.serves_model(&req.model) {
-        return Err(ProxyError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!("model {:?} is not served by this pool", req.model),
-        ));
-    }
     // A prefiller named by the client (as an upstream gateway would) is honoured only
     // if it is a prefill-capable member of the pool: never an arbitrary address.
-    let requested_prefiller = match header(headers, PREFILLER_HEADER) {
+    let requested_prefiller = match header_value(headers, header::PREFILLER) {
         Some(addr) => match registry.get(addr.trim()) {
             Some(state) if state.endpoint.role.serves_prefill() => Some(state),
             _ => {
                 return Err(ProxyError::new(
                     StatusCode::FORBIDDEN,
                     "prefiller_not_in_pool",
-                    format!("{PREFILLER_HEADER} {addr:?} is not a prefill member of the pool"),
+                    format!(
+                        "{} {addr:?} is not a prefill member of the pool",
+                        header::PREFILLER
+                    ),
                 ));
             }
         },
         None => None,
     };
-    let pick = |exclude: Option<&str>| {
-        s.picker
-            .pick(PickRequest {
-                model: &req.model,
-                prompt: &req.prompt,
-                session_token: header(headers, SESSION_HEADER),
-                exclude,
-            })
-            .ok_or_else(ProxyError::no_endpoint)
-    };
+    let session = header_value(headers, header::SESSION);
+    let pick = |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude);
     let routing = pick(None)?;
     let prefill = requested_prefiller.or(routing.prefill);
     let mut decode = routing.decode;
@@ -171,20 +157,17 @@ async fn route(
     };
 
     let mut response = forward::relay(s, upstream, req.stream, decode_guard, started).await?;
+    let session_token = session_token_for(&decode.endpoint.address);
+    let mut announced = route::endpoint_headers(
+        &decode.endpoint.address,
+        prefill.as_ref().map(|p| &*p.endpoint.address),
+    );
+    announced.push((header::SESSION, &session_token));
     let h = response.headers_mut();
-    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+    for (name, value) in announced {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
-    };
-    set(h, DESTINATION_HEADER, &decode.endpoint.address);
-    set(
-        h,
-        SESSION_HEADER,
-        &session_token_for(&decode.endpoint.address),
-    );
-    if let Some(p) = &prefill {
-        set(h, PREFILLER_HEADER, &p.endpoint.address);
     }
     Ok(response)
 }

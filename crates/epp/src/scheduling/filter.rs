@@ -1,31 +1,14 @@
 //! Role filters: which endpoints a scheduling profile may consider.
 
-use llmd_api::endpoint_picker_config::plugin;
+use llmd_api::endpoint_picker_config::RoleFilter;
 
-use crate::candidate::Candidate;
+use crate::scheduling::candidate::Candidate;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoleFilter {
-    /// decode, both, prefill-decode and unlabeled endpoints.
-    Decode,
-    /// prefill, both and prefill-decode endpoints.
-    Prefill,
-}
-
-impl RoleFilter {
-    pub fn from_plugin_type(t: &str) -> Option<RoleFilter> {
-        match t {
-            plugin::DECODE_FILTER => Some(RoleFilter::Decode),
-            plugin::PREFILL_FILTER => Some(RoleFilter::Prefill),
-            _ => None,
-        }
-    }
-
-    pub fn accepts(self, c: &Candidate) -> bool {
-        match self {
-            RoleFilter::Decode => c.role.serves_decode(),
-            RoleFilter::Prefill => c.role.serves_prefill(),
-        }
+/// Does `filter` let `candidate` through?
+pub fn accepts(filter: RoleFilter, candidate: &Candidate) -> bool {
+    match filter {
+        RoleFilter::Decode => candidate.role.serves_decode(),
+        RoleFilter::Prefill => candidate.role.serves_prefill(),
     }
 }
 
@@ -33,14 +16,14 @@ impl RoleFilter {
 pub fn apply<'a>(filters: &[RoleFilter], candidates: &'a [Candidate]) -> Vec<&'a Candidate> {
     candidates
         .iter()
-        .filter(|c| filters.iter().all(|f| f.accepts(c)))
+        .filter(|c| filters.iter().all(|f| accepts(*f, c)))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Role;
+    use crate::pool::endpoint::Role;
 
     #[test]
     fn role_filters_follow_llm_d() {

@@ -2,7 +2,7 @@
 //! the scraped queue, this count is exact and current, which matters between scrapes.
 
 use super::fewer_is_better;
-use crate::candidate::Candidate;
+use crate::scheduling::candidate::Candidate;
 
 pub fn score(candidates: &[&Candidate]) -> Vec<f64> {
     let counts: Vec<Option<f64>> = candidates
@@ -15,7 +15,7 @@ pub fn score(candidates: &[&Candidate]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Role;
+    use crate::pool::endpoint::Role;
 
     #[test]
     fn fewest_in_flight_scores_highest() {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use llmd_api::labels;
 
-use crate::engine_metrics::EngineMetrics;
+use llmd_api::engine_metrics::EngineMetrics;
 
 /// The `llm-d.ai/role` of a model server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::frontend::route::RouteError;
+
 /// An error the proxy answers with, in the OpenAI `{"error": {...}}` shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyError {
@@ -41,6 +43,13 @@ impl ProxyError {
     /// The JSON body (also used as the final SSE event when a stream breaks).
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.code, "code": self.status.as_u16()}})
+    }
+}
+
+impl From<RouteError> for ProxyError {
+    fn from(e: RouteError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ProxyError::new(status, e.error_type(), e.to_string())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::endpoint::Role;
+use crate::pool::endpoint::Role;
 
 /// Load signals from a fresh scrape.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -3,7 +3,7 @@
 //! requests this EPP sent since that scrape (see `EndpointPicker::candidates`).
 
 use super::fewer_is_better;
-use crate::candidate::Candidate;
+use crate::scheduling::candidate::Candidate;
 
 pub fn score(candidates: &[&Candidate]) -> Vec<f64> {
     let waiting: Vec<Option<f64>> = candidates
@@ -16,8 +16,8 @@ pub fn score(candidates: &[&Candidate]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Role;
-    use crate::scorer::test_support::with_load;
+    use crate::pool::endpoint::Role;
+    use crate::scheduling::scorer::test_support::with_load;
 
     #[test]
     fn shortest_queue_scores_highest() {

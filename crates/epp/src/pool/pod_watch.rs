@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use llmd_api::inference_pool::InferencePool;
 use llmd_api::labels;
 
-use crate::endpoint::{Endpoint, EndpointRegistry, Role};
+use crate::pool::endpoint::{Endpoint, EndpointRegistry, Role};
 
 /// Where to look for the pool's pods.
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
 //! `--static-endpoints host:port[=role],...` for local runs without a cluster.
 
-use crate::endpoint::{Endpoint, Role};
+use crate::pool::endpoint::{Endpoint, Role};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum StaticEndpointError {

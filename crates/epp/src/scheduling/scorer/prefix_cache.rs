@@ -1,7 +1,7 @@
 //! prefix-cache-scorer: the fraction of the prompt's blocks the endpoint probably
 //! holds in its KV cache, from the approximate prefix index.
 
-use crate::candidate::{Candidate, RequestFeatures};
+use crate::scheduling::candidate::{Candidate, RequestFeatures};
 
 pub fn score(candidates: &[&Candidate], request: &RequestFeatures) -> Vec<f64> {
     candidates
@@ -19,7 +19,7 @@ pub fn score(candidates: &[&Candidate], request: &RequestFeatures) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Role;
+    use crate::pool::endpoint::Role;
 
     #[test]
     fn scores_the_matched_fraction_of_blocks() {

@@ -29,10 +29,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::endpoint::InFlightGuard;
-use crate::endpoint_picker::{EndpointPicker, PickRequest, Routing};
-use crate::inference_request::{ApiKind, InferenceRequest};
-use crate::proxy::{DESTINATION_HEADER, PREFILLER_HEADER, SESSION_HEADER};
+use llmd_api::endpoint_picker::header;
+
+use crate::endpoint_picker::{EndpointPicker, Routing};
+use crate::frontend::request::ApiKind;
+use crate::frontend::route::{self, RouteError};
+use crate::pool::endpoint::InFlightGuard;
 
 /// Dynamic metadata namespace Envoy's original-destination load balancing reads.
 pub const LB_METADATA_NAMESPACE: &str = "envoy.lb";
@@ -216,25 +218,15 @@ impl Exchange {
                 .get(":path")
                 .and_then(|p| ApiKind::from_path(p.split('?').next().unwrap_or("")))
                 .unwrap_or(ApiKind::Completions);
-            match InferenceRequest::parse(kind, &self.body) {
+            match route::parse(kind, &self.body) {
                 Ok(r) => Some(r),
-                Err(e) => return immediate(400, &e.to_string()),
+                Err(e) => return refuse(&e),
             }
         };
-        let (model, prompt) = parsed
-            .as_ref()
-            .map_or(("", ""), |r| (r.model.as_str(), r.prompt.as_str()));
-        if !model.is_empty() && !self.picker.registry.serves_model(model) {
-            return immediate(404, &format!("model {model:?} is not served by this pool"));
-        }
-        let session = self.headers.get(SESSION_HEADER).map(String::as_str);
-        let Some(routing) = self.picker.pick(PickRequest {
-            model,
-            prompt,
-            session_token: session,
-            exclude: None,
-        }) else {
-            return immediate(503, "no healthy model server can serve this request");
+        let session = self.headers.get(header::SESSION).map(String::as_str);
+        let routing = match route::pick(&self.picker, parsed.as_ref(), session, None) {
+            Ok(r) => r,
+            Err(e) => return refuse(&e),
         };
         self.guard = Some(InFlightGuard::new(routing.decode.clone()));
         let (mutation, metadata) = destination(&routing);
@@ -297,16 +289,15 @@ fn string_value(s: &str) -> PbValue {
 
 /// The header mutation and `envoy.lb` metadata naming the chosen endpoints.
 pub fn destination(routing: &Routing) -> (HeaderMutation, Struct) {
-    let decode = &*routing.decode.endpoint.address;
-    let mut set_headers = vec![set_header(DESTINATION_HEADER, decode)];
-    let mut lb = HashMap::from([(DESTINATION_HEADER.to_string(), string_value(decode))]);
-    if let Some(p) = &routing.prefill {
-        set_headers.push(set_header(PREFILLER_HEADER, &p.endpoint.address));
-        lb.insert(
-            PREFILLER_HEADER.to_string(),
-            string_value(&p.endpoint.address),
-        );
-    }
+    let headers = route::endpoint_headers(
+        &routing.decode.endpoint.address,
+        routing.prefill.as_ref().map(|p| &*p.endpoint.address),
+    );
+    let set_headers = headers.iter().map(|(k, v)| set_header(k, v)).collect();
+    let lb = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), string_value(v)))
+        .collect();
     let metadata = Struct {
         fields: HashMap::from([(
             LB_METADATA_NAMESPACE.to_string(),
@@ -322,6 +313,11 @@ pub fn destination(routing: &Routing) -> (HeaderMutation, Struct) {
         },
         metadata,
     )
+}
+
+/// The immediate answer for a request that cannot be routed.
+fn refuse(e: &RouteError) -> ProcessingResponse {
+    immediate(i32::from(e.status()), &e.to_string())
 }
 
 fn respond(r: processing_response::Response) -> ProcessingResponse {

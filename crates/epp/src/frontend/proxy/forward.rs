@@ -11,8 +11,8 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use super::{ProxyError, ProxyState, pd_two_step};
-use crate::endpoint::{EndpointState, InFlightGuard};
-use crate::inference_request::ApiKind;
+use crate::frontend::request::ApiKind;
+use crate::pool::endpoint::{EndpointState, InFlightGuard};
 
 /// POSTs `body` to `address` and returns the response once its headers arrived.
 pub async fn send_raw(

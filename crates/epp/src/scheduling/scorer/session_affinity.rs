@@ -1,7 +1,7 @@
 //! session-affinity-scorer: 1 for the endpoint named by the request's
 //! `x-session-token`, 0 for the rest.
 
-use crate::candidate::{Candidate, RequestFeatures};
+use crate::scheduling::candidate::{Candidate, RequestFeatures};
 
 pub fn score(candidates: &[&Candidate], request: &RequestFeatures) -> Vec<f64> {
     candidates
@@ -16,7 +16,7 @@ pub fn score(candidates: &[&Candidate], request: &RequestFeatures) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Role;
+    use crate::pool::endpoint::Role;
 
     #[test]
     fn only_the_session_endpoint_scores() {

@@ -1,14 +1,20 @@
-//! One scheduling decision, as a pure function: filter -> weighted scorers ->
-//! max-score pick for the decode profile, then the P/D decider and, when it says
-//! so, the prefill profile.
+//! Scheduling, as pure functions over plain values: role filters, weighted scorers,
+//! the max-score picker and the P/D decider. One decision is filter -> weighted
+//! scorers -> max-score pick for the decode profile, then the P/D decider and, when
+//! it says so, the prefill profile.
+
+pub mod candidate;
+pub mod filter;
+pub mod pd_decider;
+pub mod picker;
+pub mod scorer;
 
 use std::sync::Arc;
 
 use rand::Rng;
 
-use crate::candidate::{Candidate, RequestFeatures};
-use crate::scheduler_config::{Profile, SchedulerConfig};
-use crate::{filter, pd_decider, picker};
+use crate::scheduling::candidate::{Candidate, RequestFeatures};
+use llmd_api::endpoint_picker_config::{Profile, SchedulerConfig};
 
 /// The winner of one profile, with the scores that made it win.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,7 +53,7 @@ pub fn run_profile(
     let per_scorer: Vec<Vec<f64>> = profile
         .scorers
         .iter()
-        .map(|s| s.kind.score(&eligible, request))
+        .map(|s| scorer::score(s.kind, &eligible, request))
         .collect();
     let totals: Vec<f64> = (0..eligible.len())
         .map(|i| {
@@ -104,8 +110,8 @@ pub fn schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::candidate::Load;
-    use crate::endpoint::Role;
+    use crate::pool::endpoint::Role;
+    use crate::scheduling::candidate::Load;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -170,7 +176,7 @@ mod tests {
         let mut cfg = SchedulerConfig::default_config();
         let mut prefill = cfg.decode.clone();
         prefill.name = "prefill".into();
-        prefill.filters = vec![crate::filter::RoleFilter::Prefill];
+        prefill.filters = vec![llmd_api::endpoint_picker_config::RoleFilter::Prefill];
         cfg.decode.name = "decode".into();
         cfg.prefill = Some(prefill);
         cfg.non_cached_tokens = threshold;
