@@ -32,7 +32,7 @@ pub struct LLMDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterStatus>,
 
-    /// Scorer weights in force and why (written by the embedded scheduler).
+    /// Scorer weights in force and why (written by the tuner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingStatus>,
 }
@@ -86,7 +86,7 @@ pub struct RoutingStatus {
     /// Why the weights are what they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The embedded scheduler's rules behind the reason (e.g. QueueImbalance,
+    /// The tuner's rules behind the reason (e.g. QueueImbalance,
     /// DriftToSpec), so a restarted operator knows what it last recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,

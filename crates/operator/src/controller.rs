@@ -11,9 +11,12 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use llmd_api::inference_pool::InferencePool;
 use llmd_api::{LLMDeployment, labels};
+use strum::IntoEnumIterator;
 use tracing::{debug, warn};
 
+use crate::children::ChildKind;
 use crate::context::Context;
 use crate::error::Error;
 use crate::reconcile::reconcile;
@@ -59,29 +62,44 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let controller = Controller::new(lds, watcher::Config::default());
-    // The embedded scheduler reads the controller's cache and stops with it.
+    // The tuner reads the controller's cache and stops with it.
     let tuner = tokio::spawn(crate::tuner::run(ctx.clone(), controller.store(), stop_rx));
-    // InferencePools are watched too when their CRD is served at start-up (one
-    // installed later is still reconciled, on the periodic resync).
-    let controller = match crate::discovery::inference_pool_served(&client).await {
-        Ok(true) => controller.owns(
-            scoped_api::<llmd_api::inference_pool::InferencePool>(&client, ns),
-            managed.clone(),
-        ),
-        Ok(false) => controller,
+    // Every kind of child is watched, so drift is repaired at once. InferencePools
+    // only when their CRD is served at start-up (one installed later is still
+    // reconciled, on the periodic resync).
+    let pools_served = match crate::discovery::inference_pool_served(&client).await {
+        Ok(served) => served,
         Err(e) => {
             warn!(error = %e, "cannot tell whether InferencePools are served; not watching them");
-            controller
+            false
         }
     };
+    let mut controller = controller;
+    for kind in ChildKind::iter() {
+        let (group, resource) = kind.resource();
+        let config = managed.clone();
+        controller = match kind {
+            ChildKind::ConfigMap => controller.owns(scoped_api::<ConfigMap>(&client, ns), config),
+            ChildKind::Service => controller.owns(scoped_api::<Service>(&client, ns), config),
+            ChildKind::StatefulSet => {
+                controller.owns(scoped_api::<StatefulSet>(&client, ns), config)
+            }
+            ChildKind::ServiceAccount => {
+                controller.owns(scoped_api::<ServiceAccount>(&client, ns), config)
+            }
+            ChildKind::Role => controller.owns(scoped_api::<Role>(&client, ns), config),
+            ChildKind::RoleBinding => {
+                controller.owns(scoped_api::<RoleBinding>(&client, ns), config)
+            }
+            ChildKind::Deployment => controller.owns(scoped_api::<Deployment>(&client, ns), config),
+            ChildKind::InferencePool if pools_served => {
+                controller.owns(scoped_api::<InferencePool>(&client, ns), config)
+            }
+            ChildKind::InferencePool => continue,
+        };
+        debug!(group, resource, "watching children");
+    }
     controller
-        .owns(scoped_api::<StatefulSet>(&client, ns), managed.clone())
-        .owns(scoped_api::<Deployment>(&client, ns), managed.clone())
-        .owns(scoped_api::<Service>(&client, ns), managed.clone())
-        .owns(scoped_api::<ConfigMap>(&client, ns), managed.clone())
-        .owns(scoped_api::<ServiceAccount>(&client, ns), managed.clone())
-        .owns(scoped_api::<Role>(&client, ns), managed.clone())
-        .owns(scoped_api::<RoleBinding>(&client, ns), managed)
         .with_config(Config::default().debounce(std::time::Duration::from_millis(200)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

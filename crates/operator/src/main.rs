@@ -2,12 +2,14 @@
 
 mod apply;
 mod build;
+mod children;
 mod conditions;
 mod context;
 mod controller;
 mod crdgen;
 mod discovery;
 mod error;
+mod events;
 mod leader_election;
 mod metrics;
 mod observe;

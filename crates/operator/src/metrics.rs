@@ -30,8 +30,8 @@ pub struct Metrics {
     pub applies: Family<KindLabel, Counter>,
     pub deletes: Family<KindLabel, Counter>,
     pub status_writes: Counter,
-    pub tuning_rounds: Counter,
-    pub tuning_writes: Counter,
+    pub tuner_rounds: Counter,
+    pub tuner_writes: Counter,
     pub leader: Gauge,
 }
 
@@ -44,8 +44,8 @@ impl Default for Metrics {
         let applies = Family::<KindLabel, Counter>::default();
         let deletes = Family::<KindLabel, Counter>::default();
         let status_writes = Counter::default();
-        let tuning_rounds = Counter::default();
-        let tuning_writes = Counter::default();
+        let tuner_rounds = Counter::default();
+        let tuner_writes = Counter::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -74,14 +74,14 @@ impl Default for Metrics {
             status_writes.clone(),
         );
         registry.register(
-            "tuning_rounds",
-            "Rounds of the embedded scheduler (one per deployment and interval)",
-            tuning_rounds.clone(),
+            "tuner_rounds",
+            "Rounds of the tuner (one per deployment and interval)",
+            tuner_rounds.clone(),
         );
         registry.register(
-            "tuning_writes",
-            "Writes of status.routing by the embedded scheduler",
-            tuning_writes.clone(),
+            "tuner_writes",
+            "Writes of status.routing by the tuner",
+            tuner_writes.clone(),
         );
         registry.register(
             "leader",
@@ -96,8 +96,8 @@ impl Default for Metrics {
             applies,
             deletes,
             status_writes,
-            tuning_rounds,
-            tuning_writes,
+            tuner_rounds,
+            tuner_writes,
             leader,
         }
     }

@@ -1,12 +1,17 @@
-//! What the reconcile saw of its children after applying them: replica counts,
-//! rollout progress and scheduling failures. The conversions from API objects are
-//! pure; `unschedulable` is the one read.
+//! The observe step: what the reconcile saw of its children (replica counts, rollout
+//! progress, the KV fabric, scheduling failures), from the objects the apply step
+//! got back or, when nothing was applied, read from the API.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
+use llmd_api::endpoint_picker::selector_string;
+use llmd_api::{KvConnector, LLMDeploymentSpec};
 
+use crate::build::{Component, Owner, endpoint_picker, kv_transfer, model_server};
+use crate::children::Child;
+use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Replica counts of one StatefulSet or Deployment.
@@ -121,6 +126,136 @@ pub async fn unschedulable(api: &Api<Pod>, workload: &mut Workload, selector: &s
         .map_err(|e| Error::kube(format!("list pods of {}", workload.name), e))?;
     workload.unschedulable = unschedulable_message(&pods.items);
     Ok(())
+}
+
+/// The fabric the spec asks for, and whether its ConfigMap exists.
+fn kv_fabric(spec: &LLMDeploymentSpec, config_present: bool) -> KvFabric {
+    match spec.effective_connector() {
+        KvConnector::None => KvFabric::NotRequired,
+        KvConnector::Nixl => KvFabric::Nixl {
+            transports: spec.kv_transfer.ucx.transports.clone(),
+            side_channel_port: spec.kv_transfer.side_channel_port,
+            config_present,
+        },
+    }
+}
+
+/// A workload that does not exist (yet).
+fn absent(name: String) -> Workload {
+    Workload {
+        name,
+        ..Workload::default()
+    }
+}
+
+impl Observed {
+    /// From the live children the apply step returned (pure).
+    pub fn from_applied(live: &[Child], owner: &Owner, spec: &LLMDeploymentSpec) -> Observed {
+        let stateful_set = |name: String| {
+            live.iter()
+                .find_map(|c| match c {
+                    Child::StatefulSet(s) if s.name_any() == name => {
+                        Some(Workload::from_stateful_set(s))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| absent(name))
+        };
+        let epp_name = endpoint_picker::name(owner);
+        let endpoint_picker = live
+            .iter()
+            .find_map(|c| match c {
+                Child::Deployment(d) if d.name_any() == epp_name => {
+                    Some(Workload::from_deployment(d))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| absent(epp_name));
+        let kv_name = kv_transfer::name(owner);
+        let config_present = live
+            .iter()
+            .any(|c| matches!(c, Child::ConfigMap(cm) if cm.name_any() == kv_name));
+        Observed {
+            prefill: spec
+                .active_prefill()
+                .map(|_| stateful_set(model_server::name(owner, model_server::Role::Prefill))),
+            decode: stateful_set(model_server::name(owner, model_server::Role::Decode)),
+            endpoint_picker,
+            kv_fabric: kv_fabric(spec, config_present),
+        }
+    }
+
+    /// Read from the API without applying anything (the spec is invalid: show what
+    /// runs).
+    pub async fn read(ctx: &Context, owner: &Owner, spec: &LLMDeploymentSpec) -> Result<Observed> {
+        let ns = &owner.namespace;
+        let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+        let read_sts = |name: String| {
+            let api = sts_api.clone();
+            async move {
+                let sts = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| Error::kube(format!("get StatefulSet {name}"), e))?;
+                Ok::<_, Error>(
+                    sts.map_or_else(|| absent(name), |s| Workload::from_stateful_set(&s)),
+                )
+            }
+        };
+        let prefill = match spec.active_prefill() {
+            Some(_) => {
+                Some(read_sts(model_server::name(owner, model_server::Role::Prefill)).await?)
+            }
+            None => None,
+        };
+        let decode = read_sts(model_server::name(owner, model_server::Role::Decode)).await?;
+        let epp_name = endpoint_picker::name(owner);
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        let endpoint_picker = deployments
+            .get_opt(&epp_name)
+            .await
+            .map_err(|e| Error::kube(format!("get Deployment {epp_name}"), e))?
+            .map_or_else(|| absent(epp_name), |d| Workload::from_deployment(&d));
+        let config_present = {
+            let name = kv_transfer::name(owner);
+            let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+            cms.get_opt(&name)
+                .await
+                .map_err(|e| Error::kube(format!("get ConfigMap {name}"), e))?
+                .is_some()
+        };
+        Ok(Observed {
+            prefill,
+            decode,
+            endpoint_picker,
+            kv_fabric: kv_fabric(spec, config_present),
+        })
+    }
+
+    /// Fills in the scheduler's message for every workload short of ready pods.
+    pub async fn find_unschedulable(&mut self, ctx: &Context, owner: &Owner) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+        let mut workloads = vec![
+            (&mut self.decode, Component::Decode),
+            (&mut self.endpoint_picker, Component::EndpointPicker),
+        ];
+        if let Some(prefill) = self.prefill.as_mut() {
+            workloads.push((prefill, Component::Prefill));
+        }
+        for (workload, component) in workloads {
+            let selector = selector_string(&owner.selector_labels(component));
+            unschedulable(&pods, workload, &selector).await?;
+        }
+        Ok(())
+    }
+
+    /// Every workload has all its pods ready on the current template.
+    pub fn settled(&self) -> bool {
+        self.prefill
+            .iter()
+            .chain([&self.decode, &self.endpoint_picker])
+            .all(Workload::settled)
+    }
 }
 
 #[cfg(test)]

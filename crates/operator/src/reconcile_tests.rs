@@ -195,7 +195,7 @@ async fn first_reconcile_applies_every_child_then_status() {
             "/apis/apps/v1{ns}/statefulsets/llama-aggregated-decode"
         ))
         .expect("sts");
-    assert!(sts["metadata"]["annotations"][crate::apply::APPLIED_HASH].is_string());
+    assert!(sts["metadata"]["annotations"][crate::apply::object::APPLIED_HASH].is_string());
 }
 
 #[tokio::test]

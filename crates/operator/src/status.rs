@@ -4,10 +4,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
-use llmd_api::{LLMDeployment, LLMDeploymentStatus, RoleStatus, RouterStatus, RoutingStatus};
+use llmd_api::{
+    LLMDeployment, LLMDeploymentSpec, LLMDeploymentStatus, RoleStatus, RouterStatus, RoutingStatus,
+};
 use serde_json::json;
 
 use crate::apply::FIELD_MANAGER;
+use crate::build::{Children, Owner, endpoint_picker_service};
 use crate::conditions::{self, Failure};
 use crate::error::{Error, Result};
 use crate::observe::{Observed, Workload};
@@ -19,6 +22,27 @@ pub struct Facts {
     pub inference_pool: Option<&'static str>,
     pub epp_config: Option<EndpointPickerConfig>,
     pub routing_reason: Option<String>,
+}
+
+impl Facts {
+    /// The facts a reconcile knows once it has built the children.
+    pub fn of(
+        owner: &Owner,
+        spec: &LLMDeploymentSpec,
+        pool_served: bool,
+        children: &Children,
+    ) -> Facts {
+        Facts {
+            router_endpoint: Some(endpoint_picker_service::endpoint(owner)),
+            inference_pool: Some(match (spec.inference_pool.enabled, pool_served) {
+                (false, _) => "Disabled",
+                (true, false) => "CRDNotInstalled",
+                (true, true) => "Created",
+            }),
+            epp_config: Some(children.endpoint_picker.picker_config.clone()),
+            routing_reason: Some("static weights from spec.router.scorers".to_string()),
+        }
+    }
 }
 
 fn role_status(w: &Workload) -> RoleStatus {
@@ -71,7 +95,7 @@ pub fn desired(
             endpoint: facts.router_endpoint.clone(),
             inference_pool: facts.inference_pool.map(str::to_string),
         }),
-        // While autoTune is on, status.routing belongs to the embedded scheduler.
+        // While autoTune is on, status.routing belongs to the tuner.
         routing: if ld.spec.router.auto_tune.enabled {
             previous.routing.clone()
         } else {
@@ -96,7 +120,7 @@ pub async fn write(
         message: e.to_string(),
     })?;
     if ld.spec.router.auto_tune.enabled {
-        // Not ours to write while the embedded scheduler owns it.
+        // Not ours to write while the tuner owns it.
         if let Some(object) = status_json.as_object_mut() {
             object.remove("routing");
         }

@@ -1,9 +1,11 @@
 //! Checks of a spec that the schema cannot express. A failure is reported as
 //! `Degraded=True, reason InvalidSpec` and the reconcile waits for a change.
 
+use llmd_api::conditions::reason;
 use llmd_api::{KvConnector, LLMDeploymentSpec, RoleSpec};
 
 use crate::build::kv_transfer;
+use crate::conditions::Failure;
 
 /// Env vars the operator sets on model servers when the NIXL fabric is on.
 const MANAGED_ENV: [&str; 5] = [
@@ -13,6 +15,15 @@ const MANAGED_ENV: [&str; 5] = [
     kv_transfer::UCX_TLS_ENV,
     kv_transfer::UCX_SOCKADDR_TLS_PRIORITY_ENV,
 ];
+
+/// The spec's problems as one `InvalidSpec` failure; `None` when it can be served.
+pub fn failure(spec: &LLMDeploymentSpec) -> Option<Failure> {
+    let problems = problems(spec);
+    (!problems.is_empty()).then(|| Failure {
+        reason: reason::INVALID_SPEC,
+        message: problems.join("; "),
+    })
+}
 
 /// Every problem found, each naming the field; empty when the spec can be served.
 pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {

@@ -120,3 +120,16 @@ impl LLMDeploymentSpec {
         }
     }
 }
+
+impl LLMDeployment {
+    /// The weights the tuner chose, while `spec.router.autoTune` is on: kept in
+    /// `status.routing` so that a reconcile (or a restarted operator) renders them
+    /// instead of undoing them.
+    pub fn tuned_weights(&self) -> Option<ScorerWeights> {
+        if !self.spec.router.auto_tune.enabled {
+            return None;
+        }
+        let routing = self.status.as_ref()?.routing.as_ref()?;
+        ScorerWeights::from_plugins(&routing.weights)
+    }
+}

@@ -37,7 +37,7 @@ pub struct RouterSpec {
     #[serde(default)]
     pub prefix_cache: PrefixCacheSpec,
 
-    /// The operator's embedded scheduler, which retunes the scorer weights from live metrics.
+    /// The operator's tuner, which retunes the scorer weights from live metrics.
     #[serde(default)]
     pub auto_tune: AutoTuneSpec,
 }
@@ -161,7 +161,7 @@ impl Default for PrefixCacheSpec {
     }
 }
 
-/// Settings of the embedded scheduler that retunes scorer weights at run time.
+/// Settings of the tuner that retunes scorer weights at run time.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("self.minWeight <= self.maxWeight").message("spec.router.autoTune.minWeight must not exceed spec.router.autoTune.maxWeight"))]

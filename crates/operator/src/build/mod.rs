@@ -76,7 +76,7 @@ pub struct BuildOptions {
     pub epp_defaults: EndpointPickerDefaults,
     /// The InferencePool CRD is served by the API server.
     pub inference_pool_served: bool,
-    /// Weights chosen by the embedded scheduler; the spec's when `None`.
+    /// Weights chosen by the tuner; the spec's when `None`.
     pub tuned_weights: Option<ScorerWeights>,
 }
 

@@ -1,4 +1,4 @@
-//! The embedded scheduler: for each LLMDeployment with `spec.router.autoTune.enabled`,
+//! The tuner: for each LLMDeployment with `spec.router.autoTune.enabled`,
 //! every `interval` it scrapes the model servers' vLLM metrics, decides new scorer
 //! weights with [`rule::decide`], records them in `status.routing` (with the reason)
 //! and emits an event. The reconcile then renders them into the `<name>-epp-config`
@@ -68,7 +68,7 @@ pub async fn run(
     let http = match reqwest::Client::builder().timeout(SCRAPE_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "embedded scheduler disabled: no HTTP client");
+            warn!(error = %e, "tuner disabled: no HTTP client");
             return;
         }
     };
@@ -107,7 +107,7 @@ pub async fn run(
                 continue;
             }
             entry.next_run = now + interval;
-            ctx.metrics.tuning_rounds.inc();
+            ctx.metrics.tuner_rounds.inc();
             match tune(&ctx, &http, &ld, entry).await {
                 Ok(()) => {}
                 Err(e) => warn!(name = %ld.name_any(), error = %e, "tuning round failed"),
@@ -224,7 +224,7 @@ async fn tune(
     .await
     .map_err(|e| Error::kube(format!("write status.routing of {name}"), e))?;
     memory.last_rules = Some(rules);
-    ctx.metrics.tuning_writes.inc();
+    ctx.metrics.tuner_writes.inc();
     info!(name = %name, weights = ?decision.weights, "{reason}");
     ctx.publish(
         ld,

@@ -1,4 +1,4 @@
-//! The tuning rule of the embedded scheduler: from live signals, nudge the scorer
+//! The tuning rule of the tuner: from live signals, nudge the scorer
 //! weights, bounded and with hysteresis. Each change comes with one sentence that
 //! explains it from the metrics.
 //!

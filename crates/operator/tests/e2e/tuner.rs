@@ -1,4 +1,4 @@
-//! The embedded scheduler scrapes the model servers and records its weights in
+//! The tuner scrapes the model servers and records its weights in
 //! status.routing, which the reconcile renders into the EPP ConfigMap.
 
 use std::time::Duration;
@@ -87,13 +87,13 @@ async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
         || {
             let second = &second;
             async move {
-                (second.metric("llmd_operator_tuning_rounds_total").await? >= 2.0).then_some(())
+                (second.metric("llmd_operator_tuner_rounds_total").await? >= 2.0).then_some(())
             }
         },
     )
     .await;
     assert_eq!(
-        second.metric("llmd_operator_tuning_writes_total").await,
+        second.metric("llmd_operator_tuner_writes_total").await,
         Some(0.0)
     );
     assert_eq!(

@@ -1,5 +1,5 @@
-//! Writes: server-side apply of desired children and deletion of children that are no
-//! longer desired.
+//! Writes of one object: server-side apply of a desired child, deletion of one that
+//! is no longer desired.
 //!
 //! A child is applied only when it differs from what is live, so a reconcile that
 //! changes nothing writes nothing. "Differs" means either the hash of the desired

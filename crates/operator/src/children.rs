@@ -1,0 +1,221 @@
+//! The kinds of object an LLMDeployment owns, declared once. The builders produce
+//! [`Child`] values; applying, pruning and the controller's watches dispatch on
+//! [`ChildKind`] with exhaustive matches, and a test checks the operator's RBAC grants
+//! every kind, so a new kind of child cannot be half-wired.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
+use llmd_api::inference_pool::{self, InferencePool};
+use strum::EnumIter;
+
+use crate::build::{Children, EndpointPicker, ModelServer, Owner, kv_transfer, model_server};
+
+/// A kind of child object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter)]
+pub enum ChildKind {
+    ConfigMap,
+    Service,
+    StatefulSet,
+    ServiceAccount,
+    Role,
+    RoleBinding,
+    Deployment,
+    InferencePool,
+}
+
+impl ChildKind {
+    /// API group and resource (plural), as RBAC rules name them.
+    pub fn resource(self) -> (&'static str, &'static str) {
+        match self {
+            ChildKind::ConfigMap => ("", "configmaps"),
+            ChildKind::Service => ("", "services"),
+            ChildKind::ServiceAccount => ("", "serviceaccounts"),
+            ChildKind::StatefulSet => ("apps", "statefulsets"),
+            ChildKind::Deployment => ("apps", "deployments"),
+            ChildKind::Role => ("rbac.authorization.k8s.io", "roles"),
+            ChildKind::RoleBinding => ("rbac.authorization.k8s.io", "rolebindings"),
+            ChildKind::InferencePool => (inference_pool::GROUP, inference_pool::PLURAL),
+        }
+    }
+}
+
+/// One child object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Child {
+    ConfigMap(ConfigMap),
+    Service(Service),
+    StatefulSet(StatefulSet),
+    ServiceAccount(ServiceAccount),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    Deployment(Deployment),
+    InferencePool(InferencePool),
+}
+
+impl Child {
+    pub fn kind(&self) -> ChildKind {
+        match self {
+            Child::ConfigMap(_) => ChildKind::ConfigMap,
+            Child::Service(_) => ChildKind::Service,
+            Child::StatefulSet(_) => ChildKind::StatefulSet,
+            Child::ServiceAccount(_) => ChildKind::ServiceAccount,
+            Child::Role(_) => ChildKind::Role,
+            Child::RoleBinding(_) => ChildKind::RoleBinding,
+            Child::Deployment(_) => ChildKind::Deployment,
+            Child::InferencePool(_) => ChildKind::InferencePool,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Child::ConfigMap(o) => o.name_any(),
+            Child::Service(o) => o.name_any(),
+            Child::StatefulSet(o) => o.name_any(),
+            Child::ServiceAccount(o) => o.name_any(),
+            Child::Role(o) => o.name_any(),
+            Child::RoleBinding(o) => o.name_any(),
+            Child::Deployment(o) => o.name_any(),
+            Child::InferencePool(o) => o.name_any(),
+        }
+    }
+}
+
+impl Children {
+    /// Every desired child in apply order: the fabric first so pods never start
+    /// without the ConfigMap they load, each workload after its Service, the
+    /// EndpointPicker's identity and config before its Deployment.
+    pub fn in_apply_order(&self) -> Vec<Child> {
+        let Children {
+            prefill,
+            decode,
+            kv_transfer,
+            endpoint_picker,
+            inference_pool,
+        } = self;
+        let EndpointPicker {
+            deployment,
+            service,
+            service_account,
+            role,
+            role_binding,
+            config,
+            picker_config: _,
+        } = endpoint_picker;
+        let mut out: Vec<Child> = kv_transfer.iter().cloned().map(Child::ConfigMap).collect();
+        for ModelServer {
+            stateful_set,
+            service,
+        } in prefill.iter().chain([decode])
+        {
+            out.push(Child::Service(service.clone()));
+            out.push(Child::StatefulSet(stateful_set.clone()));
+        }
+        out.extend([
+            Child::ServiceAccount(service_account.clone()),
+            Child::Role(role.clone()),
+            Child::RoleBinding(role_binding.clone()),
+            Child::ConfigMap(config.clone()),
+            Child::Service(service.clone()),
+            Child::Deployment(deployment.clone()),
+        ]);
+        out.extend(inference_pool.iter().cloned().map(Child::InferencePool));
+        out
+    }
+
+    /// Children this deployment may own that the spec does not ask for now (a
+    /// removed prefill role, the fabric of aggregated serving, a disabled
+    /// InferencePool): deleted when they exist and this deployment controls them.
+    pub fn undesired(&self, owner: &Owner) -> Vec<(ChildKind, String)> {
+        let mut out = Vec::new();
+        if self.prefill.is_none() {
+            let name = model_server::name(owner, model_server::Role::Prefill);
+            out.push((ChildKind::StatefulSet, name.clone()));
+            out.push((ChildKind::Service, name));
+        }
+        if self.kv_transfer.is_none() {
+            out.push((ChildKind::ConfigMap, kv_transfer::name(owner)));
+        }
+        if self.inference_pool.is_none() {
+            out.push((ChildKind::InferencePool, owner.name.clone()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Rule {
+        api_groups: Vec<String>,
+        resources: Vec<String>,
+        verbs: Vec<String>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct ClusterRole {
+        rules: Vec<Rule>,
+    }
+
+    #[test]
+    fn the_operator_may_watch_apply_and_delete_every_kind_of_child() {
+        let text = include_str!("../../../config/rbac/role.yaml");
+        let role: ClusterRole = serde_yaml::from_str(text).expect("role.yaml parses");
+        for kind in ChildKind::iter() {
+            let (group, resource) = kind.resource();
+            let verbs: BTreeSet<&str> = role
+                .rules
+                .iter()
+                .filter(|r| {
+                    r.api_groups.iter().any(|g| g == group)
+                        && r.resources.iter().any(|r| r == resource)
+                })
+                .flat_map(|r| r.verbs.iter().map(String::as_str))
+                .collect();
+            for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+                assert!(
+                    verbs.contains(verb),
+                    "config/rbac/role.yaml does not grant {verb} on {group}/{resource}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_sample_child_is_listed_once_and_nothing_desired_is_pruned() {
+        let ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
+        let owner = Owner::of(&ld).expect("owner");
+        let options = crate::build::BuildOptions {
+            inference_pool_served: true,
+            ..Default::default()
+        };
+        let children = crate::build::build(&owner, &ld.spec, &options);
+        let listed: Vec<(ChildKind, String)> = children
+            .in_apply_order()
+            .iter()
+            .map(|c| (c.kind(), c.name()))
+            .collect();
+        let unique: BTreeSet<String> = listed.iter().map(|(k, n)| format!("{k:?}/{n}")).collect();
+        assert_eq!(unique.len(), listed.len(), "{listed:?}");
+        assert_eq!(listed.len(), 12);
+        assert_eq!(
+            listed[0],
+            (ChildKind::ConfigMap, "llama-pd-kv-transfer".into())
+        );
+        assert!(children.undesired(&owner).is_empty());
+        let kinds: BTreeSet<String> = listed.iter().map(|(k, _)| format!("{k:?}")).collect();
+        assert_eq!(
+            kinds.len(),
+            ChildKind::iter().count(),
+            "every kind is built"
+        );
+    }
+}
