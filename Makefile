@@ -8,6 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 include e2e/e2e.mk
 include manifests/manifests.mk
 -include crates/epp/epp.mk
+-include crates/loadgen/loadgen.mk
 
 .PHONY: help
 help: ## list targets

@@ -177,7 +177,7 @@ async fn main() -> ExitCode {
     };
     let vllm_router = args.vllm_router_bin.as_deref().filter(|p| p.is_file());
     if vllm_router.is_none() {
-        eprintln!("note: vllm-router not found; its rows are skipped (make epp-vllm-router)");
+        eprintln!("note: vllm-router not found; its rows are skipped (make bench-vllm-router)");
     }
     let bins = Binaries {
         epp: &args.epp_bin,

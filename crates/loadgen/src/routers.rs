@@ -133,7 +133,7 @@ pub async fn start(
         Policy::VllmRouter(p) => {
             let bin = bins
                 .vllm_router
-                .ok_or("vllm-router not installed (make epp-vllm-router)")?;
+                .ok_or("vllm-router not installed (make bench-vllm-router)")?;
             let port = free_port()?;
             let prom = free_port()?;
             let mut cmd = Command::new(bin);

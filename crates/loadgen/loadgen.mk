@@ -1,0 +1,27 @@
+# Benchmarks (included by the root Makefile): llmd-loadgen drives a fleet of
+# llm-d-inference-sim through llmd-epp and the peer routers; `pick` times one
+# scheduling decision.
+
+# llm-d-inference-sim comes from the pinned e2e toolchain (`make tools`).
+BENCH_CACHE ?= $(or $(LLMD_CACHE),$(HOME)/.cache/llmd-operator)
+BENCH_SIM_BIN ?= $(or $(LLMD_SIM_BIN),$(E2E_BIN_DIR)/llm-d-inference-sim)
+BENCH_VENV := $(BENCH_CACHE)/venv-vllm-router
+BENCH_RELEASE := $(TARGET_DIR)/release
+
+.PHONY: bench-vllm-router
+bench-vllm-router: ## install vllm-router (PyPI) into a venv in the cache
+	@if [ -x "$(BENCH_VENV)/bin/vllm-router" ]; then echo "vllm-router: $(BENCH_VENV)/bin/vllm-router"; else \
+	  python3 -m venv "$(BENCH_VENV)" && "$(BENCH_VENV)/bin/pip" install -q vllm-router && \
+	  echo "vllm-router: $(BENCH_VENV)/bin/vllm-router"; fi
+
+.PHONY: bench
+bench: tools ## routing benchmark on a fleet of llm-d-inference-sim, then the pick benchmark (see docs/benchmarks.md)
+	-@$(MAKE) --no-print-directory bench-vllm-router
+	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
+	LLMD_SIM_BIN="$(BENCH_SIM_BIN)" VLLM_ROUTER_BIN="$(BENCH_VENV)/bin/vllm-router" \
+	  $(BENCH_RELEASE)/llmd-loadgen --epp-bin $(BENCH_RELEASE)/llmd-epp $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-pick
+
+.PHONY: bench-pick
+bench-pick: ## time one scheduling decision over 8..256 endpoints (criterion)
+	$(CARGO) bench -p llmd-epp --bench pick
