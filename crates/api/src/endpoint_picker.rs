@@ -39,6 +39,7 @@ pub mod flag {
     pub const SELECTOR: &str = "selector";
     pub const TARGET_PORT: &str = "target-port";
     pub const CONFIG_FILE: &str = "config-file";
+    pub const CONFIG_MAP: &str = "config-map";
     pub const PROXY_ADDR: &str = "proxy-addr";
     pub const GRPC_ADDR: &str = "grpc-addr";
     pub const GRPC_HEALTH_ADDR: &str = "grpc-health-addr";
@@ -72,6 +73,7 @@ pub struct Args {
     pub selector: String,
     pub target_port: u16,
     pub config_file: String,
+    pub config_map: String,
     pub proxy_addr: String,
     pub grpc_addr: String,
     pub grpc_health_addr: String,
@@ -81,9 +83,10 @@ pub struct Args {
 
 impl Args {
     /// The arguments for the pool of LLMDeployment `name` in `namespace`: every
-    /// server on its standard port on all interfaces, the config from the mounted
-    /// ConfigMap, JSON logs.
-    pub fn for_pool(name: &str, namespace: &str) -> Args {
+    /// server on its standard port on all interfaces, the config from its ConfigMap
+    /// `config_map` (watched through the API, the mounted file standing in), JSON
+    /// logs.
+    pub fn for_pool(name: &str, namespace: &str, config_map: &str) -> Args {
         let any = |port: u16| format!("0.0.0.0:{port}");
         Args {
             pool_name: name.to_string(),
@@ -91,6 +94,7 @@ impl Args {
             selector: selector_string(&model_server_selector(name)),
             target_port: MODEL_SERVER_PORT as u16,
             config_file: format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+            config_map: config_map.to_string(),
             proxy_addr: any(HTTP_PORT),
             grpc_addr: any(EXT_PROC_PORT),
             grpc_health_addr: any(GRPC_HEALTH_PORT),
@@ -107,6 +111,7 @@ impl Args {
             (flag::SELECTOR, self.selector.clone()),
             (flag::TARGET_PORT, self.target_port.to_string()),
             (flag::CONFIG_FILE, self.config_file.clone()),
+            (flag::CONFIG_MAP, self.config_map.clone()),
             (flag::PROXY_ADDR, self.proxy_addr.clone()),
             (flag::GRPC_ADDR, self.grpc_addr.clone()),
             (flag::GRPC_HEALTH_ADDR, self.grpc_health_addr.clone()),
@@ -134,8 +139,8 @@ mod tests {
 
     #[test]
     fn args_render_as_flag_value_pairs() {
-        let args = Args::for_pool("llama", "ns").render();
-        assert_eq!(args.len(), 20);
+        let args = Args::for_pool("llama", "ns", "llama-epp-config").render();
+        assert_eq!(args.len(), 22);
         assert_eq!(args[0..2], ["--pool-name", "llama"]);
         assert_eq!(args[8..10], ["--config-file", "/etc/llmd-epp/config.yaml"]);
     }

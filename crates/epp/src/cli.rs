@@ -53,6 +53,12 @@ pub struct Cli {
     #[arg(long = flag::CONFIG_FILE)]
     pub config_file: Option<PathBuf>,
 
+    /// The ConfigMap holding the config (key `config.yaml`) in --pool-namespace,
+    /// watched through the API so a change is in force within a second or two;
+    /// --config-file then stands in only while the watch fails.
+    #[arg(long = flag::CONFIG_MAP)]
+    pub config_map: Option<String>,
+
     /// How often --config-file is checked for changes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub config_poll_interval: Duration,
@@ -134,7 +140,7 @@ mod tests {
 
     #[test]
     fn parses_what_the_operator_renders() {
-        let args = llmd_api::endpoint_picker::Args::for_pool("llama", "ns");
+        let args = llmd_api::endpoint_picker::Args::for_pool("llama", "ns", "llama-epp-config");
         let cli = Cli::try_parse_from(std::iter::once("llmd-epp".to_string()).chain(args.render()))
             .expect("operator args parse");
         assert_eq!(cli.pool_name.as_deref(), Some(args.pool_name.as_str()));
@@ -148,6 +154,7 @@ mod tests {
             cli.config_file.as_deref(),
             Some(std::path::Path::new(&args.config_file))
         );
+        assert_eq!(cli.config_map.as_deref(), Some(args.config_map.as_str()));
         assert_eq!(cli.proxy_addr.to_string(), args.proxy_addr);
         assert_eq!(cli.grpc_addr.to_string(), args.grpc_addr);
         assert_eq!(cli.grpc_health_addr.to_string(), args.grpc_health_addr);

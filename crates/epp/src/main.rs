@@ -67,7 +67,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         cli.metrics_staleness,
     ));
 
-    start_discovery(&cli, registry).await?;
+    let kube_client = api_client(&cli).await?;
+    start_discovery(&cli, kube_client.clone(), registry).await?;
 
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -84,11 +85,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             models_interval: Duration::from_secs(5),
         },
     ));
+    let api_source = Arc::new(config_watch::ApiSource::default());
+    if let (Some(name), Some(client)) = (&cli.config_map, &kube_client) {
+        tokio::spawn(config_watch::watch_config_map(
+            client.clone(),
+            pool_namespace(&cli, client),
+            name.clone(),
+            picker.clone(),
+            api_source.clone(),
+        ));
+    }
     if let Some(path) = cli.config_file.clone() {
-        tokio::spawn(config_watch::watch(
+        tokio::spawn(config_watch::watch_file(
             path,
             cli.config_poll_interval,
             picker.clone(),
+            api_source,
         ));
     }
 
@@ -178,20 +190,44 @@ async fn shutdown_signal() {
     }
 }
 
-async fn start_discovery(cli: &Cli, registry: Arc<EndpointRegistry>) -> Result<(), String> {
+/// A client for the API, when anything needs one: pod discovery (no
+/// `--static-endpoints`) or the config watch (`--config-map`).
+async fn api_client(cli: &Cli) -> Result<Option<kube::Client>, String> {
+    if cli.static_endpoints.is_some() && cli.config_map.is_none() {
+        return Ok(None);
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => Ok(Some(client)),
+        Err(e) if cli.static_endpoints.is_some() => {
+            tracing::warn!(error = %e, "no Kubernetes API access: --config-map is ignored");
+            Ok(None)
+        }
+        Err(e) => Err(format!(
+            "no --static-endpoints and no Kubernetes API access: {e}"
+        )),
+    }
+}
+
+/// The pool's namespace: the flag, else the client's default (in-cluster: the pod's).
+fn pool_namespace(cli: &Cli, client: &kube::Client) -> String {
+    cli.pool_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
+async fn start_discovery(
+    cli: &Cli,
+    client: Option<kube::Client>,
+    registry: Arc<EndpointRegistry>,
+) -> Result<(), String> {
     if let Some(list) = &cli.static_endpoints {
         let endpoints = static_endpoints::parse(list).map_err(|e| e.to_string())?;
         tracing::info!(endpoints = endpoints.len(), "static endpoints");
         registry.replace_all(endpoints);
         return Ok(());
     }
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| format!("no --static-endpoints and no Kubernetes API access: {e}"))?;
-    let namespace = cli
-        .pool_namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let client = client.ok_or("give --static-endpoints or run with Kubernetes API access")?;
+    let namespace = pool_namespace(cli, &client);
     let (selector, target_port) = match (&cli.selector, &cli.pool_name) {
         (Some(sel), _) => (sel.clone(), cli.target_port),
         (None, Some(pool)) => pod_watch::pool_selector(&client, &namespace, pool)

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use llmd_api::endpoint_picker::selector_string;
 use llmd_api::inference_pool::InferencePool;
 use llmd_api::labels;
 
@@ -103,14 +104,7 @@ pub async fn pool_selector(
 ) -> Result<(String, u16), String> {
     let api: Api<InferencePool> = Api::namespaced(client.clone(), namespace);
     let pool = api.get(name).await.map_err(|e| e.to_string())?;
-    let selector = pool
-        .spec
-        .selector
-        .match_labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = selector_string(&pool.spec.selector.match_labels);
     let port = pool
         .spec
         .target_ports

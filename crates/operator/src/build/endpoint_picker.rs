@@ -28,7 +28,12 @@ pub fn name(owner: &Owner) -> String {
 
 /// Command-line arguments of `llmd-epp`.
 pub fn args(owner: &Owner) -> Vec<String> {
-    endpoint_picker::Args::for_pool(&owner.name, &owner.namespace).render()
+    endpoint_picker::Args::for_pool(
+        &owner.name,
+        &owner.namespace,
+        &endpoint_picker_config::name(owner),
+    )
+    .render()
 }
 
 fn port(name: &str, number: u16) -> ContainerPort {
