@@ -29,6 +29,11 @@ pub mod header {
     pub const PREFILLER: &str = "x-prefiller-host-port";
     /// Pins a client to an endpoint when session affinity is on.
     pub const SESSION: &str = "x-session-token";
+    /// The request id engines key their KV bookkeeping by. Both legs of a P/D
+    /// request carry one id the EPP generated.
+    pub const REQUEST_ID: &str = "x-request-id";
+    /// The client's own `x-request-id`, passed on beside the EPP's for tracing.
+    pub const CLIENT_REQUEST_ID: &str = "x-client-request-id";
 }
 
 /// Names of the EPP's command-line flags (without the leading `--`).

@@ -14,16 +14,20 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 fn headers_msg(path: &str) -> ProcessingRequest {
+    headers_msg_with(path, &[])
+}
+
+fn headers_msg_with(path: &str, extra: &[(&str, &str)]) -> ProcessingRequest {
     let h = |k: &str, v: &str| HeaderValue {
         key: k.into(),
         raw_value: v.as_bytes().to_vec(),
         ..Default::default()
     };
+    let mut headers = vec![h(":path", path), h(":method", "POST")];
+    headers.extend(extra.iter().map(|(k, v)| h(k, v)));
     ProcessingRequest {
         request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
-            headers: Some(HeaderMap {
-                headers: vec![h(":path", path), h(":method", "POST")],
-            }),
+            headers: Some(HeaderMap { headers }),
             end_of_stream: false,
             ..Default::default()
         })),
@@ -196,11 +200,26 @@ async fn long_uncached_prompts_get_a_prefiller_header() {
         2,
     )
     .await;
-    let Some(processing_response::Response::RequestHeaders(h)) = &out[0].response else {
-        panic!("headers response first: {out:?}");
+    let set = set_headers(&out[0]);
+    assert!(
+        set.contains(&(
+            "x-gateway-destination-endpoint".into(),
+            "127.0.0.1:10".into()
+        )),
+        "{set:?}"
+    );
+    assert!(
+        set.contains(&("x-prefiller-host-port".into(), "127.0.0.1:9".into())),
+        "{set:?}"
+    );
+}
+
+/// The headers a response sets, as (name, value).
+fn set_headers(response: &ProcessingResponse) -> Vec<(String, String)> {
+    let Some(processing_response::Response::RequestHeaders(h)) = &response.response else {
+        panic!("a headers response: {response:?}");
     };
-    let set: Vec<(String, String)> = h
-        .response
+    h.response
         .as_ref()
         .and_then(|r| r.header_mutation.as_ref())
         .map(|m| {
@@ -215,16 +234,105 @@ async fn long_uncached_prompts_get_a_prefiller_header() {
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn removed_headers(response: &ProcessingResponse) -> Vec<String> {
+    let Some(processing_response::Response::RequestHeaders(h)) = &response.response else {
+        panic!("a headers response: {response:?}");
+    };
+    h.response
+        .as_ref()
+        .and_then(|r| r.header_mutation.as_ref())
+        .map(|m| m.remove_headers.clone())
+        .unwrap_or_default()
+}
+
+fn streamed_body(response: &ProcessingResponse) -> Vec<u8> {
+    use envoy_types::pb::envoy::service::ext_proc::v3::body_mutation::Mutation;
+    let Some(processing_response::Response::RequestBody(b)) = &response.response else {
+        panic!("a body response: {response:?}");
+    };
+    match b
+        .response
+        .as_ref()
+        .and_then(|r| r.body_mutation.as_ref())
+        .and_then(|m| m.mutation.as_ref())
+    {
+        Some(Mutation::StreamedResponse(s)) => s.body.clone(),
+        other => panic!("a streamed body: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_clients_prefiller_header_and_kv_transfer_params_are_stripped() {
+    let epp = tokio::task::spawn_blocking(|| Epp::start("127.0.0.1:10=decode", None))
+        .await
+        .expect("epp");
+    let body = r#"{"model":"m","prompt":"hi","kv_transfer_params":{"do_remote_prefill":true,"remote_host":"10.9.9.9","remote_port":5600}}"#;
+    let out = exchange(
+        epp.grpc,
+        vec![
+            headers_msg_with(
+                "/v1/completions",
+                &[("x-prefiller-host-port", "10.9.9.9:8000")],
+            ),
+            body_msg(body),
+        ],
+        2,
+    )
+    .await;
     assert!(
-        set.contains(&(
-            "x-gateway-destination-endpoint".into(),
-            "127.0.0.1:10".into()
-        )),
-        "{set:?}"
+        removed_headers(&out[0]).contains(&"x-prefiller-host-port".to_string()),
+        "{out:?}"
     );
     assert!(
-        set.contains(&("x-prefiller-host-port".into(), "127.0.0.1:9".into())),
-        "{set:?}"
+        !set_headers(&out[0])
+            .iter()
+            .any(|(k, _)| k == "x-prefiller-host-port"),
+        "aggregated: no prefiller of ours either"
     );
+    let forwarded: serde_json::Value =
+        serde_json::from_slice(&streamed_body(&out[1])).expect("json body");
+    assert_eq!(forwarded, serde_json::json!({"model": "m", "prompt": "hi"}));
+    let length = set_headers(&out[0])
+        .into_iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v);
+    assert_eq!(length, Some(streamed_body(&out[1]).len().to_string()));
+}
+
+#[tokio::test]
+async fn both_pd_legs_get_one_fresh_request_id_and_the_clients_is_kept_for_tracing() {
+    let epp = tokio::task::spawn_blocking(|| {
+        Epp::start(
+            "127.0.0.1:9=prefill,127.0.0.1:10=decode",
+            Some(&pd_config(16)),
+        )
+    })
+    .await
+    .expect("epp");
+    let prompt = "word ".repeat(200);
+    let out = exchange(
+        epp.grpc,
+        vec![
+            headers_msg_with("/v1/completions", &[("x-request-id", "client-7")]),
+            body_msg(&format!(r#"{{"model":"m","prompt":"{prompt}"}}"#)),
+        ],
+        2,
+    )
+    .await;
+    let set = set_headers(&out[0]);
+    let id = set
+        .iter()
+        .find(|(k, _)| k == "x-request-id")
+        .map(|(_, v)| v.clone())
+        .expect("a request id for the P/D legs");
+    assert_ne!(id, "client-7");
+    assert!(uuid_like(&id), "{id}");
+    assert!(set.contains(&("x-client-request-id".into(), "client-7".into())));
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }

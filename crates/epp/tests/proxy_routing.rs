@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::recorder::{self, Recorder};
 use support::{Epp, Sim, http, pd_config, sim_bin, tenant_prompt, wait_for};
 
 fn complete(epp: &Epp, prompt: &str) -> reqwest::blocking::Response {
@@ -118,24 +119,100 @@ fn long_uncached_prompts_take_the_pd_two_step_through_the_proxy() {
 }
 
 #[test]
-fn a_prefiller_that_is_not_a_pool_member_is_refused() {
-    let bin = sim_bin();
-    let decode = Sim::start(&bin, &[]);
-    let outsider = Sim::start(&bin, &[]);
-    let epp = Epp::start(&format!("{}=decode", decode.address()), None);
-    for bad in [
-        outsider.address(),
-        decode.address(),
+fn a_prefiller_named_by_the_client_is_never_contacted() {
+    let engine = Recorder::start();
+    let outsider = Recorder::start();
+    let epp = Epp::start(&format!("{}=decode", engine.address), None);
+    for named in [
+        outsider.address.clone(),
+        engine.address.clone(),
         "169.254.169.254:80".into(),
     ] {
         let r = http()
             .post(epp.url("/v1/completions"))
-            .header("x-prefiller-host-port", bad.as_str())
+            .header("x-prefiller-host-port", named.as_str())
             .json(&json!({"model": "test-model", "prompt": "hello", "max_tokens": 2}))
             .send()
             .expect("proxy answers");
-        assert_eq!(r.status().as_u16(), 403, "{bad}");
+        assert_eq!(r.status().as_u16(), 200, "{named}");
+        assert!(
+            r.headers().get("x-prefiller-host-port").is_none(),
+            "{named}"
+        );
     }
+    assert!(
+        outsider.seen().is_empty(),
+        "the outsider was never contacted"
+    );
+    let seen = engine.seen();
+    assert_eq!(seen.len(), 3, "each request served aggregated, once");
+    assert!(
+        seen.iter()
+            .all(|s| s.body.get("kv_transfer_params").is_none())
+    );
+}
+
+#[test]
+fn a_clients_kv_transfer_params_never_reach_an_engine() {
+    let engine = Recorder::start();
+    let epp = Epp::start(&format!("{}=decode", engine.address), None);
+    let r = http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({
+            "model": "test-model", "prompt": "hello", "max_tokens": 2,
+            "kv_transfer_params": {"do_remote_prefill": true, "remote_engine_id": "x",
+                                   "remote_host": "10.9.9.9", "remote_port": 5600,
+                                   "remote_block_ids": [1, 2]},
+        }))
+        .send()
+        .expect("proxy answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let seen = engine.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body,
+        json!({"model": "test-model", "prompt": "hello", "max_tokens": 2})
+    );
+}
+
+#[test]
+fn both_pd_legs_carry_one_fresh_request_id() {
+    let prefill = Recorder::start();
+    let decode = Recorder::start();
+    let epp = Epp::start(
+        &format!("{}=prefill,{}=decode", prefill.address, decode.address),
+        Some(&pd_config(32)),
+    );
+    let r = http()
+        .post(epp.url("/v1/completions"))
+        .header("x-request-id", "client-9")
+        .json(&json!({"model": "test-model", "prompt": "word ".repeat(200), "max_tokens": 2}))
+        .send()
+        .expect("proxy answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let (p, d) = (prefill.seen(), decode.seen());
+    assert_eq!(
+        (p.len(), d.len()),
+        (1, 1),
+        "one prefill leg, one decode leg"
+    );
+    let id = |s: &recorder::Seen, name: &str| {
+        s.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let leg_id = id(&p[0], "x-request-id").expect("prefill leg id");
+    assert_eq!(id(&d[0], "x-request-id").as_deref(), Some(leg_id.as_str()));
+    assert_ne!(leg_id, "client-9");
+    for leg in [&p[0], &d[0]] {
+        assert_eq!(id(leg, "x-client-request-id").as_deref(), Some("client-9"));
+    }
+    assert_eq!(
+        d[0].body.pointer("/kv_transfer_params/remote_engine_id"),
+        Some(&json!("recorder")),
+        "the decode leg carries the prefiller's params"
+    );
 }
 
 #[test]

@@ -99,6 +99,8 @@ struct Exchange {
     full_duplex: bool,
     headers: HashMap<String, String>,
     body: Vec<u8>,
+    /// The body to send on instead of the client's (its kv_transfer_params dropped).
+    replacement_body: Option<Vec<u8>>,
     guard: Option<InFlightGuard>,
 }
 
@@ -110,6 +112,7 @@ impl Exchange {
             full_duplex: true,
             headers: HashMap::new(),
             body: Vec::new(),
+            replacement_body: None,
             guard: None,
         }
     }
@@ -146,7 +149,10 @@ impl Exchange {
                     return vec![routed];
                 }
                 if self.full_duplex {
-                    let body = std::mem::take(&mut self.body);
+                    let body = self
+                        .replacement_body
+                        .take()
+                        .unwrap_or_else(|| std::mem::take(&mut self.body));
                     vec![
                         routed,
                         respond(P::RequestBody(BodyResponse {
@@ -229,9 +235,35 @@ impl Exchange {
             Err(e) => return refuse(&e),
         };
         self.guard = Some(InFlightGuard::new(routing.decode.clone()));
-        let (mutation, metadata) = destination(&routing);
+        let (mut mutation, metadata) = destination(&routing);
+        // Clients never steer the KV fabric: their prefiller header goes (ours, if
+        // any, is set above), and so do kv_transfer_params in their body.
+        mutation.remove_headers.push(header::PREFILLER.to_string());
+        if routing.prefill.is_some() {
+            // One fresh id for both P/D legs; the client's goes on for tracing.
+            if let Some(client_id) = self.headers.get(header::REQUEST_ID) {
+                mutation
+                    .set_headers
+                    .push(set_header(header::CLIENT_REQUEST_ID, client_id));
+            }
+            mutation.set_headers.push(set_header(
+                header::REQUEST_ID,
+                &uuid::Uuid::new_v4().to_string(),
+            ));
+        }
+        self.replacement_body = parsed.as_ref().and_then(|r| r.without_client_kv_params());
+        let body_mutation = self.replacement_body.as_ref().map(|body| {
+            mutation
+                .set_headers
+                .push(set_header("content-length", &body.len().to_string()));
+            BodyMutation {
+                mutation: Some(body_mutation::Mutation::Body(body.clone())),
+            }
+        });
         let common = CommonResponse {
             header_mutation: Some(mutation),
+            // Buffered modes replace the body here; full-duplex streams it back.
+            body_mutation: body_mutation.filter(|_| !self.full_duplex && !headers_only),
             clear_route_cache: true,
             ..Default::default()
         };

@@ -42,6 +42,11 @@ pub struct InferenceRequest {
     pub body: Map<String, Value>,
 }
 
+/// The body field through which vLLM's KV connector is steered (remote engine,
+/// host, port, block ids). Only the EPP sets it, on P/D legs: a client's is dropped,
+/// so no client can make an engine open a NIXL handshake to an address it chose.
+pub const KV_TRANSFER_PARAMS: &str = "kv_transfer_params";
+
 /// Why a body was refused; each maps to a 400 with this message.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RequestError {
@@ -59,6 +64,17 @@ pub enum RequestError {
 }
 
 impl InferenceRequest {
+    /// The body to forward when the client sent `kv_transfer_params`: the same body
+    /// without them. `None` when the client's bytes can go on unchanged.
+    pub fn without_client_kv_params(&self) -> Option<Vec<u8>> {
+        if !self.body.contains_key(KV_TRANSFER_PARAMS) {
+            return None;
+        }
+        let mut body = self.body.clone();
+        body.remove(KV_TRANSFER_PARAMS);
+        serde_json::to_vec(&Value::Object(body)).ok()
+    }
+
     /// Parses and validates a body for `kind`.
     pub fn parse(kind: ApiKind, bytes: &[u8]) -> Result<Self, RequestError> {
         let value: Value = serde_json::from_slice(bytes)
@@ -178,6 +194,22 @@ fn chat_prompt(body: &Map<String, Value>) -> Result<String, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_kv_transfer_params_are_dropped_and_nothing_else() {
+        let body = br#"{"model":"m","prompt":"hi","kv_transfer_params":{"remote_host":"10.9.9.9","remote_port":5600},"max_tokens":3}"#;
+        let req = InferenceRequest::parse(ApiKind::Completions, body).expect("parses");
+        let stripped = req.without_client_kv_params().expect("stripped");
+        let value: Value = serde_json::from_slice(&stripped).expect("json");
+        assert_eq!(
+            value,
+            serde_json::json!({"model": "m", "prompt": "hi", "max_tokens": 3})
+        );
+        let clean =
+            InferenceRequest::parse(ApiKind::Completions, br#"{"model":"m","prompt":"hi"}"#)
+                .expect("parses");
+        assert_eq!(clean.without_client_kv_params(), None);
+    }
 
     #[test]
     fn parses_a_completion() {

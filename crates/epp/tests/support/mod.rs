@@ -2,6 +2,8 @@
 //! loopback, each killed when dropped.
 #![allow(dead_code)]
 
+pub mod recorder;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

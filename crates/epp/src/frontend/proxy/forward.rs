@@ -8,6 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
+use llmd_api::endpoint_picker::header;
 use serde_json::{Map, Value};
 
 use super::{ProxyError, ProxyState, pd_two_step};
@@ -90,6 +91,20 @@ pub fn passed_headers(from: &HeaderMap) -> HeaderMap {
         if let Some(v) = from.get(*name) {
             out.insert(*name, v.clone());
         }
+    }
+    out
+}
+
+/// The headers of both P/D legs: `request_id` (one fresh id, so two clients that
+/// reuse an id never collide in the engines' KV bookkeeping) as the request id, the
+/// client's own id passed on as [`header::CLIENT_REQUEST_ID`].
+pub fn pd_leg_headers(passed: &HeaderMap, request_id: &str) -> HeaderMap {
+    let mut out = passed.clone();
+    if let Some(client_id) = out.remove(header::REQUEST_ID) {
+        out.insert(header::CLIENT_REQUEST_ID, client_id);
+    }
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        out.insert(header::REQUEST_ID, id);
     }
     out
 }
@@ -210,5 +225,22 @@ mod tests {
             Some(&b"Bearer t"[..])
         );
         assert!(passed.get("host").is_none());
+    }
+
+    #[test]
+    fn pd_legs_carry_a_fresh_id_and_the_clients_as_a_trace_header() {
+        let mut passed = HeaderMap::new();
+        passed.insert("x-request-id", HeaderValue::from_static("client-1"));
+        let legs = pd_leg_headers(&passed, "epp-42");
+        assert_eq!(
+            legs.get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"epp-42"[..])
+        );
+        assert_eq!(
+            legs.get("x-client-request-id").map(|v| v.as_bytes()),
+            Some(&b"client-1"[..])
+        );
+        let without = pd_leg_headers(&HeaderMap::new(), "epp-43");
+        assert_eq!(without.len(), 1);
     }
 }

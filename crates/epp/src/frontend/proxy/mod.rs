@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 pub use errors::ProxyError;
 
 use llmd_api::endpoint_picker::header;
+use uuid::Uuid;
 
 use crate::endpoint_picker::{EndpointPicker, session_token_for};
 use crate::frontend::request::ApiKind;
@@ -98,40 +99,39 @@ async fn route(
 ) -> Result<Response, ProxyError> {
     let bytes = read_body(body, s.max_body_bytes).await?;
     let req = route::parse(kind, &bytes)?;
-    let registry = &s.picker.registry;
-    // A prefiller named by the client (as an upstream gateway would) is honoured only
-    // if it is a prefill-capable member of the pool: never an arbitrary address.
-    let requested_prefiller = match header_value(headers, header::PREFILLER) {
-        Some(addr) => match registry.get(addr.trim()) {
-            Some(state) if state.endpoint.role.serves_prefill() => Some(state),
-            _ => {
-                return Err(ProxyError::new(
-                    StatusCode::FORBIDDEN,
-                    "prefiller_not_in_pool",
-                    format!(
-                        "{} {addr:?} is not a prefill member of the pool",
-                        header::PREFILLER
-                    ),
-                ));
-            }
-        },
-        None => None,
-    };
+    // Clients never steer the KV fabric: a prefiller they name is ignored (the EPP
+    // picks one), and their kv_transfer_params are dropped below.
+    if let Some(addr) = header_value(headers, header::PREFILLER) {
+        tracing::debug!(
+            prefiller = addr,
+            "ignoring the client's {}",
+            header::PREFILLER
+        );
+    }
     let session = header_value(headers, header::SESSION);
     let pick = |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude);
     let routing = pick(None)?;
-    let prefill = requested_prefiller.or(routing.prefill);
+    let prefill = routing.prefill;
     let mut decode = routing.decode;
 
-    let passed = forward::passed_headers(headers);
+    let passed = match &prefill {
+        Some(_) => forward::pd_leg_headers(
+            &forward::passed_headers(headers),
+            &Uuid::new_v4().to_string(),
+        ),
+        None => forward::passed_headers(headers),
+    };
     let kv_params = match &prefill {
         Some(p) => Some(forward::prefill(s, p, kind, &req.body, &passed).await?),
         None => None,
     };
-    // Aggregated requests are forwarded byte for byte as the client sent them.
+    // Aggregated requests are forwarded byte for byte as the client sent them, unless
+    // they carry kv_transfer_params.
     let decode_body = match kv_params {
         Some(params) => forward::to_bytes(pd_two_step::decode_body(&req.body, params)),
-        None => bytes.clone(),
+        None => req
+            .without_client_kv_params()
+            .map_or_else(|| bytes.clone(), Bytes::from),
     };
     let mut decode_guard = InFlightGuard::new(decode.clone());
     let upstream = match forward::send_raw(
