@@ -16,12 +16,19 @@ pub struct EngineMetrics {
     /// From `vllm:cache_config_info`.
     pub block_size: Option<u64>,
     pub num_gpu_blocks: Option<u64>,
+    /// Samples of the families above that were ignored: NaN or infinite, negative,
+    /// or beyond any real engine (a broken or hostile exporter).
+    pub rejected_samples: u32,
 }
+
+/// More requests, blocks or tokens than any engine holds: a value beyond this is
+/// garbage, not load.
+const ABSURD: f64 = 1e12;
 
 impl EngineMetrics {
     /// Tokens the engine's KV cache holds, when it reports its cache config.
     pub fn kv_capacity_tokens(&self) -> Option<u64> {
-        Some(self.block_size? * self.num_gpu_blocks?)
+        self.block_size?.checked_mul(self.num_gpu_blocks?)
     }
 }
 
@@ -48,6 +55,22 @@ pub fn parse(text: &str) -> EngineMetrics {
         let Some((name, labels, value)) = split_sample(line) else {
             continue;
         };
+        let known = matches!(
+            name,
+            WAITING
+                | RUNNING
+                | KV_USAGE
+                | KV_USAGE_OLD
+                | PREFIX_HITS
+                | PREFIX_HITS_BARE
+                | PREFIX_QUERIES
+                | PREFIX_QUERIES_BARE
+                | CACHE_CONFIG
+        );
+        if known && !(value.is_finite() && (0.0..=ABSURD).contains(&value)) {
+            m.rejected_samples += 1;
+            continue;
+        }
         match name {
             WAITING => m.waiting += value,
             RUNNING => m.running += value,
@@ -62,8 +85,13 @@ pub fn parse(text: &str) -> EngineMetrics {
             PREFIX_HITS | PREFIX_HITS_BARE => m.prefix_cache_hits += value,
             PREFIX_QUERIES | PREFIX_QUERIES_BARE => m.prefix_cache_queries += value,
             CACHE_CONFIG => {
-                m.block_size = label(labels, "block_size").and_then(|v| v.parse().ok());
-                m.num_gpu_blocks = label(labels, "num_gpu_blocks").and_then(|v| v.parse().ok());
+                let positive = |key| {
+                    label(labels, key)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .filter(|n| *n > 0 && (*n as f64) <= ABSURD)
+                };
+                m.block_size = positive("block_size");
+                m.num_gpu_blocks = positive("num_gpu_blocks");
             }
             _ => {}
         }
@@ -88,7 +116,7 @@ fn split_sample(line: &str) -> Option<(&str, &str, f64)> {
         }
     };
     let value: f64 = rest.split_whitespace().next()?.parse().ok()?;
-    value.is_finite().then_some((name.trim(), labels, value))
+    Some((name.trim(), labels, value))
 }
 
 /// The value of one label in `a="x",b="y"` (values without escaped quotes).
@@ -149,6 +177,40 @@ vllm:time_to_first_token_seconds_bucket{le="0.1"} 7
         let m = parse(
             "vllm:num_requests_waiting{ 3\nnot a metric\nvllm:num_requests_running NaN\n}{ 1\n",
         );
-        assert_eq!(m, EngineMetrics::default());
+        assert_eq!(
+            m,
+            EngineMetrics {
+                rejected_samples: 1,
+                ..EngineMetrics::default()
+            }
+        );
+    }
+
+    #[test]
+    fn nan_negative_and_absurd_values_are_ignored_and_counted() {
+        let m = parse(concat!(
+            "vllm:num_requests_waiting -4\n",
+            "vllm:num_requests_waiting 2\n",
+            "vllm:num_requests_running +Inf\n",
+            "vllm:kv_cache_usage_perc NaN\n",
+            "vllm:prefix_cache_hits_total 1e300\n",
+            "vllm:cache_config_info{block_size=\"0\",num_gpu_blocks=\"99999999999999999999\"} 1\n",
+        ));
+        assert_eq!(m.waiting, 2.0);
+        assert_eq!(m.running, 0.0);
+        assert_eq!(m.kv_usage, 0.0);
+        assert_eq!(m.prefix_cache_hits, 0.0);
+        assert_eq!(m.rejected_samples, 4);
+        assert_eq!(m.kv_capacity_tokens(), None, "a zero block size is no capacity");
+    }
+
+    #[test]
+    fn kv_capacity_never_overflows() {
+        let m = EngineMetrics {
+            block_size: Some(u64::MAX / 2),
+            num_gpu_blocks: Some(3),
+            ..EngineMetrics::default()
+        };
+        assert_eq!(m.kv_capacity_tokens(), None);
     }
 }

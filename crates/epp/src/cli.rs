@@ -60,7 +60,7 @@ pub struct Cli {
     pub config_map: Option<String>,
 
     /// How often --config-file is checked for changes.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
     pub config_poll_interval: Duration,
 
     /// OpenAI-compatible HTTP proxy (`/v1/completions`, `/v1/chat/completions`, `/v1/models`).
@@ -80,11 +80,11 @@ pub struct Cli {
     pub metrics_addr: SocketAddr,
 
     /// How often each endpoint's `/metrics` is scraped.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "50ms", value_parser = parse_positive_duration)]
     pub scrape_interval: Duration,
 
     /// Timeout of one scrape.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
     pub scrape_timeout: Duration,
 
     /// Scraped metrics older than this are ignored, and an endpoint without fresh
@@ -122,6 +122,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unit must be ms, s or m")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// [`parse_duration`], refusing zero (an interval of zero would spin).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -162,6 +171,15 @@ mod tests {
         assert_eq!(cli.log_format, LogFormat::Json);
         assert_eq!(args.log_format, "json");
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn zero_intervals_are_refused_at_start() {
+        for flag in ["--scrape-interval", "--scrape-timeout", "--config-poll-interval"] {
+            let err = Cli::try_parse_from(["llmd-epp", flag, "0s"]).expect_err(flag);
+            assert!(err.to_string().contains("longer than zero"), "{flag}: {err}");
+        }
+        assert!(Cli::try_parse_from(["llmd-epp", "--scrape-interval", "10ms"]).is_ok());
     }
 
     #[test]

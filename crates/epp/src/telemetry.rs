@@ -75,6 +75,8 @@ pub struct Telemetry {
     pub scorer_weights: Family<ScorerLabels, Gauge<f64, AtomicU64>>,
     pub endpoints: Family<RoleLabels, Gauge>,
     pub scrape_errors: Counter,
+    /// Metric samples ignored as NaN, negative or absurd.
+    pub rejected_samples: Counter,
     pub endpoint_waiting: Family<EndpointLabels, Gauge>,
     pub endpoint_running: Family<EndpointLabels, Gauge>,
 }
@@ -102,6 +104,7 @@ impl Telemetry {
             scorer_weights: Family::default(),
             endpoints: Family::default(),
             scrape_errors: Counter::default(),
+            rejected_samples: Counter::default(),
             endpoint_waiting: Family::default(),
             endpoint_running: Family::default(),
             registry: Registry::default(),
@@ -170,6 +173,11 @@ impl Telemetry {
             "metrics_scrape_errors",
             "Failed scrapes of model-server /metrics",
             t.scrape_errors.clone(),
+        );
+        registry.register(
+            "metrics_rejected_samples",
+            "Model-server metric samples ignored as NaN, negative or absurd",
+            t.rejected_samples.clone(),
         );
         registry.register(
             "endpoint_waiting_requests",

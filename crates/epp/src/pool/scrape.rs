@@ -17,6 +17,9 @@ use crate::pool::endpoint::EndpointState;
 use crate::telemetry::{EndpointLabels, RoleLabels};
 use llmd_api::engine_metrics;
 
+/// How often one endpoint's ignored metric values are logged at most.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 #[derive(Clone, Copy, Debug)]
 pub struct ScrapeSettings {
     pub interval: Duration,
@@ -90,12 +93,27 @@ async fn scrape_loop(
     let metrics_url = format!("http://{}/metrics", state.endpoint.address);
     let models_url = format!("http://{}/v1/models", state.endpoint.address);
     let mut next_models = Instant::now();
+    let mut next_rejection_log = Instant::now();
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match fetch(&client, &metrics_url, settings.timeout).await {
-            Ok(text) => picker.record_scrape(&state, engine_metrics::parse(&text)),
+            Ok(text) => {
+                let metrics = engine_metrics::parse(&text);
+                if metrics.rejected_samples > 0 {
+                    picker
+                        .telemetry
+                        .rejected_samples
+                        .inc_by(u64::from(metrics.rejected_samples));
+                    // Once a minute per endpoint: a broken exporter must not flood the log.
+                    if Instant::now() >= next_rejection_log {
+                        next_rejection_log = Instant::now() + REJECTION_LOG_INTERVAL;
+                        tracing::warn!(endpoint = %state.endpoint.address, samples = metrics.rejected_samples, "ignoring NaN, negative or absurd metric values");
+                    }
+                }
+                picker.record_scrape(&state, metrics);
+            }
             Err(e) => {
                 picker.telemetry.scrape_errors.inc();
                 tracing::debug!(endpoint = %state.endpoint.address, error = %e, "metrics scrape failed");
