@@ -201,7 +201,11 @@ vllm:time_to_first_token_seconds_bucket{le="0.1"} 7
         assert_eq!(m.kv_usage, 0.0);
         assert_eq!(m.prefix_cache_hits, 0.0);
         assert_eq!(m.rejected_samples, 4);
-        assert_eq!(m.kv_capacity_tokens(), None, "a zero block size is no capacity");
+        assert_eq!(
+            m.kv_capacity_tokens(),
+            None,
+            "a zero block size is no capacity"
+        );
     }
 
     #[test]

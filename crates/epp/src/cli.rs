@@ -96,6 +96,22 @@ pub struct Cli {
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Requests in flight at once across the proxy and ext-proc; more are refused
+    /// with 429 and Retry-After (each may buffer up to --max-body-bytes).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+
+    /// How long a model server may take to send its response headers (a
+    /// non-streamed completion sends them when generation ends). Streams then run
+    /// as long as they run.
+    #[arg(long, default_value = "10m", value_parser = parse_positive_duration)]
+    pub engine_first_byte_timeout: Duration,
+
+    /// On SIGTERM: how long requests and streams in flight may take to finish
+    /// before the process exits anyway (keep it below the pod's grace period).
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Log format (level from RUST_LOG, default info).
     #[arg(long = flag::LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -175,9 +191,16 @@ mod tests {
 
     #[test]
     fn zero_intervals_are_refused_at_start() {
-        for flag in ["--scrape-interval", "--scrape-timeout", "--config-poll-interval"] {
+        for flag in [
+            "--scrape-interval",
+            "--scrape-timeout",
+            "--config-poll-interval",
+        ] {
             let err = Cli::try_parse_from(["llmd-epp", flag, "0s"]).expect_err(flag);
-            assert!(err.to_string().contains("longer than zero"), "{flag}: {err}");
+            assert!(
+                err.to_string().contains("longer than zero"),
+                "{flag}: {err}"
+            );
         }
         assert!(Cli::try_parse_from(["llmd-epp", "--scrape-interval", "10ms"]).is_ok());
     }

@@ -17,4 +17,5 @@ pub mod fuzz_input;
 pub mod pool;
 pub mod prefix;
 pub mod scheduling;
+pub mod serve;
 pub mod telemetry;

@@ -3,21 +3,22 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Parser;
-use llmd_api::endpoint_picker::HEALTH_SERVICE;
 use llmd_api::endpoint_picker_config::SchedulerConfig;
 use llmd_epp::cli::{Cli, LogFormat};
 use llmd_epp::config_watch;
 use llmd_epp::endpoint_picker::EndpointPicker;
+use llmd_epp::frontend::admission::Admission;
 use llmd_epp::frontend::ext_proc::ExtProcService;
-use llmd_epp::frontend::proxy::{self, ProxyState};
+use llmd_epp::frontend::proxy::ProxyState;
 use llmd_epp::pool::endpoint::EndpointRegistry;
 use llmd_epp::pool::scrape::{self, ScrapeSettings};
 use llmd_epp::pool::{pod_watch, static_endpoints};
+use llmd_epp::serve;
 use llmd_epp::telemetry::Telemetry;
-use tokio::net::TcpListener;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -74,6 +75,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
+        // Requests go to pool members only: a redirect from an engine is not followed.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("http client: {e}"))?;
     tokio::spawn(scrape::run(
@@ -104,90 +107,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         ));
     }
 
-    let proxy_state = Arc::new(ProxyState {
-        picker: picker.clone(),
-        client,
-        max_body_bytes: cli.max_body_bytes,
-    });
-    let proxy_app = proxy::router(proxy_state).fallback(proxy::not_found);
-    let proxy_listener = bind(cli.proxy_addr, "proxy").await?;
-    let metrics_listener = bind(cli.metrics_addr, "metrics").await?;
-    let metrics_app = {
-        let t = telemetry.clone();
-        axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let t = t.clone();
-                async move {
-                    (
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        t.encode(),
-                    )
-                }
-            }),
-        )
-    };
-
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-
-    let grpc = tonic::transport::Server::builder()
-        .add_service(ExtProcService::server(picker.clone(), cli.max_body_bytes))
-        .serve(cli.grpc_addr);
-    let health = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .serve(cli.grpc_health_addr);
-    tracing::info!(
-        proxy = %cli.proxy_addr, grpc = %cli.grpc_addr, health = %cli.grpc_health_addr,
-        metrics = %cli.metrics_addr, "llmd-epp serving"
-    );
-    tokio::select! {
-        r = axum::serve(proxy_listener, proxy_app) => r.map_err(|e| format!("proxy: {e}")),
-        r = axum::serve(metrics_listener, metrics_app) => r.map_err(|e| format!("metrics: {e}")),
-        r = grpc => r.map_err(|e| format!("ext-proc: {e}")),
-        r = health => r.map_err(|e| format!("health: {e}")),
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
-    }
-}
-
-async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let admission = Arc::new(Admission::new(cli.max_concurrent_requests as usize));
+    serve::run(
+        &cli,
+        Arc::new(ProxyState {
+            picker: picker.clone(),
+            client,
+            max_body_bytes: cli.max_body_bytes,
+            admission: admission.clone(),
+            first_byte_timeout: cli.engine_first_byte_timeout,
+            draining: Arc::new(AtomicBool::new(false)),
+        }),
+        ExtProcService::server(picker, admission, cli.max_body_bytes),
+        telemetry,
+    )
+    .await
 }
 
 /// A client for the API, when anything needs one: pod discovery (no

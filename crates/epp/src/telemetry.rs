@@ -64,6 +64,8 @@ pub struct Telemetry {
     pub prefix_match_ratio: Histogram,
     pub pd_decisions: Family<OutcomeLabels, Counter>,
     pub no_endpoint: Counter,
+    /// Requests refused at the admission limit.
+    pub shed: Counter,
     pub proxy_requests: Family<ProxyLabels, Counter>,
     pub proxy_ttft: Histogram,
     pub proxy_latency: Histogram,
@@ -96,6 +98,7 @@ impl Telemetry {
             prefix_match_ratio: Histogram::new(linear_buckets(0.0, 0.1, 11)),
             pd_decisions: Family::default(),
             no_endpoint: Counter::default(),
+            shed: Counter::default(),
             proxy_requests: Family::default(),
             proxy_ttft: seconds_histogram(),
             proxy_latency: seconds_histogram(),
@@ -133,6 +136,11 @@ impl Telemetry {
             "no_endpoint",
             "Requests refused because no endpoint could serve them",
             t.no_endpoint.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests refused with 429 because the admission limit was reached",
+            t.shed.clone(),
         );
         registry.register(
             "proxy_requests",

@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status, Streaming};
 use llmd_api::endpoint_picker::header;
 
 use crate::endpoint_picker::{EndpointPicker, Routing};
+use crate::frontend::admission::{self, Admission, Admitted};
 use crate::frontend::request::ApiKind;
 use crate::frontend::route::{self, RouteError};
 use crate::pool::endpoint::InFlightGuard;
@@ -41,16 +42,19 @@ pub const LB_METADATA_NAMESPACE: &str = "envoy.lb";
 
 pub struct ExtProcService {
     picker: Arc<EndpointPicker>,
+    admission: Arc<Admission>,
     max_body_bytes: usize,
 }
 
 impl ExtProcService {
     pub fn server(
         picker: Arc<EndpointPicker>,
+        admission: Arc<Admission>,
         max_body_bytes: usize,
     ) -> ExternalProcessorServer<Self> {
         ExternalProcessorServer::new(ExtProcService {
             picker,
+            admission,
             max_body_bytes,
         })
     }
@@ -69,9 +73,10 @@ impl ExternalProcessor for ExtProcService {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let picker = self.picker.clone();
+        let admission = self.admission.clone();
         let limit = self.max_body_bytes;
         tokio::spawn(async move {
-            let mut exchange = Exchange::new(picker, limit);
+            let mut exchange = Exchange::new(picker, admission, limit);
             loop {
                 let msg = match inbound.message().await {
                     Ok(Some(m)) => m,
@@ -95,6 +100,9 @@ impl ExternalProcessor for ExtProcService {
 /// One HTTP request's ext-proc conversation.
 struct Exchange {
     picker: Arc<EndpointPicker>,
+    admission: Arc<Admission>,
+    /// Held from the request's headers until its response ends.
+    admitted: Option<Admitted>,
     limit: usize,
     full_duplex: bool,
     headers: HashMap<String, String>,
@@ -105,9 +113,11 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(picker: Arc<EndpointPicker>, limit: usize) -> Self {
+    fn new(picker: Arc<EndpointPicker>, admission: Arc<Admission>, limit: usize) -> Self {
         Exchange {
             picker,
+            admission,
+            admitted: None,
             limit,
             full_duplex: true,
             headers: HashMap::new(),
@@ -125,6 +135,21 @@ impl Exchange {
         use processing_response::Response as P;
         match msg.request {
             Some(R::RequestHeaders(h)) => {
+                self.admitted = self.admission.try_admit();
+                if self.admitted.is_none() {
+                    self.picker.telemetry.shed.inc();
+                    let mut refused = immediate(429, &self.admission.refusal());
+                    if let Some(processing_response::Response::ImmediateResponse(r)) =
+                        refused.response.as_mut()
+                        && let Some(h) = r.headers.as_mut()
+                    {
+                        h.set_headers.push(set_header(
+                            "retry-after",
+                            &admission::RETRY_AFTER_SECONDS.to_string(),
+                        ));
+                    }
+                    return vec![refused];
+                }
                 self.headers = header_map(&h);
                 if h.end_of_stream {
                     // No body (e.g. GET): route on headers alone.
@@ -179,13 +204,13 @@ impl Exchange {
             }
             Some(R::ResponseHeaders(h)) => {
                 if h.end_of_stream {
-                    self.guard = None;
+                    self.finish();
                 }
                 vec![respond(P::ResponseHeaders(HeadersResponse::default()))]
             }
             Some(R::ResponseBody(b)) => {
                 if b.end_of_stream {
-                    self.guard = None;
+                    self.finish();
                 }
                 if self.full_duplex {
                     vec![respond(P::ResponseBody(BodyResponse {
@@ -207,11 +232,17 @@ impl Exchange {
                 }
             }
             Some(R::ResponseTrailers(_)) => {
-                self.guard = None;
+                self.finish();
                 vec![respond(P::ResponseTrailers(TrailersResponse::default()))]
             }
             None => vec![],
         }
+    }
+
+    /// The response ended: the request no longer counts as in flight.
+    fn finish(&mut self) {
+        self.guard = None;
+        self.admitted = None;
     }
 
     /// Picks and builds the response that carries the routing decision.

@@ -2,7 +2,7 @@
 //! decode response (buffered, or streamed chunk by chunk as it arrives).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -12,31 +12,70 @@ use llmd_api::endpoint_picker::header;
 use serde_json::{Map, Value};
 
 use super::{ProxyError, ProxyState, pd_two_step};
+use crate::frontend::admission::Admitted;
 use crate::frontend::request::ApiKind;
 use crate::pool::endpoint::{EndpointState, InFlightGuard};
 
-/// POSTs `body` to `address` and returns the response once its headers arrived.
+/// Why a model server gave no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No first byte within the first-byte timeout.
+    Timeout(Duration),
+    Http(reqwest::Error),
+}
+
+impl SendError {
+    /// Nothing reached the model server: another may safely be tried.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, SendError::Http(e) if e.is_connect())
+    }
+
+    pub fn into_proxy_error(self, address: &str) -> ProxyError {
+        match self {
+            SendError::Timeout(after) => ProxyError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("model server {address} sent nothing within {after:?}"),
+            ),
+            SendError::Http(e) => {
+                ProxyError::upstream(format!("model server {address} unreachable: {e}"))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Timeout(after) => write!(f, "no first byte within {after:?}"),
+            SendError::Http(e) => e.fmt(f),
+        }
+    }
+}
+
+/// POSTs `body` to `address` and returns the response once its headers arrived,
+/// within the first-byte timeout (generation may stream on for minutes after).
 pub async fn send_raw(
     s: &ProxyState,
     address: &str,
     kind: ApiKind,
     bytes: Bytes,
     passed: &HeaderMap,
-) -> Result<reqwest::Response, reqwest::Error> {
-    s.client
+) -> Result<reqwest::Response, SendError> {
+    let request = s
+        .client
         .post(format!("http://{address}{}", kind.path()))
         .headers(passed.clone())
         .header("content-type", "application/json")
         .body(bytes)
-        .send()
-        .await
+        .send();
+    match tokio::time::timeout(s.first_byte_timeout, request).await {
+        Ok(result) => result.map_err(SendError::Http),
+        Err(_) => Err(SendError::Timeout(s.first_byte_timeout)),
+    }
 }
 
-pub fn unreachable(address: &str, e: &reqwest::Error) -> ProxyError {
-    ProxyError::upstream(format!("model server {address} unreachable: {e}"))
-}
-
-/// [`send_raw`] with the error turned into a 502.
+/// [`send_raw`] with the error turned into a 502 (or 504 on the timeout).
 pub async fn send(
     s: &ProxyState,
     address: &str,
@@ -46,7 +85,7 @@ pub async fn send(
 ) -> Result<reqwest::Response, ProxyError> {
     send_raw(s, address, kind, bytes, passed)
         .await
-        .map_err(|e| unreachable(address, &e))
+        .map_err(|e| e.into_proxy_error(address))
 }
 
 /// Runs the prefill step and returns the `kv_transfer_params` for decode.
@@ -126,13 +165,22 @@ fn copy_headers(from: &reqwest::Response, to: &mut Response) {
 }
 
 /// Turns the decode response into the client's response.
+/// `guard` and `admitted` are held until the last byte reached the client.
 pub async fn relay(
     s: &ProxyState,
     upstream: reqwest::Response,
     stream: bool,
     guard: InFlightGuard,
+    admitted: Admitted,
     started: Instant,
 ) -> Result<Response, ProxyError> {
+    if upstream.status().is_redirection() {
+        // Never followed: the pool's members are the only places requests go.
+        return Err(ProxyError::upstream(format!(
+            "model server answered {} (a redirect, not followed)",
+            upstream.status()
+        )));
+    }
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let telemetry = s.picker.telemetry.clone();
@@ -147,7 +195,7 @@ pub async fn relay(
         let elapsed = started.elapsed().as_secs_f64();
         telemetry.proxy_ttft.observe(elapsed);
         telemetry.proxy_latency.observe(elapsed);
-        drop(guard);
+        drop((guard, admitted));
         *response.status_mut() = status;
         *response.body_mut() = Body::from(bytes);
         return Ok(response);
@@ -158,12 +206,12 @@ pub async fn relay(
     *response.status_mut() = status;
     struct Relay {
         inner: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-        guard: Option<InFlightGuard>,
+        guard: Option<(InFlightGuard, Admitted)>,
         first: bool,
     }
     let relay = Relay {
         inner: upstream.bytes_stream().boxed(),
-        guard: Some(guard),
+        guard: Some((guard, admitted)),
         first: true,
     };
     let body = futures::stream::unfold(relay, move |mut r| {

@@ -6,7 +6,8 @@ mod forward;
 pub mod pd_two_step;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -21,6 +22,7 @@ use llmd_api::endpoint_picker::header;
 use uuid::Uuid;
 
 use crate::endpoint_picker::{EndpointPicker, session_token_for};
+use crate::frontend::admission::{self, Admission, Admitted};
 use crate::frontend::request::ApiKind;
 use crate::frontend::route;
 use crate::pool::endpoint::InFlightGuard;
@@ -31,6 +33,12 @@ pub struct ProxyState {
     pub picker: Arc<EndpointPicker>,
     pub client: reqwest::Client,
     pub max_body_bytes: usize,
+    /// The EPP's one admission limit (shared with ext-proc).
+    pub admission: Arc<Admission>,
+    /// How long a model server may take to send response headers.
+    pub first_byte_timeout: Duration,
+    /// Set once the process drains: `/health` answers 503.
+    pub draining: Arc<AtomicBool>,
 }
 
 pub fn router(state: Arc<ProxyState>) -> Router {
@@ -38,7 +46,7 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         // The limit is enforced while reading, with an OpenAI-style 413.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -56,9 +64,32 @@ async fn chat_completions(
     handle(s, ApiKind::ChatCompletions, headers, body).await
 }
 
+/// 200 while serving, 503 once draining.
+async fn health(State(s): State<Arc<ProxyState>>) -> Response {
+    if s.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
 async fn handle(s: Arc<ProxyState>, kind: ApiKind, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let response = match route(&s, kind, &headers, body, started).await {
+    let Some(admitted) = s.admission.try_admit() else {
+        s.picker.telemetry.shed.inc();
+        let mut refused = ProxyError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            s.admission.refusal(),
+        )
+        .into_response();
+        refused.headers_mut().insert(
+            "retry-after",
+            HeaderValue::from(admission::RETRY_AFTER_SECONDS),
+        );
+        return refused;
+    };
+    let response = match route(&s, kind, &headers, body, admitted, started).await {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(status = e.status.as_u16(), reason = %e.message, "request refused");
@@ -95,6 +126,7 @@ async fn route(
     kind: ApiKind,
     headers: &HeaderMap,
     body: Body,
+    admitted: Admitted,
     started: Instant,
 ) -> Result<Response, ProxyError> {
     let bytes = read_body(body, s.max_body_bytes).await?;
@@ -153,10 +185,11 @@ async fn route(
             decode_guard = InFlightGuard::new(decode.clone());
             forward::send(s, &decode.endpoint.address, kind, decode_body, &passed).await?
         }
-        Err(e) => return Err(forward::unreachable(&decode.endpoint.address, &e)),
+        Err(e) => return Err(e.into_proxy_error(&decode.endpoint.address)),
     };
 
-    let mut response = forward::relay(s, upstream, req.stream, decode_guard, started).await?;
+    let mut response =
+        forward::relay(s, upstream, req.stream, decode_guard, admitted, started).await?;
     let session_token = session_token_for(&decode.endpoint.address);
     let mut announced = route::endpoint_headers(
         &decode.endpoint.address,
