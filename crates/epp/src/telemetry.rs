@@ -44,6 +44,12 @@ pub struct ProxyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontendLabels {
+    /// `proxy` or `ext-proc`.
+    pub frontend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabels {
     pub role: String,
 }
@@ -52,8 +58,14 @@ fn score_histogram() -> Histogram {
     Histogram::new(linear_buckets(0.0, 0.1, 11))
 }
 
-fn seconds_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+/// Latency buckets 10% apart from 1 ms to about 90 s, so two weightings whose
+/// latencies differ by 10% land in different buckets (what the tuner compares).
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 1.1, 120)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
 }
 
 /// All metrics; cheap to clone handles are inside.
@@ -67,8 +79,12 @@ pub struct Telemetry {
     /// Requests refused at the admission limit.
     pub shed: Counter,
     pub proxy_requests: Family<ProxyLabels, Counter>,
-    pub proxy_ttft: Histogram,
-    pub proxy_latency: Histogram,
+    /// Time to first token as the client sees it through this EPP, per front end.
+    pub ttft: Family<FrontendLabels, Histogram, fn() -> Histogram>,
+    /// Time between streamed chunks (about one token each), per front end.
+    pub inter_token_latency: Family<FrontendLabels, Histogram, fn() -> Histogram>,
+    /// Time to the end of the response, per front end.
+    pub request_duration: Family<FrontendLabels, Histogram, fn() -> Histogram>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
     /// 1 for the hash of the config in force (`EndpointPickerConfig::hash`, the
     /// value `status.routing.configHash` shows).
@@ -100,8 +116,9 @@ impl Telemetry {
             no_endpoint: Counter::default(),
             shed: Counter::default(),
             proxy_requests: Family::default(),
-            proxy_ttft: seconds_histogram(),
-            proxy_latency: seconds_histogram(),
+            ttft: Family::new_with_constructor(latency_histogram),
+            inter_token_latency: Family::new_with_constructor(latency_histogram),
+            request_duration: Family::new_with_constructor(latency_histogram),
             config_reloads: Family::default(),
             config_info: Family::default(),
             scorer_weights: Family::default(),
@@ -148,14 +165,19 @@ impl Telemetry {
             t.proxy_requests.clone(),
         );
         registry.register(
-            "proxy_time_to_first_token_seconds",
-            "Time from request arrival to the first response byte from the model server",
-            t.proxy_ttft.clone(),
+            "time_to_first_token_seconds",
+            "Time from request arrival to the first response byte from the model server, per front end",
+            t.ttft.clone(),
         );
         registry.register(
-            "proxy_request_duration_seconds",
-            "Time from request arrival to the end of the response",
-            t.proxy_latency.clone(),
+            "inter_token_latency_seconds",
+            "Time between streamed response chunks (about one token each), per front end",
+            t.inter_token_latency.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request arrival to the end of the response, per front end",
+            t.request_duration.clone(),
         );
         registry.register(
             "config_reloads",

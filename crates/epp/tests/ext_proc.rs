@@ -336,3 +336,69 @@ async fn both_pd_legs_get_one_fresh_request_id_and_the_clients_is_kept_for_traci
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
+
+fn response_headers_msg() -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::ResponseHeaders(HttpHeaders {
+            end_of_stream: false,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn response_body_msg(chunk: &str, end: bool) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::ResponseBody(HttpBody {
+            body: chunk.as_bytes().to_vec(),
+            end_of_stream: end,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn histogram_count(metrics: &str, family: &str, frontend: &str) -> u64 {
+    let prefix = format!("llmd_epp_{family}_count{{frontend=\"{frontend}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn ttft_and_inter_token_latency_are_measured_on_the_ext_proc_path() {
+    let epp = tokio::task::spawn_blocking(|| Epp::start("127.0.0.1:10=decode", None))
+        .await
+        .expect("epp");
+    exchange(
+        epp.grpc,
+        vec![
+            headers_msg("/v1/completions"),
+            body_msg(r#"{"model":"m","prompt":"hi","stream":true}"#),
+            response_headers_msg(),
+            response_body_msg("data: {\"a\":1}\n\n", false),
+            response_body_msg("data: {\"a\":2}\n\n", false),
+            response_body_msg("data: [DONE]\n\n", true),
+        ],
+        6,
+    )
+    .await;
+    let metrics = tokio::task::spawn_blocking(move || epp.metrics_text())
+        .await
+        .expect("metrics");
+    assert_eq!(
+        histogram_count(&metrics, "time_to_first_token_seconds", "ext-proc"),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        histogram_count(&metrics, "inter_token_latency_seconds", "ext-proc"),
+        2
+    );
+    assert_eq!(
+        histogram_count(&metrics, "request_duration_seconds", "ext-proc"),
+        1
+    );
+}

@@ -250,3 +250,32 @@ fn config_changes_apply_live_and_invalid_ones_are_refused() {
     assert!(r.status().is_success());
     assert_eq!(header(&r, "x-gateway-destination-endpoint"), holder);
 }
+
+#[test]
+fn ttft_and_inter_token_latency_are_measured_on_the_proxy_path() {
+    let bin = sim_bin();
+    let sim = Sim::start(&bin, &[]);
+    let epp = Epp::start(&sim.address(), None);
+    let text = http()
+        .post(epp.url("/v1/completions"))
+        .json(
+            &json!({"model": "test-model", "prompt": "hello there", "max_tokens": 6,
+                      "stream": true, "ignore_eos": true}),
+        )
+        .send()
+        .and_then(|r| r.text())
+        .expect("stream");
+    assert!(text.contains("[DONE]"), "{text}");
+    let metrics = epp.metrics_text();
+    let count = |family: &str| -> u64 {
+        let prefix = format!("llmd_epp_{family}_count{{frontend=\"proxy\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("time_to_first_token_seconds"), 1, "{metrics}");
+    assert!(count("inter_token_latency_seconds") >= 1, "{metrics}");
+    assert_eq!(count("request_duration_seconds"), 1);
+}

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
@@ -33,6 +34,7 @@ use llmd_api::endpoint_picker::header;
 
 use crate::endpoint_picker::{EndpointPicker, Routing};
 use crate::frontend::admission::{self, Admission, Admitted};
+use crate::frontend::latency::{Frontend, LatencyClock};
 use crate::frontend::request::ApiKind;
 use crate::frontend::route::{self, RouteError};
 use crate::pool::endpoint::InFlightGuard;
@@ -103,6 +105,10 @@ struct Exchange {
     admission: Arc<Admission>,
     /// Held from the request's headers until its response ends.
     admitted: Option<Admitted>,
+    /// When the request's headers arrived.
+    arrived: Instant,
+    /// Set once routed: the response's chunks are timed.
+    clock: Option<LatencyClock>,
     limit: usize,
     full_duplex: bool,
     headers: HashMap<String, String>,
@@ -118,6 +124,8 @@ impl Exchange {
             picker,
             admission,
             admitted: None,
+            arrived: Instant::now(),
+            clock: None,
             limit,
             full_duplex: true,
             headers: HashMap::new(),
@@ -135,6 +143,7 @@ impl Exchange {
         use processing_response::Response as P;
         match msg.request {
             Some(R::RequestHeaders(h)) => {
+                self.arrived = Instant::now();
                 self.admitted = self.admission.try_admit();
                 if self.admitted.is_none() {
                     self.picker.telemetry.shed.inc();
@@ -209,6 +218,7 @@ impl Exchange {
                 vec![respond(P::ResponseHeaders(HeadersResponse::default()))]
             }
             Some(R::ResponseBody(b)) => {
+                self.response_chunk(&b.body);
                 if b.end_of_stream {
                     self.finish();
                 }
@@ -239,8 +249,18 @@ impl Exchange {
         }
     }
 
+    /// A chunk of the response body went by.
+    fn response_chunk(&mut self, body: &[u8]) {
+        if let (Some(clock), false) = (self.clock.as_mut(), body.is_empty()) {
+            clock.chunk();
+        }
+    }
+
     /// The response ended: the request no longer counts as in flight.
     fn finish(&mut self) {
+        if let Some(clock) = self.clock.take() {
+            clock.finish();
+        }
         self.guard = None;
         self.admitted = None;
     }
@@ -266,6 +286,11 @@ impl Exchange {
             Err(e) => return refuse(&e),
         };
         self.guard = Some(InFlightGuard::new(routing.decode.clone()));
+        self.clock = Some(LatencyClock::start(
+            self.picker.telemetry.clone(),
+            Frontend::ExtProc,
+            self.arrived,
+        ));
         let (mut mutation, metadata) = destination(&routing);
         // Clients never steer the KV fabric: their prefiller header goes (ours, if
         // any, is set above), and so do kv_transfer_params in their body.

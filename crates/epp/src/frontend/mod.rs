@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod ext_proc;
+pub mod latency;
 pub mod proxy;
 pub mod request;
 pub mod route;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::{ProxyError, ProxyState, pd_two_step};
 use crate::frontend::admission::Admitted;
+use crate::frontend::latency::{Frontend, LatencyClock};
 use crate::frontend::request::ApiKind;
 use crate::pool::endpoint::{EndpointState, InFlightGuard};
 
@@ -183,7 +184,7 @@ pub async fn relay(
     }
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let telemetry = s.picker.telemetry.clone();
+    let mut clock = LatencyClock::start(s.picker.telemetry.clone(), Frontend::Proxy, started);
     let sse = stream && status.is_success();
     if !sse {
         let mut response = Response::new(Body::empty());
@@ -192,9 +193,8 @@ pub async fn relay(
             .bytes()
             .await
             .map_err(|e| ProxyError::upstream(format!("model server failed mid-response: {e}")))?;
-        let elapsed = started.elapsed().as_secs_f64();
-        telemetry.proxy_ttft.observe(elapsed);
-        telemetry.proxy_latency.observe(elapsed);
+        clock.chunk();
+        clock.finish();
         drop((guard, admitted));
         *response.status_mut() = status;
         *response.body_mut() = Body::from(bytes);
@@ -206,45 +206,32 @@ pub async fn relay(
     *response.status_mut() = status;
     struct Relay {
         inner: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-        guard: Option<(InFlightGuard, Admitted)>,
-        first: bool,
+        /// Held until the stream ends; `None` once it did.
+        held: Option<(InFlightGuard, Admitted, LatencyClock)>,
     }
     let relay = Relay {
         inner: upstream.bytes_stream().boxed(),
-        guard: Some((guard, admitted)),
-        first: true,
+        held: Some((guard, admitted, clock)),
     };
-    let body = futures::stream::unfold(relay, move |mut r| {
-        let telemetry = telemetry.clone();
-        async move {
-            r.guard.as_ref()?;
-            match r.inner.next().await {
-                Some(Ok(chunk)) => {
-                    if r.first {
-                        r.first = false;
-                        telemetry
-                            .proxy_ttft
-                            .observe(started.elapsed().as_secs_f64());
-                    }
-                    Some((Ok::<Bytes, std::io::Error>(chunk), r))
+    let body = futures::stream::unfold(relay, move |mut r| async move {
+        let (_, _, clock) = r.held.as_mut()?;
+        match r.inner.next().await {
+            Some(Ok(chunk)) => {
+                clock.chunk();
+                Some((Ok::<Bytes, std::io::Error>(chunk), r))
+            }
+            Some(Err(e)) => {
+                // The backend died mid-stream: tell the client in-band, then end.
+                tracing::warn!(error = %e, "model server stream broke");
+                r.held = None;
+                let err = ProxyError::upstream(format!("model server stream broke: {e}"));
+                Some((Ok(Bytes::from(format!("data: {}\n\n", err.body()))), r))
+            }
+            None => {
+                if let Some((_, _, clock)) = r.held.take() {
+                    clock.finish();
                 }
-                Some(Err(e)) => {
-                    // The backend died mid-stream: tell the client in-band, then end.
-                    tracing::warn!(error = %e, "model server stream broke");
-                    r.guard = None;
-                    telemetry
-                        .proxy_latency
-                        .observe(started.elapsed().as_secs_f64());
-                    let err = ProxyError::upstream(format!("model server stream broke: {e}"));
-                    Some((Ok(Bytes::from(format!("data: {}\n\n", err.body()))), r))
-                }
-                None => {
-                    // Dropping `r` releases the in-flight guard.
-                    telemetry
-                        .proxy_latency
-                        .observe(started.elapsed().as_secs_f64());
-                    None
-                }
+                None
             }
         }
     });
