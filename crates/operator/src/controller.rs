@@ -14,12 +14,31 @@ use kube::{Api, Client};
 use llmd_api::inference_pool::InferencePool;
 use llmd_api::{LLMDeployment, labels};
 use strum::IntoEnumIterator;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::children::ChildKind;
 use crate::context::Context;
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::leader_election;
 use crate::reconcile::reconcile;
+
+/// Reconcile only while this replica may write: once its renew deadline has passed,
+/// no new reconcile starts (one under way is stopped at its next write).
+async fn reconcile_while_leading(ld: Arc<LLMDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    leader_election::ensure_leading()?;
+    reconcile(ld, ctx).await
+}
+
+/// Aborts the task when dropped, so that a controller dropped mid-run (leadership
+/// lost) takes its tuner with it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 fn error_policy(ld: Arc<LLMDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
     let failures = ctx.record_failure(&ld);
@@ -45,7 +64,14 @@ where
 }
 
 /// Run until `shutdown` resolves; in-flight reconciles finish first. With
-/// `namespace`, only that namespace is watched.
+/// `namespace`, only that namespace is watched. Dropping the future stops everything
+/// at once, the tuner included.
+///
+/// Every watch (LLMDeployments and each kind of child) feeds one trigger stream, and
+/// kube-runtime backs that stream off after any error (0.8 s doubling to 30 s). So a
+/// child watch that keeps failing, say InferencePools after their CRD was deleted, is
+/// retried at that pace rather than in a loop; while it fails, the other watches'
+/// events wait out the same backoff.
 pub async fn run(
     client: Client,
     ctx: Arc<Context>,
@@ -63,7 +89,11 @@ pub async fn run(
     };
     let controller = Controller::new(lds, watcher::Config::default());
     // The tuner reads the controller's cache and stops with it.
-    let tuner = tokio::spawn(crate::tuner::run(ctx.clone(), controller.store(), stop_rx));
+    let tuner = AbortOnDrop(tokio::spawn(crate::tuner::run(
+        ctx.clone(),
+        controller.store(),
+        stop_rx,
+    )));
     // Every kind of child is watched, so drift is repaired at once. InferencePools
     // only when their CRD is served at start-up (one installed later is still
     // reconciled, on the periodic resync).
@@ -101,8 +131,9 @@ pub async fn run(
     }
     controller
         .with_config(Config::default().debounce(std::time::Duration::from_millis(200)))
+        .trigger_backoff(watcher::DefaultBackoff::default())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_while_leading, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(name = %object.name, "reconciled"),
@@ -110,5 +141,5 @@ pub async fn run(
             }
         })
         .await;
-    tuner.abort();
+    drop(tuner);
 }
