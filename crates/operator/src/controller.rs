@@ -143,3 +143,80 @@ pub async fn run(
         .await;
     drop(tuner);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// An API server where InferencePools are advertised but every list of them answers
+    /// 404, as after their CRD was deleted under a running operator; every other list
+    /// is empty and every watch stays open. Returns how many times pools were listed.
+    fn api_without_pools(pool_lists: Arc<AtomicUsize>) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or("").to_string();
+                let (status, body) = if path == "/apis/inference.networking.k8s.io/v1" {
+                    let pools = json!({"name": "inferencepools", "singularName": "inferencepool",
+                        "namespaced": true, "kind": "InferencePool", "verbs": ["list", "watch"]});
+                    let list = json!({"kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": "inference.networking.k8s.io/v1", "resources": [pools]});
+                    (StatusCode::OK, list)
+                } else if path.ends_with("/inferencepools") {
+                    // Past any plausible backoff: stop answering so the clock can move
+                    // and the assertion below reports the loop.
+                    if pool_lists.fetch_add(1, Ordering::SeqCst) > 1_000 {
+                        open.push(send);
+                        continue;
+                    }
+                    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404});
+                    (StatusCode::NOT_FOUND, gone)
+                } else if query.contains("watch=true") {
+                    open.push(send);
+                    continue;
+                } else {
+                    let empty = json!({"kind": "List", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"}, "items": []});
+                    (StatusCode::OK, empty)
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        Client::new(service, "ops")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_watch_that_keeps_failing_is_retried_with_backoff_not_in_a_loop() {
+        let pool_lists = Arc::new(AtomicUsize::new(0));
+        let client = api_without_pools(pool_lists.clone());
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            Arc::new(Metrics::default()),
+            None,
+            crate::build::EndpointPickerDefaults::default(),
+        ));
+        let two_minutes = tokio::time::sleep(Duration::from_secs(120));
+        run(client, ctx, Some("ops".into()), two_minutes).await;
+        let lists = pool_lists.load(Ordering::SeqCst);
+        // 0.8 s doubling to 30 s, with jitter: about eight tries in two minutes.
+        assert!(
+            (2..=15).contains(&lists),
+            "InferencePools listed {lists} times in two minutes"
+        );
+    }
+}
