@@ -131,7 +131,15 @@ fn footprint(namespace: &str, name: &str) -> BTreeMap<String, Value> {
     let kinds = "configmaps,services,statefulsets,serviceaccounts,roles,rolebindings,deployments,inferencepools.inference.networking.k8s.io";
     let selector = format!("app.kubernetes.io/instance={name}");
     let children: Value = serde_json::from_str(&kubectl_ok(&[
-        "get", kinds, "-n", namespace, "-l", &selector, "-o", "json",
+        "get",
+        kinds,
+        "-n",
+        namespace,
+        "-l",
+        &selector,
+        "-o",
+        "json",
+        "--show-managed-fields",
     ]))
     .expect("kubectl JSON");
     let ld: Value = serde_json::from_str(&kubectl_ok(&[
@@ -142,6 +150,7 @@ fn footprint(namespace: &str, name: &str) -> BTreeMap<String, Value> {
         namespace,
         "-o",
         "json",
+        "--show-managed-fields",
     ]))
     .expect("kubectl JSON");
     let items = children["items"].as_array().cloned().unwrap_or_default();
@@ -151,6 +160,10 @@ fn footprint(namespace: &str, name: &str) -> BTreeMap<String, Value> {
         .chain([&ld])
         .map(|o| {
             let key = format!("{}/{}", o["kind"], o["metadata"]["name"]);
+            assert!(
+                o["metadata"]["managedFields"].is_array(),
+                "no managedFields on {key}"
+            );
             let seen = json!({
                 "resourceVersion": o["metadata"]["resourceVersion"],
                 "managedFields": o["metadata"]["managedFields"],
