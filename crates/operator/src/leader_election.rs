@@ -96,6 +96,10 @@ impl LeaseLock {
         &self.identity
     }
 
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
     /// Record what we just read (or wrote) and return the observation.
     fn observe(&self, record: LeaseSpec, now: Instant) -> Observation {
         let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
@@ -146,14 +150,9 @@ impl LeaseLock {
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let observed = self.observe(spec.clone(), Instant::now());
-        let decision = decision::decide(
-            &self.identity,
-            standing,
-            &observed,
-            Instant::now(),
-            &self.timings,
-        );
+        let now = Instant::now();
+        let observed = self.observe(spec.clone(), now);
+        let decision = decision::decide(&self.identity, standing, &observed, now, &self.timings);
         match decision {
             Decision::Wait => return Ok(Round::Waiting),
             Decision::Lost => return Ok(Round::Lost),

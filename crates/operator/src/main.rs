@@ -229,27 +229,42 @@ async fn run(mut args: RunArgs) -> Result<(), String> {
         return Ok(());
     }
 
-    // Every write of this process checks the fence: closed until we lead, closed again
-    // the instant the renew deadline passes.
-    let fence = Arc::new(Fence::closed());
-    leader_election::fence::install(fence.clone());
-    let lock = Arc::new(LeaseLock::new(
+    let lease = LeaseLock::new(
         Api::<Lease>::namespaced(client.clone(), &args.leader_election_namespace),
         args.lease_name.clone(),
         identity,
         timings,
-    ));
-    info!(identity = lock.identity(), lease = %args.lease_name, ?timings, "waiting to become leader");
-    let Some(renewed_at) = lock.acquire(stop.clone()).await else {
+    );
+    info!(identity = lease.identity(), lease = %args.lease_name, ?timings, "waiting to become leader");
+    lead(lease, client, ctx, args.namespace.clone(), &metrics, stop).await
+}
+
+/// Wait for the lease, then reconcile while holding it. `Err` when leadership was lost:
+/// the process exits non-zero and restarts clean.
+async fn lead(
+    lease: LeaseLock,
+    client: Client,
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    metrics: &Metrics,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    // Every write a reconcile makes checks the fence: closed until we lead, closed
+    // again the instant the renew deadline passes.
+    let fence = Arc::new(Fence::closed());
+    leader_election::fence::install(fence.clone());
+    let Some(renewed_at) = lease.acquire(stop.clone()).await else {
         return Ok(());
     };
-    info!(identity = lock.identity(), "became leader: reconciling");
+    info!(identity = lease.identity(), "became leader: reconciling");
+    fence.open_until(renewed_at + lease.timings().renew_deadline);
     metrics.leader.set(1);
+    let lease = Arc::new(lease);
     let mut leading = tokio::spawn({
-        let (lock, fence) = (lock.clone(), fence.clone());
-        async move { lock.keep_leading(renewed_at, &fence).await }
+        let (lease, fence) = (lease.clone(), fence.clone());
+        async move { lease.keep_leading(renewed_at, &fence).await }
     });
-    let reconciling = controller::run(client, ctx, args.namespace.clone(), wait_for(stop));
+    let reconciling = controller::run(client, ctx, namespace, wait_for(stop));
     tokio::select! {
         // Stopped by a signal: in-flight reconciles finished.
         () = reconciling => {}
@@ -270,7 +285,7 @@ async fn run(mut args: RunArgs) -> Result<(), String> {
     let left = fence.time_left(tokio::time::Instant::now());
     fence.close();
     match left {
-        Some(left) => match tokio::time::timeout(left, lock.release()).await {
+        Some(left) => match tokio::time::timeout(left, lease.release()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "could not release the lease"),
             Err(_) => warn!(timeout = ?left, "releasing the lease timed out"),
