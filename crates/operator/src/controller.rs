@@ -158,7 +158,7 @@ mod tests {
 
     /// An API server where InferencePools are advertised but every list of them answers
     /// 404, as after their CRD was deleted under a running operator; every other list
-    /// is empty and every watch stays open. Returns how many times pools were listed.
+    /// is empty and every watch stays open. Lists of pools are counted in `pool_lists`.
     fn api_without_pools(pool_lists: Arc<AtomicUsize>) -> Client {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         tokio::spawn(async move {

@@ -12,9 +12,8 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Client, Resource};
-use llmd_api::inference_pool::InferencePool;
-
 use llmd_api::conditions::reason;
+use llmd_api::inference_pool::InferencePool;
 
 use crate::build::{Children, Owner};
 use crate::children::{Child, ChildKind};
