@@ -34,5 +34,8 @@ pub mod reason {
     pub const RECONCILED: &str = "Reconciled";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// An object with a child's name exists that this LLMDeployment does not control;
+    /// it is left alone.
+    pub const CHILD_CONFLICT: &str = "ChildConflict";
     pub const AS_EXPECTED: &str = "AsExpected";
 }

@@ -14,12 +14,31 @@ use kube::{Api, Client};
 use llmd_api::inference_pool::InferencePool;
 use llmd_api::{LLMDeployment, labels};
 use strum::IntoEnumIterator;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::children::ChildKind;
 use crate::context::Context;
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::leader_election;
 use crate::reconcile::reconcile;
+
+/// Reconcile only while this replica may write: once its renew deadline has passed,
+/// no new reconcile starts (one under way is stopped at its next write).
+async fn reconcile_while_leading(ld: Arc<LLMDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    leader_election::ensure_leading()?;
+    reconcile(ld, ctx).await
+}
+
+/// Aborts the task when dropped, so that a controller dropped mid-run (leadership
+/// lost) takes its tuner with it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 fn error_policy(ld: Arc<LLMDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
     let failures = ctx.record_failure(&ld);
@@ -45,7 +64,14 @@ where
 }
 
 /// Run until `shutdown` resolves; in-flight reconciles finish first. With
-/// `namespace`, only that namespace is watched.
+/// `namespace`, only that namespace is watched. Dropping the future stops everything
+/// at once, the tuner included.
+///
+/// Every watch (LLMDeployments and each kind of child) feeds one trigger stream, and
+/// kube-runtime backs that stream off after any error (0.8 s doubling to 30 s). So a
+/// child watch that keeps failing, say InferencePools after their CRD was deleted, is
+/// retried at that pace rather than in a loop; while it fails, the other watches'
+/// events wait out the same backoff.
 pub async fn run(
     client: Client,
     ctx: Arc<Context>,
@@ -63,7 +89,11 @@ pub async fn run(
     };
     let controller = Controller::new(lds, watcher::Config::default());
     // The tuner reads the controller's cache and stops with it.
-    let tuner = tokio::spawn(crate::tuner::run(ctx.clone(), controller.store(), stop_rx));
+    let tuner = AbortOnDrop(tokio::spawn(crate::tuner::run(
+        ctx.clone(),
+        controller.store(),
+        stop_rx,
+    )));
     // Every kind of child is watched, so drift is repaired at once. InferencePools
     // only when their CRD is served at start-up (one installed later is still
     // reconciled, on the periodic resync).
@@ -101,8 +131,9 @@ pub async fn run(
     }
     controller
         .with_config(Config::default().debounce(std::time::Duration::from_millis(200)))
+        .trigger_backoff(watcher::DefaultBackoff::default())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_while_leading, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(name = %object.name, "reconciled"),
@@ -110,5 +141,82 @@ pub async fn run(
             }
         })
         .await;
-    tuner.abort();
+    drop(tuner);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// An API server where InferencePools are advertised but every list of them answers
+    /// 404, as after their CRD was deleted under a running operator; every other list
+    /// is empty and every watch stays open. Lists of pools are counted in `pool_lists`.
+    fn api_without_pools(pool_lists: Arc<AtomicUsize>) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or("").to_string();
+                let (status, body) = if path == "/apis/inference.networking.k8s.io/v1" {
+                    let pools = json!({"name": "inferencepools", "singularName": "inferencepool",
+                        "namespaced": true, "kind": "InferencePool", "verbs": ["list", "watch"]});
+                    let list = json!({"kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": "inference.networking.k8s.io/v1", "resources": [pools]});
+                    (StatusCode::OK, list)
+                } else if path.ends_with("/inferencepools") {
+                    // Past any plausible backoff: stop answering so the clock can move
+                    // and the assertion below reports the loop.
+                    if pool_lists.fetch_add(1, Ordering::SeqCst) > 1_000 {
+                        open.push(send);
+                        continue;
+                    }
+                    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404});
+                    (StatusCode::NOT_FOUND, gone)
+                } else if query.contains("watch=true") {
+                    open.push(send);
+                    continue;
+                } else {
+                    let empty = json!({"kind": "List", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"}, "items": []});
+                    (StatusCode::OK, empty)
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        Client::new(service, "ops")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_watch_that_keeps_failing_is_retried_with_backoff_not_in_a_loop() {
+        let pool_lists = Arc::new(AtomicUsize::new(0));
+        let client = api_without_pools(pool_lists.clone());
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            Arc::new(Metrics::default()),
+            None,
+            crate::build::EndpointPickerDefaults::default(),
+        ));
+        let two_minutes = tokio::time::sleep(Duration::from_secs(120));
+        run(client, ctx, Some("ops".into()), two_minutes).await;
+        let lists = pool_lists.load(Ordering::SeqCst);
+        // 0.8 s doubling to 30 s, with jitter: about eight tries in two minutes.
+        assert!(
+            (2..=15).contains(&lists),
+            "InferencePools listed {lists} times in two minutes"
+        );
+    }
 }

@@ -30,6 +30,11 @@ pub enum Error {
     /// The object lacks metadata the API server always sets (namespace, uid).
     #[error("object is missing {0}")]
     MissingMetadata(&'static str),
+
+    /// This replica's renew deadline passed: it may no longer write (the process is
+    /// on its way out, and the next leader redoes the work).
+    #[error("not writing: this replica no longer holds the leader lease")]
+    NotLeading,
 }
 
 /// Error categories, as metric label values.
@@ -67,7 +72,7 @@ impl Error {
     pub fn category(&self) -> Category {
         match self {
             Self::Refused { .. } => Category::Refused,
-            Self::Kube { .. } => Category::Transient,
+            Self::Kube { .. } | Self::NotLeading => Category::Transient,
             Self::Serialize { .. } | Self::MissingMetadata(_) => Category::Internal,
         }
     }

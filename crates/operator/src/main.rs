@@ -27,7 +27,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -39,7 +38,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::context::Context;
-use crate::leader_election::LeaseLock;
+use crate::leader_election::{Fence, LeaseLock, Timings};
 use crate::metrics::Metrics;
 use crate::server::ServerState;
 use crate::telemetry::LogFormat;
@@ -84,9 +83,14 @@ struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, default_value = "llmd-operator-leader")]
     lease_name: String,
-    /// How long a lease lives without renewal, in seconds.
+    /// How long a standby waits, from when it last saw the lease change, before it
+    /// takes the lease, in seconds. Must exceed the renew deadline.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// How long the leader keeps leading without a successful renewal, in seconds; it
+    /// then stops and exits. Must exceed the retry period.
+    #[arg(long, default_value_t = 10)]
+    lease_renew_deadline_seconds: u64,
     /// How often the leader renews and a standby retries, in seconds.
     #[arg(long, default_value_t = 2)]
     lease_retry_seconds: u64,
@@ -175,6 +179,12 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
 async fn run(mut args: RunArgs) -> Result<(), String> {
     // OLM passes the target namespace in LLMD_WATCH_NAMESPACE, empty for all namespaces.
     args.namespace = args.namespace.filter(|ns| !ns.is_empty());
+    let timings = Timings::from_seconds(
+        args.lease_duration_seconds,
+        args.lease_renew_deadline_seconds,
+        args.lease_retry_seconds,
+    )
+    .map_err(|e| format!("invalid leader election timings: {e}"))?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let state = ServerState {
@@ -219,40 +229,68 @@ async fn run(mut args: RunArgs) -> Result<(), String> {
         return Ok(());
     }
 
-    let lock = LeaseLock::new(
+    let lease = LeaseLock::new(
         Api::<Lease>::namespaced(client.clone(), &args.leader_election_namespace),
         args.lease_name.clone(),
         identity,
-        Duration::from_secs(args.lease_duration_seconds),
+        timings,
     );
-    let retry = Duration::from_secs(args.lease_retry_seconds.max(1));
-    info!(identity = lock.identity(), lease = %args.lease_name, "waiting to become leader");
-    if !lock.acquire(retry, stop.clone()).await {
+    info!(identity = lease.identity(), lease = %args.lease_name, ?timings, "waiting to become leader");
+    lead(lease, client, ctx, args.namespace.clone(), &metrics, stop).await
+}
+
+/// Wait for the lease, then reconcile while holding it. `Err` when leadership was lost:
+/// the process exits non-zero and restarts clean.
+async fn lead(
+    lease: LeaseLock,
+    client: Client,
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    metrics: &Metrics,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    // Every write a reconcile makes checks the fence: closed until we lead, closed
+    // again the instant the renew deadline passes.
+    let fence = Arc::new(Fence::closed());
+    leader_election::fence::install(fence.clone());
+    let Some(renewed_at) = lease.acquire(stop.clone()).await else {
         return Ok(());
-    }
-    info!(identity = lock.identity(), "became leader: reconciling");
-    metrics.leader.set(1);
-    let lock = Arc::new(lock);
-    let (renewer, lost_rx) = lock.clone().keep_renewing(retry);
-    let stop_or_lost = {
-        let stop = stop.clone();
-        let lost = lost_rx.clone();
-        async move {
-            let mut lost_wait = lost.clone();
-            tokio::select! {
-                _ = wait_for(stop) => {},
-                _ = lost_wait.wait_for(|l| *l) => {},
-            }
-        }
     };
-    controller::run(client, ctx, args.namespace.clone(), stop_or_lost).await;
-    renewer.abort();
-    metrics.leader.set(0);
-    if *lost_rx.borrow() {
-        return Err("lost the leader lease: exiting so that only one replica reconciles".into());
+    info!(identity = lease.identity(), "became leader: reconciling");
+    fence.open_until(renewed_at + lease.timings().renew_deadline);
+    metrics.leader.set(1);
+    let lease = Arc::new(lease);
+    let mut leading = tokio::spawn({
+        let (lease, fence) = (lease.clone(), fence.clone());
+        async move { lease.keep_leading(renewed_at, &fence).await }
+    });
+    let reconciling = controller::run(client, ctx, namespace, wait_for(stop));
+    tokio::select! {
+        // Stopped by a signal: in-flight reconciles finished.
+        () = reconciling => {}
+        // Leadership ended: leaving this branch drops the controller and its tuner,
+        // cancelling whatever they were doing; the fence already refuses their writes.
+        lost = &mut leading => {
+            fence.close();
+            metrics.leader.set(0);
+            let why = lost.map_or_else(|e| format!("the renewal task failed: {e}"), |l| l.to_string());
+            return Err(format!(
+                "stopped leading ({why}): exiting without touching the lease, so that only one replica reconciles and this one restarts clean"
+            ));
+        }
     }
-    if let Err(e) = lock.release().await {
-        warn!(error = %e, "could not release the lease");
+    leading.abort();
+    metrics.leader.set(0);
+    // Release only while our last renewal still stands, and only as long as it does.
+    let left = fence.time_left(tokio::time::Instant::now());
+    fence.close();
+    match left {
+        Some(left) => match tokio::time::timeout(left, lease.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not release the lease"),
+            Err(_) => warn!(timeout = ?left, "releasing the lease timed out"),
+        },
+        None => warn!("renew deadline passed while stopping: leaving the lease to expire"),
     }
     info!("stopped");
     Ok(())

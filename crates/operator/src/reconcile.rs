@@ -18,13 +18,15 @@ use crate::build::{self, BuildOptions, Owner};
 use crate::conditions::Failure;
 use crate::context::Context;
 use crate::error::{Category, Error, Result};
+use crate::leader_election::ensure_leading;
 use crate::observe::Observed;
 use crate::status::{self, Facts};
 use crate::{apply, discovery, events, validate};
 
 /// How often a settled deployment is looked at again without any event.
 const RESYNC: Duration = Duration::from_secs(300);
-/// How soon a deployment that is still rolling out is looked at again.
+/// How soon a deployment that is still rolling out, or has an object in the way of a
+/// child, is looked at again.
 const PROGRESS_CHECK: Duration = Duration::from_secs(10);
 
 /// The reconcile entry point the controller calls.
@@ -75,6 +77,8 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     if failure.is_none() {
         match apply::apply(ctx, &owner, &children, pool_served).await {
             Ok(done) => {
+                failure = done.conflict_failure();
+                ensure_leading()?;
                 events::children_updated(ctx, ld, &done).await;
                 applied = Some(done);
             }
@@ -99,6 +103,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     // status
     let facts = Facts::of(&owner, &ld.spec, pool_served, &children);
     let new_status = status::desired(ld, &observed, failure.as_ref(), &facts, &now());
+    ensure_leading()?;
     events::transitions(ctx, ld, &new_status).await;
     let lds: Api<LLMDeployment> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     if status::write(&lds, ld, new_status).await? {
@@ -107,6 +112,10 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
 
     if let Some(e) = refused {
         return Err(e);
+    }
+    if applied.as_ref().is_some_and(|a| !a.conflicts.is_empty()) {
+        // What is in the way is not ours, so no watch reports its removal: look again.
+        return Ok(Action::requeue(PROGRESS_CHECK));
     }
     if failure.is_some() {
         info!(name = %owner.name, namespace = %owner.namespace, "spec cannot be served; waiting for a change");

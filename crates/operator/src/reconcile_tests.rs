@@ -1,12 +1,15 @@
 //! The reconcile against a scripted in-memory API (tower-test mock): the exact calls
-//! it makes on a first run, on a settled run, on drift and on a removed role.
+//! it makes on a first run, on a settled run, on drift, on a removed role and with an
+//! object that is not ours in the way of a child.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
+use kube::runtime::controller::Action;
 use llmd_api::LLMDeployment;
 use serde_json::{Value, json};
 
@@ -292,4 +295,140 @@ async fn invalid_spec_is_reported_without_applying() {
             .unwrap_or("")
             .contains("spec.decode.resources.limits")
     );
+}
+
+const NS: &str = "/namespaces/inference";
+
+fn epp_config_path() -> String {
+    format!("/api/v1{NS}/configmaps/llama-aggregated-epp-config")
+}
+
+/// An object someone else made, at `path`, with extra `metadata`.
+fn foreign(fake: &FakeApi, path: &str, kind: &str, metadata: Value) -> Value {
+    let name = path.rsplit('/').next().expect("name");
+    let mut object = json!({
+        "apiVersion": if kind == "StatefulSet" { "apps/v1" } else { "v1" },
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "inference", "resourceVersion": "7"},
+        "data": {"written-by": "someone else"},
+    });
+    if let (Some(meta), Some(extra)) = (object["metadata"].as_object_mut(), metadata.as_object()) {
+        meta.extend(extra.clone());
+    }
+    fake.objects
+        .lock()
+        .expect("lock")
+        .insert(path.to_string(), object.clone());
+    object
+}
+
+fn condition(fake: &FakeApi, path: &str, type_: &str) -> Value {
+    fake.get(path).expect("ld")["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .expect("condition")
+}
+
+#[tokio::test]
+async fn an_object_in_the_way_is_left_alone_and_reported_while_the_others_are_applied() {
+    let (fake, ctx, path) = setup(AGGREGATED);
+    let config = epp_config_path();
+    let theirs = foreign(&fake, &config, "ConfigMap", json!({}));
+    let ld: LLMDeployment = serde_json::from_value(fake.get(&path).expect("ld")).expect("ld");
+    let action = reconcile(Arc::new(ld), ctx.clone())
+        .await
+        .expect("a conflict is reported, not an error");
+    let writes = fake.writes();
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.ends_with("/configmaps/llama-aggregated-epp-config")),
+        "wrote the object in the way: {writes:?}"
+    );
+    assert_eq!(
+        writes.iter().filter(|w| w.starts_with("PATCH")).count(),
+        8,
+        "the seven other children and the status: {writes:?}"
+    );
+    assert_eq!(fake.get(&config), Some(theirs), "left as it was");
+    let degraded = condition(&fake, &path, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ChildConflict");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ConfigMap llama-aggregated-epp-config has no controller"),
+        "{degraded}"
+    );
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(10)),
+        "nothing watches the object in the way, so the deployment is looked at again"
+    );
+}
+
+#[tokio::test]
+async fn a_labelled_copy_or_a_deleted_namesakes_child_is_not_adopted() {
+    let (fake, ctx, path) = setup(AGGREGATED);
+    let service = format!("/api/v1{NS}/services/llama-aggregated-decode");
+    let labelled = json!({"labels": {"app.kubernetes.io/managed-by": "llmd-operator",
+                                     "app.kubernetes.io/instance": "llama-aggregated"}});
+    foreign(&fake, &service, "Service", labelled);
+    let sts = format!("/apis/apps/v1{NS}/statefulsets/llama-aggregated-decode");
+    let namesake = json!({"ownerReferences": [{"apiVersion": "llmd.dev/v1alpha1",
+        "kind": "LLMDeployment", "name": "llama-aggregated", "uid": "deleted-uid",
+        "controller": true}]});
+    foreign(&fake, &sts, "StatefulSet", namesake);
+    run(&fake, &ctx, &path).await;
+    let writes = fake.writes();
+    assert!(!writes.contains(&format!("PATCH {service}")), "{writes:?}");
+    assert!(!writes.contains(&format!("PATCH {sts}")), "{writes:?}");
+    let degraded = condition(&fake, &path, "Degraded");
+    let message = degraded["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("Service llama-aggregated-decode has no controller"),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "StatefulSet llama-aggregated-decode is controlled by LLMDeployment/llama-aggregated (uid deleted-uid)"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn once_the_object_in_the_way_is_gone_ours_is_created_and_degraded_clears() {
+    let (fake, ctx, path) = setup(AGGREGATED);
+    let config = epp_config_path();
+    foreign(&fake, &config, "ConfigMap", json!({}));
+    run(&fake, &ctx, &path).await;
+    assert_eq!(condition(&fake, &path, "Degraded")["status"], "True");
+    fake.objects.lock().expect("lock").remove(&config);
+    fake.calls();
+    run(&fake, &ctx, &path).await;
+    assert!(fake.writes().contains(&format!("PATCH {config}")));
+    let ours = fake.get(&config).expect("created");
+    assert_eq!(
+        ours["metadata"]["ownerReferences"][0]["uid"],
+        "5f0c6a2e-0000-4000-8000-000000000001"
+    );
+    let degraded = condition(&fake, &path, "Degraded");
+    assert_eq!(degraded["status"], "False");
+    assert_eq!(degraded["reason"], "AsExpected");
+}
+
+#[tokio::test]
+async fn an_unwanted_object_we_do_not_control_is_not_deleted() {
+    let (fake, ctx, path) = setup(AGGREGATED);
+    // Aggregated serving has no KV fabric: ours would be pruned, this one is not ours.
+    let kv = format!("/api/v1{NS}/configmaps/llama-aggregated-kv-transfer");
+    foreign(&fake, &kv, "ConfigMap", json!({}));
+    run(&fake, &ctx, &path).await;
+    assert!(!fake.writes().iter().any(|w| w.starts_with("DELETE")));
+    assert!(fake.get(&kv).is_some());
 }

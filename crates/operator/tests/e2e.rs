@@ -7,6 +7,7 @@
 //! (part of `make test`) starts one and runs them with `--ignored`.
 
 mod e2e {
+    mod adoption;
     mod degraded;
     mod endpoint_picker;
     pub mod harness;

@@ -1,19 +1,23 @@
 //! The apply step: bring every desired child to its desired state, delete the
-//! children the spec no longer asks for, and hand back the live objects.
+//! children the spec no longer asks for, and hand back the live objects. A child whose
+//! name is taken by an object this LLMDeployment does not control is skipped and
+//! reported; the others are still applied.
 
 pub mod object;
 
-pub use object::{FIELD_MANAGER, Outcome};
+pub use object::{Conflict, Ensured, FIELD_MANAGER, Outcome};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Client, Resource};
+use llmd_api::conditions::reason;
 use llmd_api::inference_pool::InferencePool;
 
 use crate::build::{Children, Owner};
 use crate::children::{Child, ChildKind};
+use crate::conditions::Failure;
 use crate::context::Context;
 use crate::error::Result;
 use crate::metrics::KindLabel;
@@ -27,6 +31,26 @@ pub struct Applied {
     pub written: Vec<String>,
     /// `Kind/name` of each child deleted.
     pub removed: Vec<String>,
+    /// Objects in the way of a child, left alone.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Applied {
+    /// `Degraded` with reason `ChildConflict` when an object was in the way, naming
+    /// each and who controls it.
+    pub fn conflict_failure(&self) -> Option<Failure> {
+        if self.conflicts.is_empty() {
+            return None;
+        }
+        let each: Vec<String> = self.conflicts.iter().map(Conflict::to_string).collect();
+        Some(Failure {
+            reason: reason::CHILD_CONFLICT,
+            message: format!(
+                "objects in the way of this LLMDeployment's children, left alone: {}. It does not adopt what it does not control: delete or rename them and it creates its own",
+                each.join("; ")
+            ),
+        })
+    }
 }
 
 trait Namespaced:
@@ -47,24 +71,21 @@ impl<K> Namespaced for K where
 {
 }
 
-async fn ensure<K: Namespaced>(ctx: &Context, desired: &K) -> Result<(K, Outcome)> {
-    object::ensure(&ctx.client, desired).await
+async fn ensure<K: Namespaced>(ctx: &Context, owner: &Owner, desired: &K) -> Result<Ensured<K>> {
+    object::ensure(&ctx.client, &owner.reference.uid, desired).await
 }
 
-/// Applies one child; returns it as it is live.
-async fn apply_child(ctx: &Context, child: &Child) -> Result<(Child, Outcome)> {
-    fn wrap<K>(f: fn(K) -> Child, (live, outcome): (K, Outcome)) -> (Child, Outcome) {
-        (f(live), outcome)
-    }
+/// Applies one child; returns it as it is live, or what is in its way.
+async fn apply_child(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensured<Child>> {
     Ok(match child {
-        Child::ConfigMap(o) => wrap(Child::ConfigMap, ensure(ctx, o).await?),
-        Child::Service(o) => wrap(Child::Service, ensure(ctx, o).await?),
-        Child::StatefulSet(o) => wrap(Child::StatefulSet, ensure(ctx, o).await?),
-        Child::ServiceAccount(o) => wrap(Child::ServiceAccount, ensure(ctx, o).await?),
-        Child::Role(o) => wrap(Child::Role, ensure(ctx, o).await?),
-        Child::RoleBinding(o) => wrap(Child::RoleBinding, ensure(ctx, o).await?),
-        Child::Deployment(o) => wrap(Child::Deployment, ensure(ctx, o).await?),
-        Child::InferencePool(o) => wrap(Child::InferencePool, ensure(ctx, o).await?),
+        Child::ConfigMap(o) => ensure(ctx, owner, o).await?.map(Child::ConfigMap),
+        Child::Service(o) => ensure(ctx, owner, o).await?.map(Child::Service),
+        Child::StatefulSet(o) => ensure(ctx, owner, o).await?.map(Child::StatefulSet),
+        Child::ServiceAccount(o) => ensure(ctx, owner, o).await?.map(Child::ServiceAccount),
+        Child::Role(o) => ensure(ctx, owner, o).await?.map(Child::Role),
+        Child::RoleBinding(o) => ensure(ctx, owner, o).await?.map(Child::RoleBinding),
+        Child::Deployment(o) => ensure(ctx, owner, o).await?.map(Child::Deployment),
+        Child::InferencePool(o) => ensure(ctx, owner, o).await?.map(Child::InferencePool),
     })
 }
 
@@ -93,7 +114,13 @@ pub async fn apply(
 ) -> Result<Applied> {
     let mut applied = Applied::default();
     for child in children.in_apply_order() {
-        let (live, outcome) = apply_child(ctx, &child).await?;
+        let (live, outcome) = match apply_child(ctx, owner, &child).await? {
+            Ensured::Live(live, outcome) => (live, outcome),
+            Ensured::Conflict(conflict) => {
+                applied.conflicts.push(conflict);
+                continue;
+            }
+        };
         if outcome == Outcome::Applied {
             let kind = format!("{:?}", child.kind());
             ctx.metrics

@@ -5,10 +5,19 @@
 //! changes nothing writes nothing. "Differs" means either the hash of the desired
 //! object (kept in an annotation) changed, which catches fields the spec dropped, or a
 //! field we set no longer has our value, which catches edits by someone else.
+//!
+//! Only objects this LLMDeployment controls are written or deleted. Server-side apply
+//! with force would take over any object of the same name (a user's ConfigMap, another
+//! operator's Service), so an object in the way is reported as a [`Conflict`] and left
+//! alone; so is one with our labels but no owner reference, which may be a deleted
+//! deployment's child awaiting garbage collection or somebody's copy. (An object
+//! created between our read and our write is still taken over; the window is one
+//! round trip.)
 
-use std::fmt::Debug;
+use std::fmt::{self, Debug};
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -17,6 +26,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, is_refusal};
+use crate::leader_election::ensure_leading;
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "llmd-operator";
@@ -59,8 +69,73 @@ pub enum Outcome {
     Applied,
 }
 
-/// Bring one child to its desired state; returns the live object.
-pub async fn ensure<K>(client: &Client, desired: &K) -> Result<(K, Outcome)>
+/// An object with a child's name that this LLMDeployment does not control.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub kind: String,
+    pub name: String,
+    /// Its controller, as `Kind/name (uid ...)`; `None` when nothing controls it.
+    pub controller: Option<String>,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.controller {
+            Some(controller) => write!(
+                f,
+                "{} {} is controlled by {controller}",
+                self.kind, self.name
+            ),
+            None => write!(f, "{} {} has no controller", self.kind, self.name),
+        }
+    }
+}
+
+/// Who controls an existing object, as far as this LLMDeployment is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Its controller owner reference is this LLMDeployment's UID.
+    Ours,
+    /// Anything else; the controller, if any, as `Kind/name (uid ...)`.
+    Foreign(Option<String>),
+}
+
+/// Does the LLMDeployment with `owner_uid` control the object with `meta`? Labels
+/// do not count, nor does a reference that is not the controller one.
+pub fn control(meta: &ObjectMeta, owner_uid: &str) -> Control {
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    match controller {
+        Some(r) if r.uid == owner_uid => Control::Ours,
+        Some(r) => Control::Foreign(Some(format!("{}/{} (uid {})", r.kind, r.name, r.uid))),
+        None => Control::Foreign(None),
+    }
+}
+
+/// A child as the apply step left it.
+#[derive(Clone, Debug)]
+pub enum Ensured<K> {
+    /// Ours, and as desired; the live object.
+    Live(K, Outcome),
+    /// Someone else's object has the name: not written.
+    Conflict(Conflict),
+}
+
+impl<K> Ensured<K> {
+    pub fn map<T>(self, f: impl FnOnce(K) -> T) -> Ensured<T> {
+        match self {
+            Ensured::Live(live, outcome) => Ensured::Live(f(live), outcome),
+            Ensured::Conflict(c) => Ensured::Conflict(c),
+        }
+    }
+}
+
+/// Bring one child of the LLMDeployment with `owner_uid` to its desired state, unless
+/// an object of its name exists that it does not control.
+pub async fn ensure<K>(client: &Client, owner_uid: &str, desired: &K) -> Result<Ensured<K>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -84,20 +159,28 @@ where
         .await
         .map_err(|e| Error::kube(format!("get {kind} {name}"), e))?;
     if let Some(live) = live {
+        if let Control::Foreign(controller) = control(live.meta(), owner_uid) {
+            return Ok(Ensured::Conflict(Conflict {
+                kind: kind.to_string(),
+                name,
+                controller,
+            }));
+        }
         let live_json = serde_json::to_value(&live).map_err(|e| Error::Serialize {
             what: "live object",
             message: e.to_string(),
         })?;
         if up_to_date(&desired_json, &desired_hash, &live_json) {
-            return Ok((live, Outcome::Unchanged));
+            return Ok(Ensured::Live(live, Outcome::Unchanged));
         }
     }
     let mut body = desired.clone();
     body.annotations_mut()
         .insert(APPLIED_HASH.to_string(), desired_hash);
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    ensure_leading()?;
     match api.patch(&name, &params, &Patch::Apply(&body)).await {
-        Ok(applied) => Ok((applied, Outcome::Applied)),
+        Ok(applied) => Ok(Ensured::Live(applied, Outcome::Applied)),
         Err(e) if is_refusal(&e) => Err(Error::Refused {
             kind: kind.to_string(),
             name,
@@ -130,13 +213,11 @@ where
     else {
         return Ok(false);
     };
-    let controlled = live
-        .owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && r.uid == owner_uid);
-    if !controlled || live.meta().deletion_timestamp.is_some() {
+    if control(live.meta(), owner_uid) != Control::Ours || live.meta().deletion_timestamp.is_some()
+    {
         return Ok(false);
     }
+    ensure_leading()?;
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
@@ -174,6 +255,59 @@ mod tests {
             &json!({"ports": [{"name": "http", "port": 8000}, {"name": "x"}]})
         ));
         assert!(is_subset(&json!({"w": 3}), &json!({"w": 3.0})));
+    }
+
+    fn meta(owner_references: Value) -> ObjectMeta {
+        serde_json::from_value(json!({"name": "x", "ownerReferences": owner_references}))
+            .expect("meta")
+    }
+
+    fn reference(kind: &str, name: &str, uid: &str, controller: Option<bool>) -> Value {
+        json!({"apiVersion": "v1", "kind": kind, "name": name, "uid": uid, "controller": controller})
+    }
+
+    #[test]
+    fn only_a_controller_reference_to_our_uid_makes_an_object_ours() {
+        let ours = reference("LLMDeployment", "llama", "u1", Some(true));
+        assert_eq!(control(&meta(json!([ours])), "u1"), Control::Ours);
+        assert_eq!(
+            control(&ObjectMeta::default(), "u1"),
+            Control::Foreign(None)
+        );
+        // A plain (non-controller) reference to us is not control.
+        let plain = reference("LLMDeployment", "llama", "u1", None);
+        assert_eq!(control(&meta(json!([plain])), "u1"), Control::Foreign(None));
+        // A deleted namesake's child, awaiting garbage collection.
+        let old = reference("LLMDeployment", "llama", "u0", Some(true));
+        assert_eq!(
+            control(&meta(json!([old])), "u1"),
+            Control::Foreign(Some("LLMDeployment/llama (uid u0)".into()))
+        );
+        let other = reference("Gateway", "edge", "g1", Some(true));
+        let not_controller = reference("LLMDeployment", "llama", "u1", Some(false));
+        let both = json!([not_controller, other]);
+        assert_eq!(
+            control(&meta(both), "u1"),
+            Control::Foreign(Some("Gateway/edge (uid g1)".into()))
+        );
+    }
+
+    #[test]
+    fn a_conflict_names_the_object_and_its_controller() {
+        let mut c = Conflict {
+            kind: "ConfigMap".into(),
+            name: "llama-epp-config".into(),
+            controller: None,
+        };
+        assert_eq!(
+            c.to_string(),
+            "ConfigMap llama-epp-config has no controller"
+        );
+        c.controller = Some("Gateway/edge (uid g1)".into());
+        assert_eq!(
+            c.to_string(),
+            "ConfigMap llama-epp-config is controlled by Gateway/edge (uid g1)"
+        );
     }
 
     #[test]

@@ -309,6 +309,20 @@ impl Operator {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Send signal `name` ("STOP", "CONT", ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {} failed", self.name);
+    }
+
+    /// The exit status, once the process has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) {
         let _ = Command::new("kill")
