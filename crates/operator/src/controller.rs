@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use llmd_api::inference_pool::InferencePool;
 use llmd_api::{LLMDeployment, labels};
@@ -52,6 +52,29 @@ fn error_policy(ld: Arc<LLMDeployment>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(delay)
 }
 
+/// Changed InferencePools, from a watch with its own backoff whose errors are logged
+/// here rather than passed to the controller (which would hold every watch back).
+fn inference_pool_triggers(
+    client: &Client,
+    namespace: Option<&str>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<InferencePool, watcher::Error>> + Send + 'static {
+    // The backoff goes after `touched_objects`: the watcher's own `Init` event at the
+    // start of each relist would otherwise reset it before every attempt.
+    watcher::watcher(scoped_api::<InferencePool>(client, namespace), config)
+        .touched_objects()
+        .default_backoff()
+        .filter_map(|changed| async move {
+            match changed {
+                Ok(pool) => Some(Ok(pool)),
+                Err(e) => {
+                    warn!(error = %e, "InferencePool watch failed; retrying with backoff");
+                    None
+                }
+            }
+        })
+}
+
 /// An Api over every namespace, or over one when the operator is namespace-scoped.
 pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -68,10 +91,11 @@ where
 /// at once, the tuner included.
 ///
 /// Every watch (LLMDeployments and each kind of child) feeds one trigger stream, and
-/// kube-runtime backs that stream off after any error (0.8 s doubling to 30 s). So a
-/// child watch that keeps failing, say InferencePools after their CRD was deleted, is
-/// retried at that pace rather than in a loop; while it fails, the other watches'
-/// events wait out the same backoff.
+/// kube-runtime backs that stream off after any error (0.8 s doubling to 30 s). The
+/// InferencePool watch, the one that fails for long when its CRD is deleted under a
+/// running operator, has a backoff of its own instead and keeps its errors to itself,
+/// so it is retried at that pace, not in a loop, and the other watches' events are
+/// not held up meanwhile.
 pub async fn run(
     client: Client,
     ctx: Arc<Context>,
@@ -123,7 +147,7 @@ pub async fn run(
             }
             ChildKind::Deployment => controller.owns(scoped_api::<Deployment>(&client, ns), config),
             ChildKind::InferencePool if pools_served => {
-                controller.owns(scoped_api::<InferencePool>(&client, ns), config)
+                controller.owns_stream(inference_pool_triggers(&client, ns, config))
             }
             ChildKind::InferencePool => continue,
         };
@@ -217,6 +241,26 @@ mod tests {
         assert!(
             (2..=15).contains(&lists),
             "InferencePools listed {lists} times in two minutes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_inference_pool_watch_keeps_its_errors_to_itself() {
+        let pool_lists = Arc::new(AtomicUsize::new(0));
+        let client = api_without_pools(pool_lists.clone());
+        let triggers = inference_pool_triggers(&client, Some("ops"), watcher::Config::default());
+        let seen: Vec<_> = triggers
+            .take_until(tokio::time::sleep(Duration::from_secs(120)))
+            .collect()
+            .await;
+        assert!(
+            seen.is_empty(),
+            "no trigger and no error reaches the controller"
+        );
+        let lists = pool_lists.load(Ordering::SeqCst);
+        assert!(
+            (2..=15).contains(&lists),
+            "listed {lists} times in two minutes"
         );
     }
 }
