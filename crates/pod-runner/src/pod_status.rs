@@ -280,6 +280,20 @@ pub fn status_patch(view: &PodView<'_>) -> Value {
         ),
         condition(pod, "Ready", ready, r_reason, r_msg, now),
     ];
+    // Conditions are merged by type: a reason or message that no longer applies
+    // must be removed explicitly (null), or the old one stays.
+    let conditions: Vec<Value> = conditions
+        .into_iter()
+        .map(|c| {
+            let mut v = json!(c);
+            for key in ["reason", "message"] {
+                if v.get(key).is_none() {
+                    v[key] = Value::Null;
+                }
+            }
+            v
+        })
+        .collect();
     let statuses: Vec<ContainerStatus> = view.containers.iter().map(container_status).collect();
     let mut status = json!({
         "phase": phase,
@@ -364,6 +378,13 @@ mod tests {
         let s = patch(&p, &[running("a", true, 0), running("b", true, 0)]);
         assert_eq!(s["status"]["phase"], "Running");
         assert_eq!(cond(&s, "Ready")["status"], "True");
+        // Clears the reason a not-ready Ready condition had.
+        assert_eq!(cond(&s, "Ready")["reason"], Value::Null);
+        assert!(
+            cond(&s, "Ready")
+                .as_object()
+                .is_some_and(|o| o.contains_key("message"))
+        );
         assert_eq!(s["status"]["podIP"], "10.213.0.2");
         assert_eq!(s["status"]["podIPs"][0]["ip"], "10.213.0.2");
         assert_eq!(s["status"]["hostIP"], "10.213.0.1");
