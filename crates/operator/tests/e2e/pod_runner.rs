@@ -480,3 +480,76 @@ async fn endpoint_picker_pod_discovers_model_servers_with_its_service_account() 
         .expect("x-inference-pod");
     assert!(decode.contains(&served_by), "{served_by} not in {decode:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn run_to_completion_pods_end_succeeded_or_failed() {
+    let ns = TestNamespace::create_live("e2e-live-job").await;
+    // `llmd-operator crd` prints the CRD and exits 0: a Job that completes.
+    let job = r#"apiVersion: batch/v1
+kind: Job
+metadata: {name: print-crd}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      containers:
+      - name: operator
+        image: ghcr.io/llmd-dev/llmd-operator:0.1.0
+        args: [crd]
+"#;
+    apply_ok(&ns.name, job);
+    let failing = "apiVersion: v1\nkind: Pod\nmetadata: {name: bad-flag}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: operator\n    image: ghcr.io/llmd-dev/llmd-operator:0.1.0\n    args: [--no-such-flag]\n";
+    apply_ok(&ns.name, failing);
+
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client().await, &ns.name);
+    wait_until(Duration::from_secs(60), "Job print-crd succeeded", || {
+        let jobs = jobs.clone();
+        async move {
+            let job = jobs.get("print-crd").await.ok()?;
+            (job.status?.succeeded? == 1).then_some(())
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client().await, &ns.name);
+    let pod = pods
+        .list(&ListParams::default().labels("job-name=print-crd"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("the Job's pod");
+    let status = pod.status.clone().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+    let terminated = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated");
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    let name = pod.metadata.name.clone().expect("name");
+    let log =
+        std::fs::read_to_string(live_pod_dir(&ns.name, &name, &uid(&pod)).join("operator.log"))
+            .expect("log");
+    assert!(log.contains("kind: CustomResourceDefinition"), "{log}");
+    assert!(
+        !live_pod_dir(&ns.name, &name, &uid(&pod))
+            .join("kubeconfig")
+            .exists(),
+        "automountServiceAccountToken: false gives no credentials"
+    );
+
+    let bad = wait_pod(&pods, "bad-flag", "bad-flag Failed", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+    })
+    .await;
+    assert_eq!(restarts(&bad), 0, "restartPolicy Never: not restarted");
+}
