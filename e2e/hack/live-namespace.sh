@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ns="$1"
 export KUBECONFIG="${KUBECONFIG:-$LLMD_CLUSTER_DIR/kubeconfig}"
 KUBECTL="${LLMD_BIN_DIR:-$("$LLMD_HACK_DIR/build-tools.sh" --print-bin-dir)}/kubectl"
-"$KUBECTL" get nodes -l llmd.dev/live=true -o name | grep -q . \
+[[ -n "$("$KUBECTL" get nodes -l llmd.dev/live=true -o name)" ]] \
   || die "the cluster has no live nodes (started with LLMD_LIVE_NODES=0?): nothing would run this namespace's pods"
 "$KUBECTL" get namespace "$ns" >/dev/null 2>&1 || "$KUBECTL" create namespace "$ns" >/dev/null
 "$KUBECTL" annotate namespace "$ns" --overwrite \
