@@ -109,6 +109,10 @@ impl ContainerTask {
                 }
             };
             self.last_block = None;
+            if self.stopping().is_some() {
+                // The pod went away while its volumes or credentials were prepared.
+                return;
+            }
             let pod = self.ctx.pod();
             let mut proc = match process::spawn(&spec) {
                 Ok(p) => p,
