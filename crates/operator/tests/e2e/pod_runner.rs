@@ -141,25 +141,36 @@ async fn vllm_pod_on_a_live_node_serves_at_its_pod_ip_and_gets_endpoints() {
     apply_ok(&ns.name, &model_server_set(1));
     let pod = wait_pod(&pods, "sim-0", "sim-0 Ready", is_pod_ready).await;
     eprintln!("sim-0: created to Ready in {:?}", created.elapsed());
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let spec = pod.spec.clone().expect("spec");
+    let node = spec.node_name.clone().unwrap_or_default();
     assert!(
         node.starts_with("live-"),
         "scheduled on a live node, not {node}"
+    );
+    // Injected by the admission plugins from the namespace's annotations.
+    assert_eq!(
+        spec.node_selector
+            .as_ref()
+            .and_then(|s| s.get("llmd.dev/live"))
+            .map(String::as_str),
+        Some("true")
+    );
+    assert!(
+        spec.tolerations.iter().flatten().any(|t| {
+            t.key.as_deref() == Some("llmd.dev/live") && t.effect.as_deref() == Some("NoSchedule")
+        }),
+        "{:?}",
+        spec.tolerations
     );
     let ip = pod_ip(&pod);
     let parsed: std::net::Ipv4Addr = ip.parse().expect("IPv4");
     assert!(!parsed.is_loopback(), "{ip} is loopback");
     assert!(in_cidr(&ip, &live_cidr()), "{ip} in {}", live_cidr());
-    let env_host =
-        std::fs::read_to_string(live_pod_dir(&ns.name, "sim-0", &uid(&pod)).join("vllm.log"))
-            .expect("container log");
+    let log = std::fs::read_to_string(live_pod_dir(&ns.name, "sim-0", &uid(&pod)).join("vllm.log"))
+        .expect("container log");
     assert!(
-        env_host.contains("dropped: --tensor-parallel-size 1, --enable-prefix-caching"),
-        "{env_host}"
+        log.contains("dropped: --tensor-parallel-size 1, --enable-prefix-caching"),
+        "the log lists the dropped vLLM flags: {log}"
     );
 
     let response = http()
