@@ -88,13 +88,16 @@ print_export() { echo "export KUBECONFIG=$KUBECONFIG_PATH"; }
 # start_pod_runner: run llmd-pod-runner detached (its own session) and wait until
 # it registered its nodes.
 start_pod_runner() {
-  local pidfile="$STATE/pids/llmd-pod-runner.pid" log="$STATE/logs/llmd-pod-runner.log"
+  local pidfile="$STATE/pids/llmd-pod-runner.pid" log="$STATE/logs/llmd-pod-runner.log" before
+  # The log is appended across restarts: wait for a registration of this instance.
+  registrations() { local c; c="$(grep -c "nodes registered" "$log" 2>/dev/null || true)"; echo "${c:-0}"; }
+  before="$(registrations)"
   log "starting llmd-pod-runner ($LLMD_POD_RUNNER_BIN)"
   RUST_LOG="${LLMD_POD_RUNNER_LOG:-info}" setsid "$LLMD_POD_RUNNER_BIN" --config "$STATE/pod-runner.yaml" \
     --kubeconfig "$KUBECONFIG_PATH" >>"$log" 2>&1 </dev/null 8>&- &
   echo $! >"$pidfile"
   local deadline=$((SECONDS + LLMD_CLUSTER_TIMEOUT))
-  until grep -q "nodes registered" "$log" 2>/dev/null && live_nodes_ready; do
+  until (($(registrations) > before)) && live_nodes_ready; do
     if ! pid_alive "$pidfile"; then
       tail -n 30 "$log" >&2 || true
       die "llmd-pod-runner failed to start (log: $log)"
@@ -158,9 +161,9 @@ if [[ "$LLMD_LIVE_NODES" == 1 ]]; then
   ip netns add "$probe_ns" 2>/dev/null && ip netns del "$probe_ns" \
     || die "cannot create network namespaces (needs CAP_NET_ADMIN); set LLMD_LIVE_NODES=0 to run without live nodes"
   LIVE_N=""
+  in_use="$(ip -4 -o addr show; ip -4 route show)"
   for n in $(shuf -i 200-254); do
-    ip -4 -o addr show | grep -q " 10\.$n\." && continue
-    ip -4 route show | grep -q "^10\.$n\." && continue
+    grep -qE "(^| )10\.$n\." <<<"$in_use" && continue
     ip link add "llmd${n}br" type bridge 2>/dev/null || continue
     LIVE_N="$n"
     break
