@@ -564,3 +564,74 @@ spec:
     .await;
     assert_eq!(restarts(&bad), 0, "restartPolicy Never: not restarted");
 }
+
+/// helm with the cluster's kubeconfig; panics with its output on failure.
+fn helm_ok(args: &[&str]) {
+    let out = std::process::Command::new(bin("helm"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn chart_operator_pod_reconciles_with_the_charts_rbac() {
+    install_crds().await;
+    let ns = TestNamespace::create_live("e2e-live-chart").await;
+    let release = "live-e2e";
+    let chart = repo().join("manifests/charts/llmd-operator");
+    // The operator pod itself runs llmd-operator as the chart's ServiceAccount;
+    // --wait holds until its readiness probe (/readyz) passes.
+    helm_ok(&[
+        "install",
+        release,
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        &ns.name,
+        "--set",
+        &format!("watchNamespace={}", ns.name),
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    apply_ok(&ns.name, &small_spec("by-pod", 0, 1));
+    let lds: Api<LLMDeployment> = Api::namespaced(client().await, &ns.name);
+    let result = tokio::spawn({
+        let lds = lds.clone();
+        async move {
+            wait_for_ld(&lds, "by-pod", Duration::from_secs(120), "Ready", is_ready).await;
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client().await, &ns.name);
+    let operator = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=llmd-operator"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("the operator pod");
+    let log = std::fs::read_to_string(
+        live_pod_dir(
+            &ns.name,
+            operator.metadata.name.as_deref().unwrap_or_default(),
+            &uid(&operator),
+        )
+        .join("operator.log"),
+    )
+    .unwrap_or_default();
+    helm_ok(&["uninstall", release, "--namespace", &ns.name, "--wait"]);
+    assert!(
+        result.is_ok(),
+        "the operator pod did not reconcile; its log:\n{log}"
+    );
+    assert!(log.contains("became leader"), "{log}");
+}
