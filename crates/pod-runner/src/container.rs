@@ -219,10 +219,11 @@ impl ContainerTask {
     async fn wait_for_change(&mut self) -> bool {
         let mut config = self.ctx.shared.config_changes.clone();
         let mut pod = self.ctx.pod.clone();
+        // A closed channel disables its branch (no busy loop); the timer remains.
         tokio::select! {
             _ = self.stop.changed() => {}
-            _ = config.changed() => {}
-            _ = pod.changed() => {}
+            Ok(()) = config.changed() => {}
+            Ok(()) = pod.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
         self.stopping().is_none()

@@ -339,7 +339,7 @@ impl Supervisor {
                 joined = tasks.join_next(), if ending.is_some() => {
                     if joined.is_none() { break; }
                 }
-                _ = config_changes.changed() => {
+                Ok(()) = config_changes.changed() => {
                     if !torn_down && let Err(b) = ctx.refresh().await {
                         tracing::debug!(pod = %self.name(), message = %b.message, "volumes not refreshed");
                     }
