@@ -490,6 +490,105 @@ async fn endpoint_picker_pod_discovers_model_servers_with_its_service_account() 
         .map(str::to_string)
         .expect("x-inference-pod");
     assert!(decode.contains(&served_by), "{served_by} not in {decode:?}");
+
+    // A weight change reaches the mounted config file in place; the EPP applies it
+    // without a restart.
+    let reloads = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("llmd_epp_config_reloads_total{outcome=\"applied\"}"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = reloads(
+        &http()
+            .get(&metrics)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text"),
+    );
+    let patch = serde_json::json!({"spec": {"router": {"scorers": {"queue": 7}}}});
+    lds.patch(
+        "live",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("patch scorers");
+    wait_until(
+        Duration::from_secs(30),
+        "the EPP pod applies the new config",
+        || {
+            let url = metrics.clone();
+            async move {
+                let text = http().get(url).send().await.ok()?.text().await.ok()?;
+                (reloads(&text) > before).then_some(())
+            }
+        },
+    )
+    .await;
+    let epp_now = pods.get(&epp_name).await.expect("EPP pod");
+    assert_eq!(restarts(&epp_now), 0, "applied live, not by a restart");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn missing_config_map_blocks_the_container_until_it_exists() {
+    let ns = TestNamespace::create_live("e2e-live-config").await;
+    let pods: Api<Pod> = Api::namespaced(client().await, &ns.name);
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata: {name: configured}
+spec:
+  containers:
+  - name: vllm
+    image: vllm/vllm-openai:v0.11.0
+    args: ["--model", "$(MODEL)", "--port", "8000"]
+    envFrom: [{configMapRef: {name: engine}}]
+    readinessProbe: {tcpSocket: {port: 8000}}
+"#;
+    apply_ok(&ns.name, pod);
+    let waiting_reason = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone())
+    };
+    wait_pod(
+        &pods,
+        "configured",
+        "waiting with CreateContainerConfigError",
+        |p| waiting_reason(p).as_deref() == Some("CreateContainerConfigError"),
+    )
+    .await;
+    apply_ok(
+        &ns.name,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: engine}\ndata: {MODEL: from/configmap}\n",
+    );
+    let ready = wait_pod(
+        &pods,
+        "configured",
+        "Ready once the ConfigMap exists",
+        is_pod_ready,
+    )
+    .await;
+    let models = http()
+        .get(format!("http://{}:8000/v1/models", pod_ip(&ready)))
+        .send()
+        .await
+        .expect("models")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        models.contains("from/configmap"),
+        "$(MODEL) expanded from envFrom: {models}"
+    );
 }
 
 #[tokio::test]
