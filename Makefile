@@ -32,14 +32,14 @@ unit: tools ## unit tests, CEL rule tests, the CRD drift test, EPP tests on llm-
 	LLMD_SIM_BIN=$(E2E_BIN_DIR)/llm-d-inference-sim $(CARGO) test --workspace
 
 .PHONY: demo
-demo: tools ## local demo: control plane with fake GPU nodes, the operator, the P/D sample
-	$(CARGO) build -p llmd-operator --bin llmd-operator -p llmd-epp --bin llmd-epp
-	LLMD_OPERATOR_BIN=$(TARGET_DIR)/debug/llmd-operator $(E2E_HACK)/demo.sh
+demo: tools ## local demo: control plane with live GPU nodes, the operator, the P/D sample serving requests
+	$(CARGO) build $(LIVE_BINS)
+	$(LIVE_BIN_ENV) $(E2E_HACK)/demo.sh
 
 .PHONY: e2e
 e2e: tools ## e2e suite on a private local control plane (started and stopped here)
-	$(CARGO) build -p llmd-operator --bin llmd-operator --tests -p llmd-epp --bin llmd-epp
-	$(E2E_HACK)/with-cluster.sh $(CARGO) test -p llmd-operator --test e2e -- --ignored --test-threads=$(E2E_THREADS)
+	$(CARGO) build -p llmd-operator --bin llmd-operator --tests -p llmd-epp --bin llmd-epp -p llmd-pod-runner --bin llmd-pod-runner
+	$(LIVE_BIN_ENV) $(E2E_HACK)/with-cluster.sh $(CARGO) test -p llmd-operator --test e2e -- --ignored --test-threads=$(E2E_THREADS)
 
 E2E_THREADS ?= 2
 

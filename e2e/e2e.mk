@@ -15,8 +15,14 @@ KUBECONFIG_E2E ?= $(E2E_CLUSTER_DIR)/kubeconfig
 tools: ## build the pinned e2e toolchain (kube, etcd, kwok, helm, inference-sim) into the cache
 	$(E2E_HACK)/build-tools.sh
 
-cluster-up: tools ## start (or reuse) the local control plane with fake GPU nodes
-	LLMD_CLUSTER_DIR=$(E2E_CLUSTER_DIR) $(E2E_HACK)/cluster-up.sh
+# Our binaries the local cluster runs: llmd-pod-runner (the live nodes' kubelet) and
+# the local stand-ins of our images (ghcr.io/llmd-dev/llmd-epp, .../llmd-operator).
+LIVE_BINS := -p llmd-pod-runner --bin llmd-pod-runner -p llmd-epp --bin llmd-epp -p llmd-operator --bin llmd-operator
+LIVE_BIN_ENV := LLMD_POD_RUNNER_BIN=$(TARGET_DIR)/debug/llmd-pod-runner LLMD_EPP_BIN=$(TARGET_DIR)/debug/llmd-epp LLMD_OPERATOR_BIN=$(TARGET_DIR)/debug/llmd-operator
+
+cluster-up: tools ## start (or reuse) the local control plane: fake GPU nodes, and live nodes (as root)
+	$(CARGO) build $(LIVE_BINS)
+	$(LIVE_BIN_ENV) LLMD_CLUSTER_DIR=$(E2E_CLUSTER_DIR) $(E2E_HACK)/cluster-up.sh
 
 cluster-down: ## stop the local control plane and remove its state
 	LLMD_CLUSTER_DIR=$(E2E_CLUSTER_DIR) $(E2E_HACK)/cluster-down.sh

@@ -2,8 +2,10 @@
 # Stop the cluster in $LLMD_CLUSTER_DIR and remove its state (etcd data, certs).
 #
 # Stops every process recorded as $LLMD_CLUSTER_DIR/pids/<name>.pid: first the
-# ones registered by other scripts (operator, simulators, ...), then the control
-# plane in reverse start order. SIGTERM (to the process group when the process
+# ones registered by other scripts (operator, simulators, ...), then
+# llmd-pod-runner (it stops its pods and removes their network while the API
+# server still runs), then the control plane in reverse start order; then removes
+# whatever is left of the live pod network (namespaces, veths, the bridge). SIGTERM (to the process group when the process
 # leads one), then SIGKILL after LLMD_STOP_TIMEOUT seconds (default 20). Waits
 # until the processes are gone and the recorded ports are free. Safe to run when
 # nothing is running.
@@ -54,8 +56,10 @@ if [[ -d "$STATE/pids" ]]; then
     [[ " ${LLMD_CORE[*]} " == *" $n "* ]] || others+=("$f")
   done
   ((${#others[@]} == 0)) || stop_all "${others[@]}"
-  # 2. the control plane: its clients together, then kube-apiserver, then etcd
   P="$STATE/pids"
+  # 2. the pod runner, while the API server can still take its pods' final status
+  stop_all "$P/llmd-pod-runner.pid"
+  # 3. the control plane: its clients together, then kube-apiserver, then etcd
   stop_all "$P/kwok.pid" "$P/kube-scheduler.pid" "$P/kube-controller-manager.pid"
   stop_all "$P/kube-apiserver.pid"
   stop_all "$P/etcd.pid"
@@ -65,6 +69,12 @@ if [[ -f "$STATE/ports.env" ]]; then
   ports="$(cut -d= -f2 "$STATE/ports.env" | tr '\n' ' ')"
   ports_free() { local p; for p in $ports; do ! port_listening "$p" || return 1; done; }
   wait_until 30 "ports $ports to be released" ports_free || die "ports still in use: $ports"
+fi
+
+# The live pod network: what a killed runner left, and the bridge cluster-up made.
+if [[ -f "$STATE/live.env" ]]; then
+  prefix="$(sed -n 's/^LIVE_PREFIX=//p' "$STATE/live.env")"
+  [[ -n "$prefix" ]] && live_net_cleanup "$prefix"
 fi
 
 rm -rf "$STATE"

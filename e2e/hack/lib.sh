@@ -10,6 +10,10 @@
 #   LLMD_GPU_NODES     fake GPU nodes            (default 4: gpu-node-0..3)
 #   LLMD_CPU_NODES     fake CPU-only nodes       (default 1: cpu-node-0)
 #   LLMD_CLUSTER_TIMEOUT  seconds to wait for each readiness step (default 120)
+#   LLMD_LIVE_NODES    1: run llmd-pod-runner with live nodes (default when root), 0: not
+#   LLMD_LIVE_GPU_NODES / LLMD_LIVE_CPU_NODES   live node counts (default 4 / 1)
+#   LLMD_POD_RUNNER_BIN, LLMD_EPP_BIN, LLMD_OPERATOR_BIN   our binaries (default:
+#                      ${CARGO_TARGET_DIR:-<repo>/target}/debug/<name>)
 
 LLMD_HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LLMD_CACHE="${LLMD_CACHE:-$HOME/.cache/llmd-operator}"
@@ -19,11 +23,23 @@ LLMD_SERVICE_CIDR="${LLMD_SERVICE_CIDR:-10.96.0.0/16}"
 LLMD_GPU_NODES="${LLMD_GPU_NODES:-4}"
 LLMD_CPU_NODES="${LLMD_CPU_NODES:-1}"
 LLMD_CLUSTER_TIMEOUT="${LLMD_CLUSTER_TIMEOUT:-120}"
+if [[ -z "${LLMD_LIVE_NODES:-}" ]]; then
+  if [[ "$(id -u)" == 0 ]]; then LLMD_LIVE_NODES=1; else LLMD_LIVE_NODES=0; fi
+fi
+LLMD_LIVE_GPU_NODES="${LLMD_LIVE_GPU_NODES:-4}"
+LLMD_LIVE_CPU_NODES="${LLMD_LIVE_CPU_NODES:-1}"
+LLMD_REPO_DIR="$(cd "$LLMD_HACK_DIR/../.." && pwd)"
+LLMD_RUST_TARGET="${CARGO_TARGET_DIR:-$LLMD_REPO_DIR/target}"
+LLMD_POD_RUNNER_BIN="${LLMD_POD_RUNNER_BIN:-$LLMD_RUST_TARGET/debug/llmd-pod-runner}"
+LLMD_EPP_BIN="${LLMD_EPP_BIN:-$LLMD_RUST_TARGET/debug/llmd-epp}"
+LLMD_OPERATOR_BIN="${LLMD_OPERATOR_BIN:-$LLMD_RUST_TARGET/debug/llmd-operator}"
 export LLMD_CACHE LLMD_CLUSTER_DIR
 
 # Control-plane components in start order (cluster-down stops them in reverse,
-# after every other registered process).
-LLMD_CORE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+# after every other registered process). llmd-pod-runner (live nodes only) comes
+# last so that it is stopped first, while the API server can still take the
+# final status of its pods.
+LLMD_CORE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok llmd-pod-runner)
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
@@ -90,4 +106,20 @@ free_port() {
     return 0
   done
   die "no free port found"
+}
+
+# live_net_cleanup <prefix>: remove every network namespace (<prefix>-*) and link
+# (<prefix>v*, <prefix>br) of one cluster's pod network, killing what still runs in
+# the namespaces. What llmd-pod-runner removes itself when it stops; this is for a
+# runner that was killed.
+live_net_cleanup() {
+  local prefix="$1" ns pid link
+  [[ "$prefix" =~ ^llmd[0-9]+$ ]] || return 0
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$prefix-" || true); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^$prefix(v|br)" || true); do
+    ip link del "$link" 2>/dev/null || true
+  done
 }

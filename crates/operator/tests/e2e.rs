@@ -1,6 +1,7 @@
 //! End-to-end tests against a real control plane: kube-apiserver, etcd,
-//! kube-controller-manager, kube-scheduler and kwok fake GPU nodes, built from Go
-//! modules (see e2e/README.md). Each test runs its own operator process, scoped to
+//! kube-controller-manager, kube-scheduler, kwok fake GPU nodes and live nodes
+//! whose pods llmd-pod-runner runs as processes, built from Go modules (see
+//! e2e/README.md). Each test runs its own operator process, scoped to
 //! its own namespace.
 //!
 //! They are `#[ignore]`d so that a plain `cargo test` needs no cluster; `make e2e`
@@ -16,6 +17,7 @@ mod e2e {
     mod invalid_manifests;
     mod leader_election;
     mod lifecycle;
+    mod pod_runner;
     mod scheduling;
     mod tuner;
 }

@@ -135,11 +135,97 @@ pub struct TestNamespace {
     pub name: String,
 }
 
+/// Namespace annotations that put every pod of the namespace on the live nodes
+/// (llmd-pod-runner runs them as processes): the API server's PodNodeSelector and
+/// PodTolerationRestriction admission plugins add the node selector and the
+/// toleration of the live nodes' taint (what e2e/hack/live-namespace.sh sets).
+pub const LIVE_NAMESPACE_ANNOTATIONS: [(&str, &str); 2] = [
+    (
+        "scheduler.alpha.kubernetes.io/node-selector",
+        "llmd.dev/live=true",
+    ),
+    (
+        "scheduler.alpha.kubernetes.io/defaultTolerations",
+        r#"[{"key":"llmd.dev/live","operator":"Exists","effect":"NoSchedule"}]"#,
+    ),
+];
+
+/// The live pod network (e.g. `10.213.0.0/16`); fails the test, never skips it,
+/// when the cluster runs without live nodes.
+pub fn live_cidr() -> String {
+    std::env::var("LLMD_LIVE_CIDR").unwrap_or_else(|_| {
+        panic!(
+            "the cluster has no live nodes (LLMD_LIVE_NODES=0, or not started as root): \
+             data-plane tests need llmd-pod-runner; run `make e2e` as root"
+        )
+    })
+}
+
+/// llmd-pod-runner's state dir: `pods/<ns>_<pod>_<uid>/<container>.{log,pid}`.
+pub fn pod_runner_state() -> PathBuf {
+    live_cidr();
+    PathBuf::from(required_env("LLMD_POD_RUNNER_STATE"))
+}
+
+/// The directory llmd-pod-runner keeps a pod's files and logs in.
+pub fn live_pod_dir(namespace: &str, name: &str, uid: &str) -> PathBuf {
+    pod_runner_state().join(format!("pods/{namespace}_{name}_{uid}"))
+}
+
+/// The pid of a live pod's container process, from the runner's pid file.
+pub fn live_pid(namespace: &str, name: &str, uid: &str, container: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(
+        live_pod_dir(namespace, name, uid).join(format!("{container}.pid")),
+    )
+    .ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Whether a process runs (and is not a zombie).
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// The network namespaces on this machine.
+pub fn netns_list() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
 impl TestNamespace {
     pub async fn create(name: &str) -> Self {
+        Self::create_with(name, &[]).await
+    }
+
+    /// A namespace whose pods all run on the live nodes (see
+    /// [`LIVE_NAMESPACE_ANNOTATIONS`]).
+    pub async fn create_live(name: &str) -> Self {
+        live_cidr();
+        Self::create_with(name, &LIVE_NAMESPACE_ANNOTATIONS).await
+    }
+
+    async fn create_with(name: &str, annotations: &[(&str, &str)]) -> Self {
         let api: Api<Namespace> = Api::all(client().await);
         let mut ns = Namespace::default();
         ns.metadata.name = Some(name.to_string());
+        if !annotations.is_empty() {
+            ns.metadata.annotations = Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
         // A namespace left from an aborted run is deleted first.
         if api.get_opt(name).await.expect("get namespace").is_some() {
             let _ = api.delete(name, &DeleteParams::default()).await;

@@ -1,0 +1,464 @@
+//! One container's life: wait until it can start, run its process, probe it,
+//! and restart it with backoff when it exits (per the pod's restartPolicy),
+//! reporting every change of its state to the pod's supervisor at once, so the
+//! pod is NotReady as soon as its process is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+
+use crate::backoff::Backoff;
+use crate::context::{Blocked, PodContext};
+use crate::pod_status::{ContainerView, State, Terminated};
+use crate::probe::{self, ProbeCounter, ProbeKind, ProbePlan};
+use crate::process::{self, Process};
+
+/// A container's new view, for the supervisor.
+#[derive(Debug)]
+pub struct Report {
+    pub index: usize,
+    pub view: ContainerView,
+}
+
+/// How a running process came to an end.
+enum Outcome {
+    Exited(std::process::ExitStatus),
+    /// Killed for failing its liveness or startup probe.
+    Unhealthy(std::process::ExitStatus),
+    /// Stopped because the pod is going away.
+    Stopped(std::process::ExitStatus),
+}
+
+pub struct ContainerTask {
+    ctx: Arc<PodContext>,
+    index: usize,
+    spec: Container,
+    view: ContainerView,
+    reports: mpsc::UnboundedSender<Report>,
+    /// `Some(grace)` once the pod stops.
+    stop: watch::Receiver<Option<Duration>>,
+    backoff: Backoff,
+    last_block: Option<String>,
+}
+
+fn restart_policy(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into())
+}
+
+/// Whether a container that exited with `code` is started again.
+pub fn should_restart(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+impl ContainerTask {
+    pub fn new(
+        ctx: Arc<PodContext>,
+        index: usize,
+        spec: Container,
+        initial: ContainerView,
+        reports: mpsc::UnboundedSender<Report>,
+        stop: watch::Receiver<Option<Duration>>,
+    ) -> Self {
+        let backoff = Backoff::new(&ctx.shared.config.restart_backoff);
+        Self {
+            ctx,
+            index,
+            spec,
+            view: initial,
+            reports,
+            stop,
+            backoff,
+            last_block: None,
+        }
+    }
+
+    fn report(&self) {
+        let _ = self.reports.send(Report {
+            index: self.index,
+            view: self.view.clone(),
+        });
+    }
+
+    fn stopping(&self) -> Option<Duration> {
+        *self.stop.borrow()
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            if self.stopping().is_some() {
+                return;
+            }
+            let (spec, kind) = match self.ctx.launch(&self.spec).await {
+                Ok(ok) => ok,
+                Err(blocked) => {
+                    self.blocked(blocked);
+                    if !self.wait_for_change().await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.last_block = None;
+            if self.stopping().is_some() {
+                // The pod went away while its volumes or credentials were prepared.
+                return;
+            }
+            let pod = self.ctx.pod();
+            let mut proc = match process::spawn(&spec) {
+                Ok(p) => p,
+                Err(e) => {
+                    let message = format!("cannot start {}: {e}", spec.program.display());
+                    self.ctx.shared.events.warning(
+                        &pod,
+                        "Failed",
+                        "Start",
+                        format!("Error: {message}"),
+                    );
+                    let now = Timestamp::now();
+                    let term = Terminated {
+                        exit_code: 128,
+                        signal: None,
+                        reason: "StartError".into(),
+                        message: Some(message),
+                        started_at: None,
+                        finished_at: now,
+                        container_id: None,
+                    };
+                    if !self.after_exit(term, Duration::ZERO).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let program = spec
+                .program
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            tracing::info!(
+                pod = %self.ctx.dir.display(), container = %self.spec.name, pid = proc.pid,
+                log = %spec.log.display(), ?kind, "started"
+            );
+            self.ctx.shared.events.normal(
+                &pod,
+                "Started",
+                "Start",
+                format!(
+                    "Started container {}: {program} pid {}, log {}",
+                    self.spec.name,
+                    proc.pid,
+                    spec.log.display()
+                ),
+            );
+            self.view.image_id = format!("local://{}", spec.program.display());
+            self.view.container_id = Some(format!("llmd://{}", proc.pid));
+            let outcome = self.supervise(&mut proc).await;
+            let (Outcome::Exited(status) | Outcome::Unhealthy(status) | Outcome::Stopped(status)) =
+                outcome;
+            let (code, signal) = process::exit_code(status);
+            let term = Terminated {
+                exit_code: code,
+                signal,
+                reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                message: None,
+                started_at: Some(proc.started_at),
+                finished_at: Timestamp::now(),
+                container_id: self.view.container_id.clone(),
+            };
+            if matches!(outcome, Outcome::Stopped(_)) {
+                self.view.state = State::Terminated(term);
+                self.view.ready = false;
+                self.view.started = false;
+                self.report();
+                return;
+            }
+            tracing::info!(container = %self.spec.name, pid = proc.pid, code, "exited");
+            if !self.after_exit(term, proc.started.elapsed()).await {
+                return;
+            }
+        }
+    }
+
+    /// Report a container that cannot start; one Event per distinct reason.
+    fn blocked(&mut self, blocked: Blocked) {
+        if self.last_block.as_deref() != Some(blocked.message.as_str()) {
+            let pod = self.ctx.pod();
+            tracing::warn!(container = %self.spec.name, reason = blocked.reason, message = %blocked.message, "container cannot start");
+            self.ctx.shared.events.warning(
+                &pod,
+                blocked.event_reason,
+                "Start",
+                format!("container {}: {}", self.spec.name, blocked.message),
+            );
+            self.last_block = Some(blocked.message.clone());
+        }
+        let state = State::Waiting {
+            reason: blocked.reason.to_string(),
+            message: Some(blocked.message),
+        };
+        if self.view.state != state || self.view.ready {
+            self.view.state = state;
+            self.view.ready = false;
+            self.view.started = false;
+            self.report();
+        }
+    }
+
+    /// Wait for something that may unblock a container (a ConfigMap or Secret
+    /// change, a pod update, or a few seconds). False when the pod stops.
+    async fn wait_for_change(&mut self) -> bool {
+        let mut config = self.ctx.shared.config_changes.clone();
+        let mut pod = self.ctx.pod.clone();
+        // A closed channel disables its branch (no busy loop); the timer remains.
+        tokio::select! {
+            _ = self.stop.changed() => {}
+            Ok(()) = config.changed() => {}
+            Ok(()) = pod.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        self.stopping().is_none()
+    }
+
+    /// After an exit: report it, then either stay terminated (restartPolicy) or
+    /// back off and count a restart. False when the container will not run again.
+    async fn after_exit(&mut self, term: Terminated, ran_for: Duration) -> bool {
+        let pod = self.ctx.pod();
+        let code = term.exit_code;
+        self.view.ready = false;
+        self.view.started = false;
+        if !should_restart(&restart_policy(&pod), code) {
+            self.view.state = State::Terminated(term);
+            self.report();
+            let _ = self.stop.changed().await;
+            return false;
+        }
+        let delay = self.backoff.delay_after(ran_for);
+        self.view.last_terminated = Some(term);
+        self.view.state = State::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: Some(format!(
+                "back-off {:?} restarting failed container={} pod={}",
+                delay,
+                self.spec.name,
+                pod.metadata.name.as_deref().unwrap_or_default()
+            )),
+        };
+        self.report();
+        self.ctx.shared.events.warning(
+            &pod,
+            "BackOff",
+            "Restart",
+            format!(
+                "Back-off {delay:?} restarting failed container {} (exit code {code})",
+                self.spec.name
+            ),
+        );
+        tokio::select! {
+            _ = self.stop.changed() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        if self.stopping().is_some() {
+            return false;
+        }
+        self.view.restart_count += 1;
+        true
+    }
+
+    fn plans(&self) -> Vec<ProbePlan> {
+        let pod = self.ctx.pod();
+        let timing = &self.ctx.shared.config.probes;
+        let mut plans = Vec::new();
+        let probes = [
+            (ProbeKind::Startup, &self.spec.startup_probe),
+            (ProbeKind::Readiness, &self.spec.readiness_probe),
+            (ProbeKind::Liveness, &self.spec.liveness_probe),
+        ];
+        for (kind, probe) in probes {
+            let Some(probe) = probe else { continue };
+            match probe::plan(probe, &self.spec, kind, timing) {
+                Ok(plan) => plans.push(plan),
+                Err(e) => self.ctx.shared.events.warning(
+                    &pod,
+                    "ProbeUnsupported",
+                    "Probe",
+                    format!("container {}: {e}", self.spec.name),
+                ),
+            }
+        }
+        plans
+    }
+
+    /// Run the probes while the process lives; returns how it ended.
+    async fn supervise(&mut self, proc: &mut Process) -> Outcome {
+        let plans = self.plans();
+        let find = |k: ProbeKind| plans.iter().find(|p| p.kind == k).cloned();
+        let (startup, readiness, liveness) = (
+            find(ProbeKind::Startup),
+            find(ProbeKind::Readiness),
+            find(ProbeKind::Liveness),
+        );
+        let mut startup_counter = startup.as_ref().map(|p| ProbeCounter::new(p, false));
+        let mut readiness_counter = readiness.as_ref().map(|p| ProbeCounter::new(p, false));
+        let mut liveness_counter = liveness.as_ref().map(|p| ProbeCounter::new(p, true));
+        self.view.state = State::Running {
+            started_at: proc.started_at,
+        };
+        self.view.started = startup.is_none();
+        self.view.ready = self.view.started && readiness.is_none();
+        self.report();
+
+        let (tx, mut results) = mpsc::unbounded_channel();
+        let prober = self.ctx.shared.prober.clone();
+        let ip = self.ctx.sandbox.ip;
+        let probes = tokio::spawn(run_probes(prober, ip, startup, readiness, liveness, tx));
+        let _abort = AbortOnDrop(probes);
+        let pod = self.ctx.pod();
+        loop {
+            tokio::select! {
+                status = proc.wait() => return Outcome::Exited(status),
+                _ = self.stop.changed() => {
+                    let grace = self.stopping().unwrap_or_default();
+                    return Outcome::Stopped(proc.stop(grace).await);
+                }
+                Some((kind, result)) = results.recv() => {
+                    let ok = result.is_ok();
+                    let counter = match kind {
+                        ProbeKind::Startup => startup_counter.as_mut(),
+                        ProbeKind::Readiness => readiness_counter.as_mut(),
+                        ProbeKind::Liveness => liveness_counter.as_mut(),
+                    };
+                    let Some(counter) = counter else { continue };
+                    let flipped = counter.record(ok);
+                    if let Err(message) = &result
+                        && (flipped == Some(false) || (kind != ProbeKind::Readiness && counter.exhausted()))
+                    {
+                        self.ctx.shared.events.warning(
+                            &pod,
+                            "Unhealthy",
+                            "Probe",
+                            format!("{} probe failed: {message}", kind.as_str()),
+                        );
+                    }
+                    let exhausted = counter.exhausted();
+                    let before = (self.view.started, self.view.ready);
+                    match kind {
+                        ProbeKind::Startup if flipped == Some(true) => {
+                            self.view.started = true;
+                            self.view.ready = readiness_counter.is_none();
+                        }
+                        ProbeKind::Readiness => {
+                            self.view.ready = self.view.started && counter_result(readiness_counter.as_ref());
+                        }
+                        _ => {}
+                    }
+                    if (kind == ProbeKind::Liveness || (kind == ProbeKind::Startup && !self.view.started)) && exhausted {
+                        self.ctx.shared.events.normal(
+                            &pod,
+                            "Killing",
+                            "Kill",
+                            format!("Container {} failed {} probe, will be restarted", self.spec.name, kind.as_str().to_lowercase()),
+                        );
+                        self.view.ready = false;
+                        self.report();
+                        let grace = termination_grace(&pod);
+                        return Outcome::Unhealthy(proc.stop(grace).await);
+                    }
+                    if before != (self.view.started, self.view.ready) {
+                        self.report();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn counter_result(c: Option<&ProbeCounter>) -> bool {
+    c.is_none_or(ProbeCounter::result)
+}
+
+/// The pod's terminationGracePeriodSeconds (default 30).
+pub fn termination_grace(pod: &Pod) -> Duration {
+    let secs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type ProbeResult = (ProbeKind, Result<(), String>);
+
+/// The probe loops of one process: startup until it succeeds, then readiness
+/// and liveness side by side.
+async fn run_probes(
+    prober: probe::Prober,
+    ip: std::net::Ipv4Addr,
+    startup: Option<ProbePlan>,
+    readiness: Option<ProbePlan>,
+    liveness: Option<ProbePlan>,
+    tx: mpsc::UnboundedSender<ProbeResult>,
+) {
+    if let Some(plan) = startup {
+        tokio::time::sleep(plan.initial_delay).await;
+        loop {
+            let result = prober.check(&plan, ip).await;
+            let ok = result.is_ok();
+            if tx.send((plan.kind, result)).is_err() || ok {
+                break;
+            }
+            tokio::time::sleep(plan.retry_period).await;
+        }
+    }
+    let one = |plan: Option<ProbePlan>| {
+        let (prober, tx) = (prober.clone(), tx.clone());
+        async move {
+            let Some(plan) = plan else { return };
+            tokio::time::sleep(plan.initial_delay).await;
+            loop {
+                let result = prober.check(&plan, ip).await;
+                let period = if result.is_ok() {
+                    plan.period
+                } else {
+                    plan.retry_period
+                };
+                if tx.send((plan.kind, result)).is_err() {
+                    return;
+                }
+                tokio::time::sleep(period).await;
+            }
+        }
+    };
+    tokio::join!(one(readiness), one(liveness));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policy_decides_whether_an_exit_restarts() {
+        assert!(should_restart("Always", 0));
+        assert!(should_restart("Always", 1));
+        assert!(!should_restart("OnFailure", 0));
+        assert!(should_restart("OnFailure", 2));
+        assert!(!should_restart("Never", 1));
+    }
+}
