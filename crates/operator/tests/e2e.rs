@@ -9,8 +9,8 @@
 
 mod e2e {
     mod adoption;
+    mod data_plane;
     mod degraded;
-    mod endpoint_picker;
     pub mod harness;
     mod helm;
     mod inference_pool;

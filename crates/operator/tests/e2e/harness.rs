@@ -258,54 +258,6 @@ impl Drop for TestNamespace {
     }
 }
 
-static MODEL_SERVER: OnceCell<()> = OnceCell::const_new();
-
-/// One llm-d-inference-sim on port 8000 of every interface, shared by the tests that
-/// need model servers at pod IPs: pod IPs come from a loopback range, so every pod
-/// IP reaches it on the model-server port. Registered with the cluster so that
-/// cluster-down stops it.
-pub async fn model_server_on_pod_ips() {
-    MODEL_SERVER
-        .get_or_init(|| async {
-            let mut child = Command::new(bin("llm-d-inference-sim"))
-                .args(["--port", "8000", "--model", "test/model"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("llm-d-inference-sim starts");
-            if let Ok(dir) = std::env::var("LLMD_CLUSTER_DIR") {
-                let _ = std::fs::write(
-                    Path::new(&dir).join("pids/e2e-model-server.pid"),
-                    child.id().to_string(),
-                );
-            }
-            wait_until(
-                Duration::from_secs(30),
-                "simulator serving /metrics on :8000",
-                || {
-                    let exited = child.try_wait().ok().flatten();
-                    assert!(
-                        exited.is_none(),
-                        "llm-d-inference-sim exited ({exited:?}): is port 8000 taken?"
-                    );
-                    async {
-                        let page = reqwest::get("http://127.0.0.1:8000/metrics")
-                            .await
-                            .ok()?
-                            .text()
-                            .await
-                            .ok()?;
-                        page.contains("vllm:").then_some(())
-                    }
-                },
-            )
-            .await;
-            // Lives until the test binary exits; cluster-down stops it.
-            std::mem::forget(child);
-        })
-        .await;
-}
-
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

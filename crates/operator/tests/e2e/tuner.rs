@@ -1,5 +1,5 @@
-//! The tuner scrapes the model servers and records its weights in
-//! status.routing, which the reconcile renders into the EPP ConfigMap.
+//! The tuner scrapes the model servers (real ones, on live nodes) and records its
+//! weights in status.routing, which the reconcile renders into the EPP ConfigMap.
 
 use std::time::Duration;
 
@@ -13,8 +13,7 @@ use super::harness::*;
 #[ignore = "needs a cluster: make e2e"]
 async fn auto_tune_scrapes_model_servers_and_drives_the_epp_config() {
     install_crds().await;
-    let ns = TestNamespace::create("e2e-tuner").await;
-    model_server_on_pod_ips().await;
+    let ns = TestNamespace::create_live("e2e-tuner").await;
     let operator = Operator::start(&ns.name, "op", &[]);
     let manifest = "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: tuned\nspec:\n  model:\n    name: test/model\n    uri: hf://test/model\n  decode:\n    replicas: 2\n  router:\n    autoTune:\n      enabled: true\n      interval: 5s\n";
     assert!(apply_yaml(&ns.name, manifest).status.success());

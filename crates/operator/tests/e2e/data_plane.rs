@@ -1,0 +1,644 @@
+//! The whole stack live: an LLMDeployment in a live namespace, every pod a real
+//! process at its own pod IP (llm-d-inference-sim for the engine pods, llmd-epp for
+//! the EndpointPicker pod), and requests sent to the EndpointPicker pod as a client
+//! in the cluster would. Nothing is shared between pods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use llmd_api::LLMDeployment;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::harness::*;
+
+const MODEL: &str = "test/model";
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// An LLMDeployment running in its own live namespace with its own operator.
+struct LiveStack {
+    ns: TestNamespace,
+    name: &'static str,
+    lds: Api<LLMDeployment>,
+    pods: Api<Pod>,
+    _operator: Operator,
+}
+
+impl LiveStack {
+    async fn start(namespace: &str, name: &'static str, manifest: &str) -> LiveStack {
+        install_crds().await;
+        let ns = TestNamespace::create_live(namespace).await;
+        let operator = Operator::start(&ns.name, "op", &[]);
+        let out = apply_yaml(&ns.name, manifest);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let client = client().await;
+        let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
+        wait_for_ld(&lds, name, Duration::from_secs(120), "Ready", is_ready).await;
+        let stack = LiveStack {
+            pods: Api::namespaced(client, &ns.name),
+            ns,
+            name,
+            lds,
+            _operator: operator,
+        };
+        stack.wait_for_epp_endpoints().await;
+        stack
+    }
+
+    /// Ready pods with `labels`.
+    async fn ready_pods(&self, labels: &str) -> Vec<Pod> {
+        self.pods
+            .list(&ListParams::default().labels(labels))
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .filter(|p| is_pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
+
+    async fn role(&self, role: &str) -> Vec<Pod> {
+        self.ready_pods(&format!(
+            "app.kubernetes.io/instance={},llm-d.ai/role={role}",
+            self.name
+        ))
+        .await
+    }
+
+    async fn epp_pod(&self) -> Pod {
+        self.ready_pods(&format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component=endpoint-picker",
+            self.name
+        ))
+        .await
+        .into_iter()
+        .next()
+        .expect("a Ready EndpointPicker pod")
+    }
+
+    async fn epp_ip(&self) -> String {
+        pod_ip(&self.epp_pod().await)
+    }
+
+    /// Until the EPP pod routes to every Ready model-server pod.
+    async fn wait_for_epp_endpoints(&self) {
+        let want = self
+            .ready_pods(&format!(
+                "app.kubernetes.io/instance={},llm-d.ai/inference-serving=true",
+                self.name
+            ))
+            .await
+            .len() as f64;
+        let metrics = format!("http://{}:9090/metrics", self.epp_ip().await);
+        wait_until(
+            Duration::from_secs(30),
+            "the EPP pod sees every model server",
+            || {
+                let url = metrics.clone();
+                async move {
+                    let text = http().get(url).send().await.ok()?.text().await.ok()?;
+                    (sum_metric(&text, "llmd_epp_endpoints") == want).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    async fn patch_spec(&self, spec: Value) {
+        self.lds
+            .patch(
+                self.name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch the LLMDeployment");
+    }
+}
+
+fn is_pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("pod IP")
+}
+
+fn pod_name(pod: &Pod) -> String {
+    pod.metadata.name.clone().expect("pod name")
+}
+
+fn restart_count(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0)
+}
+
+/// The sum of every sample of `name` (all label sets) in a Prometheus page.
+fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A model server's own count of requests it completed.
+async fn served_count(pod: &Pod) -> f64 {
+    let url = format!("http://{}:8000/metrics", pod_ip(pod));
+    let text = http()
+        .get(url)
+        .send()
+        .await
+        .expect("engine metrics")
+        .text()
+        .await
+        .expect("text");
+    sum_metric(&text, "vllm:request_success_total")
+}
+
+/// A completion through the EPP pod's proxy.
+async fn complete(epp_ip: &str, prompt: &str, max_tokens: u32) -> reqwest::Response {
+    http()
+        .post(format!("http://{epp_ip}:8080/v1/completions"))
+        .header("content-type", "application/json")
+        .body(json!({"model": MODEL, "prompt": prompt, "max_tokens": max_tokens}).to_string())
+        .send()
+        .await
+        .expect("the EPP pod answers")
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A tenant's prompt: a long shared context, then a short question.
+fn tenant_prompt(tenant: usize, question: usize) -> String {
+    let context: Vec<String> = (0..80)
+        .map(|i| format!("tenant {tenant} policy clause {i} applies"))
+        .collect();
+    format!("{} Question {question}?", context.join(" "))
+}
+
+fn manifest(name: &str, prefill: u32, decode: u32, router: &str) -> String {
+    let prefill = if prefill > 0 {
+        format!("  prefill:\n    replicas: {prefill}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {name}\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n{prefill}  decode:\n    replicas: {decode}\n  router:\n{router}"
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn requests_spread_over_decode_pods_and_a_tenant_sticks_to_one() {
+    let stack = LiveStack::start(
+        "e2e-dp-routing",
+        "spread",
+        &manifest("spread", 0, 3, "    replicas: 1\n"),
+    )
+    .await;
+    let epp = stack.epp_ip().await;
+    let decode: BTreeSet<String> = stack.role("decode").await.iter().map(pod_name).collect();
+    assert_eq!(decode.len(), 3);
+
+    let mut served = BTreeSet::new();
+    for i in 0..24 {
+        let r = complete(
+            &epp,
+            &format!("unrelated question number {i} about topic {i}"),
+            4,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let pod = header(&r, "x-inference-pod").expect("x-inference-pod");
+        assert!(decode.contains(&pod), "{pod} is not a decode pod");
+        served.insert(pod);
+    }
+    assert!(
+        served.len() >= 2,
+        "unrelated requests reach at least 2 decode pods: {served:?}"
+    );
+
+    let first = complete(&epp, &tenant_prompt(1, 0), 4).await;
+    let home = header(&first, "x-inference-pod").expect("x-inference-pod");
+    for q in 1..8 {
+        let r = complete(&epp, &tenant_prompt(1, q), 4).await;
+        assert_eq!(
+            header(&r, "x-inference-pod").as_deref(),
+            Some(home.as_str()),
+            "the tenant's question {q} goes where its context is cached"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn a_long_prompt_is_prefilled_on_a_prefill_pod_and_decoded_on_a_decode_pod() {
+    let stack = LiveStack::start(
+        "e2e-dp-pd",
+        "split",
+        &manifest(
+            "split",
+            1,
+            1,
+            "    disaggregation:\n      nonCachedTokens: 64\n",
+        ),
+    )
+    .await;
+    let epp = stack.epp_ip().await;
+    let prefill = stack.role("prefill").await.remove(0);
+    let decode = stack.role("decode").await.remove(0);
+    let (p0, d0) = (served_count(&prefill).await, served_count(&decode).await);
+
+    let short = complete(&epp, "hello there", 4).await;
+    assert_eq!(short.status(), 200);
+    assert_eq!(
+        header(&short, "x-prefiller-host-port"),
+        None,
+        "short: not split"
+    );
+
+    let long = complete(&epp, &tenant_prompt(9, 0), 4).await;
+    assert_eq!(long.status(), 200);
+    assert_eq!(
+        header(&long, "x-prefiller-host-port"),
+        Some(format!("{}:8000", pod_ip(&prefill))),
+        "the long prompt names its prefill pod"
+    );
+    assert_eq!(
+        header(&long, "x-inference-pod"),
+        Some(pod_name(&decode)),
+        "and is decoded on the decode pod"
+    );
+    // Each engine counts its own leg: the prefill pod one request, the decode pod two
+    // (the short one and the long one's decode leg).
+    assert_eq!(served_count(&prefill).await - p0, 1.0);
+    assert_eq!(served_count(&decode).await - d0, 2.0);
+}
+
+/// Streams a completion of `tokens` tokens; returns (status, serving pod, body).
+async fn stream(epp: String, prompt: String, tokens: u32) -> (u16, Option<String>, String) {
+    let response = http()
+        .post(format!("http://{epp}:8080/v1/completions"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": MODEL, "prompt": prompt, "max_tokens": tokens,
+                      "stream": true, "ignore_eos": true})
+            .to_string(),
+        )
+        .send()
+        .await;
+    match response {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let pod = header(&r, "x-inference-pod");
+            (status, pod, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, None, e.to_string()),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn scaling_decode_adds_a_pod_that_gets_traffic_and_removes_one_after_its_requests() {
+    let stack = LiveStack::start(
+        "e2e-dp-scale",
+        "scaled",
+        &manifest("scaled", 0, 1, "    replicas: 1\n"),
+    )
+    .await;
+    let epp = stack.epp_ip().await;
+
+    let scaled_up = Instant::now();
+    stack.patch_spec(json!({"decode": {"replicas": 2}})).await;
+    let new_pod = "scaled-decode-1";
+    let mut i = 0;
+    loop {
+        let r = complete(&epp, &format!("fresh question {i}"), 2).await;
+        assert_eq!(r.status(), 200);
+        if header(&r, "x-inference-pod").as_deref() == Some(new_pod) {
+            break;
+        }
+        assert!(
+            scaled_up.elapsed() < Duration::from_secs(30),
+            "the new decode pod got no traffic within 30 s of the scale-up"
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Streams in flight on both pods, then scale down: every stream completes.
+    let streams: Vec<_> = (0..6)
+        .map(|k| tokio::spawn(stream(epp.clone(), format!("a long story number {k}"), 400)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.patch_spec(json!({"decode": {"replicas": 1}})).await;
+    let mut on_removed = 0;
+    for s in streams {
+        let (status, pod, body) = s.await.expect("stream task");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("data: [DONE]"), "stream cut short: {body}");
+        if pod.as_deref() == Some(new_pod) {
+            on_removed += 1;
+        }
+    }
+    assert!(
+        on_removed > 0,
+        "some of the streams ran on the pod that was removed"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the removed pod is gone",
+        || async {
+            stack
+                .pods
+                .get_opt(new_pod)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// One request of a steady client: when it was sent, its status (0: no answer)
+/// and the pod that served it.
+#[derive(Debug)]
+struct Sent {
+    at: Instant,
+    status: u16,
+    pod: Option<String>,
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn a_killed_model_server_is_routed_around_and_comes_back() {
+    let stack = LiveStack::start(
+        "e2e-dp-kill",
+        "sturdy",
+        &manifest("sturdy", 0, 2, "    replicas: 1\n"),
+    )
+    .await;
+    let epp = stack.epp_ip().await;
+    let victim = stack.pods.get("sturdy-decode-1").await.expect("decode pod");
+    let uid = victim.metadata.uid.clone().expect("uid");
+    let pid = live_pid(&stack.ns.name, "sturdy-decode-1", &uid, "vllm").expect("its pid");
+
+    // A steady client: one request after another, each recorded.
+    let log: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client =
+        tokio::spawn({
+            let (log, stop, epp) = (log.clone(), stop.clone(), epp.clone());
+            async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let r = http()
+                    .post(format!("http://{epp}:8080/v1/completions"))
+                    .header("content-type", "application/json")
+        .body(json!({"model": MODEL, "prompt": format!("steady {i}"), "max_tokens": 2}).to_string())
+                    .send()
+                    .await;
+                    let (status, pod) = match r {
+                        Ok(r) => (r.status().as_u16(), header(&r, "x-inference-pod")),
+                        Err(_) => (0, None),
+                    };
+                    log.lock().await.push(Sent {
+                        at: sent,
+                        status,
+                        pod,
+                    });
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = format!("http://{epp}:9090/metrics");
+    let endpoints = || {
+        let url = metrics.clone();
+        async move {
+            let text = http().get(url).send().await.ok()?.text().await.ok()?;
+            Some(sum_metric(&text, "llmd_epp_endpoints"))
+        }
+    };
+    let killed = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let pods = stack.pods.clone();
+    let not_ready = tokio::spawn(async move {
+        wait_until(
+            Duration::from_secs(2),
+            "the killed pod NotReady within 2 s",
+            || async {
+                let pod = pods.get("sturdy-decode-1").await.ok()?;
+                (!is_pod_ready(&pod)).then_some(())
+            },
+        )
+        .await
+    });
+    // The EPP drops it (the pod turned NotReady) within 5 s of the kill...
+    let dropped = wait_until(
+        Duration::from_secs(5),
+        "the EPP stops choosing the killed pod within 5 s",
+        || async { (endpoints().await? == 1.0).then(Instant::now) },
+    )
+    .await;
+    not_ready.await.expect("NotReady within 2 s");
+    // ...and takes it back once the runner restarted it and it is Ready again.
+    let back = wait_until(Duration::from_secs(30), "the pod Ready again", || async {
+        let pod = stack.pods.get("sturdy-decode-1").await.ok()?;
+        is_pod_ready(&pod).then_some(pod)
+    })
+    .await;
+    assert_eq!(restart_count(&back), 1, "the restart is counted");
+    let readded = wait_until(
+        Duration::from_secs(10),
+        "the EPP routes to it again",
+        || async { (endpoints().await? == 2.0).then(Instant::now) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    client.await.expect("client task");
+
+    let log = log.lock().await;
+    let failed: Vec<_> = log.iter().filter(|s| s.status != 200).collect();
+    assert!(
+        failed.len() <= 1,
+        "only a request in flight on the killed pod may fail: {failed:?}"
+    );
+    assert!(
+        dropped > killed && readded > dropped,
+        "out of the pool after the kill, back after the restart"
+    );
+    let taken_over = log
+        .iter()
+        .filter(|s| s.at > killed && s.pod.as_deref() == Some("sturdy-decode-0"))
+        .count();
+    assert!(
+        taken_over > 10,
+        "the other pod took the traffic: {taken_over} requests"
+    );
+}
+
+/// The weights in force on the EPP pod, decode profile, by scorer.
+async fn weights_in_force(epp: &str) -> Option<(BTreeMap<String, f64>, String)> {
+    let text = http()
+        .get(format!("http://{epp}:9090/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut weights = BTreeMap::new();
+    let mut hash = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("llmd_epp_scorer_weight{")
+            && rest.contains("profile=\"decode\"")
+        {
+            let scorer = rest.split("scorer=\"").nth(1)?.split('"').next()?;
+            let value: f64 = line.split_whitespace().last()?.parse().ok()?;
+            weights.insert(scorer.to_string(), value);
+        }
+        if let Some(rest) = line.strip_prefix("llmd_epp_config_info{hash=\"") {
+            hash = rest.split('"').next().map(str::to_string);
+        }
+    }
+    Some((weights, hash?))
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn the_tuner_retunes_under_a_skewed_load_and_the_epp_runs_its_weights_at_once() {
+    let stack = LiveStack::start(
+        "e2e-dp-tuner",
+        "tuned",
+        &manifest(
+            "tuned",
+            0,
+            2,
+            "    autoTune:\n      enabled: true\n      interval: 5s\n",
+        ),
+    )
+    .await;
+    let epp_pod = stack.epp_pod().await;
+    let epp = pod_ip(&epp_pod);
+    let spec_weights = BTreeMap::from([
+        ("kv-cache-utilization-scorer".to_string(), 2.0),
+        ("prefix-cache-scorer".to_string(), 3.0),
+        ("queue-scorer".to_string(), 2.0),
+    ]);
+
+    // A hot tenant: its requests share a long context, several at a time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|worker| {
+            let (stop, epp) = (stop.clone(), epp.clone());
+            tokio::spawn(async move {
+                let mut q = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = complete(&epp, &tenant_prompt(1, worker * 1000 + q), 8).await;
+                    q += 1;
+                }
+            })
+        })
+        .collect();
+
+    // Each time status.routing changes, the EPP must run it within 5 s (the tuner may
+    // change the weights again a round later; each change gets its own 5 s).
+    let started = Instant::now();
+    let mut last: Option<(Instant, BTreeMap<String, f64>, String)> = None;
+    let mut seen = None;
+    let in_force = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the tuner did not change the weights in 90 s"
+        );
+        let routing = stack
+            .lds
+            .get(stack.name)
+            .await
+            .ok()
+            .and_then(|ld| ld.status?.routing);
+        if let Some(routing) = routing {
+            let active: BTreeMap<String, f64> = routing
+                .weights
+                .iter()
+                .filter(|(_, w)| **w > 0.0)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            let hash = routing.config_hash.unwrap_or_default();
+            let changed = last
+                .as_ref()
+                .is_none_or(|(_, w, h)| *w != active || *h != hash);
+            if active != spec_weights && changed {
+                last = Some((Instant::now(), active, hash));
+            }
+        }
+        if let Some((changed_at, want, hash)) = &last {
+            let running = weights_in_force(&epp).await;
+            if running
+                .as_ref()
+                .is_some_and(|(w, h)| w == want && h == hash)
+            {
+                break want.clone();
+            }
+            assert!(
+                changed_at.elapsed() <= Duration::from_secs(5),
+                "the EPP does not run status.routing's weights 5 s after they changed: \
+                 status has {want:?} ({hash}); the EPP runs {running:?} (before: {seen:?})"
+            );
+            seen = running;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        let _ = l.await;
+    }
+    assert_ne!(in_force, spec_weights, "retuned");
+    let epp_now = stack.pods.get(&pod_name(&epp_pod)).await.expect("EPP pod");
+    assert_eq!(restart_count(&epp_now), 0, "applied live, no restart");
+}
