@@ -1,106 +1,30 @@
-//! The Envoy External Processing service (the Gateway API Inference Extension
-//! protocol): read the request headers and body, pick, and answer with
-//! `x-gateway-destination-endpoint` (header and `envoy.lb` dynamic metadata), plus
-//! `x-prefiller-host-port` for P/D; 503 when no endpoint can serve.
-//!
-//! Body mode FULL_DUPLEX_STREAMED (what GIE configures) is the main path: headers
-//! are answered once the whole body is in, followed by the body itself. With the
-//! buffered modes the headers are answered at once and the routing headers ride on
-//! the body response.
+//! One HTTP request's ext-proc conversation: the request's headers and body in, the
+//! routing decision out, then the response's headers and body timed as they pass.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
-use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
-    ExternalProcessor, ExternalProcessorServer,
-};
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpHeaders,
-    ImmediateResponse, ProcessingRequest, ProcessingResponse, StreamedBodyResponse,
-    TrailersResponse, body_mutation, processing_request, processing_response,
+    BodyMutation, BodyResponse, CommonResponse, HeadersResponse, ProcessingRequest,
+    ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation, processing_request,
+    processing_response,
 };
-use envoy_types::pb::envoy::r#type::v3::HttpStatus;
-use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
-
 use llmd_api::endpoint_picker::header;
 
-use crate::endpoint_picker::{EndpointPicker, Routing};
+use super::messages::{
+    destination, header_map, immediate, is_immediate, refuse, respond, set_header,
+};
+use crate::endpoint_picker::EndpointPicker;
 use crate::frontend::admission::{self, Admission, Admitted};
 use crate::frontend::latency::{Frontend, LatencyClock};
 use crate::frontend::request::ApiKind;
-use crate::frontend::route::{self, RouteError};
+use crate::frontend::route;
 use crate::pool::endpoint::InFlightGuard;
 
-/// Dynamic metadata namespace Envoy's original-destination load balancing reads.
-pub const LB_METADATA_NAMESPACE: &str = "envoy.lb";
-
-pub struct ExtProcService {
-    picker: Arc<EndpointPicker>,
-    admission: Arc<Admission>,
-    max_body_bytes: usize,
-}
-
-impl ExtProcService {
-    pub fn server(
-        picker: Arc<EndpointPicker>,
-        admission: Arc<Admission>,
-        max_body_bytes: usize,
-    ) -> ExternalProcessorServer<Self> {
-        ExternalProcessorServer::new(ExtProcService {
-            picker,
-            admission,
-            max_body_bytes,
-        })
-    }
-}
-
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl ExternalProcessor for ExtProcService {
-    type ProcessStream = ResponseStream;
-
-    async fn process(
-        &self,
-        request: Request<Streaming<ProcessingRequest>>,
-    ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let picker = self.picker.clone();
-        let admission = self.admission.clone();
-        let limit = self.max_body_bytes;
-        tokio::spawn(async move {
-            let mut exchange = Exchange::new(picker, admission, limit);
-            loop {
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "ext-proc stream closed");
-                        break;
-                    }
-                };
-                for out in exchange.on_message(msg) {
-                    if tx.send(Ok(out)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
 /// One HTTP request's ext-proc conversation.
-struct Exchange {
+pub(super) struct Exchange {
     picker: Arc<EndpointPicker>,
     admission: Arc<Admission>,
     /// Held from the request's headers until its response ends.
@@ -119,7 +43,11 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(picker: Arc<EndpointPicker>, admission: Arc<Admission>, limit: usize) -> Self {
+    pub(super) fn new(
+        picker: Arc<EndpointPicker>,
+        admission: Arc<Admission>,
+        limit: usize,
+    ) -> Self {
         Exchange {
             picker,
             admission,
@@ -135,7 +63,7 @@ impl Exchange {
         }
     }
 
-    fn on_message(&mut self, msg: ProcessingRequest) -> Vec<ProcessingResponse> {
+    pub(super) fn on_message(&mut self, msg: ProcessingRequest) -> Vec<ProcessingResponse> {
         if let Some(pc) = &msg.protocol_config {
             self.full_duplex = pc.request_body_mode == BodySendMode::FullDuplexStreamed as i32;
         }
@@ -337,104 +265,4 @@ impl Exchange {
         out.dynamic_metadata = Some(metadata);
         out
     }
-}
-
-fn header_map(h: &HttpHeaders) -> HashMap<String, String> {
-    h.headers
-        .as_ref()
-        .map(|m| {
-            m.headers
-                .iter()
-                .map(|hv| {
-                    let value = if hv.raw_value.is_empty() {
-                        hv.value.clone()
-                    } else {
-                        String::from_utf8_lossy(&hv.raw_value).into_owned()
-                    };
-                    (hv.key.to_ascii_lowercase(), value)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn set_header(key: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.into(),
-            raw_value: value.as_bytes().to_vec(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn string_value(s: &str) -> PbValue {
-    PbValue {
-        kind: Some(Kind::StringValue(s.into())),
-    }
-}
-
-/// The header mutation and `envoy.lb` metadata naming the chosen endpoints.
-pub fn destination(routing: &Routing) -> (HeaderMutation, Struct) {
-    let headers = route::endpoint_headers(
-        &routing.decode.endpoint.address,
-        routing.prefill.as_ref().map(|p| &*p.endpoint.address),
-    );
-    let set_headers = headers.iter().map(|(k, v)| set_header(k, v)).collect();
-    let lb = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), string_value(v)))
-        .collect();
-    let metadata = Struct {
-        fields: HashMap::from([(
-            LB_METADATA_NAMESPACE.to_string(),
-            PbValue {
-                kind: Some(Kind::StructValue(Struct { fields: lb })),
-            },
-        )]),
-    };
-    (
-        HeaderMutation {
-            set_headers,
-            ..Default::default()
-        },
-        metadata,
-    )
-}
-
-/// The immediate answer for a request that cannot be routed.
-fn refuse(e: &RouteError) -> ProcessingResponse {
-    immediate(i32::from(e.status()), &e.to_string())
-}
-
-fn respond(r: processing_response::Response) -> ProcessingResponse {
-    ProcessingResponse {
-        response: Some(r),
-        ..Default::default()
-    }
-}
-
-fn is_immediate(r: &ProcessingResponse) -> bool {
-    matches!(
-        r.response,
-        Some(processing_response::Response::ImmediateResponse(_))
-    )
-}
-
-/// An immediate HTTP answer to the client (Envoy does not contact any backend).
-pub fn immediate(code: i32, message: &str) -> ProcessingResponse {
-    let body = serde_json::json!({"error": {"message": message, "code": code}}).to_string();
-    respond(processing_response::Response::ImmediateResponse(
-        ImmediateResponse {
-            status: Some(HttpStatus { code }),
-            headers: Some(HeaderMutation {
-                set_headers: vec![set_header("content-type", "application/json")],
-                ..Default::default()
-            }),
-            body: body.into_bytes(),
-            details: message.into(),
-            ..Default::default()
-        },
-    ))
 }
