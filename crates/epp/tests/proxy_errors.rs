@@ -112,7 +112,7 @@ fn a_backend_dying_mid_stream_ends_the_stream_with_an_error_event() {
     let epp = Epp::start(&dying.address(), None);
     let mut r = http()
         .post(epp.url("/v1/completions"))
-        .json(&json!({"model": "test-model", "prompt": "tell me a story", "max_tokens": 200, "stream": true}))
+        .json(&json!({"model": "test-model", "prompt": "tell me a story", "max_tokens": 200, "stream": true, "ignore_eos": true}))
         .send()
         .expect("proxy answers");
     assert_eq!(r.status().as_u16(), 200);
