@@ -2,17 +2,20 @@
 //! write its status whenever a container's state changes, keep its volumes and
 //! tokens current, and on deletion stop its processes within the grace period,
 //! remove its network and files, and finalise the deletion as the kubelet does
-//! (delete with grace 0 and a UID precondition).
+//! (delete with grace 0 and a UID precondition). The network is in [`sandbox`],
+//! the status writing in [`status`].
 
-use std::net::Ipv4Addr;
+mod sandbox;
+mod status;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Preconditions};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -20,8 +23,7 @@ use tokio::task::JoinSet;
 use crate::container::{ContainerTask, Report, termination_grace};
 use crate::context::{PodContext, Shared, pod_dir_name};
 use crate::network::Sandbox;
-use crate::node::FIELD_MANAGER;
-use crate::pod_status::{self, ContainerView, PodView};
+use crate::pod_status::{self, ContainerView};
 use crate::token;
 
 /// What the runner tells a pod's supervisor.
@@ -60,26 +62,6 @@ fn is_deleting(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
-/// Restart counts carried over from a status written before (by a runner that
-/// was restarted): a container that had run is counted as restarted once more.
-fn carried_restarts(pod: &Pod, name: &str) -> i32 {
-    let status: Option<&ContainerStatus> = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == name));
-    status.map_or(0, |s| {
-        let ran = s
-            .state
-            .as_ref()
-            .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
-            || s.last_state
-                .as_ref()
-                .is_some_and(|st| st.terminated.is_some());
-        s.restart_count + i32::from(ran)
-    })
-}
-
 struct Supervisor {
     shared: Arc<Shared>,
     pod: Arc<Pod>,
@@ -95,19 +77,7 @@ struct Supervisor {
 impl Supervisor {
     fn new(shared: Arc<Shared>, pod: Arc<Pod>) -> Self {
         let dir = shared.pods_dir().join(pod_dir_name(&pod));
-        let views = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .map(|c| {
-                ContainerView::waiting(
-                    &c.name,
-                    c.image.as_deref().unwrap_or_default(),
-                    "ContainerCreating",
-                    carried_restarts(&pod, &c.name),
-                )
-            })
-            .collect();
+        let views = status::initial_views(&pod);
         let start_time = pod
             .status
             .as_ref()
@@ -179,65 +149,6 @@ impl Supervisor {
                     }
                 }
                 PodMsg::Gone | PodMsg::Shutdown => return,
-            }
-        }
-    }
-
-    /// Allocate the pod's address (its status.podIP if it has one) and make its
-    /// network, retrying on failure. Returns a message that ends the pod early.
-    async fn make_sandbox(&mut self, rx: &mut mpsc::UnboundedReceiver<PodMsg>) -> Option<PodMsg> {
-        let preferred: Option<Ipv4Addr> = self
-            .pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse().ok());
-        let mut delay = Duration::from_secs(1);
-        loop {
-            let ip = self
-                .shared
-                .ips
-                .lock()
-                .map_err(|_| "IP allocator poisoned".to_string())
-                .and_then(|mut a| a.allocate(&self.uid, preferred).map_err(|e| e.to_string()));
-            let result = match ip {
-                Ok(ip) => self
-                    .shared
-                    .network
-                    .create_sandbox(&self.uid, ip)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(sandbox) => {
-                    tracing::info!(pod = %self.name(), ip = %sandbox.ip, netns = %sandbox.netns, "sandbox ready");
-                    self.sandbox = Some(sandbox);
-                    return None;
-                }
-                Err(e) => {
-                    tracing::warn!(pod = %self.name(), error = %e, "cannot create the pod network");
-                    self.shared.events.warning(
-                        &self.pod,
-                        "FailedCreatePodSandBox",
-                        "CreateSandbox",
-                        format!("Failed to create pod network: {e}"),
-                    );
-                    self.write_status().await;
-                }
-            }
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(PodMsg::Update(pod)) => {
-                        self.pod = pod;
-                        if is_deleting(&self.pod) {
-                            return Some(PodMsg::Update(self.pod.clone()));
-                        }
-                    }
-                    Some(other) => return Some(other),
-                    None => return Some(PodMsg::Shutdown),
-                },
-                _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(30)),
             }
         }
     }
@@ -377,12 +288,6 @@ impl Supervisor {
         }
     }
 
-    fn apply(&mut self, report: Report) {
-        if let Some(view) = self.views.get_mut(report.index) {
-            *view = report.view;
-        }
-    }
-
     /// The pod ended before its network existed: a deletion is finalised at once.
     async fn end_early(&mut self, msg: PodMsg, rx: &mut mpsc::UnboundedReceiver<PodMsg>) {
         if let PodMsg::Update(pod) = msg {
@@ -390,18 +295,6 @@ impl Supervisor {
             self.finalise().await;
             self.idle(rx).await;
         }
-    }
-
-    async fn teardown(&mut self, ctx: &Arc<PodContext>) {
-        if let Some(sandbox) = self.sandbox.take() {
-            if let Err(e) = self.shared.network.destroy_sandbox(&sandbox).await {
-                tracing::warn!(pod = %self.name(), error = %e, "cannot remove the pod network");
-            }
-            if let Ok(mut ips) = self.shared.ips.lock() {
-                let _ = ips.release(&self.uid);
-            }
-        }
-        ctx.remove_files();
     }
 
     /// Remove the pod object now that nothing of it runs (grace 0, this UID only).
@@ -419,40 +312,6 @@ impl Supervisor {
             Ok(_) => tracing::info!(pod = %self.name(), "deleted"),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => tracing::warn!(pod = %self.name(), error = %e, "final delete failed"),
-        }
-    }
-
-    async fn write_status(&mut self) {
-        let patch = pod_status::status_patch(&PodView {
-            pod: &self.pod,
-            pod_ip: self.sandbox.as_ref().map(|s| s.ip),
-            host_ip: self.shared.host_ip(),
-            sandbox_ready: self.sandbox.is_some(),
-            start_time: self.start_time,
-            containers: &self.views,
-            now: Timestamp::now(),
-        });
-        if self.last_written.as_ref() == Some(&patch) {
-            return;
-        }
-        let name = self.pod.metadata.name.clone().unwrap_or_default();
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        match self
-            .api()
-            .patch_status(&name, &params, &Patch::Strategic(&patch))
-            .await
-        {
-            Ok(pod) => {
-                self.pod = Arc::new(pod);
-                self.last_written = Some(patch);
-            }
-            Err(e) => {
-                self.last_written = None;
-                tracing::warn!(pod = %self.name(), error = %e, "status write failed");
-            }
         }
     }
 }
@@ -475,7 +334,7 @@ pub fn deletion_grace(pod: &Pod) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::PodSpec;
 
     #[test]
     fn deletion_grace_prefers_the_deletion_period() {
@@ -489,31 +348,5 @@ mod tests {
         assert_eq!(deletion_grace(&pod), Duration::from_secs(60));
         pod.metadata.deletion_grace_period_seconds = Some(5);
         assert_eq!(deletion_grace(&pod), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn a_container_that_ran_before_a_runner_restart_counts_one_more_restart() {
-        let status = |state: ContainerState, restarts| Pod {
-            status: Some(PodStatus {
-                container_statuses: Some(vec![ContainerStatus {
-                    name: "vllm".into(),
-                    restart_count: restarts,
-                    state: Some(state),
-                    ..ContainerStatus::default()
-                }]),
-                ..PodStatus::default()
-            }),
-            ..Pod::default()
-        };
-        let running = ContainerState {
-            running: Some(ContainerStateRunning::default()),
-            ..ContainerState::default()
-        };
-        assert_eq!(carried_restarts(&status(running, 2), "vllm"), 3);
-        assert_eq!(
-            carried_restarts(&status(ContainerState::default(), 0), "vllm"),
-            0
-        );
-        assert_eq!(carried_restarts(&Pod::default(), "vllm"), 0);
     }
 }
