@@ -1,0 +1,228 @@
+//! Which weighting to try next: one scorer's weight a step up or down, ordered by
+//! what the EndpointPicker's signals suggest, within the bounds, a scorer that is
+//! off staying off.
+
+use llmd_api::ScorerWeights;
+use llmd_api::endpoint_picker_config::Scorer;
+
+/// Queue imbalance ((max - min) / (mean + 1) of waiting requests) above which
+/// spreading load looks worth trying first.
+pub const UNEVEN: f64 = 1.0;
+/// Share of prompt blocks found cached above which locality looks worth more.
+pub const LOCAL: f64 = 0.3;
+
+/// What the EndpointPicker saw over a window, used only to order candidates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Signals {
+    pub queue_imbalance: Option<f64>,
+    pub prefix_match: Option<f64>,
+}
+
+/// A weighting to try, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub weights: ScorerWeights,
+    pub why: String,
+}
+
+fn short(scorer: Scorer) -> &'static str {
+    match scorer {
+        Scorer::PrefixCache => "prefix",
+        Scorer::Queue => "queue",
+        Scorer::KvCacheUtilization => "kv",
+        Scorer::ActiveRequest => "active",
+        Scorer::SessionAffinity => "session",
+    }
+}
+
+fn set(weights: &mut ScorerWeights, scorer: Scorer, value: f64) {
+    match scorer {
+        Scorer::PrefixCache => weights.prefix_cache = value,
+        Scorer::Queue => weights.queue = value,
+        Scorer::KvCacheUtilization => weights.kv_cache_utilization = value,
+        Scorer::ActiveRequest => weights.active_requests = value,
+        Scorer::SessionAffinity => weights.session_affinity = value,
+    }
+}
+
+/// `prefix 3 -> 4.5, queue 2 -> 1.33`: the weights that differ.
+pub fn describe_change(from: &ScorerWeights, to: &ScorerWeights) -> String {
+    Scorer::ALL
+        .into_iter()
+        .filter(|s| (from.get(*s) - to.get(*s)).abs() > 1e-9)
+        .map(|s| {
+            format!(
+                "{} {} -> {}",
+                short(s),
+                round(from.get(s)),
+                round(to.get(s))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn round(w: f64) -> String {
+    let r = (w * 100.0).round() / 100.0;
+    format!("{r}")
+}
+
+/// Candidates around `incumbent`, best guess first. `spec` (the user's weights) is
+/// offered too when the incumbent has moved away from it.
+pub fn around(
+    incumbent: &ScorerWeights,
+    spec: &ScorerWeights,
+    signals: &Signals,
+    step: f64,
+    min: f64,
+    max: f64,
+) -> Vec<Candidate> {
+    let uneven = signals.queue_imbalance.is_some_and(|i| i > UNEVEN);
+    let local = signals.prefix_match.is_some_and(|p| p > LOCAL) && !uneven;
+    let mut moves: Vec<(Scorer, bool)> = if uneven {
+        vec![
+            (Scorer::Queue, true),
+            (Scorer::PrefixCache, false),
+            (Scorer::KvCacheUtilization, true),
+        ]
+    } else if local {
+        vec![
+            (Scorer::PrefixCache, true),
+            (Scorer::Queue, false),
+            (Scorer::KvCacheUtilization, false),
+        ]
+    } else {
+        vec![]
+    };
+    for scorer in Scorer::ALL {
+        for up in [true, false] {
+            if !moves.contains(&(scorer, up)) {
+                moves.push((scorer, up));
+            }
+        }
+    }
+    let mut out: Vec<Candidate> = Vec::new();
+    for (scorer, up) in moves {
+        let now = incumbent.get(scorer);
+        if now <= 0.0 {
+            continue; // off stays off
+        }
+        let next = if up { now * step } else { now / step }.clamp(min, max);
+        if (next - now).abs() < 1e-9 {
+            continue;
+        }
+        let mut weights = incumbent.clone();
+        set(&mut weights, scorer, next);
+        let hint = match (uneven, local) {
+            (true, _) => format!(
+                "queues uneven (imbalance {:.2})",
+                signals.queue_imbalance.unwrap_or(0.0)
+            ),
+            (_, true) => format!(
+                "prompts found cached ({:.0}% of blocks)",
+                signals.prefix_match.unwrap_or(0.0) * 100.0
+            ),
+            _ => "next neighbour".to_string(),
+        };
+        out.push(Candidate {
+            why: format!("{hint}: try {}", describe_change(incumbent, &weights)),
+            weights,
+        });
+    }
+    if incumbent != spec {
+        out.push(Candidate {
+            weights: spec.clone(),
+            why: format!(
+                "back toward spec.router.scorers: try {}",
+                describe_change(incumbent, spec)
+            ),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(prefix: f64, queue: f64, kv: f64) -> ScorerWeights {
+        ScorerWeights {
+            prefix_cache: prefix,
+            queue,
+            kv_cache_utilization: kv,
+            active_requests: 0.0,
+            session_affinity: 0.0,
+        }
+    }
+
+    #[test]
+    fn uneven_queues_try_more_queue_weight_first_and_off_stays_off() {
+        let signals = Signals {
+            queue_imbalance: Some(2.5),
+            prefix_match: Some(0.9),
+        };
+        let c = around(
+            &w(3.0, 2.0, 0.0),
+            &w(3.0, 2.0, 0.0),
+            &signals,
+            1.5,
+            0.1,
+            10.0,
+        );
+        assert_eq!(c[0].weights, w(3.0, 3.0, 0.0));
+        assert!(c[0].why.contains("queues uneven"), "{}", c[0].why);
+        assert_eq!(c[1].weights, w(2.0, 2.0, 0.0));
+        assert!(c.iter().all(|c| c.weights.kv_cache_utilization == 0.0));
+        assert_eq!(c.len(), 4, "two scorers on, up and down each");
+    }
+
+    #[test]
+    fn cached_prompts_on_even_queues_try_more_prefix_weight_first() {
+        let signals = Signals {
+            queue_imbalance: Some(0.1),
+            prefix_match: Some(0.7),
+        };
+        let c = around(
+            &w(3.0, 2.0, 2.0),
+            &w(3.0, 2.0, 2.0),
+            &signals,
+            1.5,
+            0.1,
+            10.0,
+        );
+        assert_eq!(c[0].weights, w(4.5, 2.0, 2.0));
+        assert_eq!(
+            c[0].why,
+            "prompts found cached (70% of blocks): try prefix 3 -> 4.5"
+        );
+    }
+
+    #[test]
+    fn bounds_hold_and_the_spec_is_offered_once_away_from_it() {
+        let c = around(
+            &w(10.0, 0.1, 2.0),
+            &w(3.0, 2.0, 2.0),
+            &Signals::default(),
+            1.5,
+            0.1,
+            10.0,
+        );
+        assert!(
+            c.iter()
+                .all(|c| (0.1..=10.0).contains(&c.weights.prefix_cache))
+        );
+        assert!(
+            !c.iter()
+                .any(|c| c.weights.prefix_cache > 10.0 || c.weights.queue < 0.1)
+        );
+        assert_eq!(c.last().map(|c| &c.weights), Some(&w(3.0, 2.0, 2.0)));
+    }
+
+    #[test]
+    fn changes_read_as_scorer_from_to() {
+        assert_eq!(
+            describe_change(&w(3.0, 2.0, 2.0), &w(4.5, 1.3333, 2.0)),
+            "prefix 3 -> 4.5, queue 2 -> 1.33"
+        );
+    }
+}

@@ -1,0 +1,674 @@
+//! The tuner's experiments. Time is cut into slices (the autoTune interval; shorter
+//! in a benchmark). Between experiments the incumbent weighting runs. An experiment
+//! alternates slices of a candidate weighting and the incumbent (a switchback, so a
+//! change in the workload hits both arms alike) until each arm has enough requests,
+//! then keeps the candidate only if its objective beat the incumbent's by more than
+//! the margin and the noise; otherwise it rolls back and that candidate rests, for
+//! longer each time it loses, so stationary load never flip-flops. Quiet traffic,
+//! a met target or the `frozen` switch mean no experiment at all.
+
+use std::collections::VecDeque;
+
+use llmd_api::ScorerWeights;
+
+use crate::candidates::{self, Candidate, Signals, describe_change};
+use crate::histogram::Histogram;
+use crate::objective::{Metric, Objective, seconds};
+
+/// How the tuner experiments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub objective: Objective,
+    pub min_weight: f64,
+    pub max_weight: f64,
+    /// Multiplicative step of a candidate's weight.
+    pub step: f64,
+    /// Requests each arm needs before a verdict.
+    pub min_samples: f64,
+    /// Requests per second below which nothing is explored.
+    pub min_rate: f64,
+    /// Relative improvement a candidate must show.
+    pub margin: f64,
+    /// Slices each arm runs at least.
+    pub slices_per_arm: u32,
+    /// Slices each arm runs at most before an experiment short of samples is abandoned.
+    pub max_slices_per_arm: u32,
+    /// Slices the incumbent runs alone after a verdict.
+    pub dwell: u32,
+    /// Slices a candidate that lost rests at first (doubling each time it loses again).
+    pub cooldown: u32,
+    /// Pins the incumbent: no experiment.
+    pub frozen: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            objective: Objective::default(),
+            min_weight: 0.1,
+            max_weight: 10.0,
+            step: 1.5,
+            min_samples: 40.0,
+            min_rate: 0.5,
+            margin: 0.05,
+            slices_per_arm: 2,
+            max_slices_per_arm: 6,
+            dwell: 2,
+            cooldown: 8,
+            frozen: false,
+        }
+    }
+}
+
+/// What one slice measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Slice {
+    pub seconds: f64,
+    /// Time to first token of the requests that got their first token in the slice.
+    pub ttft: Histogram,
+    pub signals: Signals,
+}
+
+/// How an experiment ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The candidate beat the incumbent and replaced it.
+    Kept,
+    /// The candidate did not beat the incumbent.
+    RolledBack,
+    /// Not enough requests to judge (traffic fell, or stayed too thin).
+    Abandoned,
+}
+
+/// An experiment's end, with its evidence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub incumbent: ScorerWeights,
+    pub candidate: ScorerWeights,
+    /// The objective over the incumbent's and the candidate's slices, seconds.
+    pub incumbent_score: Option<f64>,
+    pub candidate_score: Option<f64>,
+    /// Requests in each arm.
+    pub incumbent_requests: f64,
+    pub candidate_requests: f64,
+    /// One sentence, in numbers.
+    pub reason: String,
+}
+
+/// What the next slice runs, and anything worth recording.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub weights: ScorerWeights,
+    /// An experiment that ended with this slice.
+    pub verdict: Option<Verdict>,
+    /// An experiment that starts with the next slice: why.
+    pub started: Option<String>,
+    /// Why nothing is being explored, when that is the case.
+    pub holding: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arm {
+    Incumbent,
+    Candidate,
+}
+
+#[derive(Clone, Debug)]
+struct Trial {
+    candidate: Candidate,
+    running: Arm,
+    incumbent_arm: Histogram,
+    candidate_arm: Histogram,
+    incumbent_slices: u32,
+    candidate_slices: u32,
+}
+
+/// A candidate that lost: not tried again for `slices_left` slices; `cooldown` is
+/// kept after that, so losing again rests it twice as long.
+#[derive(Clone, Debug)]
+struct Resting {
+    weights: ScorerWeights,
+    slices_left: u32,
+    cooldown: u32,
+}
+
+/// The tuner of one deployment.
+#[derive(Clone, Debug)]
+pub struct Tuner {
+    settings: Settings,
+    spec: ScorerWeights,
+    incumbent: ScorerWeights,
+    trial: Option<Trial>,
+    dwell_left: u32,
+    resting: Vec<Resting>,
+    /// The incumbent's last slices, to notice the workload changing.
+    recent: VecDeque<Histogram>,
+    /// The incumbent's objective when last judged, to compare `recent` with.
+    baseline: Option<f64>,
+}
+
+/// Slices of the incumbent the change detector looks at.
+const RECENT: usize = 4;
+/// Relative change of the incumbent's objective that counts as a new workload.
+const SHIFT: f64 = 0.3;
+
+impl Tuner {
+    /// A tuner whose incumbent is `incumbent` (the weights in force), for a deployment
+    /// whose spec asks for `spec`.
+    pub fn new(settings: Settings, spec: ScorerWeights, incumbent: ScorerWeights) -> Tuner {
+        Tuner {
+            dwell_left: settings.dwell,
+            settings,
+            spec,
+            incumbent,
+            trial: None,
+            resting: Vec::new(),
+            recent: VecDeque::new(),
+            baseline: None,
+        }
+    }
+
+    /// The weighting experiments compare against.
+    pub fn incumbent(&self) -> &ScorerWeights {
+        &self.incumbent
+    }
+
+    /// The weights that should be in force now.
+    pub fn in_force(&self) -> &ScorerWeights {
+        match &self.trial {
+            Some(t) if t.running == Arm::Candidate => &t.candidate.weights,
+            _ => &self.incumbent,
+        }
+    }
+
+    /// New settings or spec (the user edited autoTune or the scorers). A trial in
+    /// progress goes on; a frozen tuner drops it.
+    pub fn reconfigure(&mut self, settings: Settings, spec: ScorerWeights) {
+        if settings.frozen {
+            self.trial = None;
+        }
+        self.settings = settings;
+        self.spec = spec;
+    }
+
+    /// Takes the slice that just ended; returns what the next one runs.
+    pub fn step(&mut self, slice: &Slice) -> Step {
+        self.tick_resting();
+        let rate = if slice.seconds > 0.0 {
+            slice.ttft.count / slice.seconds
+        } else {
+            0.0
+        };
+        if self.settings.frozen {
+            return self.hold("frozen: the weights are pinned".to_string());
+        }
+        if let Some(trial) = self.trial.as_mut() {
+            let (arm, slices) = match trial.running {
+                Arm::Incumbent => (&mut trial.incumbent_arm, &mut trial.incumbent_slices),
+                Arm::Candidate => (&mut trial.candidate_arm, &mut trial.candidate_slices),
+            };
+            arm.add(&slice.ttft);
+            *slices += 1;
+            if rate < self.settings.min_rate {
+                let verdict = self.end_trial(Outcome::Abandoned);
+                return Step {
+                    weights: self.incumbent.clone(),
+                    verdict: Some(verdict),
+                    started: None,
+                    holding: Some(format!(
+                        "{rate:.2} requests/s is under the floor of {}: nothing explored",
+                        self.settings.min_rate
+                    )),
+                };
+            }
+            return self.advance_trial();
+        }
+        self.observe_incumbent(&slice.ttft);
+        if rate < self.settings.min_rate {
+            return self.hold(format!(
+                "{rate:.2} requests/s is under the floor of {}: nothing explored",
+                self.settings.min_rate
+            ));
+        }
+        if self.dwell_left > 0 {
+            self.dwell_left -= 1;
+            return self.hold("dwelling after the last change".to_string());
+        }
+        if let Some(score) = self.recent_score()
+            && self.settings.objective.met(score)
+        {
+            return self.hold(format!(
+                "{} {} meets the target",
+                self.settings.objective.name(),
+                seconds(score)
+            ));
+        }
+        let next = candidates::around(
+            &self.incumbent,
+            &self.spec,
+            &slice.signals,
+            self.settings.step,
+            self.settings.min_weight,
+            self.settings.max_weight,
+        )
+        .into_iter()
+        .find(|c| {
+            !self
+                .resting
+                .iter()
+                .any(|r| r.slices_left > 0 && r.weights == c.weights)
+        });
+        match next {
+            Some(candidate) => {
+                let why = candidate.why.clone();
+                self.trial = Some(Trial {
+                    candidate,
+                    running: Arm::Candidate,
+                    incumbent_arm: Histogram::default(),
+                    candidate_arm: Histogram::default(),
+                    incumbent_slices: 0,
+                    candidate_slices: 0,
+                });
+                Step {
+                    weights: self.in_force().clone(),
+                    verdict: None,
+                    started: Some(why),
+                    holding: None,
+                }
+            }
+            None => self.hold("every neighbour lost recently: resting".to_string()),
+        }
+    }
+
+    fn hold(&self, why: String) -> Step {
+        Step {
+            weights: self.incumbent.clone(),
+            verdict: None,
+            started: None,
+            holding: Some(why),
+        }
+    }
+
+    fn tick_resting(&mut self) {
+        for r in &mut self.resting {
+            r.slices_left = r.slices_left.saturating_sub(1);
+        }
+    }
+
+    /// Tracks the incumbent's objective; a clear shift means a new workload, where
+    /// candidates that lost before deserve another chance.
+    fn observe_incumbent(&mut self, window: &Histogram) {
+        self.recent.push_back(window.clone());
+        while self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+        let Some(now) = self.recent_score() else {
+            return;
+        };
+        match self.baseline {
+            Some(base) if base > 0.0 && ((now - base) / base).abs() > SHIFT => {
+                self.resting.clear();
+                self.baseline = Some(now);
+            }
+            None => self.baseline = Some(now),
+            Some(_) => {}
+        }
+    }
+
+    fn recent_score(&self) -> Option<f64> {
+        let mut pooled = Histogram::default();
+        for h in &self.recent {
+            pooled.add(h);
+        }
+        (pooled.count >= self.settings.min_samples)
+            .then(|| self.settings.objective.score(&pooled))
+            .flatten()
+    }
+
+    fn advance_trial(&mut self) -> Step {
+        let s = &self.settings;
+        let Some(trial) = self.trial.as_mut() else {
+            return self.hold("no experiment".to_string());
+        };
+        let enough_slices = trial.incumbent_slices >= s.slices_per_arm
+            && trial.candidate_slices >= s.slices_per_arm;
+        let enough_samples = trial.incumbent_arm.count >= s.min_samples
+            && trial.candidate_arm.count >= s.min_samples;
+        if enough_slices && enough_samples {
+            let verdict = self.judge();
+            return Step {
+                weights: self.incumbent.clone(),
+                verdict: Some(verdict),
+                started: None,
+                holding: None,
+            };
+        }
+        if trial.incumbent_slices >= s.max_slices_per_arm
+            && trial.candidate_slices >= s.max_slices_per_arm
+        {
+            let verdict = self.end_trial(Outcome::Abandoned);
+            return Step {
+                weights: self.incumbent.clone(),
+                verdict: Some(verdict),
+                started: None,
+                holding: None,
+            };
+        }
+        trial.running = match trial.running {
+            Arm::Incumbent => Arm::Candidate,
+            Arm::Candidate => Arm::Incumbent,
+        };
+        Step {
+            weights: self.in_force().clone(),
+            verdict: None,
+            started: None,
+            holding: None,
+        }
+    }
+
+    /// Keep the candidate only when it beat the incumbent by the margin and by more
+    /// than twice the noise of the means.
+    fn judge(&mut self) -> Verdict {
+        let Some(trial) = self.trial.as_ref() else {
+            return self.end_trial(Outcome::Abandoned);
+        };
+        let objective = self.settings.objective;
+        let (inc, cand) = (
+            objective.score(&trial.incumbent_arm),
+            objective.score(&trial.candidate_arm),
+        );
+        let noise = match objective.metric {
+            Metric::MeanTtft => trial
+                .incumbent_arm
+                .mean_stderr()
+                .zip(trial.candidate_arm.mean_stderr())
+                .map(|(a, b)| 2.0 * (a * a + b * b).sqrt())
+                .unwrap_or(0.0),
+            Metric::P90Ttft => 0.0,
+        };
+        let better = match (inc, cand) {
+            (Some(i), Some(c)) => i - c > (self.settings.margin * i).max(noise),
+            _ => false,
+        };
+        self.end_trial(if better {
+            Outcome::Kept
+        } else {
+            Outcome::RolledBack
+        })
+    }
+
+    fn end_trial(&mut self, outcome: Outcome) -> Verdict {
+        let objective = self.settings.objective;
+        let Some(trial) = self.trial.take() else {
+            return Verdict {
+                outcome: Outcome::Abandoned,
+                incumbent: self.incumbent.clone(),
+                candidate: self.incumbent.clone(),
+                incumbent_score: None,
+                candidate_score: None,
+                incumbent_requests: 0.0,
+                candidate_requests: 0.0,
+                reason: "no experiment".to_string(),
+            };
+        };
+        let (inc, cand) = (
+            objective.score(&trial.incumbent_arm),
+            objective.score(&trial.candidate_arm),
+        );
+        let (ni, nc) = (trial.incumbent_arm.count, trial.candidate_arm.count);
+        let change = describe_change(&self.incumbent, &trial.candidate.weights);
+        let fmt = |s: Option<f64>| s.map_or("n/a".to_string(), seconds);
+        let reason = match outcome {
+            Outcome::Kept => format!(
+                "{} {} -> {} over {:.0} requests after {change}",
+                objective.name(),
+                fmt(inc),
+                fmt(cand),
+                ni + nc
+            ),
+            Outcome::RolledBack => format!(
+                "kept the incumbent: {change} gave {} {} vs {} over {:.0} requests",
+                objective.name(),
+                fmt(cand),
+                fmt(inc),
+                ni + nc
+            ),
+            Outcome::Abandoned => format!(
+                "abandoned {change}: {:.0} and {:.0} requests are too few to judge",
+                ni, nc
+            ),
+        };
+        let verdict = Verdict {
+            outcome,
+            incumbent: self.incumbent.clone(),
+            candidate: trial.candidate.weights.clone(),
+            incumbent_score: inc,
+            candidate_score: cand,
+            incumbent_requests: ni,
+            candidate_requests: nc,
+            reason,
+        };
+        match outcome {
+            Outcome::Kept => {
+                self.incumbent = trial.candidate.weights;
+                self.resting.clear();
+                self.baseline = cand;
+                self.recent.clear();
+            }
+            Outcome::RolledBack => {
+                let cooldown = self
+                    .resting
+                    .iter()
+                    .find(|r| r.weights == trial.candidate.weights)
+                    .map_or(self.settings.cooldown, |r| r.cooldown.saturating_mul(2));
+                self.resting
+                    .retain(|r| r.weights != trial.candidate.weights);
+                self.resting.push(Resting {
+                    weights: trial.candidate.weights,
+                    slices_left: cooldown,
+                    cooldown,
+                });
+                self.baseline = inc.or(self.baseline);
+            }
+            Outcome::Abandoned => {}
+        }
+        self.dwell_left = self.settings.dwell;
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(prefix: f64, queue: f64, kv: f64) -> ScorerWeights {
+        ScorerWeights {
+            prefix_cache: prefix,
+            queue,
+            kv_cache_utilization: kv,
+            active_requests: 0.0,
+            session_affinity: 0.0,
+        }
+    }
+
+    /// `n` requests in one second, all with TTFT `mean` (buckets 10% apart).
+    fn slice(mean: f64, n: f64) -> Slice {
+        let mut buckets = Vec::new();
+        let mut bound = 0.001;
+        while bound < 100.0 {
+            buckets.push((bound, if bound >= mean { n } else { 0.0 }));
+            bound *= 1.1;
+        }
+        buckets.push((f64::INFINITY, n));
+        Slice {
+            seconds: 1.0,
+            ttft: Histogram {
+                buckets,
+                sum: mean * n,
+                count: n,
+            },
+            signals: Signals::default(),
+        }
+    }
+
+    /// Runs `slices` slices of a world whose TTFT depends on the weights in force.
+    fn run(tuner: &mut Tuner, slices: usize, world: impl Fn(&ScorerWeights) -> f64) -> Vec<Step> {
+        (0..slices)
+            .map(|_| {
+                let ttft = world(tuner.in_force());
+                tuner.step(&slice(ttft, 50.0))
+            })
+            .collect()
+    }
+
+    fn kept(steps: &[Step]) -> Vec<&Verdict> {
+        steps
+            .iter()
+            .filter_map(|s| s.verdict.as_ref())
+            .filter(|v| v.outcome == Outcome::Kept)
+            .collect()
+    }
+
+    #[test]
+    fn a_candidate_that_lowers_ttft_is_kept_with_its_evidence_in_numbers() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        // More prefix weight helps up to 6.75; every other move hurts.
+        let world = |x: &ScorerWeights| {
+            0.4 - 0.02 * x.prefix_cache.min(6.75)
+                + 0.01 * (x.queue - 2.0).abs()
+                + 0.01 * (x.kv_cache_utilization - 2.0).abs()
+        };
+        let steps = run(&mut tuner, 80, world);
+        let kept = kept(&steps);
+        assert!(!kept.is_empty());
+        assert_eq!(
+            kept[0].reason,
+            "TTFT mean 340 ms -> 310 ms over 200 requests after prefix 3 -> 4.5"
+        );
+        assert_eq!(
+            tuner.incumbent().prefix_cache,
+            6.75,
+            "climbed to the optimum"
+        );
+        assert_eq!(tuner.incumbent().queue, 2.0);
+    }
+
+    #[test]
+    fn stationary_load_at_the_optimum_never_flip_flops_and_explores_less_and_less() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        // The spec's weights are best: any move costs 10%.
+        let world = |x: &ScorerWeights| if *x == w(3.0, 2.0, 2.0) { 0.30 } else { 0.33 };
+        let steps = run(&mut tuner, 400, world);
+        assert!(kept(&steps).is_empty(), "nothing worse is ever kept");
+        assert_eq!(tuner.incumbent(), &w(3.0, 2.0, 2.0));
+        let trials = |range: std::ops::Range<usize>| {
+            steps[range].iter().filter(|s| s.started.is_some()).count()
+        };
+        assert!(
+            trials(200..400) < trials(0..200),
+            "rejected candidates rest longer each time: {} then {}",
+            trials(0..200),
+            trials(200..400)
+        );
+    }
+
+    #[test]
+    fn quiet_traffic_explores_nothing() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        for _ in 0..50 {
+            let step = tuner.step(&slice(0.3, 0.2));
+            assert_eq!(step.weights, w(3.0, 2.0, 2.0));
+            assert!(step.started.is_none() && step.verdict.is_none());
+            assert!(
+                step.holding
+                    .as_deref()
+                    .is_some_and(|h| h.contains("under the floor"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_trial_is_abandoned_when_traffic_falls_away() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        let mut started = false;
+        for _ in 0..10 {
+            started |= tuner.step(&slice(0.3, 50.0)).started.is_some();
+            if started {
+                break;
+            }
+        }
+        assert!(started);
+        let step = tuner.step(&slice(0.3, 0.1));
+        let verdict = step.verdict.expect("the trial ends");
+        assert_eq!(verdict.outcome, Outcome::Abandoned);
+        assert_eq!(step.weights, w(3.0, 2.0, 2.0), "back on the incumbent");
+    }
+
+    #[test]
+    fn frozen_pins_the_weights() {
+        let settings = Settings {
+            frozen: true,
+            ..Settings::default()
+        };
+        let mut tuner = Tuner::new(settings, w(3.0, 2.0, 2.0), w(4.0, 2.0, 2.0));
+        let steps = run(&mut tuner, 50, |x| 1.0 - 0.1 * x.prefix_cache);
+        assert!(steps.iter().all(|s| s.weights == w(4.0, 2.0, 2.0)));
+    }
+
+    #[test]
+    fn a_met_target_costs_no_experiment() {
+        let settings = Settings {
+            objective: Objective {
+                metric: Metric::MeanTtft,
+                target: Some(0.5),
+            },
+            ..Settings::default()
+        };
+        let mut tuner = Tuner::new(settings, w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        let steps = run(&mut tuner, 50, |x| 0.4 - 0.01 * x.prefix_cache);
+        assert!(steps.iter().all(|s| s.started.is_none()));
+        assert!(
+            steps
+                .last()
+                .and_then(|s| s.holding.as_deref())
+                .is_some_and(|h| h.contains("meets the target"))
+        );
+    }
+
+    #[test]
+    fn weights_stay_in_bounds_and_a_scorer_set_to_zero_stays_off() {
+        let settings = Settings {
+            min_weight: 0.5,
+            max_weight: 4.0,
+            ..Settings::default()
+        };
+        let mut tuner = Tuner::new(settings, w(3.0, 2.0, 0.0), w(3.0, 2.0, 0.0));
+        // Unbounded appetite for prefix weight and for less queue weight.
+        let steps = run(&mut tuner, 300, |x| {
+            1.0 - 0.05 * x.prefix_cache + 0.05 * x.queue
+        });
+        for s in &steps {
+            assert!(
+                (0.5..=4.0).contains(&s.weights.prefix_cache),
+                "{:?}",
+                s.weights
+            );
+            assert!((0.5..=4.0).contains(&s.weights.queue), "{:?}", s.weights);
+            assert_eq!(s.weights.kv_cache_utilization, 0.0);
+        }
+        assert_eq!(tuner.incumbent().prefix_cache, 4.0);
+    }
+
+    #[test]
+    fn a_new_workload_reopens_exploration_and_is_followed() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        // Phase A: locality pays; phase B: spreading pays (and TTFT jumps).
+        run(&mut tuner, 120, |x| 0.3 - 0.01 * x.prefix_cache.min(4.5));
+        assert_eq!(tuner.incumbent().prefix_cache, 4.5);
+        run(&mut tuner, 300, |x| {
+            0.9 - 0.1 * x.queue.min(4.5) + 0.01 * x.prefix_cache
+        });
+        assert_eq!(tuner.incumbent().queue, 4.5, "{:?}", tuner.incumbent());
+    }
+}
