@@ -61,7 +61,8 @@ pub async fn run(
     (samples, start.elapsed().as_secs_f64())
 }
 
-async fn one(
+/// Streams one completion request; times its first token and its end.
+pub async fn one(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,

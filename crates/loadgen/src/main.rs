@@ -5,13 +5,6 @@
 //! router, replays the same open-loop request schedule, and prints one table per
 //! workload with each router as a ratio to round-robin.
 
-mod driver;
-mod fleet;
-mod overhead;
-mod report;
-mod routers;
-mod workload;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,9 +12,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use fleet::SimModel;
-use routers::{Binaries, Policy};
-use workload::Shape;
+use llmd_loadgen::fleet::SimModel;
+use llmd_loadgen::routers::{Binaries, Policy};
+use llmd_loadgen::workload::Shape;
+use llmd_loadgen::{driver, fleet, overhead, report, routers, workload};
 
 #[derive(Parser, Debug)]
 #[command(

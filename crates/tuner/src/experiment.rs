@@ -122,6 +122,9 @@ struct Trial {
     candidate_arm: Histogram,
     incumbent_slices: u32,
     candidate_slices: u32,
+    /// Each slice in order, candidate first: adjacent slices form the pairs whose
+    /// votes guard against a change of workload in the middle of the experiment.
+    slices: Vec<Histogram>,
 }
 
 /// A candidate that lost: not tried again for `slices_left` slices; `cooldown` is
@@ -146,6 +149,22 @@ pub struct Tuner {
     recent: VecDeque<Histogram>,
     /// The incumbent's objective when last judged, to compare `recent` with.
     baseline: Option<f64>,
+}
+
+/// Adjacent (candidate, incumbent) slices whose loads are comparable must mostly
+/// favour the candidate: a pooled win carried by one pair that straddled a change of
+/// workload is not a win.
+fn pairs_agree(slices: &[Histogram], objective: &Objective) -> bool {
+    let votes: Vec<bool> = slices
+        .chunks_exact(2)
+        .filter(|pair| {
+            let (c, i) = (pair[0].count, pair[1].count);
+            c >= 3.0 && i >= 3.0 && (c - i).abs() <= 0.5 * c.max(i)
+        })
+        .filter_map(|pair| Some(objective.score(&pair[0])? < objective.score(&pair[1])?))
+        .collect();
+    let wins = votes.iter().filter(|v| **v).count();
+    !votes.is_empty() && wins * 2 > votes.len()
 }
 
 /// Slices of the incumbent the change detector looks at.
@@ -210,6 +229,7 @@ impl Tuner {
             };
             arm.add(&slice.ttft);
             *slices += 1;
+            trial.slices.push(slice.ttft.clone());
             if rate < self.settings.min_rate {
                 let verdict = self.end_trial(Outcome::Abandoned);
                 return Step {
@@ -269,6 +289,7 @@ impl Tuner {
                     candidate_arm: Histogram::default(),
                     incumbent_slices: 0,
                     candidate_slices: 0,
+                    slices: Vec::new(),
                 });
                 Step {
                     weights: self.in_force().clone(),
@@ -387,10 +408,11 @@ impl Tuner {
                 .unwrap_or(0.0),
             Metric::P90Ttft => 0.0,
         };
-        let better = match (inc, cand) {
+        let pooled = match (inc, cand) {
             (Some(i), Some(c)) => i - c > (self.settings.margin * i).max(noise),
             _ => false,
         };
+        let better = pooled && pairs_agree(&trial.slices, &objective);
         self.end_trial(if better {
             Outcome::Kept
         } else {
@@ -670,5 +692,22 @@ mod tests {
             0.9 - 0.1 * x.queue.min(4.5) + 0.01 * x.prefix_cache
         });
         assert_eq!(tuner.incumbent().queue, 4.5, "{:?}", tuner.incumbent());
+    }
+
+    #[test]
+    fn a_win_carried_by_a_change_of_workload_mid_experiment_is_not_kept() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        let mut step = tuner.step(&slice(0.3, 50.0));
+        while step.started.is_none() {
+            step = tuner.step(&slice(0.3, 50.0));
+        }
+        // Candidate and incumbent tie, then the workload turns heavy just as the
+        // incumbent's second slice runs.
+        assert!(tuner.step(&slice(0.3, 50.0)).verdict.is_none());
+        assert!(tuner.step(&slice(0.3, 50.0)).verdict.is_none());
+        assert!(tuner.step(&slice(0.3, 50.0)).verdict.is_none());
+        let verdict = tuner.step(&slice(0.9, 50.0)).verdict.expect("judged");
+        assert_eq!(verdict.outcome, Outcome::RolledBack, "{}", verdict.reason);
+        assert_eq!(tuner.incumbent(), &w(3.0, 2.0, 2.0));
     }
 }

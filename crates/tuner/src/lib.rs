@@ -6,6 +6,7 @@
 //! benchmark feeds it the same way on a compressed clock, so both run this code.
 
 pub mod candidates;
+pub mod epp_metrics;
 pub mod experiment;
 pub mod histogram;
 pub mod objective;

@@ -1,0 +1,108 @@
+//! `llmd-bench-tuner`: runs a phased workload (YAML) on every configuration (the
+//! tuner and the fixed weightings), each repeated on the same seeded schedule, and
+//! writes the medians as JSON and as a table with ratios to the tuned run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use llmd_loadgen::tuner_bench::report::{self, Results};
+use llmd_loadgen::tuner_bench::run::{self, Binaries};
+use llmd_loadgen::tuner_bench::{configs, workload::Workload};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmd-bench-tuner",
+    about = "The tuner against fixed weightings on a phased workload"
+)]
+struct Args {
+    /// The workload file (see crates/loadgen/workloads/).
+    #[arg(long)]
+    workload: PathBuf,
+    /// Where to write the JSON result.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Runs of each configuration (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: u64,
+    /// Only the configurations whose label contains one of these (e.g. tuned,3/2/2).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    #[arg(long, default_value = "target/release/llmd-epp")]
+    epp_bin: PathBuf,
+    #[arg(long, env = "LLMD_SIM_BIN")]
+    sim_bin: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run_all(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmd-bench-tuner: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_all(args: &Args) -> Result<(), String> {
+    let text = std::fs::read_to_string(&args.workload)
+        .map_err(|e| format!("{}: {e}", args.workload.display()))?;
+    let workload = Workload::parse(&text)?;
+    let schedule = workload.schedule();
+    let bins = Binaries {
+        epp: &args.epp_bin,
+        sim: &args.sim_bin,
+    };
+    eprintln!(
+        "{}: {} phases, {:.0} s, {} requests, {} pods; {} repeats",
+        args.workload.display(),
+        workload.phases.len(),
+        workload.seconds(),
+        schedule.len(),
+        workload.fleet.pods,
+        args.repeats
+    );
+    let mut results = Results {
+        workload: &workload,
+        configs: Vec::new(),
+    };
+    let selected = configs::all()
+        .into_iter()
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.label().contains(o)));
+    for config in selected {
+        let mut runs = Vec::new();
+        let mut changes = Vec::new();
+        for repeat in 0..args.repeats {
+            let result = run::run_once(&bins, &workload, &schedule, &config, repeat).await?;
+            let stats = report::stats(&workload, &result);
+            eprintln!(
+                "  {:<18} run {}: mean TTFT {:.3} s, P90 {:.3} s, failed {}",
+                config.label(),
+                repeat + 1,
+                stats.whole.mean,
+                stats.whole.p90,
+                stats.failed
+            );
+            if repeat == 0 {
+                changes = result.changes;
+            }
+            runs.push(stats);
+        }
+        let median = report::median_of(&runs);
+        results
+            .configs
+            .push((config.label(), runs, median, changes));
+    }
+    println!("{}", results.table());
+    for (target, met) in results.targets() {
+        println!("{} {target}", if met { "MET " } else { "MISS" });
+    }
+    if let Some(out) = &args.out {
+        let json =
+            serde_json::to_string_pretty(&results.to_json()).map_err(|e| format!("result: {e}"))?;
+        std::fs::write(out, json).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The configurations a tuner run is compared with: fixed weightings, each the
+//! config llmd-epp reads, rendered by `llmd-api` as the operator renders it.
+
+use llmd_api::endpoint_picker_config::EndpointPickerConfig;
+use llmd_api::{RouterSpec, ScorerWeights};
+
+use super::workload::Fleet;
+
+/// One configuration of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Config {
+    /// The tuner, starting from the default weights.
+    Tuned,
+    /// Fixed weights for the whole run.
+    Fixed {
+        label: &'static str,
+        weights: ScorerWeights,
+    },
+}
+
+impl Config {
+    pub fn label(&self) -> String {
+        match self {
+            Config::Tuned => "tuned".into(),
+            Config::Fixed { label, .. } => format!("fixed:{label}"),
+        }
+    }
+
+    /// The weights the run starts with.
+    pub fn weights(&self) -> ScorerWeights {
+        match self {
+            Config::Tuned => ScorerWeights::default(),
+            Config::Fixed { weights, .. } => weights.clone(),
+        }
+    }
+}
+
+fn weights(prefix: f64, queue: f64, kv: f64) -> ScorerWeights {
+    ScorerWeights {
+        prefix_cache: prefix,
+        queue,
+        kv_cache_utilization: kv,
+        active_requests: 0.0,
+        session_affinity: 0.0,
+    }
+}
+
+/// The tuned run and the fixed weightings it must beat.
+pub fn all() -> Vec<Config> {
+    vec![
+        Config::Tuned,
+        Config::Fixed {
+            label: "3/2/2",
+            weights: weights(3.0, 2.0, 2.0),
+        },
+        Config::Fixed {
+            label: "prefix-only",
+            weights: weights(1.0, 0.0, 0.0),
+        },
+        Config::Fixed {
+            label: "queue-only",
+            weights: weights(0.0, 1.0, 0.0),
+        },
+        Config::Fixed {
+            label: "1/1/1",
+            weights: weights(1.0, 1.0, 1.0),
+        },
+    ]
+}
+
+/// The router section matching the fleet (the prefix index's block size is the
+/// engines').
+pub fn router(fleet: &Fleet) -> RouterSpec {
+    let mut router = RouterSpec::default();
+    router.prefix_cache.block_size_tokens = i32::try_from(fleet.block_size).unwrap_or(16);
+    router
+}
+
+/// The EndpointPickerConfig for `weights`, aggregated serving.
+pub fn render(fleet: &Fleet, weights: &ScorerWeights) -> String {
+    EndpointPickerConfig::for_router(&router(fleet), weights, false).to_yaml()
+}

@@ -1,0 +1,285 @@
+//! Medians over repeats, the JSON result, the side-by-side table with ratios to the
+//! tuned run, and the verdict on the targets.
+
+use serde_json::{Value, json};
+
+use super::run::{Change, RunResult};
+use super::workload::Workload;
+
+/// Mean and P90 TTFT of a set of requests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Latency {
+    pub mean: f64,
+    pub p90: f64,
+    pub requests: usize,
+}
+
+impl Latency {
+    fn of(mut ttft: Vec<f64>) -> Latency {
+        if ttft.is_empty() {
+            return Latency::default();
+        }
+        ttft.sort_by(f64::total_cmp);
+        let rank = ((0.9 * ttft.len() as f64).ceil() as usize).clamp(1, ttft.len());
+        Latency {
+            mean: ttft.iter().sum::<f64>() / ttft.len() as f64,
+            p90: ttft[rank - 1],
+            requests: ttft.len(),
+        }
+    }
+}
+
+/// One run, summarised.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunStats {
+    pub whole: Latency,
+    pub phases: Vec<Latency>,
+    pub failed: usize,
+}
+
+pub fn stats(workload: &Workload, run: &RunResult) -> RunStats {
+    let ttft = |phase: Option<usize>| {
+        run.samples
+            .iter()
+            .filter(|(p, s)| s.ok && phase.is_none_or(|want| *p == want))
+            .map(|(_, s)| s.ttft)
+            .collect::<Vec<_>>()
+    };
+    RunStats {
+        whole: Latency::of(ttft(None)),
+        phases: (0..workload.phases.len())
+            .map(|p| Latency::of(ttft(Some(p))))
+            .collect(),
+        failed: run.samples.iter().filter(|(_, s)| !s.ok).count(),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The per-field median of several runs (failures: the largest).
+pub fn median_of(runs: &[RunStats]) -> RunStats {
+    let phases = runs.first().map_or(0, |r| r.phases.len());
+    let lat = |f: &dyn Fn(&RunStats) -> &Latency| Latency {
+        mean: median(runs.iter().map(|r| f(r).mean).collect()),
+        p90: median(runs.iter().map(|r| f(r).p90).collect()),
+        requests: runs.first().map_or(0, |r| f(r).requests),
+    };
+    RunStats {
+        whole: lat(&|r| &r.whole),
+        phases: (0..phases).map(|p| lat(&|r| &r.phases[p])).collect(),
+        failed: runs.iter().map(|r| r.failed).max().unwrap_or(0),
+    }
+}
+
+/// Every configuration's median, in the order run.
+pub struct Results<'a> {
+    pub workload: &'a Workload,
+    pub configs: Vec<(String, Vec<RunStats>, RunStats, Vec<Change>)>,
+}
+
+impl Results<'_> {
+    fn find(&self, label: &str) -> Option<&RunStats> {
+        self.configs.iter().find(|c| c.0 == label).map(|c| &c.2)
+    }
+
+    fn fixed(&self) -> impl Iterator<Item = &RunStats> {
+        self.configs
+            .iter()
+            .filter(|c| c.0.starts_with("fixed:"))
+            .map(|c| &c.2)
+    }
+
+    /// The whole-run mean a router would get that used the best fixed weighting of
+    /// each phase.
+    pub fn per_phase_best(&self) -> f64 {
+        let Some(first) = self.fixed().next() else {
+            return f64::NAN;
+        };
+        let total: usize = first.phases.iter().map(|p| p.requests).sum();
+        (0..first.phases.len())
+            .map(|p| {
+                let best = self
+                    .fixed()
+                    .map(|r| r.phases[p].mean)
+                    .fold(f64::INFINITY, f64::min);
+                best * first.phases[p].requests as f64
+            })
+            .sum::<f64>()
+            / total.max(1) as f64
+    }
+
+    /// Each target: (description, met).
+    pub fn targets(&self) -> Vec<(String, bool)> {
+        let (Some(tuned), Some(default)) = (self.find("tuned"), self.find("fixed:3/2/2")) else {
+            return Vec::new();
+        };
+        let best = self
+            .fixed()
+            .map(|r| r.whole.mean)
+            .fold(f64::INFINITY, f64::min);
+        let oracle = self.per_phase_best();
+        let worst_phase = tuned
+            .phases
+            .iter()
+            .zip(&default.phases)
+            .map(|(t, d)| t.mean / d.mean)
+            .fold(0.0, f64::max);
+        vec![
+            (
+                format!(
+                    "tuned mean TTFT {:.3} s <= best fixed {:.3} s x 1.03",
+                    tuned.whole.mean, best
+                ),
+                tuned.whole.mean <= best * 1.03,
+            ),
+            (
+                format!(
+                    "tuned mean TTFT {:.3} s within 10% of the per-phase best {:.3} s",
+                    tuned.whole.mean, oracle
+                ),
+                tuned.whole.mean <= oracle * 1.10,
+            ),
+            (
+                format!(
+                    "no phase worse than the default by more than 25% (worst: {worst_phase:.2}x)"
+                ),
+                worst_phase <= 1.25,
+            ),
+            (
+                format!("no failed requests (tuned: {})", tuned.failed),
+                tuned.failed == 0,
+            ),
+        ]
+    }
+
+    pub fn to_json(&self) -> Value {
+        let lat = |l: &Latency| json!({"mean_ttft_s": l.mean, "p90_ttft_s": l.p90});
+        let configs: serde_json::Map<String, Value> = self
+            .configs
+            .iter()
+            .map(|(label, runs, m, changes)| {
+                let phases: Vec<Value> = self
+                    .workload
+                    .phases
+                    .iter()
+                    .zip(&m.phases)
+                    .map(|(p, l)| {
+                        json!({"name": p.name, "mean_ttft_s": l.mean, "p90_ttft_s": l.p90, "requests": l.requests})
+                    })
+                    .collect();
+                let mut v = json!({
+                    "mean_ttft_s": m.whole.mean, "p90_ttft_s": m.whole.p90, "failed": m.failed,
+                    "phases": phases,
+                    "runs": runs.iter().map(|r| lat(&r.whole)).collect::<Vec<_>>(),
+                });
+                if !changes.is_empty() {
+                    v["changes"] = changes
+                        .iter()
+                        .map(|c| json!({"at_s": c.at_secs, "weights": c.weights.by_plugin(), "reason": c.reason}))
+                        .collect();
+                }
+                (label.clone(), v)
+            })
+            .collect();
+        let targets: Vec<Value> = self
+            .targets()
+            .into_iter()
+            .map(|(what, met)| json!({"target": what, "met": met}))
+            .collect();
+        json!({"configs": configs, "per_phase_best_mean_ttft_s": self.per_phase_best(), "targets": targets})
+    }
+
+    /// The table: whole-run and per-phase mean TTFT, P90, failures, ratios to tuned.
+    pub fn table(&self) -> String {
+        let tuned = self.find("tuned").map_or(f64::NAN, |t| t.whole.mean);
+        let mut out = format!(
+            "| config | mean TTFT | vs tuned | P90 TTFT | failed | {} |\n|---|---|---|---|---|{}\n",
+            self.workload
+                .phases
+                .iter()
+                .map(|p| format!("{} mean", p.name))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---|".repeat(self.workload.phases.len())
+        );
+        for (label, _, m, _) in &self.configs {
+            out.push_str(&format!(
+                "| {label} | {:.3} s | {:.2}x | {:.3} s | {} | {} |\n",
+                m.whole.mean,
+                m.whole.mean / tuned,
+                m.whole.p90,
+                m.failed,
+                m.phases
+                    .iter()
+                    .map(|p| format!("{:.3} s", p.mean))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+        }
+        out.push_str(&format!(
+            "| per-phase best (fixed) | {:.3} s | {:.2}x | | | |\n",
+            self.per_phase_best(),
+            self.per_phase_best() / tuned
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(means: &[f64]) -> RunStats {
+        RunStats {
+            whole: Latency {
+                mean: means.iter().sum::<f64>() / means.len() as f64,
+                p90: 1.0,
+                requests: 20,
+            },
+            phases: means
+                .iter()
+                .map(|m| Latency {
+                    mean: *m,
+                    p90: *m,
+                    requests: 10,
+                })
+                .collect(),
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn the_per_phase_best_and_the_targets() {
+        let workload = Workload::parse(
+            "phases:\n- {name: a, seconds: 1, rate: 1, questionTokens: 1, outputTokens: 1}\n- {name: b, seconds: 1, rate: 1, questionTokens: 1, outputTokens: 1}\n",
+        )
+        .expect("valid");
+        let results = Results {
+            workload: &workload,
+            configs: vec![
+                ("tuned".into(), vec![], run(&[0.2, 0.2]), vec![]),
+                ("fixed:3/2/2".into(), vec![], run(&[0.2, 0.4]), vec![]),
+                ("fixed:queue-only".into(), vec![], run(&[0.4, 0.2]), vec![]),
+            ],
+        };
+        assert!((results.per_phase_best() - 0.2).abs() < 1e-12);
+        assert!(
+            results.targets().iter().all(|(_, met)| *met),
+            "{:?}",
+            results.targets()
+        );
+        assert!(
+            results
+                .table()
+                .contains("| fixed:3/2/2 | 0.300 s | 1.50x |")
+        );
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+}

@@ -1,0 +1,264 @@
+//! One run of one configuration: a fresh fleet (cold caches), a fresh llmd-epp with
+//! the configuration's EndpointPickerConfig file, the seeded schedule replayed
+//! open-loop, and for the tuned run the tuner library stepping every slice on the
+//! EPP's own metrics and rewriting the config file (which llmd-epp applies live), as
+//! the operator does through the ConfigMap.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use llmd_api::ScorerWeights;
+use llmd_tuner::epp_metrics::Snapshot;
+use llmd_tuner::{Settings, Tuner};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::configs::{self, Config};
+use super::workload::{Fleet, Request, Workload};
+use crate::driver::{self, Sample};
+use crate::fleet::{Proc, free_port, spawn, wait_healthy};
+
+/// The binaries a run starts.
+pub struct Binaries<'a> {
+    pub epp: &'a Path,
+    pub sim: &'a Path,
+}
+
+/// A weight change of the tuned run.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub at_secs: f64,
+    pub weights: ScorerWeights,
+    pub reason: String,
+}
+
+/// What one run measured: per request its phase and its sample.
+pub struct RunResult {
+    pub samples: Vec<(usize, Sample)>,
+    pub changes: Vec<Change>,
+}
+
+fn start_fleet(bin: &Path, fleet: &Fleet, seed: u64) -> Result<(Vec<Proc>, Vec<String>), String> {
+    let mut procs = Vec::new();
+    let mut addresses = Vec::new();
+    for i in 0..fleet.pods {
+        let port = free_port()?;
+        procs.push(spawn(
+            &format!("sim-{i}"),
+            Command::new(bin)
+                .args(["--port", &port.to_string(), "--model", "bench-model"])
+                .args([
+                    "--force-dummy-tokenizer",
+                    "--enable-kvcache",
+                    "--zmq-endpoint",
+                    "",
+                ])
+                .args(["--latency-calculator", "per-token"])
+                .args(["--prefill-overhead", &fleet.prefill_overhead])
+                .args(["--prefill-time-per-token", &fleet.prefill_time_per_token])
+                .args(["--inter-token-latency", &fleet.inter_token_latency])
+                .args(["--max-num-seqs", &fleet.max_num_seqs.to_string()])
+                .args(["--kv-cache-size", &fleet.kv_cache_blocks.to_string()])
+                .args(["--block-size", &fleet.block_size.to_string()])
+                .args(["--max-model-len", "32768"])
+                .args(["--seed", &(seed * 100 + i as u64).to_string()])
+                .env("POD_IP", "127.0.0.1")
+                .env("POD_NAME", format!("sim-{i}"))
+                .env("POD_NAMESPACE", "bench"),
+        )?);
+        addresses.push(format!("127.0.0.1:{port}"));
+    }
+    Ok((procs, addresses))
+}
+
+struct Epp {
+    _proc: Proc,
+    proxy: String,
+    metrics: String,
+}
+
+async fn start_epp(
+    bin: &Path,
+    endpoints: &[String],
+    config: &Path,
+    client: &reqwest::Client,
+) -> Result<Epp, String> {
+    let (proxy, metrics, grpc, health) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let proc = spawn(
+        "llmd-epp",
+        Command::new(bin)
+            .args(["--static-endpoints", &endpoints.join(",")])
+            .arg("--config-file")
+            .arg(config)
+            .args(["--config-poll-interval", "100ms"])
+            .args(["--proxy-addr", &format!("127.0.0.1:{proxy}")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--grpc-health-addr", &format!("127.0.0.1:{health}")])
+            .env("RUST_LOG", "warn"),
+    )?;
+    let epp = Epp {
+        _proc: proc,
+        proxy: format!("http://127.0.0.1:{proxy}"),
+        metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+    };
+    wait_healthy(
+        client,
+        &format!("{}/health", epp.proxy),
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(epp)
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> Option<Snapshot> {
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    Some(Snapshot::parse(&text))
+}
+
+/// Steps the tuner every slice until `stop`, rewriting `config` when the weights
+/// in force change.
+async fn tune(
+    client: reqwest::Client,
+    metrics: String,
+    config: std::path::PathBuf,
+    workload: Workload,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    changes: Arc<Mutex<Vec<Change>>>,
+) {
+    let spec = ScorerWeights::default();
+    let mut tuner = Tuner::new(bench_settings(), spec.clone(), spec);
+    let mut previous = scrape(&client, &metrics).await.unwrap_or_default();
+    let mut in_force = tuner.in_force().clone();
+    let slice = Duration::from_secs_f64(workload.slice_seconds);
+    let mut tick = tokio::time::interval_at((Instant::now() + slice).into(), slice);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let Some(now) = scrape(&client, &metrics).await else {
+            continue;
+        };
+        let step = tuner.step(&now.since(&previous, workload.slice_seconds));
+        previous = now;
+        let reason = match (&step.verdict, &step.started) {
+            (Some(v), _) => Some(v.reason.clone()),
+            (None, Some(why)) => Some(format!("experiment: {why}")),
+            (None, None) => None,
+        };
+        if step.weights != in_force {
+            in_force = step.weights.clone();
+            let _ = tokio::fs::write(&config, configs::render(&workload.fleet, &in_force)).await;
+        }
+        if let Some(reason) = reason {
+            changes.lock().await.push(Change {
+                at_secs: started.elapsed().as_secs_f64(),
+                weights: in_force.clone(),
+                reason,
+            });
+        }
+    }
+}
+
+/// The tuner's settings on the benchmark's compressed clock: the same logic as in
+/// the operator, with slices of seconds instead of `autoTune.interval`.
+pub fn bench_settings() -> Settings {
+    Settings {
+        min_samples: 25.0,
+        ..Settings::default()
+    }
+}
+
+/// Runs `config` once over `schedule`.
+pub async fn run_once(
+    bins: &Binaries<'_>,
+    workload: &Workload,
+    schedule: &[Request],
+    config: &Config,
+    repeat: u64,
+) -> Result<RunResult, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    let (_fleet, endpoints) = start_fleet(bins.sim, &workload.fleet, workload.seed + repeat)?;
+    for address in &endpoints {
+        wait_healthy(
+            &client,
+            &format!("http://{address}/health"),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "llmd-bench-tuner-{}-{}",
+        std::process::id(),
+        config.label().replace([':', '/'], "_")
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let config_path = dir.join("config.yaml");
+    std::fs::write(
+        &config_path,
+        configs::render(&workload.fleet, &config.weights()),
+    )
+    .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let epp = start_epp(bins.epp, &endpoints, &config_path, &client).await?;
+    // Let the first scrapes land so the first picks see load.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let tuner = (*config == Config::Tuned).then(|| {
+        tokio::spawn(tune(
+            client.clone(),
+            epp.metrics.clone(),
+            config_path.clone(),
+            workload.clone(),
+            started,
+            stop.clone(),
+            changes.clone(),
+        ))
+    });
+    let url = format!("{}/v1/completions", epp.proxy);
+    let mut handles = Vec::with_capacity(schedule.len());
+    for r in schedule {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(r.at_secs)).into()).await;
+        let body = json!({"model": "bench-model", "prompt": r.prompt, "max_tokens": r.output_tokens,
+                          "ignore_eos": true, "stream": true});
+        let (client, url, phase) = (client.clone(), url.clone(), r.phase);
+        handles.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let sample = match tokio::time::timeout(
+                Duration::from_secs(60),
+                driver::one(&client, &url, &body, sent),
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(_) => Sample {
+                    ttft: 60.0,
+                    e2e: 60.0,
+                    ok: false,
+                },
+            };
+            (phase, sample)
+        }));
+    }
+    let mut samples = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(s) = h.await {
+            samples.push(s);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = tuner {
+        t.abort();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let changes = changes.lock().await.clone();
+    Ok(RunResult { samples, changes })
+}

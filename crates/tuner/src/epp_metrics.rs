@@ -1,0 +1,100 @@
+//! What the tuner reads: the EndpointPicker's own metrics, one scrape per EPP
+//! replica, summed. Two snapshots an interval apart make one [`Slice`].
+
+use crate::candidates::Signals;
+use crate::experiment::Slice;
+use crate::histogram::{Histogram, parse_family, parse_values};
+
+/// Time to first token, per front end, as the EPP measures it.
+pub const TTFT: &str = "llmd_epp_time_to_first_token_seconds";
+/// Share of prompt blocks the chosen endpoint held.
+pub const PREFIX_MATCH: &str = "llmd_epp_prefix_match_ratio";
+/// Waiting requests per endpoint, from its last scrape.
+pub const WAITING: &str = "llmd_epp_endpoint_waiting_requests";
+
+/// One scrape of one or more EPP replicas.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub ttft: Histogram,
+    pub prefix_match: Histogram,
+    /// Waiting requests of each endpoint (per replica; replicas see the same pods).
+    pub waiting: Vec<f64>,
+}
+
+impl Snapshot {
+    /// Reads one EPP's `/metrics` page. Families it does not find stay empty.
+    pub fn parse(text: &str) -> Snapshot {
+        Snapshot {
+            ttft: parse_family(text, TTFT).unwrap_or_default(),
+            prefix_match: parse_family(text, PREFIX_MATCH).unwrap_or_default(),
+            waiting: parse_values(text, WAITING),
+        }
+    }
+
+    /// Adds another replica's scrape.
+    pub fn add(&mut self, other: &Snapshot) {
+        self.ttft.add(&other.ttft);
+        self.prefix_match.add(&other.prefix_match);
+        self.waiting.extend(other.waiting.iter().copied());
+    }
+
+    /// The slice between `earlier` and this snapshot, `seconds` apart.
+    pub fn since(&self, earlier: &Snapshot, seconds: f64) -> Slice {
+        let prefix = self.prefix_match.since(&earlier.prefix_match);
+        Slice {
+            seconds,
+            ttft: self.ttft.since(&earlier.ttft),
+            signals: Signals {
+                queue_imbalance: imbalance(&self.waiting),
+                prefix_match: prefix.mean(),
+            },
+        }
+    }
+}
+
+/// (max - min) / (mean + 1) of the endpoints' waiting requests.
+fn imbalance(waiting: &[f64]) -> Option<f64> {
+    if waiting.len() < 2 {
+        return None;
+    }
+    let max = waiting.iter().copied().fold(f64::MIN, f64::max);
+    let min = waiting.iter().copied().fold(f64::MAX, f64::min);
+    let mean = waiting.iter().sum::<f64>() / waiting.len() as f64;
+    Some((max - min) / (mean + 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(count: u64, sum: f64, waiting: [f64; 2]) -> String {
+        format!(
+            "{TTFT}_bucket{{frontend=\"proxy\",le=\"0.5\"}} {count}\n\
+             {TTFT}_bucket{{frontend=\"proxy\",le=\"+Inf\"}} {count}\n\
+             {TTFT}_sum{{frontend=\"proxy\"}} {sum}\n\
+             {TTFT}_count{{frontend=\"proxy\"}} {count}\n\
+             {WAITING}{{endpoint=\"a\"}} {}\n{WAITING}{{endpoint=\"b\"}} {}\n",
+            waiting[0], waiting[1]
+        )
+    }
+
+    #[test]
+    fn a_slice_is_the_ttft_between_two_scrapes_with_the_queue_imbalance() {
+        let before = Snapshot::parse(&page(10, 2.0, [0.0, 0.0]));
+        let after = Snapshot::parse(&page(40, 8.0, [6.0, 0.0]));
+        let slice = after.since(&before, 3.0);
+        assert_eq!(slice.ttft.count, 30.0);
+        assert_eq!(slice.ttft.mean(), Some(0.2));
+        assert_eq!(slice.signals.queue_imbalance, Some(6.0 / 4.0));
+        assert_eq!(slice.signals.prefix_match, None);
+    }
+
+    #[test]
+    fn replicas_are_summed() {
+        let mut both = Snapshot::parse(&page(10, 2.0, [1.0, 0.0]));
+        both.add(&Snapshot::parse(&page(30, 3.0, [1.0, 0.0])));
+        assert_eq!(both.ttft.count, 40.0);
+        assert_eq!(both.ttft.sum, 5.0);
+        assert_eq!(both.waiting.len(), 4);
+    }
+}
