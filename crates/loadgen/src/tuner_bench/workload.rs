@@ -203,10 +203,16 @@ phases:
         assert!(surge.iter().all(|r| (20.0..30.0).contains(&r.at_secs)));
         assert_eq!(hot[0].prompt.split(' ').count(), 13);
         assert!(surge[0].prompt.split(' ').count() == 50 && !surge[0].prompt.contains('c'));
-        let tenant0 = hot.iter().filter(|r| r.prompt.starts_with("t0c0 ")).count();
+        let tenant = |t: usize| {
+            hot.iter()
+                .filter(|r| r.prompt.starts_with(&format!("t{t}c0 ")))
+                .count()
+        };
         assert!(
-            tenant0 * 2 > hot.len(),
-            "skew 1.5 makes tenant 0 hot: {tenant0}"
+            tenant(0) > 3 * tenant(3),
+            "skew 1.5 makes tenant 0 hot: {} vs {}",
+            tenant(0),
+            tenant(3)
         );
     }
 
