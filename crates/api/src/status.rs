@@ -70,24 +70,42 @@ pub struct RouterStatus {
     pub inference_pool: Option<String>,
 }
 
-/// Scorer weights in force.
+/// Scorer weights in force, and how they came to be.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutingStatus {
-    /// Weight per scorer plugin type.
+    /// Weight per scorer plugin type now in force.
     #[serde(default)]
     pub weights: BTreeMap<String, f64>,
-    /// Hash of the EndpointPicker config the router runs with.
+    /// Hash of the EndpointPicker config the router runs with (its
+    /// llmd_epp_config_info metric shows the same value once it runs it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
     /// When the weights last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<String>,
-    /// Why the weights are what they are.
+    /// Why the weights are what they are, in numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The tuner's rules behind the reason (e.g. QueueImbalance,
-    /// DriftToSpec), so a restarted operator knows what it last recorded.
+    /// While the tuner runs an experiment: the weights the candidate now in force is
+    /// compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incumbent: Option<BTreeMap<String, f64>>,
+    /// The tuner's last experiments, newest last (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<String>,
+    pub history: Vec<RoutingChange>,
+}
+
+/// One experiment of the tuner and its verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingChange {
+    /// When it ended (RFC 3339).
+    pub time: String,
+    /// Kept, RolledBack or Abandoned.
+    pub outcome: String,
+    /// The weights that changed, e.g. `prefix 3 -> 4.5`.
+    pub change: String,
+    /// The evidence, e.g. `TTFT P90 1.80 s -> 1.20 s over 120 requests`.
+    pub reason: String,
 }

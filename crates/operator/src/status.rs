@@ -67,7 +67,8 @@ fn routing(previous: Option<&RoutingStatus>, facts: &Facts, now: &Time) -> Optio
         config_hash: Some(config_hash),
         last_updated,
         reason: facts.routing_reason.clone(),
-        rules: Vec::new(),
+        incumbent: None,
+        history: Vec::new(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! What the tuner reads: the EndpointPicker's own metrics, one scrape per EPP
 //! replica, summed. Two snapshots an interval apart make one [`Slice`].
 
+use std::collections::BTreeMap;
+
 use crate::candidates::Signals;
 use crate::experiment::Slice;
 use crate::histogram::{Histogram, parse_family, parse_values};
@@ -52,6 +54,33 @@ impl Snapshot {
     }
 }
 
+/// The slice between two scrapes of several replicas (by pod name): replicas in
+/// both count, a replica that just appeared starts counting at the next slice.
+pub fn window(
+    before: &BTreeMap<String, Snapshot>,
+    now: &BTreeMap<String, Snapshot>,
+    seconds: f64,
+) -> Slice {
+    let mut ttft = Histogram::default();
+    let mut prefix = Histogram::default();
+    let mut waiting = Vec::new();
+    for (pod, current) in now {
+        waiting.extend(current.waiting.iter().copied());
+        if let Some(earlier) = before.get(pod) {
+            ttft.add(&current.ttft.since(&earlier.ttft));
+            prefix.add(&current.prefix_match.since(&earlier.prefix_match));
+        }
+    }
+    Slice {
+        seconds,
+        ttft,
+        signals: Signals {
+            queue_imbalance: imbalance(&waiting),
+            prefix_match: prefix.mean(),
+        },
+    }
+}
+
 /// (max - min) / (mean + 1) of the endpoints' waiting requests.
 fn imbalance(waiting: &[f64]) -> Option<f64> {
     if waiting.len() < 2 {
@@ -87,6 +116,25 @@ mod tests {
         assert_eq!(slice.ttft.mean(), Some(0.2));
         assert_eq!(slice.signals.queue_imbalance, Some(6.0 / 4.0));
         assert_eq!(slice.signals.prefix_match, None);
+    }
+
+    #[test]
+    fn a_window_over_replicas_counts_those_seen_twice() {
+        let before =
+            BTreeMap::from([("a".to_string(), Snapshot::parse(&page(10, 2.0, [0.0, 0.0])))]);
+        let now = BTreeMap::from([
+            ("a".to_string(), Snapshot::parse(&page(30, 6.0, [1.0, 1.0]))),
+            (
+                "b".to_string(),
+                Snapshot::parse(&page(500, 90.0, [1.0, 1.0])),
+            ),
+        ]);
+        let slice = window(&before, &now, 5.0);
+        assert_eq!(
+            slice.ttft.count, 20.0,
+            "the new replica b starts counting next time"
+        );
+        assert_eq!(slice.signals.queue_imbalance, Some(0.0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::KubeSchema;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The EndpointPicker (router) of the deployment.
@@ -169,7 +170,9 @@ pub struct AutoTuneSpec {
     /// Turn run-time tuning on.
     #[serde(default)]
     pub enabled: bool,
-    /// How often weights are recomputed, as a duration such as 30s or 2m (at least 5s).
+    /// Length of one tuning slice, as a duration such as 30s or 2m (at least 5s): the
+    /// tuner reads the EndpointPicker's latencies this often, and an experiment
+    /// alternates slices of a candidate weighting and the incumbent.
     #[serde(default = "default_interval")]
     #[schemars(length(min = 2, max = 16))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]+(s|m|h)$') && duration(self) >= duration('5s')").message("spec.router.autoTune.interval must be a duration of at least 5s, such as 30s or 2m"))]
@@ -182,6 +185,35 @@ pub struct AutoTuneSpec {
     #[serde(default = "default_max_weight")]
     #[schemars(range(min = 0.0, max = 100.0))]
     pub max_weight: f64,
+    /// What the tuner minimises: the EndpointPicker's time to first token.
+    #[serde(default)]
+    pub objective: TuningObjective,
+    /// Pin the weights now in force: the tuner keeps measuring but changes nothing.
+    #[serde(default)]
+    pub frozen: bool,
+}
+
+/// The latency the tuner minimises, as the EndpointPicker measures it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TuningObjective {
+    /// MeanTTFT or P90TTFT.
+    #[serde(default)]
+    pub metric: TuningMetric,
+    /// When set, a deployment meeting it is left alone (no experiment costs it anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub target_ms: Option<i64>,
+}
+
+/// A statistic of time to first token.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TuningMetric {
+    #[default]
+    #[serde(rename = "MeanTTFT")]
+    MeanTtft,
+    #[serde(rename = "P90TTFT")]
+    P90Ttft,
 }
 
 fn default_interval() -> String {
@@ -203,6 +235,8 @@ impl Default for AutoTuneSpec {
             interval: default_interval(),
             min_weight: default_min_weight(),
             max_weight: default_max_weight(),
+            objective: TuningObjective::default(),
+            frozen: false,
         }
     }
 }

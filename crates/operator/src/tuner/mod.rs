@@ -1,62 +1,70 @@
-//! The tuner: for each LLMDeployment with `spec.router.autoTune.enabled`,
-//! every `interval` it scrapes the model servers' vLLM metrics, decides new scorer
-//! weights with [`rule::decide`], records them in `status.routing` (with the reason)
-//! and emits an event. The reconcile then renders them into the `<name>-epp-config`
-//! ConfigMap, which the EndpointPicker applies live.
+//! The tuner, run by the operator: for each LLMDeployment with
+//! `spec.router.autoTune.enabled`, every `interval` it reads the EndpointPicker's own
+//! latency metrics (one scrape per EPP replica) and steps the deployment's
+//! [`llmd_tuner::Tuner`], which runs experiments between the incumbent weighting and
+//! candidates. When the weights in force change, or an experiment ends, it records
+//! them in `status.routing` (with the reason in numbers and a bounded history) and
+//! emits an event; the reconcile renders them into the `<name>-epp-config`
+//! ConfigMap, which the EndpointPicker applies live. A quiet deployment writes
+//! nothing.
 //!
 //! It runs inside the leader only, next to the controller, reading the controller's
 //! cache of LLMDeployments.
 
-pub mod rule;
-pub mod signals;
+pub mod epp_scrape;
+pub mod record;
+pub mod settings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, ResourceExt};
-use llmd_api::endpoint_picker::{model_server_selector, selector_string};
-use llmd_api::endpoint_picker_config::EndpointPickerConfig;
-use llmd_api::engine_metrics::{self, EngineMetrics};
-use llmd_api::{LLMDeployment, MODEL_SERVER_PORT, RoutingStatus, ScorerWeights};
-use serde_json::json;
+use llmd_api::{LLMDeployment, ScorerWeights};
+use llmd_tuner::Tuner;
+use llmd_tuner::epp_metrics::{Snapshot, window};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use epp_scrape::Scrape;
 
-/// Field manager of the tuner's status writes (the reconcile leaves `status.routing`
-/// to it while autoTune is on).
-pub const FIELD_MANAGER: &str = "llmd-operator-tuner";
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the tuner remembers about one deployment between intervals.
+/// What the tuner keeps about one deployment between slices.
 struct Memory {
     next_run: Instant,
-    previous: BTreeMap<String, EngineMetrics>,
-    /// The rules behind the last status write, so a new assessment is recorded
-    /// even when the weights stay. Seeded from status after a restart.
-    last_rules: Option<Vec<String>>,
+    tuner: Tuner,
+    /// The last complete scrape and when it was taken.
+    previous: Option<(Instant, BTreeMap<String, Snapshot>)>,
+    /// The weights last recorded in status.routing.
+    recorded: Option<ScorerWeights>,
+    /// status.routing says the tuner holds for want of metrics.
+    held: bool,
 }
 
-/// Parse "30s", "2m", "1h" (the CRD's pattern).
-pub fn parse_interval(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(seconds.max(5)))
+impl Memory {
+    /// A fresh memory, seeded from what status.routing says, so a restarted operator
+    /// carries on from the incumbent (an experiment in flight is dropped).
+    fn seeded(ld: &LLMDeployment, now: Instant) -> Memory {
+        let spec = ld.spec.router.scorers.clone();
+        let routing = ld.status.as_ref().and_then(|s| s.routing.as_ref());
+        let in_force = routing.and_then(|r| ScorerWeights::from_plugins(&r.weights));
+        let incumbent = routing
+            .and_then(|r| r.incumbent.as_ref())
+            .and_then(ScorerWeights::from_plugins)
+            .or_else(|| in_force.clone())
+            .unwrap_or_else(|| spec.clone());
+        Memory {
+            next_run: now,
+            tuner: Tuner::new(settings::of(&ld.spec.router.auto_tune), spec, incumbent),
+            previous: None,
+            recorded: in_force,
+            held: false,
+        }
+    }
 }
 
 /// Run until `shutdown` fires.
@@ -89,168 +97,61 @@ pub async fn run(
             .collect();
         memory.retain(|key, _| tuned.iter().any(|ld| ObjectRef::from(ld.as_ref()) == *key));
         for ld in tuned {
-            let interval = parse_interval(&ld.spec.router.auto_tune.interval)
-                .unwrap_or(Duration::from_secs(30));
             let entry = memory
                 .entry(ObjectRef::from(ld.as_ref()))
-                .or_insert_with(|| Memory {
-                    next_run: now,
-                    previous: BTreeMap::new(),
-                    last_rules: ld
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.routing.as_ref())
-                        .filter(|r| !r.rules.is_empty())
-                        .map(|r| r.rules.clone()),
-                });
+                .or_insert_with(|| Memory::seeded(&ld, now));
             if entry.next_run > now {
                 continue;
             }
-            entry.next_run = now + interval;
+            entry.next_run = now + settings::slice(&ld.spec.router.auto_tune);
+            entry.tuner.reconfigure(
+                settings::of(&ld.spec.router.auto_tune),
+                ld.spec.router.scorers.clone(),
+            );
             ctx.metrics.tuner_rounds.inc();
-            match tune(&ctx, &http, &ld, entry).await {
-                Ok(()) => {}
-                Err(e) => warn!(name = %ld.name_any(), error = %e, "tuning round failed"),
+            if let Err(e) = round(&ctx, &http, &ld, entry, now).await {
+                warn!(name = %ld.name_any(), error = %e, "tuning round failed");
             }
         }
     }
 }
 
-/// Scrape every ready model server of `ld`: pod name -> metrics.
-async fn scrape(
-    ctx: &Context,
-    http: &reqwest::Client,
-    ld: &LLMDeployment,
-) -> Result<BTreeMap<String, EngineMetrics>> {
-    let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = selector_string(&model_server_selector(&ld.name_any()));
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| Error::kube("list model-server pods", e))?;
-    let targets: Vec<(String, String)> = list
-        .items
-        .iter()
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
-        .collect();
-    let pages = join_all(targets.iter().map(|(_, ip)| {
-        let url = format!("http://{ip}:{MODEL_SERVER_PORT}/metrics");
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .ok()?
-                .error_for_status()
-                .ok()?
-                .text()
-                .await
-                .ok()
-        }
-    }))
-    .await;
-    Ok(targets
-        .into_iter()
-        .zip(pages)
-        .filter_map(|((pod, _), page)| Some((pod, engine_metrics::parse(&page?))))
-        .collect())
-}
-
-/// One round for one deployment.
-async fn tune(
+/// One slice of one deployment.
+async fn round(
     ctx: &Context,
     http: &reqwest::Client,
     ld: &LLMDeployment,
     memory: &mut Memory,
+    now: Instant,
 ) -> Result<()> {
-    let now_metrics = scrape(ctx, http, ld).await?;
-    let signals = signals::from_scrapes(&memory.previous, &now_metrics);
-    memory.previous = now_metrics;
-
-    let spec = &ld.spec;
-    let routing = ld.status.as_ref().and_then(|s| s.routing.as_ref());
-    let current = routing
-        .and_then(|r| ScorerWeights::from_plugins(&r.weights))
-        .unwrap_or_else(|| spec.router.scorers.clone());
-    let tune = &spec.router.auto_tune;
-    let decision = rule::decide(
-        &current,
-        &spec.router.scorers,
-        &signals,
-        tune.min_weight,
-        tune.max_weight,
-    );
-    // Written when the weights move, or when the assessment (which rules fired)
-    // differs from the last one written, so status.routing.reason stays current.
-    let rules: Vec<String> = decision
-        .rules
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
-    let new_assessment = memory.last_rules.as_ref() != Some(&rules);
-    debug!(name = %ld.name_any(), ?signals, changed = decision.changed, "tuning round");
-    if !decision.changed && !new_assessment {
-        return Ok(());
-    }
-    let reason = format!("autoTune: {}", decision.reasons.join("; "));
-    let config_hash = EndpointPickerConfig::for_spec(spec, &decision.weights).hash();
-    let status = RoutingStatus {
-        weights: decision.weights.by_plugin(),
-        config_hash: Some(config_hash),
-        last_updated: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        reason: Some(reason.clone()),
-        rules: rules.clone(),
-    };
+    let namespace = ld.namespace().unwrap_or_default();
     let name = ld.name_any();
-    let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<LLMDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let body = json!({
-        "apiVersion": "llmd.dev/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {"name": name},
-        "status": {"routing": status},
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    let snapshots = match epp_scrape::scrape(ctx, http, &namespace, &name).await? {
+        Scrape::Complete(s) => s,
+        Scrape::Partial(why) => {
+            // Never decide from a partial window: the next one starts afresh.
+            memory.previous = None;
+            let in_force = memory.tuner.in_force().clone();
+            memory.held = true;
+            return record::holding(ctx, ld, &in_force, &mut memory.recorded, &why).await;
+        }
+    };
+    let Some((then, previous)) = memory.previous.replace((now, snapshots.clone())) else {
+        if std::mem::take(&mut memory.held) {
+            // The reason said the tuner was holding: it measures again.
+            memory.recorded = None;
+        }
+        return record::first(ctx, ld, memory.tuner.in_force(), &mut memory.recorded).await;
+    };
+    let slice = window(&previous, &snapshots, (now - then).as_secs_f64());
+    let step = memory.tuner.step(&slice);
+    debug!(%name, requests = slice.ttft.count, ?step, "tuning slice");
+    record::step(
+        ctx,
+        ld,
+        &step,
+        memory.tuner.incumbent(),
+        &mut memory.recorded,
     )
     .await
-    .map_err(|e| Error::kube(format!("write status.routing of {name}"), e))?;
-    memory.last_rules = Some(rules);
-    ctx.metrics.tuner_writes.inc();
-    info!(name = %name, weights = ?decision.weights, "{reason}");
-    ctx.publish(
-        ld,
-        Event {
-            type_: EventType::Normal,
-            reason: "WeightsTuned".into(),
-            note: Some(reason.chars().take(1000).collect()),
-            action: "Tune".into(),
-            secondary: None,
-        },
-    )
-    .await;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn intervals_parse_with_a_floor_of_five_seconds() {
-        assert_eq!(parse_interval("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_interval("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_interval("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_interval("1s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_interval("fast"), None);
-        assert_eq!(parse_interval("10d"), None);
-    }
 }

@@ -1,0 +1,82 @@
+//! Reading the EndpointPicker's metrics: one scrape per Ready EPP replica, so the
+//! operator's cost grows with deployments, not with model servers.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use llmd_api::endpoint_picker::{METRICS_PORT, selector_string};
+use llmd_api::labels;
+use llmd_tuner::epp_metrics::Snapshot;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// The replicas' snapshots by pod name, or why not every replica could be read.
+pub enum Scrape {
+    Complete(BTreeMap<String, Snapshot>),
+    /// Some replica did not answer (or answered garbage): its window would be
+    /// partial, so nothing is decided from it.
+    Partial(String),
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Scrapes every Ready EPP replica of deployment `name` in `namespace`.
+pub async fn scrape(
+    ctx: &Context,
+    http: &reqwest::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Scrape> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = selector_string(&BTreeMap::from([
+        (labels::INSTANCE.to_string(), name.to_string()),
+        (labels::COMPONENT.to_string(), "endpoint-picker".to_string()),
+    ]));
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube("list EndpointPicker pods", e))?;
+    let replicas: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+        .collect();
+    if replicas.is_empty() {
+        return Ok(Scrape::Partial("no Ready EndpointPicker replica".into()));
+    }
+    let pages = join_all(replicas.iter().map(|(_, ip)| {
+        let url = format!("http://{ip}:{METRICS_PORT}/metrics");
+        async move {
+            let response = http.get(url).send().await.ok()?.error_for_status().ok()?;
+            response.text().await.ok()
+        }
+    }))
+    .await;
+    let mut snapshots = BTreeMap::new();
+    for ((pod, _), page) in replicas.into_iter().zip(pages) {
+        let Some(page) = page else {
+            return Ok(Scrape::Partial(format!(
+                "EndpointPicker {pod} did not answer on /metrics"
+            )));
+        };
+        // An EPP that served nothing yet has no latency series, but always its
+        // config info: a page without it is not an EndpointPicker's.
+        if !page.contains("llmd_epp_config_info") {
+            return Ok(Scrape::Partial(format!(
+                "EndpointPicker {pod}'s /metrics is not an EndpointPicker's"
+            )));
+        }
+        snapshots.insert(pod, Snapshot::parse(&page));
+    }
+    Ok(Scrape::Complete(snapshots))
+}
