@@ -90,7 +90,11 @@ impl EndpointPickerConfig {
                 plugin::PD_DECIDER,
                 Some(json!({"nonCachedTokens": router.disaggregation.non_cached_tokens})),
             ));
-            profiles.push(profile(profile::PREFILL, &[plugin::PREFILL_FILTER], &scorers));
+            profiles.push(profile(
+                profile::PREFILL,
+                &[plugin::PREFILL_FILTER],
+                &scorers,
+            ));
         } else {
             plugins.push(plugin(plugin::SINGLE_PROFILE_HANDLER, None));
         }

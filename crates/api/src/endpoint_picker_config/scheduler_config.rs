@@ -545,7 +545,9 @@ schedulingProfiles:
         DEFAULT_CONFIG
             .replace(
                 "- type: decode-filter\n",
-                &format!("- type: decode-filter\n- type: prefix-cache-affinity-filter\n{parameters}"),
+                &format!(
+                    "- type: decode-filter\n- type: prefix-cache-affinity-filter\n{parameters}"
+                ),
             )
             .replace(
                 "  - pluginRef: decode-filter\n",
@@ -581,18 +583,21 @@ schedulingProfiles:
 
     #[test]
     fn refuses_bad_affinity_gate_parameters_with_a_reason() {
-        let refused = |parameters: &str| {
-            match SchedulerConfig::from_yaml(&gated(&format!("  parameters: {parameters}\n"))) {
-                Err(ConfigError::Parameters { plugin, reason }) => {
-                    assert_eq!(plugin, "prefix-cache-affinity-filter");
-                    reason
-                }
-                other => panic!("{parameters}: {other:?}"),
+        let refused = |parameters: &str| match SchedulerConfig::from_yaml(&gated(&format!(
+            "  parameters: {parameters}\n"
+        ))) {
+            Err(ConfigError::Parameters { plugin, reason }) => {
+                assert_eq!(plugin, "prefix-cache-affinity-filter");
+                reason
             }
+            other => panic!("{parameters}: {other:?}"),
         };
         for threshold in ["0", "-0.1", "1.5"] {
             let reason = refused(&format!("{{affinityThreshold: {threshold}}}"));
-            assert!(reason.starts_with("affinityThreshold must be a fraction of the prompt in (0, 1]"), "{reason}");
+            assert!(
+                reason.starts_with("affinityThreshold must be a fraction of the prompt in (0, 1]"),
+                "{reason}"
+            );
         }
         assert_eq!(
             refused("{maxWaitingRequests: 0}"),
@@ -600,7 +605,9 @@ schedulingProfiles:
         );
         assert!(refused("{maxWaitingRequests: -1}").contains("invalid value"));
         assert!(refused("{affinityTreshold: 0.5}").contains("unknown field `affinityTreshold`"));
-        assert!(SchedulerConfig::from_yaml(&gated("  parameters: {affinityThreshold: 1}\n")).is_ok());
+        assert!(
+            SchedulerConfig::from_yaml(&gated("  parameters: {affinityThreshold: 1}\n")).is_ok()
+        );
     }
 
     #[test]
