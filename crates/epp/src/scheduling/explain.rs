@@ -200,7 +200,7 @@ pub fn render(decision: &Decision, request: &RequestFeatures) -> String {
 /// [`render`] with the bound as a parameter. Candidates are cut one at a time until
 /// the JSON fits; if even the winners alone do not (scorer names or addresses
 /// thousands of bytes long), the endpoints alone, and at worst `{"truncated":true}`.
-pub fn render_within(decision: &Decision, request: &RequestFeatures, max_bytes: usize) -> String {
+fn render_within(decision: &Decision, request: &RequestFeatures, max_bytes: usize) -> String {
     let mut keep_decode = decision.decode.runners_up.len();
     let mut keep_prefill = decision.prefill.as_ref().map_or(0, |p| p.runners_up.len());
     let mut truncated = false;
