@@ -34,6 +34,11 @@ pub mod header {
     pub const REQUEST_ID: &str = "x-request-id";
     /// The client's own `x-request-id`, passed on beside the EPP's for tracing.
     pub const CLIENT_REQUEST_ID: &str = "x-client-request-id";
+    /// Asks for the reasons of a routing decision (request, value `true`), and
+    /// carries them (response, compact JSON of at most 4 KiB: the winners and the
+    /// best other candidates with each scorer's score and weight, and the P/D
+    /// decision's inputs). Debugging aid; costs nothing when not asked for.
+    pub const EXPLAIN: &str = "x-llmd-explain";
 }
 
 /// Names of the EPP's command-line flags (without the leading `--`).

@@ -55,6 +55,7 @@ fn picker(n: usize) -> EndpointPicker {
                 prompt: &text,
                 session_token: None,
                 exclude: None,
+                explain: false,
             });
         }
     }
@@ -78,6 +79,7 @@ fn main() {
                     prompt: &prompts[i],
                     session_token: None,
                     exclude: None,
+                    explain: false,
                 }))
             })
         });
@@ -96,6 +98,7 @@ fn main() {
                     prompt: &prompts[i % TENANTS],
                     session_token: None,
                     exclude: None,
+                    explain: false,
                 }));
                 t.elapsed()
             })

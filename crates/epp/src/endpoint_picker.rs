@@ -14,7 +14,7 @@ use crate::pool::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
 use crate::prefix::hash::hash_prompt;
 use crate::prefix::index::PrefixIndex;
 use crate::scheduling::candidate::{Candidate, Load, RequestFeatures};
-use crate::scheduling::{Decision, schedule};
+use crate::scheduling::{Decision, explain, schedule};
 use crate::telemetry::{DecisionLabels, EndpointLabels, OutcomeLabels, ScorerLabels, Telemetry};
 use llmd_api::endpoint_picker_config::SchedulerConfig;
 
@@ -27,6 +27,9 @@ pub struct PickRequest<'a> {
     pub session_token: Option<&'a str>,
     /// An endpoint not to pick (one that just refused a connection).
     pub exclude: Option<&'a str>,
+    /// Explain the decision (`x-llmd-explain: true`): keeps the best losers, which
+    /// is work a pick otherwise never does.
+    pub explain: bool,
 }
 
 /// A decision with the live endpoint states it names.
@@ -35,6 +38,8 @@ pub struct Routing {
     pub decision: Decision,
     pub decode: Arc<EndpointState>,
     pub prefill: Option<Arc<EndpointState>>,
+    /// The `x-llmd-explain` JSON, when asked for.
+    pub explanation: Option<String>,
 }
 
 /// Keeps only endpoints with fresh metrics when any has them: an endpoint whose
@@ -201,7 +206,14 @@ impl EndpointPicker {
             prompt_tokens: blocks.total_tokens,
             session_endpoint: req.session_token.and_then(session_endpoint),
         };
-        let Some(decision) = schedule(&config, &candidates, &features, &mut rand::rng()) else {
+        let runners_up = if req.explain { explain::RUNNERS_UP } else { 0 };
+        let Some(decision) = schedule(
+            &config,
+            &candidates,
+            &features,
+            runners_up,
+            &mut rand::rng(),
+        ) else {
             self.telemetry.no_endpoint.inc();
             return None;
         };
@@ -218,10 +230,12 @@ impl EndpointPicker {
             self.index.record(&p.endpoint.address, &blocks.hashes);
         }
         self.observe(&decision, features.prompt_blocks);
+        let explanation = req.explain.then(|| explain::render(&decision, &features));
         Some(Routing {
             decision,
             decode,
             prefill,
+            explanation,
         })
     }
 
@@ -234,13 +248,18 @@ impl EndpointPicker {
                     profile: pick.profile.clone(),
                 })
                 .inc();
-            for (scorer, value) in &pick.scores {
-                t.scorer_scores
-                    .get_or_create(&ScorerLabels {
-                        profile: pick.profile.clone(),
-                        scorer: scorer.clone(),
-                    })
-                    .observe(*value);
+            for s in &pick.scores {
+                let labels = ScorerLabels {
+                    profile: pick.profile.clone(),
+                    scorer: s.scorer.clone(),
+                };
+                t.scorer_scores.get_or_create(&labels).observe(s.score);
+                // What this scorer contributed to the win; no share of nothing.
+                if pick.total > 0.0 {
+                    t.winner_scorer_share
+                        .get_or_create(&labels)
+                        .observe((s.weight * s.score / pick.total).clamp(0.0, 1.0));
+                }
             }
         }
         if prompt_blocks > 0 {
@@ -294,6 +313,7 @@ mod tests {
                 prompt: &prompt,
                 session_token: None,
                 exclude: None,
+                explain: false,
             })
             .expect("routed");
         for _ in 0..10 {
@@ -303,6 +323,7 @@ mod tests {
                     prompt: &format!("{prompt} question"),
                     session_token: None,
                     exclude: None,
+                    explain: false,
                 })
                 .expect("routed");
             assert_eq!(again.decision.decode.address, first.decision.decode.address);
@@ -327,6 +348,7 @@ mod tests {
                     prompt: "hi",
                     session_token: Some(&token),
                     exclude: None,
+                    explain: false,
                 })
                 .expect("routed");
             assert_eq!(&*r.decision.decode.address, "b:1");
@@ -382,5 +404,91 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         let (c, _) = p.candidates(&[]);
         assert_eq!(c[0].load, None);
+    }
+
+    /// The value of the sample `name{labels}` in the exposition text.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn the_winners_total_is_split_into_scorer_shares() {
+        let p = picker(&[("a:1", Role::Decode)]);
+        let state = p.registry.get("a:1").expect("present");
+        let m = llmd_api::engine_metrics::EngineMetrics {
+            kv_usage: 0.5,
+            ..Default::default()
+        };
+        p.record_scrape(&state, m);
+        // No prefix match (0 x 3), the only queue (1 x 2), half the KV free (0.5 x 2).
+        p.pick(PickRequest {
+            model: "m",
+            prompt: "hi",
+            ..Default::default()
+        })
+        .expect("routed");
+        let text = p.telemetry.encode();
+        let share = |scorer: &str, what: &str| {
+            let series = format!(
+                "llmd_epp_winner_scorer_share_{what}{{profile=\"default\",scorer=\"{scorer}\"}}"
+            );
+            sample(&text, &series).unwrap_or_else(|| panic!("{series} in {text}"))
+        };
+        assert!((share("queue-scorer", "sum") - 2.0 / 3.0).abs() < 1e-9);
+        assert!((share("kv-cache-utilization-scorer", "sum") - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(share("prefix-cache-scorer", "sum"), 0.0);
+        assert_eq!(share("queue-scorer", "count"), 1.0);
+        assert!(
+            text.contains(
+                "llmd_epp_winner_scorer_share_bucket{le=\"0.6\",profile=\"default\",scorer=\"queue-scorer\"} 0"
+            ) && text.contains(
+                "llmd_epp_winner_scorer_share_bucket{le=\"0.7\",profile=\"default\",scorer=\"queue-scorer\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_winner_with_a_zero_total_records_no_share() {
+        let p = picker(&[("a:1", Role::Decode)]);
+        let mut cfg = SchedulerConfig::default_config();
+        for s in &mut cfg.decode.scorers {
+            s.weight = 0.0;
+        }
+        p.apply_config(cfg);
+        p.pick(PickRequest {
+            model: "m",
+            prompt: "hi",
+            ..Default::default()
+        })
+        .expect("routed");
+        let text = p.telemetry.encode();
+        assert!(text.contains("llmd_epp_scorer_score_count"), "{text}");
+        assert!(
+            !text.contains("llmd_epp_winner_scorer_share_count"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_explanation_is_rendered_only_when_asked_for() {
+        let p = picker(&[("a:1", Role::Decode), ("b:1", Role::Decode)]);
+        let quiet = p.pick(PickRequest::default()).expect("routed");
+        assert_eq!(quiet.explanation, None);
+        assert!(quiet.decision.decode.runners_up.is_empty());
+        let explained = p
+            .pick(PickRequest {
+                explain: true,
+                ..Default::default()
+            })
+            .expect("routed");
+        let json: serde_json::Value =
+            serde_json::from_str(explained.explanation.as_deref().unwrap_or_default())
+                .expect("valid JSON");
+        let winner = &*explained.decision.decode.address;
+        assert_eq!(json["decode"]["endpoint"], winner);
+        let other = if winner == "a:1" { "b:1" } else { "a:1" };
+        assert_eq!(json["decodeCandidates"][0]["endpoint"], other);
     }
 }

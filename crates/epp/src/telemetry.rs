@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 
 use llmd_api::endpoint_picker_config::SchedulerConfig;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,8 +54,10 @@ pub struct RoleLabels {
     pub role: String,
 }
 
-fn score_histogram() -> Histogram {
-    Histogram::new(linear_buckets(0.0, 0.1, 11))
+/// Buckets 0, 0.1, ..., 1 for values in [0, 1], computed as tenths so the bounds
+/// print as `0.3`, not `0.30000000000000004`.
+fn fraction_histogram() -> Histogram {
+    Histogram::new((0..=10).map(|i| f64::from(i) / 10.0))
 }
 
 /// Latency buckets 10% apart from 1 ms to about 90 s, so two weightings whose
@@ -73,6 +75,10 @@ pub struct Telemetry {
     pub registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
     pub scorer_scores: Family<ScorerLabels, Histogram, fn() -> Histogram>,
+    /// The share of the winner's total each scorer contributed (weight x score /
+    /// total), per profile: which scorer actually decides. Labels come from the
+    /// config, never from requests or endpoints.
+    pub winner_scorer_share: Family<ScorerLabels, Histogram, fn() -> Histogram>,
     pub prefix_match_ratio: Histogram,
     pub pd_decisions: Family<OutcomeLabels, Counter>,
     pub no_endpoint: Counter,
@@ -110,8 +116,9 @@ impl Telemetry {
         let mut registry = Registry::with_prefix("llmd_epp");
         let t = Telemetry {
             decisions: Family::default(),
-            scorer_scores: Family::new_with_constructor(score_histogram),
-            prefix_match_ratio: Histogram::new(linear_buckets(0.0, 0.1, 11)),
+            scorer_scores: Family::new_with_constructor(fraction_histogram),
+            winner_scorer_share: Family::new_with_constructor(fraction_histogram),
+            prefix_match_ratio: fraction_histogram(),
             pd_decisions: Family::default(),
             no_endpoint: Counter::default(),
             shed: Counter::default(),
@@ -138,6 +145,11 @@ impl Telemetry {
             "scorer_score",
             "Unweighted score of the chosen endpoint, per scorer and profile",
             t.scorer_scores.clone(),
+        );
+        registry.register(
+            "winner_scorer_share",
+            "Share of the chosen endpoint's total score each scorer contributed (weight x score / total), per scorer and profile",
+            t.winner_scorer_share.clone(),
         );
         registry.register(
             "prefix_match_ratio",

@@ -402,3 +402,89 @@ async fn ttft_and_inter_token_latency_are_measured_on_the_ext_proc_path() {
         1
     );
 }
+
+/// The headers an answer to the response's headers sets, as (name, value).
+fn response_set_headers(response: &ProcessingResponse) -> Vec<(String, String)> {
+    let Some(processing_response::Response::ResponseHeaders(h)) = &response.response else {
+        panic!("a response-headers answer: {response:?}");
+    };
+    h.response
+        .as_ref()
+        .and_then(|r| r.header_mutation.as_ref())
+        .map(|m| {
+            m.set_headers
+                .iter()
+                .filter_map(|o| o.header.as_ref())
+                .map(|h| {
+                    (
+                        h.key.clone(),
+                        String::from_utf8_lossy(&h.raw_value).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_explanation_asked_for_rides_on_the_response_headers() {
+    let epp = tokio::task::spawn_blocking(|| {
+        Epp::start(
+            "127.0.0.1:9=prefill,127.0.0.1:10=decode,127.0.0.1:11=decode",
+            Some(&pd_config(16)),
+        )
+    })
+    .await
+    .expect("epp");
+    let prompt = "word ".repeat(200);
+    let body = format!(r#"{{"model":"m","prompt":"{prompt}"}}"#);
+    let out = exchange(
+        epp.grpc,
+        vec![
+            headers_msg_with("/v1/completions", &[("x-llmd-explain", "true")]),
+            body_msg(&body),
+            response_headers_msg(),
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(out.len(), 3, "{out:?}");
+    let decode = set_headers(&out[0])
+        .into_iter()
+        .find(|(k, _)| k == "x-gateway-destination-endpoint")
+        .map(|(_, v)| v)
+        .expect("destination");
+    let explained = response_set_headers(&out[2]);
+    let json = explained
+        .iter()
+        .find(|(k, _)| k == "x-llmd-explain")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("x-llmd-explain in {explained:?}"));
+    assert!(json.len() <= 4096 && !json.contains('\n'));
+    let v: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    assert_eq!(v["decode"]["endpoint"], decode.as_str());
+    let other = if decode == "127.0.0.1:10" {
+        "127.0.0.1:11"
+    } else {
+        "127.0.0.1:10"
+    };
+    assert_eq!(v["decodeCandidates"][0]["endpoint"], other);
+    assert!(v["decode"]["scores"]["prefix-cache-scorer"]["weight"].is_number());
+    assert_eq!(v["prefill"]["endpoint"], "127.0.0.1:9");
+    assert_eq!(v["pd"]["threshold"], 16);
+    assert_eq!(v["pd"]["disaggregated"], true);
+    assert!(v["pd"]["uncachedTokens"].as_u64() >= Some(16));
+
+    // Not asked for: the response headers pass untouched.
+    let out = exchange(
+        epp.grpc,
+        vec![
+            headers_msg("/v1/completions"),
+            body_msg(&body),
+            response_headers_msg(),
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(response_set_headers(&out[2]), vec![]);
+}

@@ -61,6 +61,64 @@ fn requests_sharing_a_prefix_go_to_the_endpoint_that_holds_it() {
     assert!(metrics.contains("llmd_epp_prefix_match_ratio_bucket"));
 }
 
+#[test]
+fn an_explanation_asked_for_comes_back_in_a_response_header() {
+    let bin = sim_bin();
+    let prefill = Sim::start(&bin, &["--kv-cache-transfer-latency", "1ms"]);
+    let decoders: Vec<Sim> = (0..2)
+        .map(|_| Sim::start(&bin, &["--kv-cache-transfer-latency", "1ms"]))
+        .collect();
+    let epp = Epp::start(
+        &format!(
+            "{}=prefill,{}=decode,{}=decode",
+            prefill.address(),
+            decoders[0].address(),
+            decoders[1].address()
+        ),
+        Some(&pd_config(32)),
+    );
+    let request = || {
+        http()
+            .post(epp.url("/v1/completions"))
+            .json(&json!({"model": "test-model", "prompt": tenant_prompt(3, 1), "max_tokens": 3, "stream": true}))
+    };
+    let r = request()
+        .header("x-llmd-explain", "true")
+        .send()
+        .expect("proxy answers");
+    assert!(r.status().is_success(), "status {}", r.status());
+    let json = header(&r, "x-llmd-explain");
+    assert!(json.len() <= 4096 && !json.contains('\n'), "{json}");
+    let v: Value = serde_json::from_str(&json).expect("valid JSON");
+    let decode = header(&r, "x-gateway-destination-endpoint");
+    assert_eq!(v["decode"]["endpoint"], decode.as_str());
+    let candidates = v["decodeCandidates"].as_array().expect("candidates");
+    assert_eq!(candidates.len(), 1, "the other decoder: {json}");
+    assert_ne!(candidates[0]["endpoint"], decode.as_str());
+    assert_eq!(
+        v["decode"]["scores"]["queue-scorer"]["weight"],
+        json!(2.0),
+        "{json}"
+    );
+    assert_eq!(v["prefill"]["endpoint"], prefill.address().as_str());
+    assert_eq!(v["pd"]["threshold"], 32);
+    assert_eq!(v["pd"]["disaggregated"], true);
+    assert!(r.text().expect("stream").contains("[DONE]"));
+
+    // The same request again: aggregated now, and no explanation unless asked.
+    let r = request().send().expect("proxy answers");
+    assert!(r.status().is_success());
+    assert!(r.headers().get("x-llmd-explain").is_none());
+    let r = request()
+        .header("x-llmd-explain", "true")
+        .send()
+        .expect("proxy answers");
+    let v: Value = serde_json::from_str(&header(&r, "x-llmd-explain")).expect("valid JSON");
+    assert_eq!(v["pd"]["disaggregated"], false, "{v}");
+    assert!(v.get("prefill").is_none());
+    assert_eq!(v["decode"]["prefixMatch"], json!(1.0), "{v}");
+}
+
 fn prefill_count(sim: &Sim) -> f64 {
     let text = http()
         .get(format!("http://{}/metrics", sim.address()))

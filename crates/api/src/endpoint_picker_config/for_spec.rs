@@ -12,7 +12,18 @@ use crate::{LLMDeploymentSpec, RouterSpec, ScorerWeights};
 /// How many leading prompt blocks the prefix index matches.
 const MAX_PREFIX_BLOCKS_TO_MATCH: u64 = 2048;
 
-fn plugin(plugin_type: &str, parameters: Option<serde_json::Value>) -> PluginSpec {
+/// The prefix-cache-scorer's parameters for a router: they size the prefix index,
+/// whichever plugins read it.
+pub(super) fn prefix_cache_parameters(router: &RouterSpec) -> serde_json::Value {
+    let prefix = &router.prefix_cache;
+    json!({
+        "blockSizeTokens": prefix.block_size_tokens,
+        "maxPrefixBlocksToMatch": MAX_PREFIX_BLOCKS_TO_MATCH,
+        "lruCapacityPerServer": prefix.lru_capacity_per_server,
+    })
+}
+
+pub(super) fn plugin(plugin_type: &str, parameters: Option<serde_json::Value>) -> PluginSpec {
     PluginSpec {
         plugin_type: plugin_type.to_string(),
         name: None,
@@ -20,11 +31,15 @@ fn plugin(plugin_type: &str, parameters: Option<serde_json::Value>) -> PluginSpe
     }
 }
 
-fn profile(name: &str, filter: &str, scorers: &[(&str, f64)]) -> SchedulingProfile {
-    let mut plugins = vec![ProfilePlugin {
-        plugin_ref: filter.to_string(),
-        weight: None,
-    }];
+/// A profile: `filters` in order, the weighted `scorers`, the max-score picker.
+pub(super) fn profile(name: &str, filters: &[&str], scorers: &[(&str, f64)]) -> SchedulingProfile {
+    let mut plugins: Vec<ProfilePlugin> = filters
+        .iter()
+        .map(|filter| ProfilePlugin {
+            plugin_ref: filter.to_string(),
+            weight: None,
+        })
+        .collect();
     plugins.extend(scorers.iter().map(|(scorer, weight)| ProfilePlugin {
         plugin_ref: scorer.to_string(),
         weight: Some(*weight),
@@ -57,23 +72,17 @@ impl EndpointPickerConfig {
             .into_iter()
             .map(|(scorer, weight)| (scorer.plugin_type(), weight))
             .collect();
-        let prefix = &router.prefix_cache;
         let mut plugins: Vec<PluginSpec> = scorers
             .iter()
             .map(|(scorer, _)| {
-                let parameters = (*scorer == plugin::PREFIX_CACHE_SCORER).then(|| {
-                    json!({
-                        "blockSizeTokens": prefix.block_size_tokens,
-                        "maxPrefixBlocksToMatch": MAX_PREFIX_BLOCKS_TO_MATCH,
-                        "lruCapacityPerServer": prefix.lru_capacity_per_server,
-                    })
-                });
+                let parameters = (*scorer == plugin::PREFIX_CACHE_SCORER)
+                    .then(|| prefix_cache_parameters(router));
                 plugin(scorer, parameters)
             })
             .collect();
         plugins.push(plugin(plugin::DECODE_FILTER, None));
         plugins.push(plugin(plugin::MAX_SCORE_PICKER, None));
-        let mut profiles = vec![profile(profile::DECODE, plugin::DECODE_FILTER, &scorers)];
+        let mut profiles = vec![profile(profile::DECODE, &[plugin::DECODE_FILTER], &scorers)];
         if disaggregated {
             plugins.push(plugin(plugin::PREFILL_FILTER, None));
             plugins.push(plugin(plugin::DISAGG_PROFILE_HANDLER, None));
@@ -81,7 +90,11 @@ impl EndpointPickerConfig {
                 plugin::PD_DECIDER,
                 Some(json!({"nonCachedTokens": router.disaggregation.non_cached_tokens})),
             ));
-            profiles.push(profile(profile::PREFILL, plugin::PREFILL_FILTER, &scorers));
+            profiles.push(profile(
+                profile::PREFILL,
+                &[plugin::PREFILL_FILTER],
+                &scorers,
+            ));
         } else {
             plugins.push(plugin(plugin::SINGLE_PROFILE_HANDLER, None));
         }

@@ -18,6 +18,7 @@
 //!     weight: 3
 //! ```
 
+mod affinity_gate;
 mod for_spec;
 mod plugins;
 mod scheduler_config;
@@ -27,9 +28,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use plugins::{PluginKind, RoleFilter, Scorer, plugin, profile};
+pub use plugins::{FilterKind, PluginKind, RoleFilter, Scorer, plugin, profile};
 pub use scheduler_config::{
-    ConfigError, DEFAULT_CONFIG, PrefixParams, Profile, SchedulerConfig, WeightedScorer,
+    AffinityGate, ConfigError, DEFAULT_CONFIG, Filter, PrefixParams, Profile, SchedulerConfig,
+    WeightedScorer,
 };
 
 pub const API_VERSION: &str = "llm-d.ai/v1alpha1";

@@ -17,6 +17,7 @@ pub mod plugin {
     pub const SESSION_AFFINITY_SCORER: &str = "session-affinity-scorer";
     pub const DECODE_FILTER: &str = "decode-filter";
     pub const PREFILL_FILTER: &str = "prefill-filter";
+    pub const PREFIX_CACHE_AFFINITY_FILTER: &str = "prefix-cache-affinity-filter";
     pub const MAX_SCORE_PICKER: &str = "max-score-picker";
     pub const DISAGG_PROFILE_HANDLER: &str = "disagg-profile-handler";
     pub const SINGLE_PROFILE_HANDLER: &str = "single-profile-handler";
@@ -88,11 +89,30 @@ impl RoleFilter {
     }
 }
 
+/// The filter plugin types. A filter's parameters, when it takes any, are read into
+/// its validated form, [`Filter`](super::Filter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterKind {
+    Role(RoleFilter),
+    /// prefix-cache-affinity-filter: keeps only the endpoints that hold most of the
+    /// prompt and are not overloaded, when there are any.
+    PrefixCacheAffinity,
+}
+
+impl FilterKind {
+    pub fn from_plugin_type(t: &str) -> Option<FilterKind> {
+        if let Some(role) = RoleFilter::from_plugin_type(t) {
+            return Some(FilterKind::Role(role));
+        }
+        (t == plugin::PREFIX_CACHE_AFFINITY_FILTER).then_some(FilterKind::PrefixCacheAffinity)
+    }
+}
+
 /// What one plugin type is.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PluginKind {
     Scorer(Scorer),
-    Filter(RoleFilter),
+    Filter(FilterKind),
     Picker,
     ProfileHandler { disagg: bool },
     PdDecider,
@@ -104,7 +124,7 @@ impl PluginKind {
         if let Some(s) = Scorer::from_plugin_type(plugin_type) {
             return Some(PluginKind::Scorer(s));
         }
-        if let Some(f) = RoleFilter::from_plugin_type(plugin_type) {
+        if let Some(f) = FilterKind::from_plugin_type(plugin_type) {
             return Some(PluginKind::Filter(f));
         }
         match plugin_type {
@@ -125,6 +145,15 @@ pub(crate) struct PrefixCacheParameters {
     pub block_size_tokens: Option<u64>,
     pub max_prefix_blocks_to_match: Option<u64>,
     pub lru_capacity_per_server: Option<u64>,
+}
+
+/// Parameters of the prefix-cache-affinity-filter. Unknown fields are refused, so a
+/// misspelt threshold is an error rather than a silent default.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PrefixCacheAffinityParameters {
+    pub affinity_threshold: Option<f64>,
+    pub max_waiting_requests: Option<u64>,
 }
 
 /// Parameters of the prefix-based-pd-decider.
@@ -197,7 +226,11 @@ mod tests {
         assert_eq!(Scorer::from_plugin_type("decode-filter"), None);
         assert_eq!(
             PluginKind::of("prefill-filter"),
-            Some(PluginKind::Filter(RoleFilter::Prefill))
+            Some(PluginKind::Filter(FilterKind::Role(RoleFilter::Prefill)))
+        );
+        assert_eq!(
+            PluginKind::of("prefix-cache-affinity-filter"),
+            Some(PluginKind::Filter(FilterKind::PrefixCacheAffinity))
         );
         assert_eq!(PluginKind::of("no-such-plugin"), None);
     }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Deserialize;
 
 use super::plugins::{
-    DisaggHandlerParameters, PdDeciderParameters, PluginKind, PrefixCacheParameters, RoleFilter,
-    Scorer, profile,
+    DisaggHandlerParameters, FilterKind, PdDeciderParameters, PluginKind,
+    PrefixCacheAffinityParameters, PrefixCacheParameters, RoleFilter, Scorer, profile,
 };
 use super::{API_VERSION, EndpointPickerConfig, KIND, LEGACY_API_VERSION, PluginSpec};
 
@@ -20,11 +20,51 @@ pub struct WeightedScorer {
     pub weight: f64,
 }
 
+/// A filter of one profile, with its parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Filter {
+    /// decode-filter or prefill-filter.
+    Role(RoleFilter),
+    /// prefix-cache-affinity-filter.
+    PrefixCacheAffinity(AffinityGate),
+}
+
+/// The prefix-cache-affinity-filter's parameters. The gate is closed (only the
+/// endpoints it keeps go on to the scorers) when at least one candidate holds at
+/// least `affinity_threshold` of the prompt's blocks and has fewer than
+/// `max_waiting_requests` waiting; otherwise it is open and every candidate goes on,
+/// so load spreading decides.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AffinityGate {
+    /// Least prefix-match fraction (matched blocks / prompt blocks), in (0, 1].
+    pub affinity_threshold: f64,
+    /// Waiting requests (scraped + sent since the scrape) at which an endpoint is
+    /// no longer kept, however much of the prompt it holds; at least 1.
+    pub max_waiting_requests: u64,
+}
+
+impl AffinityGate {
+    pub const DEFAULT_AFFINITY_THRESHOLD: f64 = 0.8;
+    pub const DEFAULT_MAX_WAITING_REQUESTS: u64 = 8;
+    /// Upper bound of `maxWaitingRequests`: far beyond any engine's queue.
+    const MAX_WAITING_REQUESTS_LIMIT: u64 = 1_000_000;
+}
+
+impl Default for AffinityGate {
+    fn default() -> Self {
+        AffinityGate {
+            affinity_threshold: AffinityGate::DEFAULT_AFFINITY_THRESHOLD,
+            max_waiting_requests: AffinityGate::DEFAULT_MAX_WAITING_REQUESTS,
+        }
+    }
+}
+
 /// One scheduling profile, ready to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
     pub name: String,
-    pub filters: Vec<RoleFilter>,
+    /// Applied in order, each to what the previous ones kept.
+    pub filters: Vec<Filter>,
     pub scorers: Vec<WeightedScorer>,
 }
 
@@ -88,6 +128,15 @@ pub enum ConfigError {
     DisaggProfiles,
     #[error("prefix-cache scorers disagree on blockSizeTokens")]
     ConflictingPrefixParams,
+    #[error(
+        "profile {profile:?}: role filter {role:?} must come before {gate:?}, which keeps \
+         endpoints by comparing them with the candidates it is given"
+    )]
+    RoleFilterAfterGate {
+        profile: String,
+        role: String,
+        gate: String,
+    },
 }
 
 fn params<T: for<'de> Deserialize<'de>>(p: &PluginSpec) -> Result<Option<T>, ConfigError> {
@@ -113,6 +162,38 @@ fn bounded(plugin: &str, field: &str, v: u64, min: u64, max: u64) -> Result<usiz
             reason: format!("{field} must be in {min}..={max}, got {v}"),
         })
     }
+}
+
+/// The prefix-cache-affinity-filter's parameters, defaults filled in and checked.
+fn affinity_gate(p: &PluginSpec) -> Result<AffinityGate, ConfigError> {
+    let name = p.instance_name();
+    let parsed = params::<PrefixCacheAffinityParameters>(p)?.unwrap_or_default();
+    let threshold = parsed
+        .affinity_threshold
+        .unwrap_or(AffinityGate::DEFAULT_AFFINITY_THRESHOLD);
+    // NaN fails the range check too.
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        return Err(ConfigError::Parameters {
+            plugin: name.to_string(),
+            reason: format!(
+                "affinityThreshold must be a fraction of the prompt in (0, 1], got {threshold}"
+            ),
+        });
+    }
+    let max_waiting = parsed
+        .max_waiting_requests
+        .unwrap_or(AffinityGate::DEFAULT_MAX_WAITING_REQUESTS);
+    bounded(
+        name,
+        "maxWaitingRequests",
+        max_waiting,
+        1,
+        AffinityGate::MAX_WAITING_REQUESTS_LIMIT,
+    )?;
+    Ok(AffinityGate {
+        affinity_threshold: threshold,
+        max_waiting_requests: max_waiting,
+    })
 }
 
 /// The default config text (prefix-cache 3, queue 2, kv-cache-utilization 2), the
@@ -164,6 +245,7 @@ impl EndpointPickerConfig {
             return Err(ConfigError::Kind(api.kind.clone()));
         }
         let mut roles: HashMap<&str, PluginKind> = HashMap::new();
+        let mut filters: HashMap<&str, Filter> = HashMap::new();
         let mut prefix: Option<PrefixParams> = None;
         let mut disagg = false;
         let mut non_cached_tokens: Option<usize> = None;
@@ -175,6 +257,12 @@ impl EndpointPickerConfig {
                 return Err(ConfigError::DuplicatePlugin(name.to_string()));
             }
             match role {
+                PluginKind::Filter(FilterKind::Role(f)) => {
+                    filters.insert(name, Filter::Role(f));
+                }
+                PluginKind::Filter(FilterKind::PrefixCacheAffinity) => {
+                    filters.insert(name, Filter::PrefixCacheAffinity(affinity_gate(p)?));
+                }
                 PluginKind::Scorer(Scorer::PrefixCache) => {
                     let d = PrefixParams::default();
                     let parsed = params::<PrefixCacheParameters>(p)?;
@@ -241,6 +329,7 @@ impl EndpointPickerConfig {
                 filters: Vec::new(),
                 scorers: Vec::new(),
             };
+            let mut gate: Option<&str> = None;
             for r in &sp.plugins {
                 let role =
                     roles
@@ -270,7 +359,24 @@ impl EndpointPickerConfig {
                             plugin: r.plugin_ref.clone(),
                         });
                     }
-                    PluginKind::Filter(f) => prof.filters.push(f),
+                    PluginKind::Filter(_) => {
+                        // Every filter plugin was read into `filters` above.
+                        let Some(filter) = filters.get(r.plugin_ref.as_str()) else {
+                            continue;
+                        };
+                        match (filter, gate) {
+                            (Filter::Role(_), Some(gate)) => {
+                                return Err(ConfigError::RoleFilterAfterGate {
+                                    profile: sp.name.clone(),
+                                    role: r.plugin_ref.clone(),
+                                    gate: gate.to_string(),
+                                });
+                            }
+                            (Filter::PrefixCacheAffinity(_), _) => gate = Some(&r.plugin_ref),
+                            (Filter::Role(_), None) => {}
+                        }
+                        prof.filters.push(*filter);
+                    }
                     _ => {}
                 }
             }
@@ -356,10 +462,10 @@ schedulingProfiles:
     #[test]
     fn reads_a_pd_config() {
         let c = SchedulerConfig::from_yaml(PD).expect("valid");
-        assert_eq!(c.decode.filters, vec![RoleFilter::Decode]);
+        assert_eq!(c.decode.filters, vec![Filter::Role(RoleFilter::Decode)]);
         assert_eq!(
             c.prefill.as_ref().map(|p| p.filters.clone()),
-            Some(vec![RoleFilter::Prefill])
+            Some(vec![Filter::Role(RoleFilter::Prefill)])
         );
         assert_eq!(c.non_cached_tokens, 32);
         assert_eq!(
@@ -432,5 +538,91 @@ schedulingProfiles:
             ),
             Err(ConfigError::Parameters { .. })
         ));
+    }
+
+    /// The default config with a prefix-cache-affinity-filter after the decode-filter.
+    fn gated(parameters: &str) -> String {
+        DEFAULT_CONFIG
+            .replace(
+                "- type: decode-filter\n",
+                &format!(
+                    "- type: decode-filter\n- type: prefix-cache-affinity-filter\n{parameters}"
+                ),
+            )
+            .replace(
+                "  - pluginRef: decode-filter\n",
+                "  - pluginRef: decode-filter\n  - pluginRef: prefix-cache-affinity-filter\n",
+            )
+    }
+
+    #[test]
+    fn reads_the_affinity_gate_with_its_defaults_and_parameters() {
+        let c = SchedulerConfig::from_yaml(&gated("")).expect("valid");
+        assert_eq!(
+            c.decode.filters,
+            vec![
+                Filter::Role(RoleFilter::Decode),
+                Filter::PrefixCacheAffinity(AffinityGate {
+                    affinity_threshold: 0.8,
+                    max_waiting_requests: 8
+                })
+            ]
+        );
+        let c = SchedulerConfig::from_yaml(&gated(
+            "  parameters: {affinityThreshold: 0.5, maxWaitingRequests: 3}\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.decode.filters[1],
+            Filter::PrefixCacheAffinity(AffinityGate {
+                affinity_threshold: 0.5,
+                max_waiting_requests: 3
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_affinity_gate_parameters_with_a_reason() {
+        let refused = |parameters: &str| match SchedulerConfig::from_yaml(&gated(&format!(
+            "  parameters: {parameters}\n"
+        ))) {
+            Err(ConfigError::Parameters { plugin, reason }) => {
+                assert_eq!(plugin, "prefix-cache-affinity-filter");
+                reason
+            }
+            other => panic!("{parameters}: {other:?}"),
+        };
+        for threshold in ["0", "-0.1", "1.5"] {
+            let reason = refused(&format!("{{affinityThreshold: {threshold}}}"));
+            assert!(
+                reason.starts_with("affinityThreshold must be a fraction of the prompt in (0, 1]"),
+                "{reason}"
+            );
+        }
+        assert_eq!(
+            refused("{maxWaitingRequests: 0}"),
+            "maxWaitingRequests must be in 1..=1000000, got 0"
+        );
+        assert!(refused("{maxWaitingRequests: -1}").contains("invalid value"));
+        assert!(refused("{affinityTreshold: 0.5}").contains("unknown field `affinityTreshold`"));
+        assert!(
+            SchedulerConfig::from_yaml(&gated("  parameters: {affinityThreshold: 1}\n")).is_ok()
+        );
+    }
+
+    #[test]
+    fn refuses_a_role_filter_after_the_affinity_gate() {
+        let text = gated("").replace(
+            "  - pluginRef: decode-filter\n  - pluginRef: prefix-cache-affinity-filter\n",
+            "  - pluginRef: prefix-cache-affinity-filter\n  - pluginRef: decode-filter\n",
+        );
+        assert_eq!(
+            SchedulerConfig::from_yaml(&text),
+            Err(ConfigError::RoleFilterAfterGate {
+                profile: "default".into(),
+                role: "decode-filter".into(),
+                gate: "prefix-cache-affinity-filter".into(),
+            })
+        );
     }
 }

@@ -44,12 +44,14 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<InferenceRequest, RouteError>
 }
 
 /// Picks endpoints for `request` (`None` when there is no body to route on, e.g. a
-/// GET through the gateway), never `exclude`.
+/// GET through the gateway), never `exclude`; with `explain`, the routing carries
+/// the `x-llmd-explain` JSON.
 pub fn pick(
     picker: &EndpointPicker,
     request: Option<&InferenceRequest>,
     session_token: Option<&str>,
     exclude: Option<&str>,
+    explain: bool,
 ) -> Result<Routing, RouteError> {
     let (model, prompt) = request.map_or(("", ""), |r| (r.model.as_str(), r.prompt.as_str()));
     if !model.is_empty() && !picker.registry.serves_model(model) {
@@ -61,6 +63,7 @@ pub fn pick(
             prompt,
             session_token,
             exclude,
+            explain,
         })
         .ok_or(RouteError::NoEndpoint)
 }

@@ -51,3 +51,15 @@ pub struct RequestFeatures {
     /// Endpoint named by the `x-session-token` header, if any.
     pub session_endpoint: Option<String>,
 }
+
+impl RequestFeatures {
+    /// The fraction of the prompt's blocks `matched_blocks` covers, in [0, 1]; 0 for
+    /// a prompt shorter than one block (nothing to match).
+    pub fn prefix_match(&self, matched_blocks: usize) -> f64 {
+        if self.prompt_blocks == 0 {
+            0.0
+        } else {
+            (matched_blocks as f64 / self.prompt_blocks as f64).clamp(0.0, 1.0)
+        }
+    }
+}

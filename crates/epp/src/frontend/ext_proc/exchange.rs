@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    BodyMutation, BodyResponse, CommonResponse, HeadersResponse, ProcessingRequest,
+    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, ProcessingRequest,
     ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation, processing_request,
     processing_response,
 };
@@ -22,6 +22,7 @@ use crate::frontend::latency::{Frontend, LatencyClock};
 use crate::frontend::request::ApiKind;
 use crate::frontend::route;
 use crate::pool::endpoint::InFlightGuard;
+use crate::scheduling::explain;
 
 /// One HTTP request's ext-proc conversation.
 pub(super) struct Exchange {
@@ -40,6 +41,8 @@ pub(super) struct Exchange {
     /// The body to send on instead of the client's (its kv_transfer_params dropped).
     replacement_body: Option<Vec<u8>>,
     guard: Option<InFlightGuard>,
+    /// The `x-llmd-explain` JSON, added to the response headers when they pass.
+    explanation: Option<String>,
 }
 
 impl Exchange {
@@ -60,6 +63,7 @@ impl Exchange {
             body: Vec::new(),
             replacement_body: None,
             guard: None,
+            explanation: None,
         }
     }
 
@@ -143,7 +147,7 @@ impl Exchange {
                 if h.end_of_stream {
                     self.finish();
                 }
-                vec![respond(P::ResponseHeaders(HeadersResponse::default()))]
+                vec![respond(P::ResponseHeaders(self.response_headers()))]
             }
             Some(R::ResponseBody(b)) => {
                 self.response_chunk(&b.body);
@@ -174,6 +178,22 @@ impl Exchange {
                 vec![respond(P::ResponseTrailers(TrailersResponse::default()))]
             }
             None => vec![],
+        }
+    }
+
+    /// The answer to the response's headers: the explanation, when one was asked for.
+    fn response_headers(&mut self) -> HeadersResponse {
+        let Some(json) = self.explanation.take() else {
+            return HeadersResponse::default();
+        };
+        HeadersResponse {
+            response: Some(CommonResponse {
+                header_mutation: Some(HeaderMutation {
+                    set_headers: vec![set_header(header::EXPLAIN, &json)],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
         }
     }
 
@@ -209,10 +229,12 @@ impl Exchange {
             }
         };
         let session = self.headers.get(header::SESSION).map(String::as_str);
-        let routing = match route::pick(&self.picker, parsed.as_ref(), session, None) {
+        let explain = explain::asked(self.headers.get(header::EXPLAIN).map(String::as_str));
+        let mut routing = match route::pick(&self.picker, parsed.as_ref(), session, None, explain) {
             Ok(r) => r,
             Err(e) => return refuse(&e),
         };
+        self.explanation = routing.explanation.take();
         self.guard = Some(InFlightGuard::new(routing.decode.clone()));
         self.clock = Some(LatencyClock::start(
             self.picker.telemetry.clone(),

@@ -26,6 +26,7 @@ use crate::frontend::admission::{self, Admission, Admitted};
 use crate::frontend::request::ApiKind;
 use crate::frontend::route;
 use crate::pool::endpoint::InFlightGuard;
+use crate::scheduling::explain;
 use crate::telemetry::ProxyLabels;
 
 /// Shared state of the proxy.
@@ -141,10 +142,13 @@ async fn route(
         );
     }
     let session = header_value(headers, header::SESSION);
-    let pick = |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude);
+    let explain = explain::asked(header_value(headers, header::EXPLAIN));
+    let pick =
+        |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude, explain);
     let routing = pick(None)?;
     let prefill = routing.prefill;
     let mut decode = routing.decode;
+    let mut explanation = routing.explanation;
 
     let passed = match &prefill {
         Some(_) => forward::pd_leg_headers(
@@ -182,6 +186,7 @@ async fn route(
             tracing::warn!(endpoint = %decode.endpoint.address, error = %e, "decode endpoint refused; re-picking");
             let retry = pick(Some(&decode.endpoint.address))?;
             decode = retry.decode;
+            explanation = retry.explanation;
             decode_guard = InFlightGuard::new(decode.clone());
             forward::send(s, &decode.endpoint.address, kind, decode_body, &passed).await?
         }
@@ -196,6 +201,9 @@ async fn route(
         prefill.as_ref().map(|p| &*p.endpoint.address),
     );
     announced.push((header::SESSION, &session_token));
+    if let Some(json) = &explanation {
+        announced.push((header::EXPLAIN, json));
+    }
     let h = response.headers_mut();
     for (name, value) in announced {
         if let Ok(v) = HeaderValue::from_str(value) {

@@ -6,13 +6,7 @@ use crate::scheduling::candidate::{Candidate, RequestFeatures};
 pub fn score(candidates: &[&Candidate], request: &RequestFeatures) -> Vec<f64> {
     candidates
         .iter()
-        .map(|c| {
-            if request.prompt_blocks == 0 {
-                0.0
-            } else {
-                (c.matched_blocks as f64 / request.prompt_blocks as f64).clamp(0.0, 1.0)
-            }
-        })
+        .map(|c| request.prefix_match(c.matched_blocks))
         .collect()
 }
 
