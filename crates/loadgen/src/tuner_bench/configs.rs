@@ -16,6 +16,8 @@ pub enum Config {
         label: &'static str,
         weights: ScorerWeights,
     },
+    /// llm-d's newer default: a prefix-affinity gate, then load spreading.
+    AffinityGate,
 }
 
 impl Config {
@@ -23,14 +25,18 @@ impl Config {
         match self {
             Config::Tuned => "tuned".into(),
             Config::Fixed { label, .. } => format!("fixed:{label}"),
+            Config::AffinityGate => "fixed:affinity-gate".into(),
         }
     }
 
-    /// The weights the run starts with.
-    pub fn weights(&self) -> ScorerWeights {
+    /// The config file the run starts with.
+    pub fn initial(&self, fleet: &Fleet) -> String {
         match self {
-            Config::Tuned => ScorerWeights::default(),
-            Config::Fixed { weights, .. } => weights.clone(),
+            Config::Tuned => render(fleet, &ScorerWeights::default()),
+            Config::Fixed { weights, .. } => render(fleet, weights),
+            Config::AffinityGate => {
+                EndpointPickerConfig::affinity_gate(&router(fleet), false).to_yaml()
+            }
         }
     }
 }
@@ -65,6 +71,7 @@ pub fn all() -> Vec<Config> {
             label: "1/1/1",
             weights: weights(1.0, 1.0, 1.0),
         },
+        Config::AffinityGate,
     ]
 }
 

@@ -200,11 +200,8 @@ pub async fn run_once(
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let config_path = dir.join("config.yaml");
-    std::fs::write(
-        &config_path,
-        configs::render(&workload.fleet, &config.weights()),
-    )
-    .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    std::fs::write(&config_path, config.initial(&workload.fleet))
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let epp = start_epp(bins.epp, &endpoints, &config_path, &client).await?;
     // Let the first scrapes land so the first picks see load.
     tokio::time::sleep(Duration::from_millis(300)).await;
