@@ -25,3 +25,16 @@ bench: tools ## routing benchmark on a fleet of llm-d-inference-sim, then the pi
 .PHONY: bench-pick
 bench-pick: ## time one scheduling decision over 8..256 endpoints (criterion)
 	$(CARGO) bench -p llmd-epp --bench pick
+
+# The shipped phased workloads; WORKLOAD=path.yaml runs one of yours instead.
+BENCH_TUNER_WORKLOADS := $(wildcard crates/loadgen/workloads/steady-hot-tenants.yaml crates/loadgen/workloads/tenant-churn.yaml crates/loadgen/workloads/long-prompt-surge.yaml)
+REPEATS ?= 3
+
+.PHONY: bench-tuner
+bench-tuner: tools ## the tuner vs fixed weightings on phased workloads: [WORKLOAD=path.yaml] [OUT=result.json] [REPEATS=3]
+	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
+	@set -e; for w in $(or $(WORKLOAD),$(BENCH_TUNER_WORKLOADS)); do \
+	  out="$(or $(OUT),$(TARGET_DIR)/bench-tuner/$$(basename $$w .yaml).json)"; mkdir -p "$$(dirname "$$out")"; \
+	  LLMD_SIM_BIN="$(BENCH_SIM_BIN)" $(BENCH_RELEASE)/llmd-bench-tuner --epp-bin $(BENCH_RELEASE)/llmd-epp \
+	    --workload "$$w" --out "$$out" --repeats $(REPEATS); \
+	  echo "result: $$out"; done
