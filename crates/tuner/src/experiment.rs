@@ -505,13 +505,7 @@ mod tests {
     use super::*;
 
     fn w(prefix: f64, queue: f64, kv: f64) -> ScorerWeights {
-        ScorerWeights {
-            prefix_cache: prefix,
-            queue,
-            kv_cache_utilization: kv,
-            active_requests: 0.0,
-            session_affinity: 0.0,
-        }
+        ScorerWeights::of(prefix, queue, kv)
     }
 
     /// `n` requests in one second, all with TTFT `mean` (buckets 10% apart).

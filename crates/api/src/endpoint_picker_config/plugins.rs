@@ -171,6 +171,17 @@ pub(crate) struct DisaggHandlerParameters {
 }
 
 impl ScorerWeights {
+    /// Prefix-cache, queue and KV-cache-utilization weights, the others off.
+    pub fn of(prefix_cache: f64, queue: f64, kv_cache_utilization: f64) -> ScorerWeights {
+        ScorerWeights {
+            prefix_cache,
+            queue,
+            kv_cache_utilization,
+            active_requests: 0.0,
+            session_affinity: 0.0,
+        }
+    }
+
     /// The weight of one scorer.
     pub fn get(&self, scorer: Scorer) -> f64 {
         match scorer {

@@ -41,35 +41,25 @@ impl Config {
     }
 }
 
-fn weights(prefix: f64, queue: f64, kv: f64) -> ScorerWeights {
-    ScorerWeights {
-        prefix_cache: prefix,
-        queue,
-        kv_cache_utilization: kv,
-        active_requests: 0.0,
-        session_affinity: 0.0,
-    }
-}
-
 /// The tuned run and the fixed weightings it must beat.
 pub fn all() -> Vec<Config> {
     vec![
         Config::Tuned,
         Config::Fixed {
             label: "3/2/2",
-            weights: weights(3.0, 2.0, 2.0),
+            weights: ScorerWeights::of(3.0, 2.0, 2.0),
         },
         Config::Fixed {
             label: "prefix-only",
-            weights: weights(1.0, 0.0, 0.0),
+            weights: ScorerWeights::of(1.0, 0.0, 0.0),
         },
         Config::Fixed {
             label: "queue-only",
-            weights: weights(0.0, 1.0, 0.0),
+            weights: ScorerWeights::of(0.0, 1.0, 0.0),
         },
         Config::Fixed {
             label: "1/1/1",
-            weights: weights(1.0, 1.0, 1.0),
+            weights: ScorerWeights::of(1.0, 1.0, 1.0),
         },
         Config::AffinityGate,
     ]

@@ -19,14 +19,6 @@ use super::harness::*;
 
 const MODEL: &str = "test/model";
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
-
 /// An LLMDeployment running in its own live namespace with its own operator.
 struct LiveStack {
     ns: TestNamespace,
@@ -112,7 +104,7 @@ impl LiveStack {
             || {
                 let url = metrics.clone();
                 async move {
-                    let text = http().get(url).send().await.ok()?.text().await.ok()?;
+                    let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
                     (sum_metric(&text, "llmd_epp_endpoints") == want).then_some(())
                 }
             },
@@ -132,30 +124,8 @@ impl LiveStack {
     }
 }
 
-fn is_pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn pod_ip(pod: &Pod) -> String {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("pod IP")
-}
-
 fn pod_name(pod: &Pod) -> String {
     pod.metadata.name.clone().expect("pod name")
-}
-
-fn restart_count(pod: &Pod) -> i32 {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
-        .unwrap_or(0)
 }
 
 /// The sum of every sample of `name` (all label sets) in a Prometheus page.
@@ -172,7 +142,7 @@ fn sum_metric(text: &str, name: &str) -> f64 {
 /// A model server's own count of requests it completed.
 async fn served_count(pod: &Pod) -> f64 {
     let url = format!("http://{}:8000/metrics", pod_ip(pod));
-    let text = http()
+    let text = pod_http()
         .get(url)
         .send()
         .await
@@ -185,7 +155,7 @@ async fn served_count(pod: &Pod) -> f64 {
 
 /// A completion through the EPP pod's proxy.
 async fn complete(epp_ip: &str, prompt: &str, max_tokens: u32) -> reqwest::Response {
-    http()
+    pod_http()
         .post(format!("http://{epp_ip}:8080/v1/completions"))
         .header("content-type", "application/json")
         .body(json!({"model": MODEL, "prompt": prompt, "max_tokens": max_tokens}).to_string())
@@ -311,7 +281,7 @@ async fn a_long_prompt_is_prefilled_on_a_prefill_pod_and_decoded_on_a_decode_pod
 
 /// Streams a completion of `tokens` tokens; returns (status, serving pod, body).
 async fn stream(epp: String, prompt: String, tokens: u32) -> (u16, Option<String>, String) {
-    let response = http()
+    let response = pod_http()
         .post(format!("http://{epp}:8080/v1/completions"))
         .header("content-type", "application/json")
         .body(
@@ -428,7 +398,7 @@ async fn a_killed_model_server_is_routed_around_and_comes_back() {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
-                    let r = http()
+                    let r = pod_http()
                     .post(format!("http://{epp}:8080/v1/completions"))
                     .header("content-type", "application/json")
         .body(json!({"model": MODEL, "prompt": format!("steady {i}"), "max_tokens": 2}).to_string())
@@ -453,7 +423,7 @@ async fn a_killed_model_server_is_routed_around_and_comes_back() {
     let endpoints = || {
         let url = metrics.clone();
         async move {
-            let text = http().get(url).send().await.ok()?.text().await.ok()?;
+            let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
             Some(sum_metric(&text, "llmd_epp_endpoints"))
         }
     };
@@ -524,7 +494,7 @@ async fn a_killed_model_server_is_routed_around_and_comes_back() {
 
 /// The weights in force on the EPP pod, decode profile, by scorer.
 async fn weights_in_force(epp: &str) -> Option<(BTreeMap<String, f64>, String)> {
-    let text = http()
+    let text = pod_http()
         .get(format!("http://{epp}:9090/metrics"))
         .send()
         .await
@@ -641,4 +611,99 @@ async fn the_tuner_retunes_under_a_skewed_load_and_the_epp_runs_its_weights_at_o
     assert_ne!(in_force, spec_weights, "retuned");
     let epp_now = stack.pods.get(&pod_name(&epp_pod)).await.expect("EPP pod");
     assert_eq!(restart_count(&epp_now), 0, "applied live, no restart");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn the_tuner_explains_its_verdicts_in_kubectl_describe_and_a_pick_is_explained_on_request() {
+    let stack = LiveStack::start(
+        "e2e-dp-explain",
+        "explained",
+        &manifest(
+            "explained",
+            0,
+            2,
+            "    autoTune:\n      enabled: true\n      interval: 5s\n",
+        ),
+    )
+    .await;
+    let epp = stack.epp_ip().await;
+
+    // One request explained on demand: the pick, its scores, the runners-up.
+    let explained = pod_http()
+        .post(format!("http://{epp}:8080/v1/completions"))
+        .header("content-type", "application/json")
+        .header("x-llmd-explain", "true")
+        .body(json!({"model": MODEL, "prompt": tenant_prompt(3, 0), "max_tokens": 2}).to_string())
+        .send()
+        .await
+        .expect("the EPP pod answers");
+    assert_eq!(explained.status(), 200);
+    let destination = header(&explained, "x-gateway-destination-endpoint").expect("destination");
+    let explanation: Value =
+        serde_json::from_str(&header(&explained, "x-llmd-explain").expect("x-llmd-explain"))
+            .expect("JSON");
+    assert_eq!(explanation["decode"]["endpoint"], json!(destination));
+    assert_eq!(
+        explanation["decode"]["scores"]["prefix-cache-scorer"]["weight"],
+        json!(3.0)
+    );
+    assert!(
+        explanation["decodeCandidates"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1),
+        "the other decode pod is the runner-up: {explanation}"
+    );
+
+    // Traffic, until an experiment ends: its verdict, in numbers, in kubectl describe.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|worker| {
+            let (stop, epp) = (stop.clone(), epp.clone());
+            tokio::spawn(async move {
+                let mut q = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = complete(&epp, &tenant_prompt(worker % 2, q), 8).await;
+                    q += 1;
+                }
+            })
+        })
+        .collect();
+    let verdict = wait_until(
+        Duration::from_secs(150),
+        "an experiment's verdict in status.routing.history",
+        || async {
+            let ld = stack.lds.get(stack.name).await.ok()?;
+            ld.status?.routing?.history.last().cloned()
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        let _ = l.await;
+    }
+    assert!(
+        verdict.reason.contains("TTFT mean") && verdict.reason.contains("requests"),
+        "{verdict:?}"
+    );
+    let described = kubectl_ok(&["describe", "llmd", stack.name, "-n", &stack.ns.name]);
+    assert!(
+        described.contains(&verdict.reason),
+        "kubectl describe shows the verdict {:?}:\n{described}",
+        verdict.reason
+    );
+    let events = kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &stack.ns.name,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        ["WeightsTuned", "TuningRolledBack", "TuningAbandoned"]
+            .iter()
+            .any(|r| events.contains(r)),
+        "{events}"
+    );
 }

@@ -475,3 +475,40 @@ pub fn small_spec(name: &str, prefill: i32, decode: i32) -> String {
         "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {name}\nspec:\n  model:\n    name: test/model\n    uri: hf://test/model\n{prefill}  decode:\n    replicas: {decode}\n"
     )
 }
+
+/// A client for pod IPs: never through a proxy (they are local), 30 s at most.
+pub fn pod_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// The pod's Ready condition is True.
+pub fn is_pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn pod_ip(pod: &k8s_openapi::api::core::v1::Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("pod IP")
+}
+
+pub fn uid(pod: &k8s_openapi::api::core::v1::Pod) -> String {
+    pod.metadata.uid.clone().expect("uid")
+}
+
+/// Restarts of all the pod's containers.
+pub fn restart_count(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0)
+}

@@ -14,15 +14,6 @@ use llmd_api::LLMDeployment;
 
 use super::harness::*;
 
-/// A client that never goes through a proxy (pod IPs are local).
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
-}
-
 /// A vLLM container as the operator writes one: flags the simulator does not
 /// know, a named-port readiness probe, an env var from the downward API.
 fn vllm_container(model: &str) -> String {
@@ -90,32 +81,6 @@ fn apply_ok(namespace: &str, yaml: &str) {
     );
 }
 
-fn is_pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn pod_ip(pod: &Pod) -> String {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("pod IP")
-}
-
-fn uid(pod: &Pod) -> String {
-    pod.metadata.uid.clone().expect("uid")
-}
-
-fn restarts(pod: &Pod) -> i32 {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.first())
-        .map_or(0, |c| c.restart_count)
-}
-
 async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, ok: impl Fn(&Pod) -> bool) -> Pod {
     wait_until(Duration::from_secs(60), what, || {
         let pods = pods.clone();
@@ -173,7 +138,7 @@ async fn vllm_pod_on_a_live_node_serves_at_its_pod_ip_and_gets_endpoints() {
         "the log lists the dropped vLLM flags: {log}"
     );
 
-    let response = http()
+    let response = pod_http()
         .post(format!("http://{ip}:8000/v1/completions"))
         .header("content-type", "application/json")
         .body(r#"{"model":"test/model","prompt":"hello there","max_tokens":3}"#)
@@ -228,7 +193,7 @@ async fn killed_model_server_is_not_ready_within_two_seconds_then_restarted() {
     let pods: Api<Pod> = Api::namespaced(client().await, &ns.name);
     apply_ok(&ns.name, &model_server_set(1));
     let pod = wait_pod(&pods, "sim-0", "sim-0 Ready", is_pod_ready).await;
-    assert_eq!(restarts(&pod), 0);
+    assert_eq!(restart_count(&pod), 0);
     let pid = live_pid(&ns.name, "sim-0", &uid(&pod), "vllm").expect("pid file");
     assert!(process_alive(pid));
 
@@ -253,7 +218,7 @@ async fn killed_model_server_is_not_ready_within_two_seconds_then_restarted() {
     eprintln!("sim-0: NotReady {:?} after SIGKILL", killed.elapsed());
     let pod = wait_pod(&pods, "sim-0", "sim-0 Ready again", is_pod_ready).await;
     eprintln!("sim-0: Ready again {:?} after SIGKILL", killed.elapsed());
-    assert_eq!(restarts(&pod), 1, "restartCount counts the crash");
+    assert_eq!(restart_count(&pod), 1, "restartCount counts the crash");
     let last = pod
         .status
         .as_ref()
@@ -366,7 +331,7 @@ async fn unknown_image_gets_a_warning_event_and_other_pods_keep_running() {
     assert!(!is_pod_ready(&stranger));
 
     let neighbour = wait_pod(&pods, "neighbour", "neighbour Ready", is_pod_ready).await;
-    let health = http()
+    let health = pod_http()
         .get(format!("http://{}:8000/health", pod_ip(&neighbour)))
         .send()
         .await
@@ -462,7 +427,7 @@ async fn endpoint_picker_pod_discovers_model_servers_with_its_service_account() 
         || {
             let url = metrics.clone();
             async move {
-                let text = http().get(url).send().await.ok()?.text().await.ok()?;
+                let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
                 let total: f64 = text
                     .lines()
                     .filter(|l| l.starts_with("llmd_epp_endpoints"))
@@ -475,7 +440,7 @@ async fn endpoint_picker_pod_discovers_model_servers_with_its_service_account() 
     .await;
 
     // And routes a request from its pod to a decode pod over the pod network.
-    let response = http()
+    let response = pod_http()
         .post(format!("http://{ip}:8080/v1/chat/completions"))
         .header("content-type", "application/json")
         .body(r#"{"model":"test/model","max_tokens":4,"messages":[{"role":"user","content":"hello"}]}"#)
@@ -500,7 +465,7 @@ async fn endpoint_picker_pod_discovers_model_servers_with_its_service_account() 
             .unwrap_or(0.0)
     };
     let before = reloads(
-        &http()
+        &pod_http()
             .get(&metrics)
             .send()
             .await
@@ -523,14 +488,14 @@ async fn endpoint_picker_pod_discovers_model_servers_with_its_service_account() 
         || {
             let url = metrics.clone();
             async move {
-                let text = http().get(url).send().await.ok()?.text().await.ok()?;
+                let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
                 (reloads(&text) > before).then_some(())
             }
         },
     )
     .await;
     let epp_now = pods.get(&epp_name).await.expect("EPP pod");
-    assert_eq!(restarts(&epp_now), 0, "applied live, not by a restart");
+    assert_eq!(restart_count(&epp_now), 0, "applied live, not by a restart");
 }
 
 #[tokio::test]
@@ -577,7 +542,7 @@ spec:
         is_pod_ready,
     )
     .await;
-    let models = http()
+    let models = pod_http()
         .get(format!("http://{}:8000/v1/models", pod_ip(&ready)))
         .send()
         .await
@@ -661,7 +626,7 @@ spec:
         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
     })
     .await;
-    assert_eq!(restarts(&bad), 0, "restartPolicy Never: not restarted");
+    assert_eq!(restart_count(&bad), 0, "restartPolicy Never: not restarted");
 }
 
 /// helm with the cluster's kubeconfig; panics with its output on failure.
