@@ -8,8 +8,11 @@ use llmd_api::endpoint_picker_config::Scorer;
 /// Queue imbalance ((max - min) / (mean + 1) of waiting requests) above which
 /// spreading load looks worth trying first.
 pub const UNEVEN: f64 = 1.0;
-/// Share of prompt blocks found cached above which locality looks worth more.
+/// Share of prompt blocks found cached above which locality looks worth more...
 pub const LOCAL: f64 = 0.3;
+/// ...and above which it is already won: more prefix weight cannot find more cache,
+/// while a little less of it lets load spread.
+pub const SATURATED: f64 = 0.8;
 
 /// What the EndpointPicker saw over a window, used only to order candidates.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,11 +81,18 @@ pub fn around(
     max: f64,
 ) -> Vec<Candidate> {
     let uneven = signals.queue_imbalance.is_some_and(|i| i > UNEVEN);
-    let local = signals.prefix_match.is_some_and(|p| p > LOCAL) && !uneven;
+    let saturated = signals.prefix_match.is_some_and(|p| p >= SATURATED) && !uneven;
+    let local = signals.prefix_match.is_some_and(|p| p > LOCAL) && !uneven && !saturated;
     let mut moves: Vec<(Scorer, bool)> = if uneven {
         vec![
             (Scorer::Queue, true),
             (Scorer::PrefixCache, false),
+            (Scorer::KvCacheUtilization, true),
+        ]
+    } else if saturated {
+        vec![
+            (Scorer::PrefixCache, false),
+            (Scorer::Queue, true),
             (Scorer::KvCacheUtilization, true),
         ]
     } else if local {
@@ -113,16 +123,18 @@ pub fn around(
         }
         let mut weights = incumbent.clone();
         set(&mut weights, scorer, next);
-        let hint = match (uneven, local) {
-            (true, _) => format!(
+        let cached = signals.prefix_match.unwrap_or(0.0) * 100.0;
+        let hint = if uneven {
+            format!(
                 "queues uneven (imbalance {:.2})",
                 signals.queue_imbalance.unwrap_or(0.0)
-            ),
-            (_, true) => format!(
-                "prompts found cached ({:.0}% of blocks)",
-                signals.prefix_match.unwrap_or(0.0) * 100.0
-            ),
-            _ => "next neighbour".to_string(),
+            )
+        } else if saturated {
+            format!("locality won ({cached:.0}% of blocks found cached)")
+        } else if local {
+            format!("prompts found cached ({cached:.0}% of blocks)")
+        } else {
+            "next neighbour".to_string()
         };
         out.push(Candidate {
             why: format!("{hint}: try {}", describe_change(incumbent, &weights)),
@@ -168,6 +180,24 @@ mod tests {
         assert_eq!(c[1].weights, w(2.0, 2.0, 0.0));
         assert!(c.iter().all(|c| c.weights.kv_cache_utilization == 0.0));
         assert_eq!(c.len(), 4, "two scorers on, up and down each");
+    }
+
+    #[test]
+    fn when_locality_is_won_less_prefix_weight_is_tried_first() {
+        let signals = Signals {
+            queue_imbalance: Some(0.1),
+            prefix_match: Some(0.95),
+        };
+        let c = around(
+            &w(3.0, 2.0, 2.0),
+            &w(3.0, 2.0, 2.0),
+            &signals,
+            1.5,
+            0.1,
+            10.0,
+        );
+        assert_eq!(c[0].weights, w(2.0, 2.0, 2.0));
+        assert!(c[0].why.starts_with("locality won (95%"), "{}", c[0].why);
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub struct Tuner {
     recent: VecDeque<Histogram>,
     /// The incumbent's objective when last judged, to compare `recent` with.
     baseline: Option<f64>,
+    /// The last slice already looked like a new workload.
+    shifting: bool,
 }
 
 /// Adjacent (candidate, incumbent) slices whose loads are comparable must mostly
@@ -169,8 +171,9 @@ fn pairs_agree(slices: &[Histogram], objective: &Objective) -> bool {
 
 /// Slices of the incumbent the change detector looks at.
 const RECENT: usize = 4;
-/// Relative change of the incumbent's objective that counts as a new workload.
-const SHIFT: f64 = 0.3;
+/// Relative change of the incumbent's objective that counts as a new workload, when
+/// seen twice in a row (slice-to-slice noise of bursty traffic is well under it).
+const SHIFT: f64 = 0.5;
 
 impl Tuner {
     /// A tuner whose incumbent is `incumbent` (the weights in force), for a deployment
@@ -185,6 +188,7 @@ impl Tuner {
             resting: Vec::new(),
             recent: VecDeque::new(),
             baseline: None,
+            shifting: false,
         }
     }
 
@@ -329,11 +333,14 @@ impl Tuner {
         };
         match self.baseline {
             Some(base) if base > 0.0 && ((now - base) / base).abs() > SHIFT => {
-                self.resting.clear();
-                self.baseline = Some(now);
+                if std::mem::replace(&mut self.shifting, true) {
+                    self.resting.clear();
+                    self.baseline = Some(now);
+                    self.shifting = false;
+                }
             }
             None => self.baseline = Some(now),
-            Some(_) => {}
+            Some(_) => self.shifting = false,
         }
     }
 
