@@ -251,12 +251,11 @@ async fn a_frozen_leader_that_wakes_after_a_takeover_writes_nothing_and_exits() 
     )
     .await;
     wait_for_ld(&lds, "frozen", Duration::from_secs(120), "Ready", is_ready).await;
-    assert!(
-        b.metric("llmd_operator_reconciles_total")
-            .await
-            .unwrap_or(0.0)
-            >= 1.0
-    );
+    wait_until(Duration::from_secs(10), "b counts its reconciles", || {
+        let b = &b;
+        async move { (b.metric("llmd_operator_reconciles_total").await? >= 1.0).then_some(()) }
+    })
+    .await;
     settled_footprint(&ns.name, "frozen").await;
 
     // b shuts down and releases the lease: the frozen leader will wake to a free
