@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::candidates::Signals;
-use crate::experiment::Slice;
 use crate::histogram::{Histogram, parse_family, parse_values};
+use crate::verdict::Slice;
 
 /// Time to first token, per front end, as the EPP measures it.
 pub const TTFT: &str = "llmd_epp_time_to_first_token_seconds";

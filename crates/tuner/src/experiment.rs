@@ -7,125 +7,18 @@
 //! longer each time it loses, so stationary load never flip-flops. Quiet traffic,
 //! a met target or the `frozen` switch mean no experiment at all.
 
+mod trial;
+
 use std::collections::VecDeque;
 
 use llmd_api::ScorerWeights;
 
-use crate::candidates::{self, Candidate, Signals, describe_change};
+use crate::candidates;
 use crate::histogram::Histogram;
-use crate::objective::{Metric, Objective, seconds};
-
-/// How the tuner experiments.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    pub objective: Objective,
-    pub min_weight: f64,
-    pub max_weight: f64,
-    /// Multiplicative step of a candidate's weight.
-    pub step: f64,
-    /// Requests each arm needs before a verdict.
-    pub min_samples: f64,
-    /// Requests per second below which nothing is explored.
-    pub min_rate: f64,
-    /// Relative improvement a candidate must show.
-    pub margin: f64,
-    /// Slices each arm runs at least.
-    pub slices_per_arm: u32,
-    /// Slices each arm runs at most before an experiment short of samples is abandoned.
-    pub max_slices_per_arm: u32,
-    /// Slices the incumbent runs alone after a verdict.
-    pub dwell: u32,
-    /// Slices a candidate that lost rests at first (doubling each time it loses again).
-    pub cooldown: u32,
-    /// Pins the incumbent: no experiment.
-    pub frozen: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            objective: Objective::default(),
-            min_weight: 0.1,
-            max_weight: 10.0,
-            step: 1.5,
-            min_samples: 40.0,
-            min_rate: 0.5,
-            margin: 0.05,
-            slices_per_arm: 2,
-            max_slices_per_arm: 6,
-            dwell: 2,
-            cooldown: 8,
-            frozen: false,
-        }
-    }
-}
-
-/// What one slice measured.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Slice {
-    pub seconds: f64,
-    /// Time to first token of the requests that got their first token in the slice.
-    pub ttft: Histogram,
-    pub signals: Signals,
-}
-
-/// How an experiment ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The candidate beat the incumbent and replaced it.
-    Kept,
-    /// The candidate did not beat the incumbent.
-    RolledBack,
-    /// Not enough requests to judge (traffic fell, or stayed too thin).
-    Abandoned,
-}
-
-/// An experiment's end, with its evidence.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Verdict {
-    pub outcome: Outcome,
-    pub incumbent: ScorerWeights,
-    pub candidate: ScorerWeights,
-    /// The objective over the incumbent's and the candidate's slices, seconds.
-    pub incumbent_score: Option<f64>,
-    pub candidate_score: Option<f64>,
-    /// Requests in each arm.
-    pub incumbent_requests: f64,
-    pub candidate_requests: f64,
-    /// One sentence, in numbers.
-    pub reason: String,
-}
-
-/// What the next slice runs, and anything worth recording.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Step {
-    pub weights: ScorerWeights,
-    /// An experiment that ended with this slice.
-    pub verdict: Option<Verdict>,
-    /// An experiment that starts with the next slice: why.
-    pub started: Option<String>,
-    /// Why nothing is being explored, when that is the case.
-    pub holding: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Arm {
-    Incumbent,
-    Candidate,
-}
-
-#[derive(Clone, Debug)]
-struct Trial {
-    candidate: Candidate,
-    running: Arm,
-    incumbent_arm: Histogram,
-    candidate_arm: Histogram,
-    incumbent_slices: u32,
-    candidate_slices: u32,
-    /// Each slice in order, candidate first: adjacent slices form the pairs whose
-    /// votes guard against a change of workload in the middle of the experiment.
-    slices: Vec<Histogram>,
-}
+use crate::objective::seconds;
+use crate::settings::Settings;
+use crate::verdict::{Outcome, Slice, Step};
+use trial::{Arm, Trial};
 
 /// A candidate that lost: not tried again for `slices_left` slices; `cooldown` is
 /// kept after that, so losing again rests it twice as long.
@@ -151,22 +44,6 @@ pub struct Tuner {
     baseline: Option<f64>,
     /// The last slice already looked like a new workload.
     shifting: bool,
-}
-
-/// Adjacent (candidate, incumbent) slices whose loads are comparable must mostly
-/// favour the candidate: a pooled win carried by one pair that straddled a change of
-/// workload is not a win.
-fn pairs_agree(slices: &[Histogram], objective: &Objective) -> bool {
-    let votes: Vec<bool> = slices
-        .chunks_exact(2)
-        .filter(|pair| {
-            let (c, i) = (pair[0].count, pair[1].count);
-            c >= 3.0 && i >= 3.0 && (c - i).abs() <= 0.5 * c.max(i)
-        })
-        .filter_map(|pair| Some(objective.score(&pair[0])? < objective.score(&pair[1])?))
-        .collect();
-    let wins = votes.iter().filter(|v| **v).count();
-    !votes.is_empty() && wins * 2 > votes.len()
 }
 
 /// Slices of the incumbent the change detector looks at.
@@ -394,122 +271,14 @@ impl Tuner {
             holding: None,
         }
     }
-
-    /// Keep the candidate only when it beat the incumbent by the margin and by more
-    /// than twice the noise of the means.
-    fn judge(&mut self) -> Verdict {
-        let Some(trial) = self.trial.as_ref() else {
-            return self.end_trial(Outcome::Abandoned);
-        };
-        let objective = self.settings.objective;
-        let (inc, cand) = (
-            objective.score(&trial.incumbent_arm),
-            objective.score(&trial.candidate_arm),
-        );
-        let noise = match objective.metric {
-            Metric::MeanTtft => trial
-                .incumbent_arm
-                .mean_stderr()
-                .zip(trial.candidate_arm.mean_stderr())
-                .map(|(a, b)| 2.0 * (a * a + b * b).sqrt())
-                .unwrap_or(0.0),
-            Metric::P90Ttft => 0.0,
-        };
-        let pooled = match (inc, cand) {
-            (Some(i), Some(c)) => i - c > (self.settings.margin * i).max(noise),
-            _ => false,
-        };
-        let better = pooled && pairs_agree(&trial.slices, &objective);
-        self.end_trial(if better {
-            Outcome::Kept
-        } else {
-            Outcome::RolledBack
-        })
-    }
-
-    fn end_trial(&mut self, outcome: Outcome) -> Verdict {
-        let objective = self.settings.objective;
-        let Some(trial) = self.trial.take() else {
-            return Verdict {
-                outcome: Outcome::Abandoned,
-                incumbent: self.incumbent.clone(),
-                candidate: self.incumbent.clone(),
-                incumbent_score: None,
-                candidate_score: None,
-                incumbent_requests: 0.0,
-                candidate_requests: 0.0,
-                reason: "no experiment".to_string(),
-            };
-        };
-        let (inc, cand) = (
-            objective.score(&trial.incumbent_arm),
-            objective.score(&trial.candidate_arm),
-        );
-        let (ni, nc) = (trial.incumbent_arm.count, trial.candidate_arm.count);
-        let change = describe_change(&self.incumbent, &trial.candidate.weights);
-        let fmt = |s: Option<f64>| s.map_or("n/a".to_string(), seconds);
-        let reason = match outcome {
-            Outcome::Kept => format!(
-                "{} {} -> {} over {:.0} requests after {change}",
-                objective.name(),
-                fmt(inc),
-                fmt(cand),
-                ni + nc
-            ),
-            Outcome::RolledBack => format!(
-                "kept the incumbent: {change} gave {} {} vs {} over {:.0} requests",
-                objective.name(),
-                fmt(cand),
-                fmt(inc),
-                ni + nc
-            ),
-            Outcome::Abandoned => format!(
-                "abandoned {change}: {:.0} and {:.0} requests are too few to judge",
-                ni, nc
-            ),
-        };
-        let verdict = Verdict {
-            outcome,
-            incumbent: self.incumbent.clone(),
-            candidate: trial.candidate.weights.clone(),
-            incumbent_score: inc,
-            candidate_score: cand,
-            incumbent_requests: ni,
-            candidate_requests: nc,
-            reason,
-        };
-        match outcome {
-            Outcome::Kept => {
-                self.incumbent = trial.candidate.weights;
-                self.resting.clear();
-                self.baseline = cand;
-                self.recent.clear();
-            }
-            Outcome::RolledBack => {
-                let cooldown = self
-                    .resting
-                    .iter()
-                    .find(|r| r.weights == trial.candidate.weights)
-                    .map_or(self.settings.cooldown, |r| r.cooldown.saturating_mul(2));
-                self.resting
-                    .retain(|r| r.weights != trial.candidate.weights);
-                self.resting.push(Resting {
-                    weights: trial.candidate.weights,
-                    slices_left: cooldown,
-                    cooldown,
-                });
-                self.baseline = inc.or(self.baseline);
-            }
-            Outcome::Abandoned => {}
-        }
-        self.dwell_left = self.settings.dwell;
-        verdict
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::candidates::Signals;
+    use crate::objective::{Metric, Objective};
+    use crate::verdict::Verdict;
 
     fn w(prefix: f64, queue: f64, kv: f64) -> ScorerWeights {
         ScorerWeights::of(prefix, queue, kv)

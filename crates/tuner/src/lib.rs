@@ -10,8 +10,12 @@ pub mod epp_metrics;
 pub mod experiment;
 pub mod histogram;
 pub mod objective;
+pub mod settings;
+pub mod verdict;
 
 pub use candidates::Signals;
-pub use experiment::{Outcome, Settings, Slice, Step, Tuner, Verdict};
+pub use experiment::Tuner;
 pub use histogram::Histogram;
 pub use objective::{Metric, Objective};
+pub use settings::Settings;
+pub use verdict::{Outcome, Slice, Step, Verdict};

@@ -19,6 +19,7 @@
 //! ```
 
 mod affinity_gate;
+mod config_error;
 mod for_spec;
 mod plugins;
 mod scheduler_config;
@@ -28,10 +29,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use config_error::ConfigError;
 pub use plugins::{FilterKind, PluginKind, RoleFilter, Scorer, plugin, profile};
 pub use scheduler_config::{
-    AffinityGate, ConfigError, DEFAULT_CONFIG, Filter, PrefixParams, Profile, SchedulerConfig,
-    WeightedScorer,
+    AffinityGate, DEFAULT_CONFIG, Filter, PrefixParams, Profile, SchedulerConfig, WeightedScorer,
 };
 
 pub const API_VERSION: &str = "llm-d.ai/v1alpha1";

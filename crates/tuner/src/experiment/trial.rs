@@ -1,0 +1,155 @@
+//! One experiment: its arms, and how it is judged and ended.
+
+use super::{Resting, Tuner};
+use crate::candidates::{Candidate, describe_change};
+use crate::histogram::Histogram;
+use crate::objective::{Metric, Objective, seconds};
+use crate::verdict::{Outcome, Verdict};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Arm {
+    Incumbent,
+    Candidate,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Trial {
+    pub(super) candidate: Candidate,
+    pub(super) running: Arm,
+    pub(super) incumbent_arm: Histogram,
+    pub(super) candidate_arm: Histogram,
+    pub(super) incumbent_slices: u32,
+    pub(super) candidate_slices: u32,
+    /// Each slice in order, candidate first: adjacent slices form the pairs whose
+    /// votes guard against a change of workload in the middle of the experiment.
+    pub(super) slices: Vec<Histogram>,
+}
+
+/// Adjacent (candidate, incumbent) slices whose loads are comparable must mostly
+/// favour the candidate: a pooled win carried by one pair that straddled a change of
+/// workload is not a win.
+fn pairs_agree(slices: &[Histogram], objective: &Objective) -> bool {
+    let votes: Vec<bool> = slices
+        .chunks_exact(2)
+        .filter(|pair| {
+            let (c, i) = (pair[0].count, pair[1].count);
+            c >= 3.0 && i >= 3.0 && (c - i).abs() <= 0.5 * c.max(i)
+        })
+        .filter_map(|pair| Some(objective.score(&pair[0])? < objective.score(&pair[1])?))
+        .collect();
+    let wins = votes.iter().filter(|v| **v).count();
+    !votes.is_empty() && wins * 2 > votes.len()
+}
+
+impl Tuner {
+    /// Keep the candidate only when it beat the incumbent by the margin and by more
+    /// than twice the noise of the means.
+    pub(super) fn judge(&mut self) -> Verdict {
+        let Some(trial) = self.trial.as_ref() else {
+            return self.end_trial(Outcome::Abandoned);
+        };
+        let objective = self.settings.objective;
+        let (inc, cand) = (
+            objective.score(&trial.incumbent_arm),
+            objective.score(&trial.candidate_arm),
+        );
+        let noise = match objective.metric {
+            Metric::MeanTtft => trial
+                .incumbent_arm
+                .mean_stderr()
+                .zip(trial.candidate_arm.mean_stderr())
+                .map(|(a, b)| 2.0 * (a * a + b * b).sqrt())
+                .unwrap_or(0.0),
+            Metric::P90Ttft => 0.0,
+        };
+        let pooled = match (inc, cand) {
+            (Some(i), Some(c)) => i - c > (self.settings.margin * i).max(noise),
+            _ => false,
+        };
+        let better = pooled && pairs_agree(&trial.slices, &objective);
+        self.end_trial(if better {
+            Outcome::Kept
+        } else {
+            Outcome::RolledBack
+        })
+    }
+
+    pub(super) fn end_trial(&mut self, outcome: Outcome) -> Verdict {
+        let objective = self.settings.objective;
+        let Some(trial) = self.trial.take() else {
+            return Verdict {
+                outcome: Outcome::Abandoned,
+                incumbent: self.incumbent.clone(),
+                candidate: self.incumbent.clone(),
+                incumbent_score: None,
+                candidate_score: None,
+                incumbent_requests: 0.0,
+                candidate_requests: 0.0,
+                reason: "no experiment".to_string(),
+            };
+        };
+        let (inc, cand) = (
+            objective.score(&trial.incumbent_arm),
+            objective.score(&trial.candidate_arm),
+        );
+        let (ni, nc) = (trial.incumbent_arm.count, trial.candidate_arm.count);
+        let change = describe_change(&self.incumbent, &trial.candidate.weights);
+        let fmt = |s: Option<f64>| s.map_or("n/a".to_string(), seconds);
+        let reason = match outcome {
+            Outcome::Kept => format!(
+                "{} {} -> {} over {:.0} requests after {change}",
+                objective.name(),
+                fmt(inc),
+                fmt(cand),
+                ni + nc
+            ),
+            Outcome::RolledBack => format!(
+                "kept the incumbent: {change} gave {} {} vs {} over {:.0} requests",
+                objective.name(),
+                fmt(cand),
+                fmt(inc),
+                ni + nc
+            ),
+            Outcome::Abandoned => format!(
+                "abandoned {change}: {:.0} and {:.0} requests are too few to judge",
+                ni, nc
+            ),
+        };
+        let verdict = Verdict {
+            outcome,
+            incumbent: self.incumbent.clone(),
+            candidate: trial.candidate.weights.clone(),
+            incumbent_score: inc,
+            candidate_score: cand,
+            incumbent_requests: ni,
+            candidate_requests: nc,
+            reason,
+        };
+        match outcome {
+            Outcome::Kept => {
+                self.incumbent = trial.candidate.weights;
+                self.resting.clear();
+                self.baseline = cand;
+                self.recent.clear();
+            }
+            Outcome::RolledBack => {
+                let cooldown = self
+                    .resting
+                    .iter()
+                    .find(|r| r.weights == trial.candidate.weights)
+                    .map_or(self.settings.cooldown, |r| r.cooldown.saturating_mul(2));
+                self.resting
+                    .retain(|r| r.weights != trial.candidate.weights);
+                self.resting.push(Resting {
+                    weights: trial.candidate.weights,
+                    slices_left: cooldown,
+                    cooldown,
+                });
+                self.baseline = inc.or(self.baseline);
+            }
+            Outcome::Abandoned => {}
+        }
+        self.dwell_left = self.settings.dwell;
+        verdict
+    }
+}
