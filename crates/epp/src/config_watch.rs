@@ -152,13 +152,12 @@ pub async fn watch_config_map(
 mod tests {
     use std::time::Duration;
 
-    use http::{Request, Response};
-    use kube::client::Body;
     use llmd_api::RouterSpec;
     use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 
     use super::*;
     use crate::pool::endpoint::EndpointRegistry;
+    use crate::scripted_api;
     use crate::telemetry::Telemetry;
 
     fn config_text(prefix_weight: f64) -> String {
@@ -198,45 +197,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_config_map_change_is_applied_from_the_watch_by_name() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = queries.clone();
         let updated = config_text(5.0);
-        let updated_for_api = updated.clone();
-        tokio::spawn(async move {
-            let mut watched = false;
-            let mut parked = Vec::new();
-            while let Some((request, send)) = handle.next_request().await {
-                let query = request.uri().query().unwrap_or("").to_string();
-                seen.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(query.clone());
-                let body = if !query.contains("watch=true") {
-                    serde_json::json!({
-                        "apiVersion": "v1", "kind": "ConfigMapList",
-                        "metadata": {"resourceVersion": "7"},
-                        "items": [config_map(&config_text(3.0))],
-                    })
-                    .to_string()
-                } else if !watched {
-                    watched = true;
-                    let event = serde_json::json!({"type": "MODIFIED", "object": config_map(&updated_for_api)});
-                    format!("{event}\n")
-                } else {
-                    parked.push(send);
-                    continue;
-                };
-                send.send_response(
-                    Response::builder()
-                        .body(Body::from(body.into_bytes()))
-                        .expect("response"),
-                );
-            }
-        });
+        let (client, queries) = scripted_api::list_then_watch(
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMapList",
+                "metadata": {"resourceVersion": "7"},
+                "items": [config_map(&config_text(3.0))],
+            }),
+            serde_json::json!({"type": "MODIFIED", "object": config_map(&updated)}),
+        );
         let picker = picker();
         let api = Arc::new(ApiSource::default());
         let task = tokio::spawn(watch_config_map(
-            kube::Client::new(service, "ns"),
+            client,
             "ns".into(),
             "x-epp-config".into(),
             picker.clone(),
@@ -249,7 +222,7 @@ mod tests {
         );
         assert!(api.is_live());
         task.abort();
-        let queries = queries.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let queries = scripted_api::sent(&queries);
         assert!(
             queries
                 .iter()

@@ -17,5 +17,7 @@ pub mod fuzz_input;
 pub mod pool;
 pub mod prefix;
 pub mod scheduling;
+#[cfg(test)]
+mod scripted_api;
 pub mod serve;
 pub mod telemetry;

@@ -161,20 +161,23 @@ mod tests {
         ScorerWeights::of(prefix, queue, kv)
     }
 
+    /// Candidates around `weights` (also the spec) with these signals, steps of 1.5
+    /// within [0.1, 10].
+    fn around_with(
+        weights: ScorerWeights,
+        queue_imbalance: f64,
+        prefix_match: f64,
+    ) -> Vec<Candidate> {
+        let signals = Signals {
+            queue_imbalance: Some(queue_imbalance),
+            prefix_match: Some(prefix_match),
+        };
+        around(&weights, &weights, &signals, 1.5, 0.1, 10.0)
+    }
+
     #[test]
     fn uneven_queues_try_more_queue_weight_first_and_off_stays_off() {
-        let signals = Signals {
-            queue_imbalance: Some(2.5),
-            prefix_match: Some(0.9),
-        };
-        let c = around(
-            &w(3.0, 2.0, 0.0),
-            &w(3.0, 2.0, 0.0),
-            &signals,
-            1.5,
-            0.1,
-            10.0,
-        );
+        let c = around_with(w(3.0, 2.0, 0.0), 2.5, 0.9);
         assert_eq!(c[0].weights, w(3.0, 3.0, 0.0));
         assert!(c[0].why.contains("queues uneven"), "{}", c[0].why);
         assert_eq!(c[1].weights, w(2.0, 2.0, 0.0));
@@ -184,36 +187,14 @@ mod tests {
 
     #[test]
     fn when_locality_is_won_less_prefix_weight_is_tried_first() {
-        let signals = Signals {
-            queue_imbalance: Some(0.1),
-            prefix_match: Some(0.95),
-        };
-        let c = around(
-            &w(3.0, 2.0, 2.0),
-            &w(3.0, 2.0, 2.0),
-            &signals,
-            1.5,
-            0.1,
-            10.0,
-        );
+        let c = around_with(w(3.0, 2.0, 2.0), 0.1, 0.95);
         assert_eq!(c[0].weights, w(2.0, 2.0, 2.0));
         assert!(c[0].why.starts_with("locality won (95%"), "{}", c[0].why);
     }
 
     #[test]
     fn cached_prompts_on_even_queues_try_more_prefix_weight_first() {
-        let signals = Signals {
-            queue_imbalance: Some(0.1),
-            prefix_match: Some(0.7),
-        };
-        let c = around(
-            &w(3.0, 2.0, 2.0),
-            &w(3.0, 2.0, 2.0),
-            &signals,
-            1.5,
-            0.1,
-            10.0,
-        );
+        let c = around_with(w(3.0, 2.0, 2.0), 0.1, 0.7);
         assert_eq!(c[0].weights, w(4.5, 2.0, 2.0));
         assert_eq!(
             c[0].why,

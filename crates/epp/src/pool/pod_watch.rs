@@ -182,46 +182,17 @@ mod tests {
     /// end up in the registry, the selector is sent as given, unready pods are left out.
     #[tokio::test]
     async fn watches_ready_pods_into_the_registry() {
-        use http::{Request, Response};
-        use kube::client::Body;
-
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = queries.clone();
-        tokio::spawn(async move {
-            let mut watched = false;
-            let mut parked = Vec::new();
-            while let Some((request, send)) = handle.next_request().await {
-                let query = request.uri().query().unwrap_or("").to_string();
-                seen.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(query.clone());
-                let body = if !query.contains("watch=true") {
-                    serde_json::json!({
-                        "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "5"},
-                        "items": [
-                            pod_object("d", "10.0.0.1", true, "decode"),
-                            pod_object("u", "10.0.0.2", false, "decode"),
-                            pod_object("p", "10.0.0.3", true, "prefill"),
-                        ]
-                    })
-                    .to_string()
-                } else if !watched {
-                    watched = true;
-                    let event = serde_json::json!({"type": "ADDED", "object": pod_object("n", "10.0.0.4", true, "both")});
-                    format!("{event}\n")
-                } else {
-                    // Later watches stay open without events.
-                    parked.push(send);
-                    continue;
-                };
-                let response = Response::builder()
-                    .body(Body::from(body.into_bytes()))
-                    .expect("response");
-                send.send_response(response);
-            }
-        });
-        let client = Client::new(service, "ns");
+        let (client, queries) = crate::scripted_api::list_then_watch(
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "5"},
+                "items": [
+                    pod_object("d", "10.0.0.1", true, "decode"),
+                    pod_object("u", "10.0.0.2", false, "decode"),
+                    pod_object("p", "10.0.0.3", true, "prefill"),
+                ]
+            }),
+            serde_json::json!({"type": "ADDED", "object": pod_object("n", "10.0.0.4", true, "both")}),
+        );
         let registry = Arc::new(EndpointRegistry::new());
         let settings = PodWatchSettings {
             namespace: "ns".into(),
@@ -247,7 +218,7 @@ mod tests {
                 ("10.0.0.4:8000".to_string(), Role::Both),
             ]
         );
-        let q = queries.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        let q = crate::scripted_api::sent(&queries).join("\n");
         assert!(
             q.contains("labelSelector=app%3Dx%2Cllm-d.ai%2Finference-serving%3Dtrue"),
             "{q}"
