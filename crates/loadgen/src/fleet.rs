@@ -33,6 +33,32 @@ pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc, String> {
     Ok(Proc { child })
 }
 
+/// A port found free can be taken (by an outgoing connection's ephemeral port, say)
+/// before the process that was given it binds it: starts are tried this many times,
+/// with fresh ports each time.
+pub const START_ATTEMPTS: usize = 3;
+
+/// Runs `start` until it succeeds, at most [`START_ATTEMPTS`] times.
+pub async fn with_fresh_ports<T, Fut>(
+    what: &str,
+    mut start: impl FnMut() -> Fut,
+) -> Result<T, String>
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut last = String::new();
+    for attempt in 1..=START_ATTEMPTS {
+        match start().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                eprintln!("{what}: start attempt {attempt} failed: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
 /// Polls `url` until it answers 2xx, for at most `timeout`.
 pub async fn wait_healthy(
     client: &reqwest::Client,

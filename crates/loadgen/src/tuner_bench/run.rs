@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use super::configs::{self, Config};
 use super::workload::{Fleet, Request, Workload};
 use crate::driver::{self, Sample};
-use crate::fleet::{Proc, free_port, spawn, wait_healthy};
+use crate::fleet::{Proc, free_port, spawn, wait_healthy, with_fresh_ports};
 
 /// The binaries a run starts.
 pub struct Binaries<'a> {
@@ -184,15 +184,19 @@ pub async fn run_once(
         .pool_max_idle_per_host(64)
         .build()
         .map_err(|e| format!("http client: {e}"))?;
-    let (_fleet, endpoints) = start_fleet(bins.sim, &workload.fleet, workload.seed + repeat)?;
-    for address in &endpoints {
-        wait_healthy(
-            &client,
-            &format!("http://{address}/health"),
-            Duration::from_secs(30),
-        )
-        .await?;
-    }
+    let (_fleet, endpoints) = with_fresh_ports("simulators", || async {
+        let (fleet, endpoints) = start_fleet(bins.sim, &workload.fleet, workload.seed + repeat)?;
+        for address in &endpoints {
+            wait_healthy(
+                &client,
+                &format!("http://{address}/health"),
+                Duration::from_secs(30),
+            )
+            .await?;
+        }
+        Ok((fleet, endpoints))
+    })
+    .await?;
     let dir = std::env::temp_dir().join(format!(
         "llmd-bench-tuner-{}-{}",
         std::process::id(),
@@ -202,7 +206,10 @@ pub async fn run_once(
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config.initial(&workload.fleet))
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let epp = start_epp(bins.epp, &endpoints, &config_path, &client).await?;
+    let epp = with_fresh_ports("llmd-epp", || {
+        start_epp(bins.epp, &endpoints, &config_path, &client)
+    })
+    .await?;
     // Let the first scrapes land so the first picks see load.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
