@@ -107,6 +107,13 @@ pub struct Cli {
     #[arg(long, default_value = "10m", value_parser = parse_positive_duration)]
     pub engine_first_byte_timeout: Duration,
 
+    /// Precise prefix routing: subscribe to every model-server pod's KV events on
+    /// this port (each engine binds `tcp://*:<port>`, as llm-d configures vLLM's
+    /// `--kv-events-config`) and match prompts against the blocks the engines report.
+    /// Pods whose events do not flow are matched with the approximate index.
+    #[arg(long, env = "LLMD_EPP_KV_EVENTS_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub kv_events_port: Option<u16>,
+
     /// On SIGTERM: how long requests and streams in flight may take to finish
     /// before the process exits anyway (keep it below the pod's grace period).
     #[arg(long, default_value = "25s", value_parser = parse_duration)]

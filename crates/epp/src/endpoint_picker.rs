@@ -11,8 +11,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::pool::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
+use crate::prefix::engine_tokens::sim_token_ids;
 use crate::prefix::hash::hash_prompt;
 use crate::prefix::index::PrefixIndex;
+use crate::prefix::kv_subscriber::KvSubscriber;
+use crate::prefix::precise::{block_keys, root_key};
 use crate::scheduling::candidate::{Candidate, Load, RequestFeatures};
 use crate::scheduling::{Decision, explain, schedule};
 use crate::telemetry::{DecisionLabels, EndpointLabels, OutcomeLabels, ScorerLabels, Telemetry};
@@ -76,6 +79,8 @@ pub struct EndpointPicker {
     pub telemetry: Arc<Telemetry>,
     config: ArcSwap<SchedulerConfig>,
     staleness: Duration,
+    /// The engines' KV events, when precise prefix routing is on.
+    kv_events: Option<Arc<KvSubscriber>>,
 }
 
 impl EndpointPicker {
@@ -92,7 +97,19 @@ impl EndpointPicker {
             telemetry,
             config: ArcSwap::from_pointee(config),
             staleness,
+            kv_events: None,
         }
+    }
+
+    /// Matches prompts against the blocks engines report in their KV events, for
+    /// each pod whose events flow (the approximate index stands in for the others).
+    pub fn with_kv_events(mut self, subscriber: Arc<KvSubscriber>) -> Self {
+        self.kv_events = Some(subscriber);
+        self
+    }
+
+    pub fn kv_events(&self) -> Option<&Arc<KvSubscriber>> {
+        self.kv_events.as_ref()
     }
 
     pub fn config(&self) -> Arc<SchedulerConfig> {
@@ -127,6 +144,11 @@ impl EndpointPicker {
             let blocks = (tokens / block.max(1)) as usize;
             self.index
                 .set_engine_capacity(&state.endpoint.address, blocks);
+            if let Some(sub) = &self.kv_events {
+                let precise = sub.index();
+                let blocks = tokens / (precise.block_size() as u64).max(1);
+                precise.set_engine_capacity(&state.endpoint.address, blocks as usize);
+            }
         }
         let labels = EndpointLabels {
             endpoint: state.endpoint.address.to_string(),
@@ -145,14 +167,26 @@ impl EndpointPicker {
         })));
     }
 
-    /// Current candidates with their signals and prefix matches for `hashes`.
-    pub fn candidates(&self, hashes: &[u64]) -> (Vec<Candidate>, Vec<Arc<EndpointState>>) {
+    /// Current candidates with their signals and prefix matches: of the engine-keyed
+    /// `precise` blocks for pods whose KV events flow, else of the approximate `hashes`.
+    pub fn candidates(
+        &self,
+        hashes: &[u64],
+        precise: Option<&[u64]>,
+    ) -> (Vec<Candidate>, Vec<Arc<EndpointState>>) {
         let pool = self.registry.snapshot();
         let now = Instant::now();
         let states: Vec<Arc<EndpointState>> = pool.values().cloned().collect();
-        let matched = self
-            .index
-            .matched_blocks(states.iter().map(|s| &*s.endpoint.address), hashes);
+        let addresses = || states.iter().map(|s| &*s.endpoint.address);
+        let mut matched = self.index.matched_blocks(addresses(), hashes);
+        if let (Some(sub), Some(keys)) = (&self.kv_events, precise) {
+            let exact = sub.matched_blocks(addresses(), keys, now);
+            for (m, exact) in matched.iter_mut().zip(exact) {
+                // Both count blocks of the same size from the prompt's start; the
+                // approximate count is capped at the prompt's engine block count.
+                *m = exact.unwrap_or((*m).min(keys.len()));
+            }
+        }
         let candidates: Vec<Candidate> = states
             .iter()
             .zip(matched)
@@ -192,7 +226,15 @@ impl EndpointPicker {
             p.block_size_tokens,
             p.max_prefix_blocks,
         );
-        let (mut candidates, mut states) = self.candidates(&blocks.hashes);
+        // With KV events: the prompt as the engine tokenizes it, keyed like its events.
+        let engine = self.kv_events.as_ref().map(|sub| {
+            let tokens = sim_token_ids(req.prompt);
+            let block = sub.index().block_size();
+            let keys = block_keys(root_key(None), &tokens, block, p.max_prefix_blocks);
+            (keys, tokens.len(), block)
+        });
+        let precise = engine.as_ref().map(|(keys, _, _)| keys.as_slice());
+        let (mut candidates, mut states) = self.candidates(&blocks.hashes, precise);
         if let Some(excluded) = req.exclude {
             (candidates, states) = candidates
                 .into_iter()
@@ -200,10 +242,14 @@ impl EndpointPicker {
                 .filter(|(c, _)| &*c.address != excluded)
                 .unzip();
         }
+        let (prompt_blocks, block_size_tokens, prompt_tokens) = match &engine {
+            Some((keys, tokens, block)) => (keys.len(), *block, *tokens),
+            None => (blocks.hashes.len(), blocks.block_size, blocks.total_tokens),
+        };
         let features = RequestFeatures {
-            prompt_blocks: blocks.hashes.len(),
-            block_size_tokens: blocks.block_size,
-            prompt_tokens: blocks.total_tokens,
+            prompt_blocks,
+            block_size_tokens,
+            prompt_tokens,
             session_endpoint: req.session_token.and_then(session_endpoint),
         };
         let runners_up = if req.explain { explain::RUNNERS_UP } else { 0 };
@@ -373,18 +419,18 @@ mod tests {
         p.record_scrape(&state, m);
         let _g1 = crate::pool::endpoint::InFlightGuard::new(state.clone());
         let _g2 = crate::pool::endpoint::InFlightGuard::new(state.clone());
-        let (c, _) = p.candidates(&[]);
+        let (c, _) = p.candidates(&[], None);
         assert_eq!(c[0].load.map(|l| l.waiting), Some(4.0));
     }
 
     #[test]
     fn endpoints_without_fresh_metrics_are_dropped_while_others_have_them() {
         let p = picker(&[("up:1", Role::Decode), ("down:1", Role::Decode)]);
-        let (c, _) = p.candidates(&[]);
+        let (c, _) = p.candidates(&[], None);
         assert_eq!(c.len(), 2, "no signals anywhere: keep all");
         let up = p.registry.get("up:1").expect("present");
         p.record_scrape(&up, Default::default());
-        let (c, s) = p.candidates(&[]);
+        let (c, s) = p.candidates(&[], None);
         assert_eq!(c.len(), 1);
         assert_eq!(&*c[0].address, "up:1");
         assert_eq!(&*s[0].endpoint.address, "up:1");
@@ -402,7 +448,7 @@ mod tests {
         let state = p.registry.get("a:1").expect("present");
         p.record_scrape(&state, Default::default());
         std::thread::sleep(Duration::from_millis(2));
-        let (c, _) = p.candidates(&[]);
+        let (c, _) = p.candidates(&[], None);
         assert_eq!(c[0].load, None);
     }
 

@@ -17,6 +17,8 @@ use llmd_epp::frontend::proxy::ProxyState;
 use llmd_epp::pool::endpoint::EndpointRegistry;
 use llmd_epp::pool::scrape::{self, ScrapeSettings};
 use llmd_epp::pool::{pod_watch, static_endpoints};
+use llmd_epp::prefix::kv_subscriber::KvSubscriber;
+use llmd_epp::prefix::precise::PreciseIndex;
 use llmd_epp::serve;
 use llmd_epp::telemetry::Telemetry;
 
@@ -61,12 +63,26 @@ async fn run(cli: Cli) -> Result<(), String> {
     tracing::info!(hash = %config.hash, "config in force");
 
     let registry = Arc::new(EndpointRegistry::new());
-    let picker = Arc::new(EndpointPicker::new(
+    let mut picker = EndpointPicker::new(
         registry.clone(),
         config,
         telemetry.clone(),
         cli.metrics_staleness,
-    ));
+    );
+    if let Some(port) = cli.kv_events_port {
+        let config = picker.config();
+        let prefix = &config.prefix;
+        let index = PreciseIndex::new(prefix.block_size_tokens, prefix.lru_capacity_per_server);
+        let subscriber = KvSubscriber::new(Arc::new(index), port, telemetry.clone());
+        tokio::spawn(
+            subscriber
+                .clone()
+                .follow_registry(registry.clone(), Duration::from_secs(1)),
+        );
+        picker = picker.with_kv_events(subscriber);
+        tracing::info!(port, "precise prefix routing from the engines' KV events");
+    }
+    let picker = Arc::new(picker);
 
     let kube_client = api_client(&cli).await?;
     start_discovery(&cli, kube_client.clone(), registry).await?;

@@ -22,6 +22,12 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KvEventRefusalLabels {
+    pub endpoint: String,
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScorerLabels {
     pub profile: String,
     pub scorer: String,
@@ -103,6 +109,12 @@ pub struct Telemetry {
     pub rejected_samples: Counter,
     pub endpoint_waiting: Family<EndpointLabels, Gauge>,
     pub endpoint_running: Family<EndpointLabels, Gauge>,
+    /// 1 while an endpoint's prefix matches come from its engine's KV events, 0
+    /// while the approximate index stands in (only with `--kv-events-port`).
+    pub endpoint_prefix_precise: Family<EndpointLabels, Gauge>,
+    /// KV-event messages (or events in them) refused, by endpoint and cause.
+    pub kv_events_refused: Family<KvEventRefusalLabels, Counter>,
+    pub kv_events_messages: Family<EndpointLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -134,6 +146,9 @@ impl Telemetry {
             rejected_samples: Counter::default(),
             endpoint_waiting: Family::default(),
             endpoint_running: Family::default(),
+            endpoint_prefix_precise: Family::default(),
+            kv_events_refused: Family::default(),
+            kv_events_messages: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -230,6 +245,21 @@ impl Telemetry {
             "endpoint_running_requests",
             "Running requests per endpoint, from its last scrape",
             t.endpoint_running.clone(),
+        );
+        registry.register(
+            "endpoint_prefix_precise",
+            "1 while the endpoint's prefix matches come from its engine's KV events, 0 while the approximate index stands in",
+            t.endpoint_prefix_precise.clone(),
+        );
+        registry.register(
+            "kv_events_refused",
+            "KV-event messages or events refused, by endpoint and cause",
+            t.kv_events_refused.clone(),
+        );
+        registry.register(
+            "kv_events_messages",
+            "KV-event messages applied, by endpoint",
+            t.kv_events_messages.clone(),
         );
         Telemetry { registry, ..t }
     }

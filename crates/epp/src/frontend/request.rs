@@ -35,8 +35,8 @@ impl ApiKind {
 pub struct InferenceRequest {
     pub kind: ApiKind,
     pub model: String,
-    /// The prompt as one string (chat messages rendered with their roles), used
-    /// only for prefix hashing.
+    /// The prompt as one string (chat messages rendered with their roles as the
+    /// simulator renders them), used only for prefix hashing and token counts.
     pub prompt: String,
     pub stream: bool,
     pub body: Map<String, Value>,
@@ -142,6 +142,11 @@ fn completion_prompt(body: &Map<String, Value>) -> Result<String, RequestError> 
     }
 }
 
+/// Chat messages are rendered as llm-d-inference-sim renders them before tokenizing
+/// (`### role: text\n` each, text parts joined by newlines), so the precise prefix
+/// index sees the token ids the engine reports.
+const CHAT_MESSAGE_START: &str = "### ";
+
 fn chat_prompt(body: &Map<String, Value>) -> Result<String, RequestError> {
     let messages = match body.get("messages") {
         None | Some(Value::Null) => return Err(RequestError::MissingField("messages")),
@@ -167,15 +172,20 @@ fn chat_prompt(body: &Map<String, Value>) -> Result<String, RequestError> {
                 problem: "entries need a string `role`",
             });
         };
+        out.push_str(CHAT_MESSAGE_START);
         out.push_str(role);
         out.push_str(": ");
         match obj.get("content") {
             Some(Value::String(s)) => out.push_str(s),
             Some(Value::Array(parts)) => {
-                for part in parts {
-                    if let Some(text) = part.get("text").and_then(Value::as_str) {
-                        out.push_str(text);
+                let texts = parts
+                    .iter()
+                    .filter_map(|part| part.get("text").and_then(Value::as_str));
+                for (i, text) in texts.enumerate() {
+                    if i > 0 {
+                        out.push('\n');
                     }
+                    out.push_str(text);
                 }
             }
             None | Some(Value::Null) => {}
@@ -230,7 +240,7 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
         )
         .expect("valid");
-        assert_eq!(r.prompt, "system: be brief\nuser: hi\n");
+        assert_eq!(r.prompt, "### system: be brief\n### user: hi\n");
         assert!(!r.stream);
     }
 

@@ -73,16 +73,24 @@ pub fn http() -> reqwest::blocking::Client {
 
 pub struct Sim {
     pub port: u16,
+    /// The loopback address standing for its pod IP (`POD_IP`).
+    pub ip: &'static str,
     pub child: Child,
 }
 
 impl Sim {
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// Starts a sim with the per-token latency model and KV-cache simulation.
     pub fn start(bin: &Path, extra: &[&str]) -> Sim {
+        Self::start_at(bin, "127.0.0.1", extra)
+    }
+
+    /// Starts a sim whose pod IP is `ip` (a loopback address: it listens on all of
+    /// them, and names `ip` in its KV-event topic).
+    pub fn start_at(bin: &Path, ip: &'static str, extra: &[&str]) -> Sim {
         let port = free_port();
         let mut args: Vec<String> = [
             "--port",
@@ -111,14 +119,14 @@ impl Sim {
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(bin)
             .args(&args)
-            .env("POD_IP", "127.0.0.1")
+            .env("POD_IP", ip)
             .env("POD_NAME", format!("sim-{port}"))
             .env("POD_NAMESPACE", "test")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start llm-d-inference-sim");
-        let sim = Sim { port, child };
+        let sim = Sim { port, ip, child };
         let client = http();
         wait_for("sim health", Duration::from_secs(20), || {
             client

@@ -1,0 +1,468 @@
+//! KV events from every pod of the pool: one ZeroMQ SUB connection per pod to its
+//! events port (as llm-d runs vLLM: each engine binds `tcp://*:<port>`), following
+//! pod churn, feeding the precise index.
+//!
+//! A message is applied only under the pod it came from, and only when its topic names
+//! that pod's IP: no pod can write another's entries. Per pod the feed keeps what
+//! decides its mode: a pod is routed precisely once its events flow and while no
+//! sequence gap is recent; otherwise its prefix matches come from the approximate
+//! index (see [`Mode`]). Bad frames are counted by cause and logged once per pod and
+//! cause; nothing here panics on input.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use zeromq::{Socket, SocketRecv, SubSocket};
+
+use super::kv_events::decode_message;
+use super::precise::PreciseIndex;
+use crate::pool::endpoint::EndpointRegistry;
+use crate::telemetry::{EndpointLabels, KvEventRefusalLabels, Telemetry};
+
+/// The subscription every engine topic starts with (`kv@<pod>@<model>`).
+const TOPIC_PREFIX: &str = "kv@";
+/// Back-off between connection attempts to one pod.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How long after a sequence gap a pod's entries are not trusted (missed
+/// `BlockRemoved` events may leave blocks the engine no longer holds).
+pub const GAP_HOLD: Duration = Duration::from_secs(30);
+
+/// Where a pod's prefix matches come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Precise,
+    /// The approximate index stands in, for this reason.
+    Approximate(&'static str),
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Precise => "precise",
+            Mode::Approximate(_) => "approximate",
+        }
+    }
+}
+
+/// What one pod's feed has seen.
+#[derive(Debug, Default)]
+pub struct FeedState {
+    pub messages: u64,
+    pub last_message: Option<Instant>,
+    pub last_gap: Option<Instant>,
+    /// Refused messages by cause.
+    pub refused: HashMap<&'static str, u64>,
+    logged: HashSet<&'static str>,
+    /// The mode last published (metric and log line).
+    published: Option<Mode>,
+}
+
+impl FeedState {
+    /// The pod's mode at `now`.
+    pub fn mode(&self, now: Instant) -> Mode {
+        if self.last_message.is_none() {
+            return Mode::Approximate("no events yet");
+        }
+        match self.last_gap {
+            Some(gap) if now.saturating_duration_since(gap) < GAP_HOLD => {
+                Mode::Approximate("sequence gap")
+            }
+            _ => Mode::Precise,
+        }
+    }
+
+    /// Counts `n` refusals for `cause`; true the first time for this cause (log it
+    /// then).
+    fn refuse(&mut self, cause: &'static str, n: u64) -> bool {
+        *self.refused.entry(cause).or_insert(0) += n;
+        self.logged.insert(cause)
+    }
+}
+
+struct Feed {
+    context: Arc<FeedContext>,
+    task: JoinHandle<()>,
+}
+
+/// What one pod's feed works with.
+struct FeedContext {
+    address: Arc<str>,
+    ip: IpAddr,
+    index: Arc<PreciseIndex>,
+    state: Mutex<FeedState>,
+    telemetry: Arc<Telemetry>,
+}
+
+fn lock(state: &Mutex<FeedState>) -> MutexGuard<'_, FeedState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The feeds of all pods.
+pub struct KvSubscriber {
+    index: Arc<PreciseIndex>,
+    port: u16,
+    feeds: Mutex<HashMap<Arc<str>, Feed>>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// The IP of an endpoint address `ip:port` (or `[v6]:port`).
+fn endpoint_ip(address: &str) -> Option<IpAddr> {
+    address
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .ok()
+        .or_else(|| address.parse().ok())
+}
+
+impl KvSubscriber {
+    /// Feeds `index` from each pod's events port `port`.
+    pub fn new(index: Arc<PreciseIndex>, port: u16, telemetry: Arc<Telemetry>) -> Arc<Self> {
+        Arc::new(KvSubscriber {
+            index,
+            port,
+            feeds: Mutex::new(HashMap::new()),
+            telemetry,
+        })
+    }
+
+    pub fn index(&self) -> &Arc<PreciseIndex> {
+        &self.index
+    }
+
+    fn feeds(&self) -> MutexGuard<'_, HashMap<Arc<str>, Feed>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes to pods that joined and drops those that left (their entries too).
+    pub fn follow(&self, addresses: impl IntoIterator<Item = Arc<str>>) {
+        let live: HashSet<Arc<str>> = addresses.into_iter().collect();
+        let mut feeds = self.feeds();
+        feeds.retain(|address, feed| {
+            let keep = live.contains(address);
+            if !keep {
+                feed.task.abort();
+                let labels = EndpointLabels {
+                    endpoint: address.to_string(),
+                };
+                self.telemetry.endpoint_prefix_precise.remove(&labels);
+            }
+            keep
+        });
+        for address in &live {
+            if feeds.contains_key(address) {
+                continue;
+            }
+            let Some(ip) = endpoint_ip(address) else {
+                tracing::warn!(%address, "endpoint address has no IP; no KV events from it");
+                continue;
+            };
+            let context = Arc::new(FeedContext {
+                address: address.clone(),
+                ip,
+                index: self.index.clone(),
+                state: Mutex::new(FeedState::default()),
+                telemetry: self.telemetry.clone(),
+            });
+            let task = tokio::spawn(run_feed(context.clone(), self.port));
+            feeds.insert(address.clone(), Feed { context, task });
+        }
+        drop(feeds);
+        self.index.retain(|p| live.contains(p));
+    }
+
+    /// Follows the pool's membership, checking every `every`, until aborted.
+    pub async fn follow_registry(
+        self: Arc<Self>,
+        registry: Arc<EndpointRegistry>,
+        every: Duration,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let pool = registry.snapshot();
+            self.follow(pool.values().map(|s| s.endpoint.address.clone()));
+            self.publish_modes(Instant::now());
+        }
+    }
+
+    /// Sets each pod's mode metric, with a log line when a pod's mode changes.
+    pub fn publish_modes(&self, now: Instant) {
+        for feed in self.feeds().values() {
+            let c = &feed.context;
+            let mut state = lock(&c.state);
+            let mode = state.mode(now);
+            if state.published == Some(mode) {
+                continue;
+            }
+            state.published = Some(mode);
+            let labels = EndpointLabels {
+                endpoint: c.address.to_string(),
+            };
+            let precise = i64::from(mode == Mode::Precise);
+            self.telemetry
+                .endpoint_prefix_precise
+                .get_or_create(&labels)
+                .set(precise);
+            match mode {
+                Mode::Precise => {
+                    tracing::info!(endpoint = %c.address, "prefix routing: precise, from the engine's KV events")
+                }
+                Mode::Approximate(reason) => {
+                    tracing::info!(endpoint = %c.address, reason, "prefix routing: approximate")
+                }
+            }
+        }
+    }
+
+    /// The mode of `address` now (`Approximate` for a pod not followed).
+    pub fn mode(&self, address: &str, now: Instant) -> Mode {
+        match self.feeds().get(address) {
+            Some(feed) => lock(&feed.context.state).mode(now),
+            None => Mode::Approximate("not followed"),
+        }
+    }
+
+    /// Leading `keys` each address's engine holds, `None` where the pod is not in
+    /// precise mode.
+    pub fn matched_blocks<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a str>,
+        keys: &[u64],
+        now: Instant,
+    ) -> Vec<Option<usize>> {
+        let addresses: Vec<&str> = addresses.into_iter().collect();
+        let precise: Vec<bool> = {
+            let feeds = self.feeds();
+            addresses
+                .iter()
+                .map(|a| {
+                    feeds
+                        .get(*a)
+                        .is_some_and(|f| lock(&f.context.state).mode(now) == Mode::Precise)
+                })
+                .collect()
+        };
+        let matched = self.index.matched_blocks(addresses.iter().copied(), keys);
+        precise
+            .into_iter()
+            .zip(matched)
+            .map(|(p, m)| p.then_some(m))
+            .collect()
+    }
+
+    /// Pods whose events flow (precise mode), and pods followed.
+    pub fn flowing(&self, now: Instant) -> (usize, usize) {
+        let feeds = self.feeds();
+        let precise = feeds
+            .values()
+            .filter(|f| lock(&f.context.state).mode(now) == Mode::Precise)
+            .count();
+        (precise, feeds.len())
+    }
+
+    /// Refused messages of `address` by cause (for tests and metrics).
+    pub fn refused(&self, address: &str) -> HashMap<&'static str, u64> {
+        self.feeds()
+            .get(address)
+            .map(|f| lock(&f.context.state).refused.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for KvSubscriber {
+    fn drop(&mut self) {
+        for feed in self.feeds().values() {
+            feed.task.abort();
+        }
+    }
+}
+
+/// Connects to one pod's events port and applies what arrives, reconnecting with
+/// back-off, until aborted.
+async fn run_feed(context: Arc<FeedContext>, port: u16) {
+    let endpoint = match context.ip {
+        IpAddr::V4(v4) => format!("tcp://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("tcp://[{v6}]:{port}"),
+    };
+    let address = &context.address;
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        let mut sub = SubSocket::new();
+        let connected = match sub.connect(&endpoint).await {
+            Ok(()) => sub.subscribe(TOPIC_PREFIX).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = connected {
+            tracing::debug!(%address, %endpoint, error = %e, "KV events: not connected yet");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+            continue;
+        }
+        backoff = RECONNECT_MIN;
+        loop {
+            match sub.recv().await {
+                Ok(msg) => context.apply(&msg.into_vec()),
+                Err(e) => {
+                    tracing::info!(%address, error = %e, "KV events: connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+impl FeedContext {
+    /// Counts `n` refusals for `cause`, logging the first of each cause.
+    fn refuse(&self, cause: &'static str, n: u64, detail: &dyn std::fmt::Display) {
+        if n == 0 {
+            return;
+        }
+        let first = lock(&self.state).refuse(cause, n);
+        let labels = KvEventRefusalLabels {
+            endpoint: self.address.to_string(),
+            cause: cause.to_string(),
+        };
+        self.telemetry
+            .kv_events_refused
+            .get_or_create(&labels)
+            .inc_by(n);
+        if first {
+            tracing::warn!(address = %self.address, cause, %detail, "KV events refused (logged once per cause)");
+        }
+    }
+
+    /// Decodes and applies one message.
+    fn apply<F: AsRef<[u8]>>(&self, frames: &[F]) {
+        let now = Instant::now();
+        let msg = match decode_message(frames) {
+            Ok(m) => m,
+            Err(e) => return self.refuse(e.cause(), 1, &e),
+        };
+        if msg.topic.pod_ip().parse::<IpAddr>().ok() != Some(self.ip) {
+            return self.refuse("foreign topic", 1, &msg.topic.pod);
+        }
+        let applied = self.index.apply(&self.address, msg.seq, &msg.events);
+        self.refuse(
+            "unknown event",
+            msg.unknown as u64,
+            &"an event kind this EPP does not know",
+        );
+        self.refuse(
+            "unknown parent",
+            applied.unknown_parent as u64,
+            &"a stored block whose parent was never reported",
+        );
+        self.refuse(
+            "block size",
+            applied.other_block_size as u64,
+            &"blocks of another size than the index's",
+        );
+        let labels = EndpointLabels {
+            endpoint: self.address.to_string(),
+        };
+        self.telemetry
+            .kv_events_messages
+            .get_or_create(&labels)
+            .inc();
+        let mut s = lock(&self.state);
+        s.messages += 1;
+        s.last_message = Some(now);
+        if applied.gap {
+            s.last_gap = Some(now);
+            tracing::info!(address = %self.address, seq = msg.seq, "KV events: sequence gap");
+        }
+        if applied.restarted {
+            tracing::info!(address = %self.address, "KV events: publisher restarted; the pod's entries were dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_is_precise_once_events_flow_and_not_for_a_while_after_a_gap() {
+        let now = Instant::now();
+        let mut s = FeedState::default();
+        assert_eq!(s.mode(now), Mode::Approximate("no events yet"));
+        s.last_message = Some(now);
+        assert_eq!(s.mode(now), Mode::Precise);
+        s.last_gap = Some(now);
+        assert_eq!(s.mode(now), Mode::Approximate("sequence gap"));
+        assert_eq!(s.mode(now + GAP_HOLD), Mode::Precise);
+    }
+
+    #[test]
+    fn endpoint_ips_parse_for_v4_and_v6() {
+        assert_eq!(endpoint_ip("10.0.0.7:8000"), "10.0.0.7".parse().ok());
+        assert_eq!(endpoint_ip("[fd00::7]:8000"), "fd00::7".parse().ok());
+        assert_eq!(endpoint_ip("not-an-ip:80"), None);
+    }
+
+    fn frames(topic: &str, seq: u64) -> Vec<Vec<u8>> {
+        let batch = rmpv::Value::Array(vec![
+            rmpv::Value::F64(0.0),
+            rmpv::Value::Array(vec![rmpv::Value::Array(vec![rmpv::Value::from(
+                "AllBlocksCleared",
+            )])]),
+        ]);
+        let mut payload = Vec::new();
+        rmpv::encode::write_value(&mut payload, &batch).unwrap_or_else(|e| panic!("{e}"));
+        vec![
+            topic.as_bytes().to_vec(),
+            seq.to_be_bytes().to_vec(),
+            payload,
+        ]
+    }
+
+    fn context(address: &str, ip: &str) -> FeedContext {
+        FeedContext {
+            address: Arc::from(address),
+            ip: ip.parse().unwrap_or_else(|e| panic!("{e}")),
+            index: Arc::new(PreciseIndex::new(16, 100)),
+            state: Mutex::new(FeedState::default()),
+            telemetry: Arc::new(Telemetry::new()),
+        }
+    }
+
+    #[test]
+    fn a_message_naming_another_pod_is_refused_and_counted() {
+        let c = context("10.0.0.7:8000", "10.0.0.7");
+        for seq in 1..=3 {
+            c.apply(&frames("kv@10.0.0.8@m", seq));
+        }
+        c.apply(&[b"garbage".to_vec()]);
+        let s = lock(&c.state);
+        assert_eq!(s.refused.get("foreign topic"), Some(&3));
+        assert_eq!(s.refused.get("frames"), Some(&1));
+        assert_eq!(s.messages, 0);
+        assert_eq!(s.mode(Instant::now()), Mode::Approximate("no events yet"));
+        drop(s);
+        let text = c.telemetry.encode();
+        assert!(
+            text.contains(r#"llmd_epp_kv_events_refused_total{endpoint="10.0.0.7:8000",cause="foreign topic"} 3"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_message_from_the_pod_itself_is_applied_and_gaps_are_noted() {
+        let c = context("10.0.0.7:8000", "10.0.0.7");
+        c.apply(&frames("kv@10.0.0.7:8000@m", 1));
+        assert_eq!(lock(&c.state).mode(Instant::now()), Mode::Precise);
+        c.apply(&frames("kv@10.0.0.7@m", 5));
+        assert_eq!(
+            lock(&c.state).mode(Instant::now()),
+            Mode::Approximate("sequence gap")
+        );
+        assert_eq!(lock(&c.state).messages, 2);
+    }
+}
