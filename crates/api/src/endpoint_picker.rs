@@ -55,6 +55,7 @@ pub mod flag {
     pub const GRPC_HEALTH_ADDR: &str = "grpc-health-addr";
     pub const METRICS_ADDR: &str = "metrics-addr";
     pub const LOG_FORMAT: &str = "log-format";
+    pub const KV_EVENTS_PORT: &str = "kv-events-port";
 }
 
 /// Labels that select the model-server pods of one LLMDeployment: the EPP's pool,
@@ -89,6 +90,8 @@ pub struct Args {
     pub grpc_health_addr: String,
     pub metrics_addr: String,
     pub log_format: String,
+    /// Each model server's KV-events port, for precise prefix routing.
+    pub kv_events_port: Option<u16>,
 }
 
 impl Args {
@@ -110,7 +113,14 @@ impl Args {
             grpc_health_addr: any(GRPC_HEALTH_PORT),
             metrics_addr: any(METRICS_PORT),
             log_format: "json".to_string(),
+            kv_events_port: None,
         }
+    }
+
+    /// Routes by the KV-cache events every model server publishes on `port`.
+    pub fn with_kv_events(mut self, port: u16) -> Args {
+        self.kv_events_port = Some(port);
+        self
     }
 
     /// As a command line: `--flag value` pairs.
@@ -128,8 +138,12 @@ impl Args {
             (flag::METRICS_ADDR, self.metrics_addr.clone()),
             (flag::LOG_FORMAT, self.log_format.clone()),
         ];
+        let kv_events = self
+            .kv_events_port
+            .map(|port| (flag::KV_EVENTS_PORT, port.to_string()));
         pairs
             .into_iter()
+            .chain(kv_events)
             .flat_map(|(flag, value)| [format!("--{flag}"), value])
             .collect()
     }
@@ -153,5 +167,9 @@ mod tests {
         assert_eq!(args.len(), 22);
         assert_eq!(args[0..2], ["--pool-name", "llama"]);
         assert_eq!(args[8..10], ["--config-file", "/etc/llmd-epp/config.yaml"]);
+        let precise = Args::for_pool("llama", "ns", "c")
+            .with_kv_events(5556)
+            .render();
+        assert_eq!(precise[22..], ["--kv-events-port", "5556"]);
     }
 }

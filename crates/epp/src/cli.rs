@@ -111,7 +111,7 @@ pub struct Cli {
     /// this port (each engine binds `tcp://*:<port>`, as llm-d configures vLLM's
     /// `--kv-events-config`) and match prompts against the blocks the engines report.
     /// Pods whose events do not flow are matched with the approximate index.
-    #[arg(long, env = "LLMD_EPP_KV_EVENTS_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long = flag::KV_EVENTS_PORT, env = "LLMD_EPP_KV_EVENTS_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub kv_events_port: Option<u16>,
 
     /// On SIGTERM: how long requests and streams in flight may take to finish
@@ -172,7 +172,8 @@ mod tests {
 
     #[test]
     fn parses_what_the_operator_renders() {
-        let args = llmd_api::endpoint_picker::Args::for_pool("llama", "ns", "llama-epp-config");
+        let args = llmd_api::endpoint_picker::Args::for_pool("llama", "ns", "llama-epp-config")
+            .with_kv_events(5556);
         let cli = Cli::try_parse_from(std::iter::once("llmd-epp".to_string()).chain(args.render()))
             .expect("operator args parse");
         assert_eq!(cli.pool_name.as_deref(), Some(args.pool_name.as_str()));
@@ -193,6 +194,7 @@ mod tests {
         assert_eq!(cli.metrics_addr.to_string(), args.metrics_addr);
         assert_eq!(cli.log_format, LogFormat::Json);
         assert_eq!(args.log_format, "json");
+        assert_eq!(cli.kv_events_port, args.kv_events_port);
         Cli::command().debug_assert();
     }
 

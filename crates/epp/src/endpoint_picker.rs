@@ -108,10 +108,6 @@ impl EndpointPicker {
         self
     }
 
-    pub fn kv_events(&self) -> Option<&Arc<KvSubscriber>> {
-        self.kv_events.as_ref()
-    }
-
     pub fn config(&self) -> Arc<SchedulerConfig> {
         self.config.load_full()
     }

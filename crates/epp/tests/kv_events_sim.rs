@@ -12,8 +12,8 @@ use llmd_epp::prefix::kv_events::decode_message;
 use llmd_epp::prefix::kv_subscriber::{KvSubscriber, Mode};
 use llmd_epp::prefix::precise::{PreciseIndex, block_keys, root_key};
 use llmd_epp::telemetry::Telemetry;
-use support::{Sim, free_port, http, sim_bin};
-use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket};
+use support::{Sim, free_port, http, kv_events, sim_bin};
+use zeromq::{SocketRecv, SubSocket};
 
 const BLOCK: usize = 16;
 
@@ -66,28 +66,6 @@ async fn apply_until(
     }
 }
 
-/// Binds where the simulator sends its events; returns the socket and the
-/// simulator flags that make it publish there.
-async fn events_socket(map_format: bool) -> (SubSocket, Vec<String>) {
-    let port = free_port();
-    let mut sub = SubSocket::new();
-    sub.bind(&format!("tcp://127.0.0.1:{port}"))
-        .await
-        .expect("bind events socket");
-    sub.subscribe("kv@").await.expect("subscribe");
-    let mut extra = vec![
-        "--zmq-endpoint".to_string(),
-        format!("tcp://127.0.0.1:{port}"),
-        "--force-dummy-tokenizer".to_string(),
-        "--block-size".to_string(),
-        BLOCK.to_string(),
-    ];
-    if map_format {
-        extra.push("--use-vllm-map-event-format".to_string());
-    }
-    (sub, extra)
-}
-
 async fn start_sim(extra: Vec<String>) -> Sim {
     let bin = sim_bin();
     tokio::task::spawn_blocking(move || {
@@ -99,7 +77,7 @@ async fn start_sim(extra: Vec<String>) -> Sim {
 }
 
 async fn engine_reports_what_the_epp_matches(map_format: bool) {
-    let (mut sub, extra) = events_socket(map_format).await;
+    let (mut sub, extra) = kv_events::sink(free_port(), map_format).await;
     let sim = start_sim(extra).await;
     let index = PreciseIndex::new(BLOCK, 4096);
     let pod = "127.0.0.1";
@@ -149,28 +127,12 @@ async fn engine_events_in_map_form_index_what_the_epp_matches() {
     engine_reports_what_the_epp_matches(true).await;
 }
 
-/// The pod's side of the wire as llm-d runs vLLM: a PUB socket bound on the pod's
-/// events port, here republishing what the simulator sends (it can only connect out).
-async fn forward(mut from: SubSocket, port: u16) -> tokio::task::JoinHandle<()> {
-    let mut to = PubSocket::new();
-    to.bind(&format!("tcp://127.0.0.1:{port}"))
-        .await
-        .expect("bind the pod's events port");
-    tokio::spawn(async move {
-        while let Ok(msg) = from.recv().await {
-            if to.send(msg).await.is_err() {
-                break;
-            }
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_subscriber_follows_a_pod_and_routes_it_precisely_once_events_flow() {
-    let (sub, extra) = events_socket(true).await;
+    let (sub, extra) = kv_events::sink(free_port(), true).await;
     let sim = start_sim(extra).await;
     let events_port = free_port();
-    let forwarder = forward(sub, events_port).await;
+    let forwarder = kv_events::republish(sub, &format!("tcp://127.0.0.1:{events_port}")).await;
     let index = Arc::new(PreciseIndex::new(BLOCK, 4096));
     let subscriber = KvSubscriber::new(index.clone(), events_port, Arc::new(Telemetry::new()));
     let address: Arc<str> = Arc::from(sim.address().as_str());

@@ -8,42 +8,17 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Epp, Sim, free_port, http, sim_bin, tenant_prompt, wait_for};
-use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket};
+use support::{Epp, Sim, free_port, http, kv_events, sim_bin, tenant_prompt, wait_for};
 
-/// A simulator at `ip` whose events come out of `ip:events_port`: the simulator can
-/// only connect out, so a forwarder binds the pod's events port and republishes.
+/// A simulator at `ip` whose events come out of `ip:events_port`, as a vLLM pod's.
 fn sim_with_events(rt: &tokio::runtime::Runtime, ip: &'static str, events_port: u16) -> Sim {
-    let inner = free_port();
-    rt.block_on(async {
-        let mut from = SubSocket::new();
-        from.bind(&format!("tcp://127.0.0.1:{inner}"))
-            .await
-            .expect("bind the simulator's event sink");
-        from.subscribe("").await.expect("subscribe");
-        let mut to = PubSocket::new();
-        to.bind(&format!("tcp://{ip}:{events_port}"))
-            .await
-            .expect("bind the pod's events port");
-        tokio::spawn(async move {
-            while let Ok(msg) = from.recv().await {
-                if to.send(msg).await.is_err() {
-                    break;
-                }
-            }
-        });
+    let flags = rt.block_on(async {
+        let (sink, flags) = kv_events::sink(free_port(), true).await;
+        kv_events::republish(sink, &format!("tcp://{ip}:{events_port}")).await;
+        flags
     });
-    let endpoint = format!("tcp://127.0.0.1:{inner}");
-    Sim::start_at(
-        &sim_bin(),
-        ip,
-        &[
-            "--zmq-endpoint",
-            &endpoint,
-            "--force-dummy-tokenizer",
-            "--use-vllm-map-event-format",
-        ],
-    )
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Sim::start_at(&sim_bin(), ip, &flags)
 }
 
 fn complete(url: &str, prompt: &str) -> reqwest::blocking::Response {

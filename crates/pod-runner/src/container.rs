@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::backoff::Backoff;
 use crate::context::{Blocked, PodContext};
+use crate::kv_forwarder::KvForwarder;
 use crate::pod_status::{ContainerView, State, Terminated};
 use crate::process;
 
@@ -99,7 +100,7 @@ impl ContainerTask {
             if self.stopping().is_some() {
                 return;
             }
-            let (spec, kind) = match self.ctx.launch(&self.spec).await {
+            let (mut spec, kind) = match self.ctx.launch(&self.spec).await {
                 Ok(ok) => ok,
                 Err(blocked) => {
                     self.blocked(blocked);
@@ -115,6 +116,27 @@ impl ContainerTask {
                 return;
             }
             let pod = self.ctx.pod();
+            // Kept until the process ends: the simulator's KV events leave the pod
+            // through the port the engine would bind.
+            let _kv_forwarder = match spec.kv_events_port {
+                None => None,
+                Some(port) => match KvForwarder::start(&spec.netns, port).await {
+                    Ok(f) => {
+                        spec.args
+                            .extend(["--zmq-endpoint".to_string(), f.sink_endpoint()]);
+                        Some(f)
+                    }
+                    Err(e) => {
+                        self.ctx.shared.events.warning(
+                            &pod,
+                            "Failed",
+                            "Start",
+                            format!("KV events not offered: cannot bind port {port}: {e}"),
+                        );
+                        None
+                    }
+                },
+            };
             let mut proc = match process::spawn(&spec) {
                 Ok(p) => p,
                 Err(e) => {

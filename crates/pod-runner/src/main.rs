@@ -10,6 +10,7 @@ mod context;
 mod env;
 mod events;
 mod files;
+mod kv_forwarder;
 mod network;
 mod node;
 mod pod_status;

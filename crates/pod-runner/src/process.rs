@@ -27,6 +27,8 @@ pub struct LaunchSpec {
     pub pid_file: PathBuf,
     /// Written to the log before the process starts (what was translated or dropped).
     pub notes: Vec<String>,
+    /// A simulator's KV-events port to bind and forward ([`crate::kv_forwarder`]).
+    pub kv_events_port: Option<u16>,
 }
 
 /// A running container process (the leader of its own process group).

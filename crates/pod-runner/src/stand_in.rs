@@ -15,6 +15,9 @@ pub struct Program {
     pub kind: RunKind,
     /// Lines for the container's log: what was dropped from its command line.
     pub notes: Vec<String>,
+    /// The pod port the engine would bind for KV events, which the runner binds
+    /// and forwards to (the simulator only connects out).
+    pub kv_events_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ pub fn program(
                 args: t.args,
                 kind: rule.run,
                 notes,
+                kv_events_port: t.kv_events_port,
             })
         }
         RunKind::Binary => {
@@ -81,6 +85,7 @@ pub fn program(
                 args: all,
                 kind: rule.run,
                 notes: Vec::new(),
+                kv_events_port: None,
             })
         }
     }

@@ -24,6 +24,10 @@ use crate::status::LLMDeploymentStatus;
 
 /// Port every model server listens on (OpenAI API, /metrics and /health).
 pub const MODEL_SERVER_PORT: i32 = 8000;
+/// Where each engine publishes its KV-cache events with
+/// `spec.router.prefixCache.mode: Precise` (vLLM binds `tcp://*:<port>`, every
+/// EndpointPicker replica dials it; llm-d's port).
+pub const KV_EVENTS_PORT: i32 = 5556;
 
 /// LLMDeployment turns one model into a complete llm-d style inference stack:
 /// prefill and decode vLLM StatefulSets, a NIXL KV-transfer fabric, and an

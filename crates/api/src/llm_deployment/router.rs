@@ -131,10 +131,16 @@ impl Default for DisaggregationSpec {
     }
 }
 
-/// Approximate prefix-cache index of the router.
+/// The router's prefix-cache index.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PrefixCacheSpec {
+    /// Where the router learns which server holds which prompt prefix.
+    /// `Approximate`: from the requests it routed itself. `Precise`: from the KV-cache
+    /// events each engine publishes (vLLM `--kv-events-config`, port 5556), with the
+    /// approximate index standing in for a server whose events do not flow.
+    #[serde(default)]
+    pub mode: PrefixCacheMode,
     /// Tokens per hashed prompt block; match the engine's KV block size.
     #[serde(default = "default_block_size")]
     #[schemars(range(min = 1, max = 1024))]
@@ -153,9 +159,18 @@ fn default_lru_capacity() -> i32 {
     31_250
 }
 
+/// How the router's prefix-cache index is fed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PrefixCacheMode {
+    #[default]
+    Approximate,
+    Precise,
+}
+
 impl Default for PrefixCacheSpec {
     fn default() -> Self {
         Self {
+            mode: PrefixCacheMode::default(),
             block_size_tokens: default_block_size(),
             lru_capacity_per_server: default_lru_capacity(),
         }

@@ -2,6 +2,7 @@
 //! loopback, each killed when dropped.
 #![allow(dead_code)]
 
+pub mod kv_events;
 pub mod recorder;
 
 use std::io::Write;

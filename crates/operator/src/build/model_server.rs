@@ -13,7 +13,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use llmd_api::{KvConnector, LLMDeploymentSpec, MODEL_SERVER_PORT, RoleSpec, labels};
+use llmd_api::{
+    KV_EVENTS_PORT, KvConnector, LLMDeploymentSpec, MODEL_SERVER_PORT, PrefixCacheMode, RoleSpec,
+    labels,
+};
 
 use super::kv_transfer;
 use super::meta::{Component, Owner, label_value};
@@ -131,6 +134,26 @@ fn read_only_mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
+/// The pod's IP, from the downward API, for the KV-events topic.
+const POD_IP_ENV: &str = "POD_IP";
+
+fn precise(spec: &LLMDeploymentSpec) -> bool {
+    spec.router.prefix_cache.mode == PrefixCacheMode::Precise
+}
+
+/// vLLM's `--kv-events-config` for precise prefix routing, as llm-d configures it:
+/// ZeroMQ bound on the pod's events port for every EndpointPicker replica to dial,
+/// the topic naming the pod (`$(POD_IP)` is expanded from the container's env).
+pub fn kv_events_config(served_model: &str) -> String {
+    serde_json::json!({
+        "enable_kv_cache_events": true,
+        "publisher": "zmq",
+        "endpoint": format!("tcp://*:{KV_EVENTS_PORT}"),
+        "topic": format!("kv@$({POD_IP_ENV}):{MODEL_SERVER_PORT}@{served_model}"),
+    })
+    .to_string()
+}
+
 /// vLLM arguments of one role.
 pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> {
     let mut args = model_source(&spec.model.uri).args;
@@ -155,6 +178,12 @@ pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> 
         args.extend([
             "--kv-transfer-config".to_string(),
             format!("$({})", kv_transfer::KV_TRANSFER_CONFIG_ENV),
+        ]);
+    }
+    if precise(spec) {
+        args.extend([
+            "--kv-events-config".to_string(),
+            kv_events_config(&spec.model.name),
         ]);
     }
     args.extend(spec.engine.args.iter().cloned());
@@ -194,6 +223,20 @@ fn health_probe(period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
+fn pod_ip_env(name: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "status.podIP".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 fn env(spec: &LLMDeploymentSpec) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
         name: "HF_HOME".into(),
@@ -201,17 +244,10 @@ fn env(spec: &LLMDeploymentSpec) -> Vec<EnvVar> {
         ..EnvVar::default()
     }];
     if spec.effective_connector() == KvConnector::Nixl {
-        env.push(EnvVar {
-            name: kv_transfer::SIDE_CHANNEL_HOST_ENV.into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "status.podIP".into(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        });
+        env.push(pod_ip_env(kv_transfer::SIDE_CHANNEL_HOST_ENV));
+    }
+    if precise(spec) {
+        env.push(pod_ip_env(POD_IP_ENV));
     }
     env.extend(spec.engine.env.iter().cloned());
     env
@@ -228,6 +264,14 @@ fn ports(spec: &LLMDeploymentSpec) -> Vec<ContainerPort> {
         ports.push(ContainerPort {
             name: Some("nixl".into()),
             container_port: spec.kv_transfer.side_channel_port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        });
+    }
+    if precise(spec) {
+        ports.push(ContainerPort {
+            name: Some("kv-events".into()),
+            container_port: KV_EVENTS_PORT,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         });

@@ -320,6 +320,66 @@ fn autotuned_sample_builds_router_with_tuned_weights_and_live_config() {
 }
 
 #[test]
+fn precise_prefix_mode_publishes_kv_events_and_the_epp_dials_them() {
+    let (_, approximate) = children(AGGREGATED, &BuildOptions::default());
+    assert_eq!(
+        arg_after(vllm(&approximate.decode), "--kv-events-config"),
+        None
+    );
+    let epp_args = |c: &Children| {
+        c.endpoint_picker
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].args.clone())
+            .unwrap_or_default()
+    };
+    assert!(!epp_args(&approximate).contains(&"--kv-events-port".to_string()));
+
+    assert!(
+        !AGGREGATED.contains("router:"),
+        "the sample leaves the router default"
+    );
+    let yaml = format!("{AGGREGATED}  router:\n    prefixCache: {{mode: Precise}}\n");
+    let (_, precise) = children(&yaml, &BuildOptions::default());
+    let container = vllm(&precise.decode);
+    let config: serde_json::Value = serde_json::from_str(
+        arg_after(container, "--kv-events-config").expect("--kv-events-config"),
+    )
+    .expect("JSON");
+    assert_eq!(config["enable_kv_cache_events"], true);
+    assert_eq!(config["publisher"], "zmq");
+    assert_eq!(config["endpoint"], "tcp://*:5556");
+    assert_eq!(
+        config["topic"],
+        "kv@$(POD_IP):8000@meta-llama/Llama-3.1-8B-Instruct"
+    );
+    let pod_ip = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_IP")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(pod_ip, Some("status.podIP"));
+    assert!(
+        container
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("kv-events") && p.container_port == 5556)
+    );
+    let args = epp_args(&precise);
+    let at = args.iter().position(|a| a == "--kv-events-port");
+    assert_eq!(
+        at.and_then(|i| args.get(i + 1)).map(String::as_str),
+        Some("5556")
+    );
+}
+
+#[test]
 fn every_child_is_owned_and_labelled_as_managed() {
     for yaml in [AGGREGATED, PD_NIXL, AUTOTUNED] {
         let (_, children) = children(

@@ -707,3 +707,131 @@ async fn the_tuner_explains_its_verdicts_in_kubectl_describe_and_a_pick_is_expla
         "{events}"
     );
 }
+
+/// The value of `name{endpoint="<endpoint>"}` in a Prometheus page (0 if absent).
+fn endpoint_metric(text: &str, name: &str, endpoint: &str) -> f64 {
+    let prefix = format!("{name}{{endpoint=\"{endpoint}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics_of(epp_ip: &str) -> String {
+    let url = format!("http://{epp_ip}:9090/metrics");
+    match pod_http().get(url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A completion straight to a model server, bypassing every EndpointPicker.
+async fn complete_on(pod: &Pod, prompt: &str) {
+    let r = pod_http()
+        .post(format!("http://{}:8000/v1/completions", pod_ip(pod)))
+        .header("content-type", "application/json")
+        .body(json!({"model": MODEL, "prompt": prompt, "max_tokens": 1}).to_string())
+        .send()
+        .await
+        .expect("the engine answers");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn precise_prefix_routing_follows_the_engines_own_kv_events_on_every_epp_replica() {
+    let stack = LiveStack::start(
+        "e2e-dp-precise",
+        "precise",
+        &manifest(
+            "precise",
+            0,
+            2,
+            "    replicas: 2\n    prefixCache: {mode: Precise}\n",
+        ),
+    )
+    .await;
+    let decode = stack.role("decode").await;
+    assert_eq!(decode.len(), 2);
+    let epps: Vec<String> = stack
+        .ready_pods(&format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component=endpoint-picker",
+            stack.name
+        ))
+        .await
+        .iter()
+        .map(pod_ip)
+        .collect();
+    assert_eq!(epps.len(), 2, "two EndpointPicker replicas");
+
+    // Each replica dials every engine's events port; PUB/SUB drops what precedes a
+    // subscription, so warm the engines until both replicas route both precisely.
+    let mut warm = 0;
+    wait_until(
+        Duration::from_secs(60),
+        "KV events from both engines on both replicas",
+        || {
+            warm += 1;
+            let (decode, epps, warm) = (decode.clone(), epps.clone(), warm);
+            async move {
+                for pod in &decode {
+                    complete_on(
+                        pod,
+                        &format!("warm-up {warm} {}", "filler words ".repeat(12)),
+                    )
+                    .await;
+                }
+                for epp in &epps {
+                    let text = metrics_of(epp).await;
+                    if sum_metric(&text, "llmd_epp_endpoint_prefix_precise") != 2.0 {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+
+    // Each tenant's context goes straight to one engine, never through an EPP: only
+    // that engine's events can tell the replicas where it is.
+    for (tenant, holder) in [(11, &decode[1]), (12, &decode[0])] {
+        let endpoint = format!("{}:8000", pod_ip(holder));
+        let mut before = Vec::new();
+        for epp in &epps {
+            let text = metrics_of(epp).await;
+            before.push(endpoint_metric(
+                &text,
+                "llmd_epp_kv_events_messages_total",
+                &endpoint,
+            ));
+        }
+        complete_on(holder, &tenant_prompt(tenant, 0)).await;
+        for (epp, before) in epps.iter().zip(before) {
+            wait_until(
+                Duration::from_secs(10),
+                "the engine's events on the replica",
+                || {
+                    let (epp, endpoint) = (epp.clone(), endpoint.clone());
+                    async move {
+                        let text = metrics_of(&epp).await;
+                        let now =
+                            endpoint_metric(&text, "llmd_epp_kv_events_messages_total", &endpoint);
+                        (now > before).then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+        for epp in &epps {
+            for q in 1..4 {
+                let r = complete(epp, &tenant_prompt(tenant, q), 2).await;
+                assert_eq!(r.status(), 200);
+                assert_eq!(
+                    header(&r, "x-inference-pod"),
+                    Some(pod_name(holder)),
+                    "tenant {tenant} question {q} through replica {epp}"
+                );
+            }
+        }
+    }
+}

@@ -32,6 +32,24 @@ fn vllm_container(model: &str) -> String {
     )
 }
 
+/// A vLLM pod publishing KV events as llm-d configures it: bound on the pod's port
+/// 5556, for routers to dial.
+const KV_EVENTS_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: events, labels: {app: events}}
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: vllm
+    image: vllm/vllm-openai:v0.11.0
+    args: ["--model", "test/model", "--port", "8000", "--kv-events-config", '{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5556","topic":"kv@$(POD_IP):8000@test/model"}']
+    env:
+    - name: POD_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    ports: [{name: http, containerPort: 8000}, {name: kv-events, containerPort: 5556}]
+    readinessProbe: {httpGet: {path: /health, port: http}, periodSeconds: 1}
+"#;
+
 /// A StatefulSet `sim` of `replicas` simulated vLLM pods and its headless Service.
 fn model_server_set(replicas: u32) -> String {
     format!(
@@ -698,4 +716,54 @@ async fn chart_operator_pod_reconciles_with_the_charts_rbac() {
         "the operator pod did not reconcile; its log:\n{log}"
     );
     assert!(log.contains("became leader"), "{log}");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn simulated_vllm_pod_offers_kv_events_on_the_port_vllm_would_bind() {
+    use zeromq::{Socket, SocketRecv, SubSocket};
+    let ns = TestNamespace::create_live("e2e-live-kv-events").await;
+    let pods: Api<Pod> = Api::namespaced(client().await, &ns.name);
+    apply_ok(&ns.name, KV_EVENTS_POD);
+    let pod = wait_pod(&pods, "events", "events Ready", is_pod_ready).await;
+    let ip = pod_ip(&pod);
+    let mut sub = SubSocket::new();
+    sub.connect(&format!("tcp://{ip}:5556"))
+        .await
+        .expect("the pod's events port accepts");
+    sub.subscribe("kv@").await.expect("subscribe");
+    // PUB/SUB drops what precedes the subscription: send distinct prompts until
+    // one's events arrive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0;
+    let frames = loop {
+        assert!(Instant::now() < deadline, "no KV events from {ip}:5556");
+        attempt += 1;
+        let prompt = format!("attempt {attempt} {}", "words to fill blocks ".repeat(10));
+        let response = pod_http()
+            .post(format!("http://{ip}:8000/v1/completions"))
+            .header("content-type", "application/json")
+            .body(
+                serde_json::json!({"model": "test/model", "prompt": prompt, "max_tokens": 1})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("the pod answers");
+        assert_eq!(response.status(), 200);
+        if let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_millis(1500), sub.recv()).await {
+            break msg.into_vec();
+        }
+    };
+    assert_eq!(frames.len(), 3, "[topic, sequence, payload]");
+    let topic = String::from_utf8_lossy(&frames[0]);
+    assert!(
+        topic.starts_with(&format!("kv@{ip}")),
+        "topic {topic} names the pod IP"
+    );
+    assert_eq!(frames[1].len(), 8, "8-byte sequence");
+    let log =
+        std::fs::read_to_string(live_pod_dir(&ns.name, "events", &uid(&pod)).join("vllm.log"))
+            .expect("container log");
+    assert!(log.contains("--use-vllm-map-event-format"), "{log}");
 }

@@ -34,6 +34,9 @@ enum Action {
     Validate,
     /// Dropped: no simulator equivalent (it simulates, it does not compute).
     Drop,
+    /// vLLM's `--kv-events-config`: where the engine publishes KV events (see
+    /// [`KvEvents`]).
+    KvEvents,
 }
 
 /// vLLM flag -> what the simulator gets. The one place this mapping lives.
@@ -72,7 +75,7 @@ const VLLM_FLAGS: &[(&str, Action, Value)] = &[
     ("--seed", Action::Map("--seed"), Value::Int),
     // The simulator handles P/D from the request's kv_transfer_params.
     ("--kv-transfer-config", Action::Validate, Value::Json),
-    ("--kv-events-config", Action::Validate, Value::Json),
+    ("--kv-events-config", Action::KvEvents, Value::Json),
     ("--tensor-parallel-size", Action::Drop, Value::Text),
     ("-tp", Action::Drop, Value::Text),
     ("--pipeline-parallel-size", Action::Drop, Value::Text),
@@ -112,6 +115,56 @@ pub struct Translation {
     pub dropped: Vec<String>,
     /// Flags and words the table does not know (dropped).
     pub unknown: Vec<String>,
+    /// The port the engine binds for KV events (`tcp://*:<port>`): the simulator
+    /// can only connect out, so the runner binds this port in the pod and forwards.
+    pub kv_events_port: Option<u16>,
+}
+
+/// What vLLM's `--kv-events-config` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KvEvents {
+    Off,
+    /// Bind `tcp://*:<port>` (llm-d's layout: the router dials every pod).
+    Bind(u16),
+    /// Connect out to this endpoint (the simulator does that itself).
+    Connect(String),
+}
+
+/// vLLM's defaults: events off; with events on, the ZeroMQ publisher on
+/// `tcp://*:5557`. vLLM binds when the host is a wildcard and connects otherwise.
+fn kv_events(flag: &str, json: &str) -> Result<KvEvents, TranslateError> {
+    let invalid = |reason: String| TranslateError::InvalidJson {
+        flag: flag.to_string(),
+        reason,
+    };
+    let config: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+    let enabled = config
+        .get("enable_kv_cache_events")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let publisher = config
+        .get("publisher")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("zmq");
+    if !enabled || publisher != "zmq" {
+        return Ok(KvEvents::Off);
+    }
+    let endpoint = config
+        .get("endpoint")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("tcp://*:5557");
+    let address = endpoint
+        .strip_prefix("tcp://")
+        .ok_or_else(|| invalid(format!("endpoint {endpoint:?}: only tcp:// is simulated")))?;
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p > 0)?)))
+        .ok_or_else(|| invalid(format!("endpoint {endpoint:?} has no port")))?;
+    Ok(match host {
+        "*" | "0.0.0.0" | "::" | "[::]" => KvEvents::Bind(port),
+        _ => KvEvents::Connect(endpoint.to_string()),
+    })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -189,6 +242,21 @@ pub fn translate_vllm(
                 translated.push((*to).to_string());
                 translated.extend(values);
             }
+            Action::KvEvents => match kv_events(name, &values.concat())? {
+                KvEvents::Off => out.dropped.push(format!("{name} {}", values.concat())),
+                target => {
+                    translated.extend(
+                        ["--enable-kvcache", "--use-vllm-map-event-format"].map(String::from),
+                    );
+                    match target {
+                        KvEvents::Connect(endpoint) => {
+                            translated.extend(["--zmq-endpoint".to_string(), endpoint]);
+                        }
+                        KvEvents::Bind(port) => out.kv_events_port = Some(port),
+                        KvEvents::Off => {}
+                    }
+                }
+            },
             Action::Validate | Action::Drop => {
                 let mut text = name.to_string();
                 for v in &values {
@@ -475,6 +543,56 @@ mod tests {
             run(&["--model", "m", "--kv-transfer-config=[1]"]),
             Err(TranslateError::InvalidJson { .. })
         ));
+    }
+
+    #[test]
+    fn kv_events_bound_on_the_pod_are_forwarded_and_connected_ones_passed_on() {
+        let bind = run(&[
+            "--model",
+            "m",
+            "--kv-events-config",
+            r#"{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5556","topic":"kv@10.0.0.1:8000@m"}"#,
+        ])
+        .expect("valid");
+        assert_eq!(bind.kv_events_port, Some(5556));
+        assert!(
+            bind.args
+                .contains(&"--use-vllm-map-event-format".to_string())
+        );
+        assert!(!bind.args.contains(&"--zmq-endpoint".to_string()));
+        let connect = run(&[
+            "--model",
+            "m",
+            r#"--kv-events-config={"enable_kv_cache_events":true,"endpoint":"tcp://epp.ns:5557"}"#,
+        ])
+        .expect("valid");
+        assert_eq!(connect.kv_events_port, None);
+        let at = connect.args.iter().position(|a| a == "--zmq-endpoint");
+        assert_eq!(
+            at.and_then(|i| connect.args.get(i + 1)).map(String::as_str),
+            Some("tcp://epp.ns:5557")
+        );
+        let off = run(&[
+            "--model",
+            "m",
+            "--kv-events-config",
+            r#"{"enable_kv_cache_events":false}"#,
+        ])
+        .expect("valid");
+        assert_eq!((off.kv_events_port, off.dropped.len()), (None, 1));
+        for bad in [
+            r#"{"enable_kv_cache_events":true,"endpoint":"ipc:///tmp/x"}"#,
+            r#"{"enable_kv_cache_events":true,"endpoint":"tcp://*:0"}"#,
+            r#"{"enable_kv_cache_events":true,"endpoint":"tcp://*"}"#,
+        ] {
+            assert!(
+                matches!(
+                    run(&["--model", "m", "--kv-events-config", bad]),
+                    Err(TranslateError::InvalidJson { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
