@@ -51,6 +51,22 @@ fn disaggregation_needs_a_kv_connector() {
 }
 
 #[test]
+fn precise_prefix_mode_owns_the_kv_events_config() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.engine.args = vec!["--kv-events-config={}".into()];
+    assert!(
+        validate_cel(&ld).is_ok(),
+        "approximate mode: the user's own is fine"
+    );
+    ld.spec.router.prefix_cache.mode = llmd_api::PrefixCacheMode::Precise;
+    refused(&ld, "spec.router.prefixCache.mode Precise");
+    ld.spec.engine.args.clear();
+    assert!(validate_cel(&ld).is_ok());
+    ld.spec.decode.args = vec!["--kv-events-config".into(), "{}".into()];
+    refused(&ld, "must not set --kv-events-config");
+}
+
+#[test]
 fn decode_needs_a_replica() {
     let mut ld = sample(AGGREGATED);
     ld.spec.decode.replicas = 0;

@@ -58,6 +58,9 @@ pub const KV_EVENTS_PORT: i32 = 5556;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.prefill) || self.prefill.replicas == 0 || !has(self.kvTransfer) || !has(self.kvTransfer.connector) || self.kvTransfer.connector != 'None'"
 ).message("spec.kvTransfer.connector: disaggregated serving (spec.prefill.replicas > 0) needs a KV connector; set it to Nixl or remove spec.prefill").field_path(".kvTransfer.connector"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.router) || !has(self.router.prefixCache) || !has(self.router.prefixCache.mode) || self.router.prefixCache.mode != 'Precise' || [has(self.engine) && has(self.engine.args) ? self.engine.args : [], has(self.prefill) && has(self.prefill.args) ? self.prefill.args : [], has(self.decode.args) ? self.decode.args : []].all(l, !l.exists(a, a == '--kv-events-config' || a.startsWith('--kv-events-config=')))"
+).message("spec.router.prefixCache.mode Precise: engine and role args must not set --kv-events-config, the operator renders it (ZeroMQ on port 5556)").field_path(".router.prefixCache.mode"))]
 pub struct LLMDeploymentSpec {
     /// The model to serve: its served name, where its weights come from, and its context length.
     pub model: ModelSpec,
