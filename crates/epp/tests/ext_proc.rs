@@ -5,8 +5,8 @@ mod support;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse, processing_request,
-    processing_response,
+    CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
+    processing_request, processing_response,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use support::{Epp, Sim, pd_config, sim_bin};
@@ -214,13 +214,9 @@ async fn long_uncached_prompts_get_a_prefiller_header() {
     );
 }
 
-/// The headers a response sets, as (name, value).
-fn set_headers(response: &ProcessingResponse) -> Vec<(String, String)> {
-    let Some(processing_response::Response::RequestHeaders(h)) = &response.response else {
-        panic!("a headers response: {response:?}");
-    };
-    h.response
-        .as_ref()
+/// The headers a common response's header mutation sets, as (name, value).
+fn mutation_sets(common: Option<&CommonResponse>) -> Vec<(String, String)> {
+    common
         .and_then(|r| r.header_mutation.as_ref())
         .map(|m| {
             m.set_headers
@@ -235,6 +231,14 @@ fn set_headers(response: &ProcessingResponse) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The headers a response sets, as (name, value).
+fn set_headers(response: &ProcessingResponse) -> Vec<(String, String)> {
+    let Some(processing_response::Response::RequestHeaders(h)) = &response.response else {
+        panic!("a headers response: {response:?}");
+    };
+    mutation_sets(h.response.as_ref())
 }
 
 fn removed_headers(response: &ProcessingResponse) -> Vec<String> {
@@ -408,22 +412,7 @@ fn response_set_headers(response: &ProcessingResponse) -> Vec<(String, String)> 
     let Some(processing_response::Response::ResponseHeaders(h)) = &response.response else {
         panic!("a response-headers answer: {response:?}");
     };
-    h.response
-        .as_ref()
-        .and_then(|r| r.header_mutation.as_ref())
-        .map(|m| {
-            m.set_headers
-                .iter()
-                .filter_map(|o| o.header.as_ref())
-                .map(|h| {
-                    (
-                        h.key.clone(),
-                        String::from_utf8_lossy(&h.raw_value).into_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    mutation_sets(h.response.as_ref())
 }
 
 #[tokio::test]

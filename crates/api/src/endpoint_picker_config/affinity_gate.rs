@@ -7,9 +7,9 @@
 
 use serde_json::json;
 
-use super::for_spec::{plugin, prefix_cache_parameters, profile};
+use super::for_spec::{assemble, plugin, prefix_cache_parameters, profile};
 use super::plugins::{plugin, profile};
-use super::{API_VERSION, AffinityGate, EndpointPickerConfig, KIND};
+use super::{AffinityGate, EndpointPickerConfig};
 use crate::RouterSpec;
 
 impl EndpointPickerConfig {
@@ -26,7 +26,7 @@ impl EndpointPickerConfig {
             (plugin::QUEUE_SCORER, 1.0),
             (plugin::KV_CACHE_UTILIZATION_SCORER, 1.0),
         ];
-        let mut plugins = vec![
+        let plugins = vec![
             plugin(
                 plugin::PREFIX_CACHE_SCORER,
                 Some(prefix_cache_parameters(router)),
@@ -50,24 +50,10 @@ impl EndpointPickerConfig {
                 &scorers,
             )
         };
-        let mut profiles = vec![gated(profile::DECODE, plugin::DECODE_FILTER)];
-        if disaggregated {
-            plugins.push(plugin(plugin::PREFILL_FILTER, None));
-            plugins.push(plugin(plugin::DISAGG_PROFILE_HANDLER, None));
-            plugins.push(plugin(
-                plugin::PD_DECIDER,
-                Some(json!({"nonCachedTokens": router.disaggregation.non_cached_tokens})),
-            ));
-            profiles.push(gated(profile::PREFILL, plugin::PREFILL_FILTER));
-        } else {
-            plugins.push(plugin(plugin::SINGLE_PROFILE_HANDLER, None));
-        }
-        EndpointPickerConfig {
-            api_version: API_VERSION.to_string(),
-            kind: KIND.to_string(),
-            plugins,
-            scheduling_profiles: profiles,
-        }
+        let profiles = vec![gated(profile::DECODE, plugin::DECODE_FILTER)];
+        assemble(router, disaggregated, plugins, profiles, || {
+            gated(profile::PREFILL, plugin::PREFILL_FILTER)
+        })
     }
 }
 

@@ -82,27 +82,38 @@ impl EndpointPickerConfig {
             .collect();
         plugins.push(plugin(plugin::DECODE_FILTER, None));
         plugins.push(plugin(plugin::MAX_SCORE_PICKER, None));
-        let mut profiles = vec![profile(profile::DECODE, &[plugin::DECODE_FILTER], &scorers)];
-        if disaggregated {
-            plugins.push(plugin(plugin::PREFILL_FILTER, None));
-            plugins.push(plugin(plugin::DISAGG_PROFILE_HANDLER, None));
-            plugins.push(plugin(
-                plugin::PD_DECIDER,
-                Some(json!({"nonCachedTokens": router.disaggregation.non_cached_tokens})),
-            ));
-            profiles.push(profile(
-                profile::PREFILL,
-                &[plugin::PREFILL_FILTER],
-                &scorers,
-            ));
-        } else {
-            plugins.push(plugin(plugin::SINGLE_PROFILE_HANDLER, None));
-        }
-        EndpointPickerConfig {
-            api_version: API_VERSION.to_string(),
-            kind: KIND.to_string(),
-            plugins,
-            scheduling_profiles: profiles,
-        }
+        let profiles = vec![profile(profile::DECODE, &[plugin::DECODE_FILTER], &scorers)];
+        assemble(router, disaggregated, plugins, profiles, || {
+            profile(profile::PREFILL, &[plugin::PREFILL_FILTER], &scorers)
+        })
+    }
+}
+
+/// The config from its decode-side `plugins` and `profiles`: with `disaggregated`,
+/// the prefill filter, the P/D profile handler, the P/D decider with the router's
+/// `nonCachedTokens` and the prefill profile; otherwise the single-profile handler.
+pub(super) fn assemble(
+    router: &RouterSpec,
+    disaggregated: bool,
+    mut plugins: Vec<PluginSpec>,
+    mut profiles: Vec<SchedulingProfile>,
+    prefill_profile: impl FnOnce() -> SchedulingProfile,
+) -> EndpointPickerConfig {
+    if disaggregated {
+        plugins.push(plugin(plugin::PREFILL_FILTER, None));
+        plugins.push(plugin(plugin::DISAGG_PROFILE_HANDLER, None));
+        plugins.push(plugin(
+            plugin::PD_DECIDER,
+            Some(json!({"nonCachedTokens": router.disaggregation.non_cached_tokens})),
+        ));
+        profiles.push(prefill_profile());
+    } else {
+        plugins.push(plugin(plugin::SINGLE_PROFILE_HANDLER, None));
+    }
+    EndpointPickerConfig {
+        api_version: API_VERSION.to_string(),
+        kind: KIND.to_string(),
+        plugins,
+        scheduling_profiles: profiles,
     }
 }

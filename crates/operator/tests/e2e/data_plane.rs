@@ -180,6 +180,38 @@ fn tenant_prompt(tenant: usize, question: usize) -> String {
     format!("{} Question {question}?", context.join(" "))
 }
 
+/// Three clients sending `prompt(worker, n)` back to back through the EPP pod.
+struct Load {
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(epp: &str, prompt: fn(usize, usize) -> String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..3)
+            .map(|worker| {
+                let (stop, epp) = (stop.clone(), epp.to_string());
+                tokio::spawn(async move {
+                    let mut q = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = complete(&epp, &prompt(worker, q), 8).await;
+                        q += 1;
+                    }
+                })
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.await;
+        }
+    }
+}
+
 fn manifest(name: &str, prefill: u32, decode: u32, router: &str) -> String {
     let prefill = if prefill > 0 {
         format!("  prefill:\n    replicas: {prefill}\n")
@@ -542,19 +574,7 @@ async fn the_tuner_retunes_under_a_skewed_load_and_the_epp_runs_its_weights_at_o
     ]);
 
     // A hot tenant: its requests share a long context, several at a time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = (0..3)
-        .map(|worker| {
-            let (stop, epp) = (stop.clone(), epp.clone());
-            tokio::spawn(async move {
-                let mut q = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = complete(&epp, &tenant_prompt(1, worker * 1000 + q), 8).await;
-                    q += 1;
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&epp, |worker, q| tenant_prompt(1, worker * 1000 + q));
 
     // Each time status.routing changes, the EPP must run it within 5 s (the tuner may
     // change the weights again a round later; each change gets its own 5 s).
@@ -604,10 +624,7 @@ async fn the_tuner_retunes_under_a_skewed_load_and_the_epp_runs_its_weights_at_o
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        let _ = l.await;
-    }
+    load.stop().await;
     assert_ne!(in_force, spec_weights, "retuned");
     let epp_now = stack.pods.get(&pod_name(&epp_pod)).await.expect("EPP pod");
     assert_eq!(restart_count(&epp_now), 0, "applied live, no restart");
@@ -656,19 +673,7 @@ async fn the_tuner_explains_its_verdicts_in_kubectl_describe_and_a_pick_is_expla
     );
 
     // Traffic, until an experiment ends: its verdict, in numbers, in kubectl describe.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = (0..3)
-        .map(|worker| {
-            let (stop, epp) = (stop.clone(), epp.clone());
-            tokio::spawn(async move {
-                let mut q = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = complete(&epp, &tenant_prompt(worker % 2, q), 8).await;
-                    q += 1;
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&epp, |worker, q| tenant_prompt(worker % 2, q));
     let verdict = wait_until(
         Duration::from_secs(150),
         "an experiment's verdict in status.routing.history",
@@ -678,10 +683,7 @@ async fn the_tuner_explains_its_verdicts_in_kubectl_describe_and_a_pick_is_expla
         },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        let _ = l.await;
-    }
+    load.stop().await;
     assert!(
         verdict.reason.contains("TTFT mean") && verdict.reason.contains("requests"),
         "{verdict:?}"
