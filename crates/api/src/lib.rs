@@ -5,6 +5,7 @@
 //! and the tests share one definition.
 
 pub mod conditions;
+pub mod content_hash;
 pub mod endpoint_picker;
 pub mod endpoint_picker_config;
 pub mod engine_metrics;

@@ -27,7 +27,6 @@ mod scheduler_config;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use config_error::ConfigError;
 pub use plugins::{FilterKind, PluginKind, RoleFilter, Scorer, plugin, profile};
@@ -109,7 +108,7 @@ impl EndpointPickerConfig {
     /// YAML. Two configs that say the same thing have the same hash however their
     /// source text was formatted.
     pub fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.to_yaml().as_bytes()))[..16].to_string()
+        crate::content_hash::content_hash(self.to_yaml().as_bytes())
     }
 
     /// The weight of each scorer in the first profile (the decode profile), by plugin

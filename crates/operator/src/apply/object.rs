@@ -20,10 +20,10 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
+use llmd_api::content_hash::content_hash;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, is_refusal};
 use crate::leader_election::ensure_leading;
@@ -50,7 +50,7 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
 
 /// Hash of a desired object's JSON.
 pub fn hash(desired: &Value) -> String {
-    hex::encode(Sha256::digest(desired.to_string().as_bytes()))[..16].to_string()
+    content_hash(desired.to_string().as_bytes())
 }
 
 /// Does `live` already carry `desired`?

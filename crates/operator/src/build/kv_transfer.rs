@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use llmd_api::content_hash::content_hash;
 use llmd_api::{KvBufferDevice, KvTransferSpec};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::meta::{Component, Owner};
 
@@ -63,14 +63,14 @@ pub fn data(spec: &KvTransferSpec) -> BTreeMap<String, String> {
 
 /// Content hash of the data, for the pod-template annotation.
 pub fn hash(data: &BTreeMap<String, String>) -> String {
-    let mut digest = Sha256::new();
+    let mut bytes = Vec::new();
     for (key, value) in data {
-        digest.update(key.as_bytes());
-        digest.update([0]);
-        digest.update(value.as_bytes());
-        digest.update([0]);
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
     }
-    hex::encode(digest.finalize())[..16].to_string()
+    content_hash(&bytes)
 }
 
 /// The ConfigMap.
