@@ -11,6 +11,9 @@ use llmd_api::endpoint_picker_config::SchedulerConfig;
 use llmd_api::engine_metrics::EngineMetrics;
 use llmd_epp::endpoint_picker::{EndpointPicker, PickRequest};
 use llmd_epp::pool::endpoint::{Endpoint, EndpointRegistry, Role};
+use llmd_epp::prefix::engine_tokens::sim_token_ids;
+use llmd_epp::prefix::kv_events::KvEvent;
+use llmd_epp::prefix::precise::{PreciseIndex, block_keys, root_key};
 use llmd_epp::telemetry::Telemetry;
 
 const TENANTS: usize = 64;
@@ -62,6 +65,35 @@ fn picker(n: usize) -> EndpointPicker {
     p
 }
 
+static POD_NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    (0..1024)
+        .map(|i| format!("10.0.{}.{}:8000", i / 250, i % 250))
+        .collect()
+});
+
+/// A precise index where each tenant's context is held by one pod of `n`, as its
+/// engine reported.
+fn precise_index(n: usize) -> PreciseIndex {
+    let index = PreciseIndex::new(16, 100_000);
+    for t in 0..TENANTS {
+        let tokens = sim_token_ids(&prompt(t, 0));
+        let full = tokens.len() / 16 * 16;
+        let event = KvEvent::BlockStored {
+            block_hashes: (0..full as u64 / 16)
+                .map(|b| (t as u64) << 32 | b)
+                .collect(),
+            parent: None,
+            token_ids: tokens[..full].to_vec(),
+            block_size: 16,
+            lora_name: None,
+            medium: Some("GPU".into()),
+        };
+        let pod: Arc<str> = Arc::from(POD_NAMES[t % n].as_str());
+        index.apply(&pod, t as u64, &[event]);
+    }
+    index
+}
+
 fn main() {
     let mut c = Criterion::default()
         .configure_from_args()
@@ -81,6 +113,23 @@ fn main() {
                     exclude: None,
                     explain: false,
                 }))
+            })
+        });
+    }
+    group.finish();
+
+    // What precise mode adds to a pick: tokenizing the prompt as the engine does,
+    // keying its blocks, and matching them against every pod's reported blocks.
+    let mut group = c.benchmark_group("precise-keys");
+    for n in [16usize, 256, 1024] {
+        let index = precise_index(n);
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % TENANTS;
+                let tokens = sim_token_ids(&prompts[i]);
+                let keys = block_keys(root_key(None), &tokens, 16, 2048);
+                black_box(index.matched_blocks(POD_NAMES[..n].iter().map(String::as_str), &keys))
             })
         });
     }

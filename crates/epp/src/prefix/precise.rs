@@ -35,11 +35,13 @@ pub fn root_key(lora: Option<&str>) -> u64 {
 /// Chained keys of the full blocks of `tokens`, at most `max_blocks`.
 pub fn block_keys(root: u64, tokens: &[u32], block_size: usize, max_blocks: usize) -> Vec<u64> {
     let mut parent = root;
+    let mut bytes = Vec::with_capacity(block_size * 4);
     tokens
         .chunks_exact(block_size.max(1))
         .take(max_blocks)
         .map(|block| {
-            let bytes: Vec<u8> = block.iter().flat_map(|t| t.to_le_bytes()).collect();
+            bytes.clear();
+            bytes.extend(block.iter().flat_map(|t| t.to_le_bytes()));
             parent = xxh3_64_with_seed(&bytes, parent);
             parent
         })
