@@ -137,11 +137,14 @@ pub fn compute(observed: &Observed, failure: Option<&Failure>) -> Vec<Verdict> {
     };
     let decode = workload_verdict(types::DECODE_READY, "decode", &observed.decode);
     let kv = kv_verdict(observed);
-    let epp = workload_verdict(
+    let mut epp = workload_verdict(
         types::ENDPOINT_PICKER_READY,
         "EndpointPicker",
         &observed.endpoint_picker,
     );
+    if let Some(seen) = &observed.kv_events {
+        epp.message = format!("{}; {}", epp.message, seen.message());
+    }
 
     let components = [&prefill, &decode, &kv, &epp];
     let not_ready: Vec<&str> = components
@@ -276,6 +279,7 @@ mod tests {
                 side_channel_port: 5600,
                 config_present: true,
             },
+            kv_events: None,
         }
     }
 
@@ -300,6 +304,33 @@ mod tests {
         );
         assert!(!find(&v, types::PROGRESSING).status);
         assert!(!find(&v, types::DEGRADED).status);
+    }
+
+    #[test]
+    fn precise_mode_says_whose_kv_events_reach_the_endpoint_picker_without_failing_it() {
+        use crate::kv_events_seen::{KvEventsSeen, Seen};
+        let mut observed = pd(2, 2);
+        observed.kv_events = Some(KvEventsSeen::Read(
+            [(
+                "x-epp-a".to_string(),
+                Seen {
+                    flowing: 1,
+                    pods: 4,
+                },
+            )]
+            .into(),
+        ));
+        let v = compute(&observed, None);
+        let epp = find(&v, types::ENDPOINT_PICKER_READY);
+        assert!(epp.status, "approximate matching stands in meanwhile");
+        assert!(
+            epp.message.starts_with(
+                "1/1 EndpointPicker pods ready; precise prefix routing: KV events flowing \
+                 from 1 of 4 model-server pods on every EndpointPicker replica"
+            ),
+            "{}",
+            epp.message
+        );
     }
 
     #[test]

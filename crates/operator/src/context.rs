@@ -17,6 +17,8 @@ pub struct Context {
     /// EndpointPicker image and resources when a spec leaves them unset.
     pub epp_defaults: EndpointPickerDefaults,
     pub metrics: Arc<Metrics>,
+    /// For the EndpointPickers' `/metrics` (short timeouts).
+    pub http: reqwest::Client,
     recorder: Recorder,
     /// Consecutive failed reconciles per object, for backoff.
     failures: Mutex<HashMap<ObjectRef<LLMDeployment>, u32>>,
@@ -38,6 +40,7 @@ impl Context {
             client,
             epp_defaults,
             metrics,
+            http: crate::epp_scrape::client(),
             failures: Mutex::new(HashMap::new()),
         }
     }

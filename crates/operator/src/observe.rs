@@ -7,12 +7,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use llmd_api::endpoint_picker::selector_string;
-use llmd_api::{KvConnector, LLMDeploymentSpec};
+use llmd_api::{KvConnector, LLMDeploymentSpec, PrefixCacheMode};
 
 use crate::build::{Component, Owner, endpoint_picker, kv_transfer, model_server};
 use crate::children::Child;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::kv_events_seen::{self, KvEventsSeen};
 
 /// Replica counts of one StatefulSet or Deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -93,6 +94,8 @@ pub struct Observed {
     pub decode: Workload,
     pub endpoint_picker: Workload,
     pub kv_fabric: KvFabric,
+    /// In precise prefix-cache mode, whose KV events reach the EndpointPicker.
+    pub kv_events: Option<KvEventsSeen>,
 }
 
 /// The scheduler's message for the first unschedulable pod among `pods`.
@@ -182,6 +185,7 @@ impl Observed {
             decode: stateful_set(model_server::name(owner, model_server::Role::Decode)),
             endpoint_picker,
             kv_fabric: kv_fabric(spec, config_present),
+            kv_events: None,
         }
     }
 
@@ -229,7 +233,25 @@ impl Observed {
             decode,
             endpoint_picker,
             kv_fabric: kv_fabric(spec, config_present),
+            kv_events: None,
         })
+    }
+
+    /// In precise prefix-cache mode, reads whose KV events reach each Ready
+    /// EndpointPicker replica.
+    pub async fn find_kv_events(
+        &mut self,
+        ctx: &Context,
+        owner: &Owner,
+        spec: &LLMDeploymentSpec,
+    ) -> Result<()> {
+        if spec.router.prefix_cache.mode != PrefixCacheMode::Precise
+            || self.endpoint_picker.ready == 0
+        {
+            return Ok(());
+        }
+        self.kv_events = Some(kv_events_seen::read(ctx, &owner.namespace, &owner.name).await?);
+        Ok(())
     }
 
     /// Fills in the scheduler's message for every workload short of ready pods.

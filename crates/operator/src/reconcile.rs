@@ -28,6 +28,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a deployment that is still rolling out, or has an object in the way of a
 /// child, is looked at again.
 const PROGRESS_CHECK: Duration = Duration::from_secs(10);
+/// How often the EndpointPicker is asked again while some pod's KV events have not
+/// reached it (an engine publishes only once it serves).
+const KV_EVENTS_CHECK: Duration = Duration::from_secs(30);
 
 /// The reconcile entry point the controller calls.
 pub async fn reconcile(ld: Arc<LLMDeployment>, ctx: Arc<Context>) -> Result<Action> {
@@ -99,6 +102,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         None => Observed::read(ctx, &owner, &ld.spec).await?,
     };
     observed.find_unschedulable(ctx, &owner).await?;
+    observed.find_kv_events(ctx, &owner, &ld.spec).await?;
 
     // status
     let facts = Facts::of(&owner, &ld.spec, pool_served, &children);
@@ -121,9 +125,11 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         info!(name = %owner.name, namespace = %owner.namespace, "spec cannot be served; waiting for a change");
         return Ok(Action::await_change());
     }
-    Ok(Action::requeue(if observed.settled() {
-        RESYNC
-    } else {
+    Ok(Action::requeue(if !observed.settled() {
         PROGRESS_CHECK
+    } else if observed.kv_events.as_ref().is_some_and(|k| !k.complete()) {
+        KV_EVENTS_CHECK
+    } else {
+        RESYNC
     }))
 }

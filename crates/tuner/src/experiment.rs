@@ -4,8 +4,14 @@
 //! change in the workload hits both arms alike) until each arm has enough requests,
 //! then keeps the candidate only if its objective beat the incumbent's by more than
 //! the margin and the noise; otherwise it rolls back and that candidate rests, for
-//! longer each time it loses, so stationary load never flip-flops. Quiet traffic,
-//! a met target or the `frozen` switch mean no experiment at all.
+//! longer each time it loses, so stationary load never flip-flops.
+//!
+//! Exploring costs what a worse candidate costs, so it is kept cheap: an experiment
+//! starts only once the incumbent's recent record has settled (not while caches warm
+//! or just after a change of workload), a candidate whose first slice is clearly
+//! worse than that record is rolled back at once, and each rollback in a row doubles
+//! the pause before the next experiment. Quiet traffic, a met target or the `frozen`
+//! switch mean no experiment at all.
 
 mod trial;
 
@@ -20,8 +26,9 @@ use crate::settings::Settings;
 use crate::verdict::{Outcome, Slice, Step};
 use trial::{Arm, Trial};
 
-/// A candidate that lost: not tried again for `slices_left` slices; `cooldown` is
-/// kept after that, so losing again rests it twice as long.
+/// A candidate that lost: passed over at the next `slices_left` chances to explore
+/// (slices with no experiment or pause); `cooldown` is kept after that, so losing
+/// again rests it twice as long.
 #[derive(Clone, Debug)]
 struct Resting {
     weights: ScorerWeights,
@@ -37,6 +44,8 @@ pub struct Tuner {
     incumbent: ScorerWeights,
     trial: Option<Trial>,
     dwell_left: u32,
+    /// Experiments rolled back in a row: each doubles the pause before the next.
+    losses: u32,
     resting: Vec<Resting>,
     /// The incumbent's last slices, to notice the workload changing.
     recent: VecDeque<Histogram>,
@@ -51,6 +60,9 @@ const RECENT: usize = 4;
 /// Relative change of the incumbent's objective that counts as a new workload, when
 /// seen twice in a row (slice-to-slice noise of bursty traffic is well under it).
 const SHIFT: f64 = 0.5;
+/// Relative difference between the older and newer halves of the incumbent's recent
+/// slices under which its record counts as settled.
+const SETTLED: f64 = 0.2;
 
 impl Tuner {
     /// A tuner whose incumbent is `incumbent` (the weights in force), for a deployment
@@ -58,6 +70,7 @@ impl Tuner {
     pub fn new(settings: Settings, spec: ScorerWeights, incumbent: ScorerWeights) -> Tuner {
         Tuner {
             dwell_left: settings.dwell,
+            losses: 0,
             settings,
             spec,
             incumbent,
@@ -94,7 +107,6 @@ impl Tuner {
 
     /// Takes the slice that just ended; returns what the next one runs.
     pub fn step(&mut self, slice: &Slice) -> Step {
-        self.tick_resting();
         let rate = if slice.seconds > 0.0 {
             slice.ttft.count / slice.seconds
         } else {
@@ -111,6 +123,15 @@ impl Tuner {
             arm.add(&slice.ttft);
             *slices += 1;
             trial.slices.push(slice.ttft.clone());
+            if trial.clearly_losing(&self.settings) {
+                let verdict = self.end_trial(Outcome::StoppedEarly);
+                return Step {
+                    weights: self.incumbent.clone(),
+                    verdict: Some(verdict),
+                    started: None,
+                    holding: None,
+                };
+            }
             if rate < self.settings.min_rate {
                 let verdict = self.end_trial(Outcome::Abandoned);
                 return Step {
@@ -145,6 +166,11 @@ impl Tuner {
                 seconds(score)
             ));
         }
+        if let Some(why) = self.unsettled() {
+            return self.hold(why);
+        }
+        // Rest is counted in chances to explore, so a long pause does not use it up.
+        self.tick_resting();
         let next = candidates::around(
             &self.incumbent,
             &self.spec,
@@ -171,6 +197,7 @@ impl Tuner {
                     incumbent_slices: 0,
                     candidate_slices: 0,
                     slices: Vec::new(),
+                    before: self.pooled_recent(),
                 });
                 Step {
                     weights: self.in_force().clone(),
@@ -221,11 +248,49 @@ impl Tuner {
         }
     }
 
-    fn recent_score(&self) -> Option<f64> {
+    /// Why the incumbent's record is not yet one to compare with: too short, or its
+    /// older and newer halves disagree (caches still warming, or a change of
+    /// workload still in the window). Experiments wait for it, so the first slice of
+    /// a candidate can be judged against it.
+    fn unsettled(&self) -> Option<String> {
+        if self.recent.len() < RECENT {
+            return Some("recording the incumbent".to_string());
+        }
+        let half = |hs: &[Histogram]| {
+            let mut pooled = Histogram::default();
+            for h in hs {
+                pooled.add(h);
+            }
+            (pooled.count >= self.settings.min_samples / 2.0)
+                .then(|| self.settings.objective.score(&pooled))
+                .flatten()
+        };
+        let slices: Vec<Histogram> = self.recent.iter().cloned().collect();
+        let (older, newer) = slices.split_at(RECENT / 2);
+        let (Some(older), Some(newer)) = (half(older), half(newer)) else {
+            return Some("recording the incumbent".to_string());
+        };
+        let moved = (newer - older) / older.max(newer).max(f64::MIN_POSITIVE);
+        (moved.abs() > SETTLED).then(|| {
+            format!(
+                "waiting for the incumbent to settle: {} {} -> {}",
+                self.settings.objective.name(),
+                seconds(older),
+                seconds(newer)
+            )
+        })
+    }
+
+    fn pooled_recent(&self) -> Histogram {
         let mut pooled = Histogram::default();
         for h in &self.recent {
             pooled.add(h);
         }
+        pooled
+    }
+
+    fn recent_score(&self) -> Option<f64> {
+        let pooled = self.pooled_recent();
         (pooled.count >= self.settings.min_samples)
             .then(|| self.settings.objective.score(&pooled))
             .flatten()
@@ -363,6 +428,84 @@ mod tests {
             trials(0..200),
             trials(200..400)
         );
+    }
+
+    /// Slices held between each verdict and the next experiment's start.
+    fn pauses(steps: &[Step]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut since: Option<usize> = None;
+        for (i, s) in steps.iter().enumerate() {
+            if s.verdict.is_some() {
+                since = Some(i);
+            } else if s.started.is_some()
+                && let Some(v) = since.take()
+            {
+                out.push(i - v - 1);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_clearly_worse_candidate_is_stopped_after_its_first_slice() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        let world = |x: &ScorerWeights| if *x == w(3.0, 2.0, 2.0) { 0.30 } else { 0.40 };
+        let steps = run(&mut tuner, 12, world);
+        let start = steps
+            .iter()
+            .position(|s| s.started.is_some())
+            .expect("explores");
+        let verdict = steps[start + 1].verdict.as_ref().expect("stopped at once");
+        assert_eq!(verdict.outcome, Outcome::StoppedEarly);
+        assert_eq!(
+            verdict.reason,
+            "kept the incumbent: prefix 3 -> 4.5 gave TTFT mean 400 ms over 50 requests \
+             vs 300 ms over the 200 before it"
+        );
+        assert_eq!(steps[start + 1].weights, w(3.0, 2.0, 2.0));
+    }
+
+    #[test]
+    fn experiments_wait_until_the_incumbents_ttft_settles() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        // Caches warming: TTFT falls for eight slices, then holds.
+        let warming = [0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.3];
+        for ttft in warming {
+            let step = tuner.step(&slice(ttft, 50.0));
+            assert!(step.started.is_none(), "explored while warming at {ttft}");
+        }
+        let holding = tuner.step(&slice(0.3, 50.0)).holding.unwrap_or_default();
+        assert!(
+            holding.starts_with("waiting for the incumbent to settle: TTFT mean"),
+            "{holding}"
+        );
+        let steps: Vec<Step> = (0..3).map(|_| tuner.step(&slice(0.3, 50.0))).collect();
+        assert!(
+            steps.iter().any(|s| s.started.is_some()),
+            "settled, it explores"
+        );
+    }
+
+    #[test]
+    fn each_rollback_in_a_row_doubles_the_pause_and_a_win_resets_it() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        // Every move costs 3%: too little to stop early, enough to lose.
+        let world = |x: &ScorerWeights| if *x == w(3.0, 2.0, 2.0) { 0.300 } else { 0.309 };
+        let steps = run(&mut tuner, 60, world);
+        assert!(kept(&steps).is_empty());
+        assert_eq!(pauses(&steps)[..3], [4, 8, 16], "{:?}", pauses(&steps));
+        // Now more queue weight pays: once it is kept, the pause is back to what
+        // recording the new incumbent takes (the dwell within it).
+        let steps = run(&mut tuner, 200, |x| 0.3 - 0.02 * x.queue.min(4.5));
+        let won = steps
+            .iter()
+            .position(|s| {
+                s.verdict
+                    .as_ref()
+                    .is_some_and(|v| v.outcome == Outcome::Kept)
+            })
+            .expect("the better weighting is found");
+        assert_eq!(pauses(&steps[won..])[0], RECENT - 1);
     }
 
     #[test]

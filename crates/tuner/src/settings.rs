@@ -21,8 +21,14 @@ pub struct Settings {
     pub slices_per_arm: u32,
     /// Slices each arm runs at most before an experiment short of samples is abandoned.
     pub max_slices_per_arm: u32,
-    /// Slices the incumbent runs alone after a verdict.
+    /// Slices the incumbent runs alone after a verdict; doubled after each rollback
+    /// in a row (a kept candidate resets it), up to `max_pause`.
     pub dwell: u32,
+    /// The longest pause between experiments, in slices.
+    pub max_pause: u32,
+    /// A candidate whose first slice is worse than the incumbent's recent record by
+    /// this share (and by more than the noise) is rolled back at once.
+    pub early_stop: f64,
     /// Slices a candidate that lost rests at first (doubling each time it loses again).
     pub cooldown: u32,
     /// Pins the incumbent: no experiment.
@@ -42,6 +48,8 @@ impl Default for Settings {
             slices_per_arm: 2,
             max_slices_per_arm: 6,
             dwell: 2,
+            max_pause: 16,
+            early_stop: 0.1,
             cooldown: 8,
             frozen: false,
         }

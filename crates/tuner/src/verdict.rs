@@ -22,6 +22,9 @@ pub enum Outcome {
     Kept,
     /// The candidate did not beat the incumbent.
     RolledBack,
+    /// The candidate's first slice was clearly worse than the incumbent's recent
+    /// record: rolled back without running the rest of the experiment.
+    StoppedEarly,
     /// Not enough requests to judge (traffic fell, or stayed too thin).
     Abandoned,
 }

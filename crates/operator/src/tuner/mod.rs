@@ -11,7 +11,6 @@
 //! It runs inside the leader only, next to the controller, reading the controller's
 //! cache of LLMDeployments.
 
-pub mod epp_scrape;
 pub mod record;
 pub mod settings;
 
@@ -28,10 +27,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::context::Context;
+use crate::epp_scrape::{self, Scrape};
 use crate::error::Result;
-use epp_scrape::Scrape;
-
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the tuner keeps about one deployment between slices.
 struct Memory {
@@ -73,13 +70,6 @@ pub async fn run(
     store: Store<LLMDeployment>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let http = match reqwest::Client::builder().timeout(SCRAPE_TIMEOUT).build() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "tuner disabled: no HTTP client");
-            return;
-        }
-    };
     let mut memory: HashMap<ObjectRef<LLMDeployment>, Memory> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -109,7 +99,7 @@ pub async fn run(
                 ld.spec.router.scorers.clone(),
             );
             ctx.metrics.tuner_rounds.inc();
-            if let Err(e) = round(&ctx, &http, &ld, entry, now).await {
+            if let Err(e) = round(&ctx, &ld, entry, now).await {
                 warn!(name = %ld.name_any(), error = %e, "tuning round failed");
             }
         }
@@ -117,17 +107,14 @@ pub async fn run(
 }
 
 /// One slice of one deployment.
-async fn round(
-    ctx: &Context,
-    http: &reqwest::Client,
-    ld: &LLMDeployment,
-    memory: &mut Memory,
-    now: Instant,
-) -> Result<()> {
+async fn round(ctx: &Context, ld: &LLMDeployment, memory: &mut Memory, now: Instant) -> Result<()> {
     let namespace = ld.namespace().unwrap_or_default();
     let name = ld.name_any();
-    let snapshots = match epp_scrape::scrape(ctx, http, &namespace, &name).await? {
-        Scrape::Complete(s) => s,
+    let snapshots = match epp_scrape::scrape(ctx, &namespace, &name).await? {
+        Scrape::Complete(pages) => pages
+            .iter()
+            .map(|(pod, page)| (pod.clone(), Snapshot::parse(page)))
+            .collect::<BTreeMap<_, _>>(),
         Scrape::Partial(why) => {
             // Never decide from a partial window: the next one starts afresh.
             memory.previous = None;

@@ -125,7 +125,7 @@ pub async fn step(
     *recorded = Some(step.weights.clone());
     let event_reason = match step.verdict.as_ref().map(|v| v.outcome) {
         Some(Outcome::Kept) => "WeightsTuned",
-        Some(Outcome::RolledBack) => "TuningRolledBack",
+        Some(Outcome::RolledBack | Outcome::StoppedEarly) => "TuningRolledBack",
         Some(Outcome::Abandoned) => "TuningAbandoned",
         None => "TuningExperiment",
     };

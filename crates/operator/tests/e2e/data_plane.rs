@@ -836,4 +836,22 @@ async fn precise_prefix_routing_follows_the_engines_own_kv_events_on_every_epp_r
             }
         }
     }
+
+    // The operator asks every replica the same and says it where users look.
+    wait_for_ld(
+        &stack.lds,
+        stack.name,
+        Duration::from_secs(60),
+        "KV events counted in EndpointPickerReady",
+        |ld| {
+            condition(ld, "EndpointPickerReady").is_some_and(|c| {
+                c.status == "True"
+                    && c.message.contains(
+                        "precise prefix routing: KV events flowing from 2 of 2 model-server \
+                         pods on every EndpointPicker replica",
+                    )
+            })
+        },
+    )
+    .await;
 }

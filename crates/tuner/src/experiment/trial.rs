@@ -4,6 +4,7 @@ use super::{Resting, Tuner};
 use crate::candidates::{Candidate, describe_change};
 use crate::histogram::Histogram;
 use crate::objective::{Metric, Objective, seconds};
+use crate::settings::Settings;
 use crate::verdict::{Outcome, Verdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +24,39 @@ pub(super) struct Trial {
     /// Each slice in order, candidate first: adjacent slices form the pairs whose
     /// votes guard against a change of workload in the middle of the experiment.
     pub(super) slices: Vec<Histogram>,
+    /// The incumbent's recent slices before the experiment began.
+    pub(super) before: Histogram,
+}
+
+impl Trial {
+    /// After the candidate's first slice: worse than the incumbent's recent record
+    /// by the early-stop share and by more than the noise of the two means.
+    pub(super) fn clearly_losing(&self, settings: &Settings) -> bool {
+        if self.candidate_slices != 1 || self.incumbent_slices != 0 {
+            return false;
+        }
+        let objective = settings.objective;
+        let enough = |h: &Histogram| h.count >= settings.min_samples / 2.0;
+        if !enough(&self.candidate_arm) || !enough(&self.before) {
+            return false;
+        }
+        let (Some(before), Some(now)) = (
+            objective.score(&self.before),
+            objective.score(&self.candidate_arm),
+        ) else {
+            return false;
+        };
+        let noise = match objective.metric {
+            Metric::MeanTtft => self
+                .before
+                .mean_stderr()
+                .zip(self.candidate_arm.mean_stderr())
+                .map(|(a, b)| (a * a + b * b).sqrt())
+                .unwrap_or(f64::INFINITY),
+            Metric::P90Ttft => 0.0,
+        };
+        now - before > (settings.early_stop * before).max(noise)
+    }
 }
 
 /// Adjacent (candidate, incumbent) slices whose loads are comparable must mostly
@@ -74,6 +108,16 @@ impl Tuner {
         })
     }
 
+    /// The pause before the next experiment: the dwell, doubled for each rollback
+    /// in a row, at most `max_pause`.
+    fn pause(&self) -> u32 {
+        let s = &self.settings;
+        let doubled = 1u32
+            .checked_shl(self.losses)
+            .map_or(u32::MAX, |f| s.dwell.saturating_mul(f));
+        doubled.min(s.max_pause.max(s.dwell))
+    }
+
     pub(super) fn end_trial(&mut self, outcome: Outcome) -> Verdict {
         let objective = self.settings.objective;
         let Some(trial) = self.trial.take() else {
@@ -88,11 +132,16 @@ impl Tuner {
                 reason: "no experiment".to_string(),
             };
         };
+        // Stopped early, the incumbent's evidence is its record before the experiment.
+        let incumbent_arm = match outcome {
+            Outcome::StoppedEarly => &trial.before,
+            _ => &trial.incumbent_arm,
+        };
         let (inc, cand) = (
-            objective.score(&trial.incumbent_arm),
+            objective.score(incumbent_arm),
             objective.score(&trial.candidate_arm),
         );
-        let (ni, nc) = (trial.incumbent_arm.count, trial.candidate_arm.count);
+        let (ni, nc) = (incumbent_arm.count, trial.candidate_arm.count);
         let change = describe_change(&self.incumbent, &trial.candidate.weights);
         let fmt = |s: Option<f64>| s.map_or("n/a".to_string(), seconds);
         let reason = match outcome {
@@ -109,6 +158,14 @@ impl Tuner {
                 fmt(cand),
                 fmt(inc),
                 ni + nc
+            ),
+            Outcome::StoppedEarly => format!(
+                "kept the incumbent: {change} gave {} {} over {:.0} requests vs {} over the {:.0} before it",
+                objective.name(),
+                fmt(cand),
+                nc,
+                fmt(inc),
+                ni
             ),
             Outcome::Abandoned => format!(
                 "abandoned {change}: {:.0} and {:.0} requests are too few to judge",
@@ -128,11 +185,13 @@ impl Tuner {
         match outcome {
             Outcome::Kept => {
                 self.incumbent = trial.candidate.weights;
+                self.losses = 0;
                 self.resting.clear();
                 self.baseline = cand;
                 self.recent.clear();
             }
-            Outcome::RolledBack => {
+            Outcome::RolledBack | Outcome::StoppedEarly => {
+                self.losses = self.losses.saturating_add(1);
                 let cooldown = self
                     .resting
                     .iter()
@@ -149,7 +208,7 @@ impl Tuner {
             }
             Outcome::Abandoned => {}
         }
-        self.dwell_left = self.settings.dwell;
+        self.dwell_left = self.pause();
         verdict
     }
 }

@@ -1,7 +1,9 @@
 //! Reading the EndpointPicker's metrics: one scrape per Ready EPP replica, so the
-//! operator's cost grows with deployments, not with model servers.
+//! operator's cost grows with deployments, not with model servers. The tuner reads
+//! latency from them; the reconcile reads which pods' KV events reach each replica.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
@@ -9,14 +11,24 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use llmd_api::endpoint_picker::{METRICS_PORT, selector_string};
 use llmd_api::labels;
-use llmd_tuner::epp_metrics::Snapshot;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// The replicas' snapshots by pod name, or why not every replica could be read.
+/// How long one replica may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The client for EndpointPicker scrapes.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The replicas' `/metrics` pages by pod name, or why not every replica could be read.
 pub enum Scrape {
-    Complete(BTreeMap<String, Snapshot>),
+    Complete(BTreeMap<String, String>),
     /// Some replica did not answer (or answered garbage): its window would be
     /// partial, so nothing is decided from it.
     Partial(String),
@@ -30,12 +42,7 @@ fn ready(pod: &Pod) -> bool {
 }
 
 /// Scrapes every Ready EPP replica of deployment `name` in `namespace`.
-pub async fn scrape(
-    ctx: &Context,
-    http: &reqwest::Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Scrape> {
+pub async fn scrape(ctx: &Context, namespace: &str, name: &str) -> Result<Scrape> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = selector_string(&BTreeMap::from([
         (labels::INSTANCE.to_string(), name.to_string()),
@@ -54,16 +61,23 @@ pub async fn scrape(
     if replicas.is_empty() {
         return Ok(Scrape::Partial("no Ready EndpointPicker replica".into()));
     }
-    let pages = join_all(replicas.iter().map(|(_, ip)| {
+    let answers = join_all(replicas.iter().map(|(_, ip)| {
         let url = format!("http://{ip}:{METRICS_PORT}/metrics");
         async move {
-            let response = http.get(url).send().await.ok()?.error_for_status().ok()?;
+            let response = ctx
+                .http
+                .get(url)
+                .send()
+                .await
+                .ok()?
+                .error_for_status()
+                .ok()?;
             response.text().await.ok()
         }
     }))
     .await;
-    let mut snapshots = BTreeMap::new();
-    for ((pod, _), page) in replicas.into_iter().zip(pages) {
+    let mut pages = BTreeMap::new();
+    for ((pod, _), page) in replicas.into_iter().zip(answers) {
         let Some(page) = page else {
             return Ok(Scrape::Partial(format!(
                 "EndpointPicker {pod} did not answer on /metrics"
@@ -76,7 +90,7 @@ pub async fn scrape(
                 "EndpointPicker {pod}'s /metrics is not an EndpointPicker's"
             )));
         }
-        snapshots.insert(pod, Snapshot::parse(&page));
+        pages.insert(pod, page);
     }
-    Ok(Scrape::Complete(snapshots))
+    Ok(Scrape::Complete(pages))
 }
