@@ -6,19 +6,24 @@
 BENCH_CACHE ?= $(or $(LLMD_CACHE),$(HOME)/.cache/llmd-operator)
 BENCH_SIM_BIN ?= $(or $(LLMD_SIM_BIN),$(E2E_BIN_DIR)/llm-d-inference-sim)
 BENCH_VENV := $(BENCH_CACHE)/venv-vllm-router
+BENCH_SGLANG_VENV := $(BENCH_CACHE)/venv-sglang-router
 BENCH_RELEASE := $(TARGET_DIR)/release
 
-.PHONY: bench-vllm-router
-bench-vllm-router: ## install vllm-router (PyPI) into a venv in the cache
+.PHONY: bench-peers
+bench-peers: ## install the peer routers from PyPI into venvs in the cache: vllm-router, sglang-router (smg)
 	@if [ -x "$(BENCH_VENV)/bin/vllm-router" ]; then echo "vllm-router: $(BENCH_VENV)/bin/vllm-router"; else \
 	  python3 -m venv "$(BENCH_VENV)" && "$(BENCH_VENV)/bin/pip" install -q vllm-router && \
 	  echo "vllm-router: $(BENCH_VENV)/bin/vllm-router"; fi
+	@if [ -x "$(BENCH_SGLANG_VENV)/bin/smg" ]; then echo "sglang-router: $(BENCH_SGLANG_VENV)/bin/smg"; else \
+	  python3 -m venv "$(BENCH_SGLANG_VENV)" && "$(BENCH_SGLANG_VENV)/bin/pip" install -q sglang-router && \
+	  echo "sglang-router: $(BENCH_SGLANG_VENV)/bin/smg"; fi
 
 .PHONY: bench
-bench: tools ## routing benchmark on a fleet of llm-d-inference-sim, then the pick benchmark (see docs/benchmarks.md)
-	-@$(MAKE) --no-print-directory bench-vllm-router
+bench: tools ## routing benchmark on a fleet of llm-d-inference-sim (peers included), then the pick benchmark (see docs/benchmarks.md)
+	-@$(MAKE) --no-print-directory bench-peers
 	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
 	LLMD_SIM_BIN="$(BENCH_SIM_BIN)" VLLM_ROUTER_BIN="$(BENCH_VENV)/bin/vllm-router" \
+	  SGLANG_ROUTER_BIN="$(BENCH_SGLANG_VENV)/bin/smg" \
 	  $(BENCH_RELEASE)/llmd-loadgen --epp-bin $(BENCH_RELEASE)/llmd-epp $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-pick
 

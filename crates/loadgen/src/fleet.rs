@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::kv_forward::{self, Forwarder};
+
 pub fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -93,6 +95,25 @@ pub struct SimModel {
 pub struct Sim {
     pub address: String,
     _proc: Proc,
+    _events: Option<Forwarder>,
+}
+
+/// Whether the fleet's engines offer KV events, as vLLM pods do with
+/// `--kv-events-config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvEvents {
+    Off,
+    /// Each simulator gets its own loopback address (as a pod has its own IP) and
+    /// offers its events on this port of it.
+    On {
+        port: u16,
+    },
+}
+
+/// The loopback address of simulator `i` when it offers KV events: the EPP tells
+/// pods apart by IP, and every 127.0.0.0/8 address is local.
+fn pod_ip(i: usize) -> String {
+    format!("127.0.{}.{}", 1 + i / 250, 2 + i % 250)
 }
 
 pub async fn start_fleet(
@@ -100,15 +121,29 @@ pub async fn start_fleet(
     model: &SimModel,
     n: usize,
     client: &reqwest::Client,
+    events: KvEvents,
 ) -> Result<Vec<Sim>, String> {
     let mut sims = Vec::new();
     for i in 0..n {
         let port = free_port()?;
+        let (ip, forwarder, event_flags) = match events {
+            KvEvents::Off => (
+                "127.0.0.1".to_string(),
+                None,
+                vec!["--zmq-endpoint".to_string(), String::new()],
+            ),
+            KvEvents::On { port: events_port } => {
+                let ip = pod_ip(i);
+                let (forwarder, flags) = kv_forward::start(free_port()?, &ip, events_port).await?;
+                (ip, Some(forwarder), flags)
+            }
+        };
         let proc = spawn(
             &format!("sim-{i}"),
             Command::new(bin)
                 .args(["--port", &port.to_string(), "--model", "bench-model"])
-                .args(["--enable-kvcache", "--zmq-endpoint", ""])
+                .args(["--enable-kvcache", "--force-dummy-tokenizer"])
+                .args(&event_flags)
                 .args(["--latency-calculator", "per-token"])
                 .args(["--prefill-overhead", model.prefill_overhead])
                 .args(["--prefill-time-per-token", model.prefill_per_token])
@@ -126,13 +161,14 @@ pub async fn start_fleet(
                     "--seed",
                     &(1000 + i).to_string(),
                 ])
-                .env("POD_IP", "127.0.0.1")
+                .env("POD_IP", &ip)
                 .env("POD_NAME", format!("sim-{i}"))
                 .env("POD_NAMESPACE", "bench"),
         )?;
         sims.push(Sim {
-            address: format!("127.0.0.1:{port}"),
+            address: format!("{ip}:{port}"),
             _proc: proc,
+            _events: forwarder,
         });
     }
     for s in &sims {

@@ -5,6 +5,7 @@
 
 pub mod driver;
 pub mod fleet;
+pub mod kv_forward;
 pub mod overhead;
 pub mod report;
 pub mod routers;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use llmd_loadgen::fleet::SimModel;
-use llmd_loadgen::routers::{Binaries, Policy};
+use llmd_loadgen::fleet::{KvEvents, SimModel};
+use llmd_loadgen::routers::{Binaries, Policy, Prefix};
 use llmd_loadgen::workload::Shape;
 use llmd_loadgen::{driver, fleet, overhead, report, routers, workload};
 
@@ -32,6 +32,9 @@ struct Args {
     /// vllm-router binary (rows are skipped when absent).
     #[arg(long, env = "VLLM_ROUTER_BIN")]
     vllm_router_bin: Option<PathBuf>,
+    /// sglang-router's `smg` binary (rows are skipped when absent).
+    #[arg(long, env = "SGLANG_ROUTER_BIN")]
+    sglang_router_bin: Option<PathBuf>,
     /// Sims in the fleet.
     #[arg(long, default_value_t = 8)]
     sims: usize,
@@ -47,6 +50,11 @@ struct Args {
     /// Approximate tokens of each tenant's shared context.
     #[arg(long, default_value_t = 1200)]
     context_tokens: usize,
+    /// Tenants of the cache-pressure workload: their contexts together are about
+    /// twice the fleet's KV cache at the defaults (112 x 1200 tokens vs 8 x 512
+    /// blocks of 16).
+    #[arg(long, default_value_t = 112)]
+    pressure_tenants: usize,
     /// Approximate tokens of each no-shared-prefix prompt.
     #[arg(long, default_value_t = 600)]
     unique_tokens: usize,
@@ -55,11 +63,11 @@ struct Args {
     max_tokens: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Workloads to run: shared, unique, pd, overhead.
+    /// Workloads to run: shared, unique, pd, pressure, replicas, overhead.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "shared,unique,pd,overhead"
+        default_value = "shared,unique,pd,pressure,replicas,overhead"
     )]
     workloads: Vec<String>,
 }
@@ -74,7 +82,7 @@ const MODEL: SimModel = SimModel {
 };
 
 fn policies(have_vllm_router: bool) -> Vec<Policy> {
-    let mut p = vec![Policy::RoundRobin, Policy::Random, Policy::Epp];
+    let mut p = vec![Policy::RoundRobin, Policy::Random, Policy::EPP];
     if have_vllm_router {
         p.push(Policy::VllmRouter("cache_aware"));
         p.push(Policy::VllmRouter("power_of_two"));
@@ -82,25 +90,70 @@ fn policies(have_vllm_router: bool) -> Vec<Policy> {
     p
 }
 
+const PRECISE: Policy = Policy::Epp {
+    prefix: Prefix::Precise,
+    replicas: 1,
+};
+
+/// llmd-epp with two replicas sharing the traffic.
+fn two_replicas(prefix: Prefix) -> Policy {
+    Policy::Epp {
+        prefix,
+        replicas: 2,
+    }
+}
+
+/// One EPP replica against two sharing the traffic, approximate and precise.
+fn replica_policies() -> Vec<Policy> {
+    vec![
+        Policy::RoundRobin,
+        Policy::EPP,
+        two_replicas(Prefix::Approximate),
+        PRECISE,
+        two_replicas(Prefix::Precise),
+    ]
+}
+
+/// Under cache pressure: precise against approximate (one replica and two) and the
+/// peers' cache-aware policies.
+fn pressure_policies(bins: &Binaries<'_>) -> Vec<Policy> {
+    let mut p = vec![Policy::RoundRobin];
+    if bins.vllm_router.is_some() {
+        p.push(Policy::VllmRouter("cache_aware"));
+    }
+    if bins.sglang_router.is_some() {
+        p.push(Policy::Sglang("cache_aware"));
+    }
+    p.extend(replica_policies().into_iter().skip(1));
+    p
+}
+
 async fn epp_note(client: &reqwest::Client, router: &routers::Router) -> String {
-    let Some(url) = &router.metrics_url else {
+    if router.metrics_urls.is_empty() {
         return String::new();
-    };
-    let Ok(text) = client
-        .get(url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-    else {
-        return String::new();
-    };
-    let text = text.text().await.unwrap_or_default();
+    }
+    let mut pages = Vec::new();
+    for url in &router.metrics_urls {
+        if let Ok(r) = client
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            pages.push(r.text().await.unwrap_or_default());
+        }
+    }
+    // Summed over the replicas.
     let value = |prefix: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        pages
+            .iter()
+            .filter_map(|text| {
+                text.lines()
+                    .find(|l| l.starts_with(prefix))
+                    .and_then(|l| l.split_whitespace().last())
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .sum()
     };
     let ratio_sum = value("llmd_epp_prefix_match_ratio_sum");
     let ratio_count = value("llmd_epp_prefix_match_ratio_count");
@@ -122,7 +175,11 @@ async fn run_one(
     requests: &[workload::Request],
     bins: &Binaries<'_>,
 ) -> Result<report::Summary, String> {
-    let sims = fleet::start_fleet(&args.sim_bin, &MODEL, args.sims, client).await?;
+    let events = match bins.kv_events_port {
+        Some(port) => KvEvents::On { port },
+        None => KvEvents::Off,
+    };
+    let sims = fleet::start_fleet(&args.sim_bin, &MODEL, args.sims, client, events).await?;
     let entries: Vec<String> = sims
         .iter()
         .enumerate()
@@ -171,11 +228,17 @@ async fn main() -> ExitCode {
     };
     let vllm_router = args.vllm_router_bin.as_deref().filter(|p| p.is_file());
     if vllm_router.is_none() {
-        eprintln!("note: vllm-router not found; its rows are skipped (make bench-vllm-router)");
+        eprintln!("note: vllm-router not found; its rows are skipped (make bench-peers)");
+    }
+    let sglang_router = args.sglang_router_bin.as_deref().filter(|p| p.is_file());
+    if sglang_router.is_none() {
+        eprintln!("note: sglang-router (smg) not found; its rows are skipped (make bench-peers)");
     }
     let bins = Binaries {
         epp: &args.epp_bin,
         vllm_router,
+        sglang_router,
+        kv_events_port: None,
     };
     let shape = Shape {
         requests: args.requests,
@@ -214,6 +277,23 @@ async fn main() -> ExitCode {
             }
             continue;
         }
+        // The precise cases run every router on a fleet offering KV events.
+        let events = matches!(w.as_str(), "pressure" | "replicas");
+        let bins = Binaries {
+            kv_events_port: if events {
+                match fleet::free_port() {
+                    Ok(port) => Some(port),
+                    Err(e) => {
+                        eprintln!("{w}: {e}");
+                        failed = true;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            },
+            ..bins
+        };
         let (title, requests, policies) = match w.as_str() {
             "shared" => (
                 format!(
@@ -235,10 +315,28 @@ async fn main() -> ExitCode {
                 "P/D through the llmd-epp proxy (shared-prefix workload, nonCachedTokens 256)"
                     .to_string(),
                 workload::shared_prefix(shape, args.tenants, args.context_tokens),
-                vec![Policy::RoundRobin, Policy::Epp, Policy::EppPd],
+                vec![Policy::RoundRobin, Policy::EPP, Policy::EppPd],
+            ),
+            "pressure" => (
+                format!(
+                    "cache pressure: {} tenants x ~{} token context (about twice the fleet's KV cache), engines publishing KV events",
+                    args.pressure_tenants, args.context_tokens
+                ),
+                workload::shared_prefix(shape, args.pressure_tenants, args.context_tokens),
+                pressure_policies(&bins),
+            ),
+            "replicas" => (
+                format!(
+                    "EPP replicas sharing the traffic: {} tenants x ~{} token context, engines publishing KV events",
+                    args.tenants, args.context_tokens
+                ),
+                workload::shared_prefix(shape, args.tenants, args.context_tokens),
+                replica_policies(),
             ),
             other => {
-                eprintln!("unknown workload {other:?} (shared, unique, pd, overhead)");
+                eprintln!(
+                    "unknown workload {other:?} (shared, unique, pd, pressure, replicas, overhead)"
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -254,6 +352,13 @@ async fn main() -> ExitCode {
             }
         }
         println!("{}", report::table(&title, &rows));
+        if events {
+            println!("{}", report::versus(&rows, &PRECISE.label()));
+            println!(
+                "{}",
+                report::versus(&rows, &two_replicas(Prefix::Precise).label())
+            );
+        }
     }
     if failed {
         ExitCode::FAILURE

@@ -43,9 +43,9 @@ pub async fn measure(
     client: &reqwest::Client,
     n: usize,
 ) -> Result<Overhead, String> {
-    let sims = fleet::start_fleet(sim_bin, model, 1, client).await?;
+    let sims = fleet::start_fleet(sim_bin, model, 1, client, fleet::KvEvents::Off).await?;
     let addr = sims[0].address.clone();
-    let router = routers::start(Policy::Epp, std::slice::from_ref(&addr), bins, client).await?;
+    let router = routers::start(Policy::EPP, std::slice::from_ref(&addr), bins, client).await?;
     let direct_url = format!("http://{addr}/v1/completions");
     let proxy_url = format!("{}/v1/completions", router.base());
     // Warm both paths' connections.

@@ -5,6 +5,7 @@ use crate::driver::Sample;
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub label: String,
+    pub ttft_mean: f64,
     pub ttft_p50: f64,
     pub ttft_p90: f64,
     pub ttft_p99: f64,
@@ -28,8 +29,10 @@ pub fn summarize(label: String, samples: &[Sample], wall_secs: f64, note: String
     ttft.sort_by(f64::total_cmp);
     let ok = samples.iter().filter(|s| s.ok).count();
     let e2e_mean = samples.iter().map(|s| s.e2e).sum::<f64>() / samples.len().max(1) as f64;
+    let ttft_mean = ttft.iter().sum::<f64>() / ttft.len().max(1) as f64;
     Summary {
         label,
+        ttft_mean,
         ttft_p50: percentile(&ttft, 50.0),
         ttft_p90: percentile(&ttft, 90.0),
         ttft_p99: percentile(&ttft, 99.0),
@@ -49,12 +52,13 @@ fn ms(s: f64) -> String {
 /// below 1 is better, for throughput above 1.
 pub fn table(title: &str, rows: &[Summary]) -> String {
     let mut out = format!(
-        "\n### {title}\n\n| router | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | mean e2e ms | req/s | ok | p90 TTFT vs RR | mean e2e vs RR | req/s vs RR |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "\n### {title}\n\n| router | TTFT mean ms | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | mean e2e ms | req/s | ok | mean TTFT vs RR | p90 TTFT vs RR | mean e2e vs RR | req/s vs RR |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     let base = rows.first().cloned();
     for r in rows {
-        let (a, b, c) = match &base {
+        let (m, a, b, c) = match &base {
             Some(b) => (
+                format!("{:.2}x", r.ttft_mean / b.ttft_mean),
                 format!("{:.2}x", r.ttft_p90 / b.ttft_p90),
                 format!("{:.2}x", r.e2e_mean / b.e2e_mean),
                 format!("{:.2}x", r.throughput / b.throughput),
@@ -62,13 +66,14 @@ pub fn table(title: &str, rows: &[Summary]) -> String {
             None => Default::default(),
         };
         out.push_str(&format!(
-            "| {}{} | {} | {} | {} | {} | {:.1} | {}/{} | {a} | {b} | {c} |\n",
+            "| {}{} | {} | {} | {} | {} | {} | {:.1} | {}/{} | {m} | {a} | {b} | {c} |\n",
             r.label,
             if r.note.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", r.note)
             },
+            ms(r.ttft_mean),
             ms(r.ttft_p50),
             ms(r.ttft_p90),
             ms(r.ttft_p99),
@@ -79,6 +84,31 @@ pub fn table(title: &str, rows: &[Summary]) -> String {
         ));
     }
     out
+}
+
+/// How row `label`'s mean TTFT compares with every other row's: `2.10x lower than
+/// round-robin` (the other's mean over this one's), `1.04x higher than ...` below 1.
+pub fn versus(rows: &[Summary], label: &str) -> String {
+    let Some(this) = rows.iter().find(|r| r.label == label) else {
+        return format!("{label}: no result");
+    };
+    let parts: Vec<String> = rows
+        .iter()
+        .filter(|r| r.label != label)
+        .map(|r| {
+            let ratio = r.ttft_mean / this.ttft_mean;
+            if ratio >= 1.0 {
+                format!("{ratio:.2}x lower than {}", r.label)
+            } else {
+                format!("{:.2}x higher than {}", 1.0 / ratio, r.label)
+            }
+        })
+        .collect();
+    format!(
+        "{label}: mean TTFT {} ms, {}",
+        ms(this.ttft_mean),
+        parts.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -92,5 +122,30 @@ mod tests {
         assert_eq!(percentile(&v, 90.0), 9.0);
         assert_eq!(percentile(&v, 99.0), 10.0);
         assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    fn row(label: &str, mean: f64) -> Summary {
+        Summary {
+            label: label.to_string(),
+            ttft_mean: mean,
+            ttft_p50: mean,
+            ttft_p90: mean,
+            ttft_p99: mean,
+            e2e_mean: mean,
+            throughput: 1.0,
+            ok: 1,
+            total: 1,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn versus_reads_as_times_lower_or_higher() {
+        let rows = [row("round-robin", 0.3), row("a", 0.1), row("b", 0.095)];
+        assert_eq!(
+            versus(&rows, "a"),
+            "a: mean TTFT 100.0 ms, 3.00x lower than round-robin, 1.05x higher than b"
+        );
+        assert_eq!(versus(&rows, "c"), "c: no result");
     }
 }

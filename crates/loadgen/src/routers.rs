@@ -1,5 +1,6 @@
 //! The routers compared: client-side round-robin and random straight to the sims,
-//! llmd-epp's proxy (aggregated or P/D), and vllm-router's policies.
+//! llmd-epp's proxy (approximate or precise prefix matching, one replica or several
+//! sharing the traffic, or P/D), vllm-router's policies and sglang-router's (`smg`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,29 +8,61 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use llmd_api::RouterSpec;
+use llmd_api::endpoint_picker::flag;
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use rand::Rng;
 
 use crate::fleet::{Proc, free_port, spawn, wait_healthy};
 
+/// Where llmd-epp's prefix matches come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefix {
+    /// From the requests it routed itself.
+    Approximate,
+    /// From the engines' KV events (the fleet must offer them).
+    Precise,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
     RoundRobin,
     Random,
-    Epp,
+    /// llmd-epp's proxy; with several replicas the client spreads requests over them.
+    Epp {
+        prefix: Prefix,
+        replicas: usize,
+    },
     /// llmd-epp with the P/D profile handler over prefill and decode sims.
     EppPd,
     VllmRouter(&'static str),
+    /// sglang-router's gateway (`smg launch`).
+    Sglang(&'static str),
 }
 
 impl Policy {
+    /// One llmd-epp with approximate prefix matching.
+    pub const EPP: Policy = Policy::Epp {
+        prefix: Prefix::Approximate,
+        replicas: 1,
+    };
+
     pub fn label(self) -> String {
         match self {
             Policy::RoundRobin => "round-robin".into(),
             Policy::Random => "random".into(),
-            Policy::Epp => "llmd-epp".into(),
+            Policy::Epp { prefix, replicas } => {
+                let mut label = match prefix {
+                    Prefix::Approximate => "llmd-epp".to_string(),
+                    Prefix::Precise => "llmd-epp precise".to_string(),
+                };
+                if replicas > 1 {
+                    label.push_str(&format!(" ({replicas} replicas)"));
+                }
+                label
+            }
             Policy::EppPd => "llmd-epp P/D".into(),
             Policy::VllmRouter(p) => format!("vllm-router {p}"),
+            Policy::Sglang(p) => format!("sglang-router {p}"),
         }
     }
 }
@@ -39,8 +72,9 @@ pub struct Router {
     pub policy: Policy,
     bases: Vec<String>,
     next: AtomicUsize,
-    pub proc: Option<Proc>,
-    pub metrics_url: Option<String>,
+    procs: Vec<Proc>,
+    /// llmd-epp's metrics, one per replica.
+    pub metrics_urls: Vec<String>,
     _config: Option<PathBuf>,
 }
 
@@ -48,12 +82,12 @@ impl Router {
     /// Base URL for the next request.
     pub fn base(&self) -> &str {
         match self.policy {
-            Policy::RoundRobin => {
+            Policy::Random => &self.bases[rand::rng().random_range(0..self.bases.len())],
+            // Round-robin over the sims, or over the EPP replicas (one base otherwise).
+            _ => {
                 let i = self.next.fetch_add(1, Ordering::Relaxed);
                 &self.bases[i % self.bases.len()]
             }
-            Policy::Random => &self.bases[rand::rng().random_range(0..self.bases.len())],
-            _ => &self.bases[0],
         }
     }
 }
@@ -66,9 +100,14 @@ impl Drop for Router {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct Binaries<'a> {
     pub epp: &'a Path,
     pub vllm_router: Option<&'a Path>,
+    /// sglang-router's `smg`.
+    pub sglang_router: Option<&'a Path>,
+    /// The port of every sim's address where it offers KV events (precise mode).
+    pub kv_events_port: Option<u16>,
 }
 
 /// P/D config with the default weights: disaggregate when at least `non_cached`
@@ -94,46 +133,72 @@ pub async fn start(
         policy,
         bases: Vec::new(),
         next: AtomicUsize::new(0),
-        proc: None,
-        metrics_url: None,
+        procs: Vec::new(),
+        metrics_urls: Vec::new(),
         _config: None,
     };
     match policy {
         Policy::RoundRobin | Policy::Random => {
             router.bases = plain.iter().map(|a| format!("http://{a}")).collect();
         }
-        Policy::Epp | Policy::EppPd => {
-            let (proxy, grpc, health, metrics) =
-                (free_port()?, free_port()?, free_port()?, free_port()?);
-            let mut cmd = Command::new(bins.epp);
-            cmd.args(["--static-endpoints", &sims.join(",")])
-                .args(["--proxy-addr", &format!("127.0.0.1:{proxy}")])
-                .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-                .args(["--grpc-health-addr", &format!("127.0.0.1:{health}")])
-                .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-                .env("RUST_LOG", "warn");
-            if policy == Policy::EppPd {
-                let path = std::env::temp_dir().join(format!("llmd-bench-pd-{proxy}.yaml"));
-                std::fs::write(&path, pd_config(256)).map_err(|e| format!("write config: {e}"))?;
-                cmd.arg("--config-file").arg(&path);
-                router._config = Some(path);
+        Policy::Epp { .. } | Policy::EppPd => {
+            let replicas = match policy {
+                Policy::Epp { replicas, .. } => replicas.max(1),
+                _ => 1,
+            };
+            let kv_events = match policy {
+                Policy::Epp {
+                    prefix: Prefix::Precise,
+                    ..
+                } => Some(
+                    bins.kv_events_port
+                        .ok_or("precise mode needs a fleet offering KV events")?,
+                ),
+                _ => None,
+            };
+            for _ in 0..replicas {
+                let (proxy, grpc, health, metrics) =
+                    (free_port()?, free_port()?, free_port()?, free_port()?);
+                let mut cmd = Command::new(bins.epp);
+                cmd.args(["--static-endpoints", &sims.join(",")])
+                    .args(["--proxy-addr", &format!("127.0.0.1:{proxy}")])
+                    .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+                    .args(["--grpc-health-addr", &format!("127.0.0.1:{health}")])
+                    .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+                    .env("RUST_LOG", "warn");
+                if let Some(port) = kv_events {
+                    cmd.arg(format!("--{}", flag::KV_EVENTS_PORT))
+                        .arg(port.to_string());
+                }
+                if policy == Policy::EppPd {
+                    let path = std::env::temp_dir().join(format!("llmd-bench-pd-{proxy}.yaml"));
+                    std::fs::write(&path, pd_config(256))
+                        .map_err(|e| format!("write config: {e}"))?;
+                    cmd.arg("--config-file").arg(&path);
+                    router._config = Some(path);
+                }
+                router.procs.push(spawn("llmd-epp", &mut cmd)?);
+                router.bases.push(format!("http://127.0.0.1:{proxy}"));
+                router
+                    .metrics_urls
+                    .push(format!("http://127.0.0.1:{metrics}/metrics"));
+                wait_healthy(
+                    client,
+                    &format!("http://127.0.0.1:{proxy}/health"),
+                    Duration::from_secs(20),
+                )
+                .await?;
             }
-            router.proc = Some(spawn("llmd-epp", &mut cmd)?);
-            router.bases = vec![format!("http://127.0.0.1:{proxy}")];
-            router.metrics_url = Some(format!("http://127.0.0.1:{metrics}/metrics"));
-            wait_healthy(
-                client,
-                &format!("http://127.0.0.1:{proxy}/health"),
-                Duration::from_secs(20),
-            )
-            .await?;
             // Let the first scrapes land so the first picks see load.
             tokio::time::sleep(Duration::from_millis(200)).await;
+            if kv_events.is_some() {
+                wait_flowing(client, &router.metrics_urls, &plain).await?;
+            }
         }
         Policy::VllmRouter(p) => {
             let bin = bins
                 .vllm_router
-                .ok_or("vllm-router not installed (make bench-vllm-router)")?;
+                .ok_or("vllm-router not installed (make bench-peers)")?;
             let port = free_port()?;
             let prom = free_port()?;
             let mut cmd = Command::new(bin);
@@ -142,7 +207,29 @@ pub async fn start(
                 .args(["--prometheus-port", &prom.to_string()])
                 .arg("--worker-urls")
                 .args(plain.iter().map(|a| format!("http://{a}")));
-            router.proc = Some(spawn("vllm-router", &mut cmd)?);
+            router.procs.push(spawn("vllm-router", &mut cmd)?);
+            router.bases = vec![format!("http://127.0.0.1:{port}")];
+            wait_healthy(
+                client,
+                &format!("http://127.0.0.1:{port}/health"),
+                Duration::from_secs(60),
+            )
+            .await?;
+        }
+        Policy::Sglang(p) => {
+            let bin = bins
+                .sglang_router
+                .ok_or("sglang-router not installed (make bench-peers)")?;
+            let port = free_port()?;
+            let prom = free_port()?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("launch")
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--policy", p, "--log-level", "error"])
+                .args(["--prometheus-port", &prom.to_string()])
+                .arg("--worker-urls")
+                .args(plain.iter().map(|a| format!("http://{a}")));
+            router.procs.push(spawn("sglang-router", &mut cmd)?);
             router.bases = vec![format!("http://127.0.0.1:{port}")];
             wait_healthy(
                 client,
@@ -153,4 +240,58 @@ pub async fn start(
         }
     }
     Ok(router)
+}
+
+/// Warms every pod with a short prompt of its own until each replica routes every
+/// pod from its KV events (PUB/SUB drops what precedes a subscription).
+async fn wait_flowing(
+    client: &reqwest::Client,
+    metrics_urls: &[String],
+    pods: &[String],
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for round in 0.. {
+        for (i, pod) in pods.iter().enumerate() {
+            let body = serde_json::json!({
+                "model": "bench-model",
+                // Longer than a block: only full blocks are stored and reported.
+                "prompt": format!("warm-up {round} of pod {i}: {}", "events please ".repeat(24)),
+                "max_tokens": 1,
+            });
+            let _ = client
+                .post(format!("http://{pod}/v1/completions"))
+                .json(&body)
+                .send()
+                .await;
+        }
+        let mut flowing = Vec::new();
+        let mut seen = String::new();
+        for url in metrics_urls {
+            let text = match client.get(url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            for line in text.lines().filter(|l| l.starts_with("llmd_epp_kv_events")) {
+                seen.push_str(line);
+                seen.push_str("; ");
+            }
+            flowing.push(
+                text.lines()
+                    .filter(|l| l.starts_with("llmd_epp_endpoint_prefix_precise{"))
+                    .filter(|l| l.ends_with(" 1"))
+                    .count(),
+            );
+        }
+        if flowing.iter().all(|n| *n >= pods.len()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "KV events flow from {flowing:?} of {} pods on the replicas ({seen})",
+                pods.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }

@@ -245,8 +245,16 @@ pub fn translate_vllm(
             Action::KvEvents => match kv_events(name, &values.concat())? {
                 KvEvents::Off => out.dropped.push(format!("{name} {}", values.concat())),
                 target => {
+                    // vLLM publishes every engine step; the simulator holds events
+                    // for up to a second unless each is its own batch.
                     translated.extend(
-                        ["--enable-kvcache", "--use-vllm-map-event-format"].map(String::from),
+                        [
+                            "--enable-kvcache",
+                            "--use-vllm-map-event-format",
+                            "--event-batch-size",
+                            "1",
+                        ]
+                        .map(String::from),
                     );
                     match target {
                         KvEvents::Connect(endpoint) => {
