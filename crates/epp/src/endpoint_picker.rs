@@ -271,6 +271,14 @@ impl EndpointPicker {
         if let Some(p) = &prefill {
             self.index.record(&p.endpoint.address, &blocks.hashes);
         }
+        if let Some(sub) = &self.kv_events {
+            // The pod that computes the prompt stores the blocks it lacked and must
+            // report them; one that stays silent is not trusted for long.
+            let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);
+            if features.prompt_blocks > computes.matched_blocks {
+                sub.await_events(&computes.address, Instant::now());
+            }
+        }
         self.observe(&decision, features.prompt_blocks);
         let explanation = req.explain.then(|| explain::render(&decision, &features));
         Some(Routing {

@@ -32,6 +32,15 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// `BlockRemoved` events may leave blocks the engine no longer holds).
 pub const GAP_HOLD: Duration = Duration::from_secs(30);
 
+/// A silent publisher: the EPP sent the pod this many requests that must store new
+/// blocks (prompt blocks the pod was not known to hold)...
+pub const SILENT_REQUESTS: u32 = 3;
+/// ...and no event came for this long after the first of them. An engine reports
+/// stored blocks within a step or two, so the pod's events have stopped (a stuck
+/// publisher, a dropped connection TCP has not noticed): its entries are not
+/// trusted until events flow again.
+pub const SILENT_AFTER: Duration = Duration::from_secs(10);
+
 /// Where a pod's prefix matches come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -55,6 +64,10 @@ pub struct FeedState {
     pub messages: u64,
     pub last_message: Option<Instant>,
     pub last_gap: Option<Instant>,
+    /// Requests sent to the pod since its last message that must have stored new
+    /// blocks, and when the first of them was sent.
+    pub awaited: u32,
+    pub awaited_since: Option<Instant>,
     /// Refused messages by cause.
     pub refused: HashMap<&'static str, u64>,
     logged: HashSet<&'static str>,
@@ -68,12 +81,25 @@ impl FeedState {
         if self.last_message.is_none() {
             return Mode::Approximate("no events yet");
         }
+        if self.awaited >= SILENT_REQUESTS
+            && self
+                .awaited_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= SILENT_AFTER)
+        {
+            return Mode::Approximate("silent publisher");
+        }
         match self.last_gap {
             Some(gap) if now.saturating_duration_since(gap) < GAP_HOLD => {
                 Mode::Approximate("sequence gap")
             }
             _ => Mode::Precise,
         }
+    }
+
+    /// A request was sent to the pod that must store new blocks there.
+    fn await_events(&mut self, now: Instant) {
+        self.awaited = self.awaited.saturating_add(1);
+        self.awaited_since.get_or_insert(now);
     }
 
     /// Counts `n` refusals for `cause`; true the first time for this cause (log it
@@ -256,6 +282,14 @@ impl KvSubscriber {
             .collect()
     }
 
+    /// The EPP sent `address` a request with prompt blocks beyond what the pod was
+    /// known to hold: its engine will store them and should say so.
+    pub fn await_events(&self, address: &str, now: Instant) {
+        if let Some(feed) = self.feeds().get(address) {
+            lock(&feed.context.state).await_events(now);
+        }
+    }
+
     /// Pods whose events flow (precise mode), and pods followed.
     pub fn flowing(&self, now: Instant) -> (usize, usize) {
         let feeds = self.feeds();
@@ -374,6 +408,8 @@ impl FeedContext {
         let mut s = lock(&self.state);
         s.messages += 1;
         s.last_message = Some(now);
+        s.awaited = 0;
+        s.awaited_since = None;
         if applied.gap {
             s.last_gap = Some(now);
             tracing::info!(address = %self.address, seq = msg.seq, "KV events: sequence gap");
@@ -398,6 +434,28 @@ mod tests {
         s.last_gap = Some(now);
         assert_eq!(s.mode(now), Mode::Approximate("sequence gap"));
         assert_eq!(s.mode(now + GAP_HOLD), Mode::Precise);
+    }
+
+    #[test]
+    fn a_pod_sent_new_blocks_that_stays_silent_is_not_trusted_until_it_speaks() {
+        let now = Instant::now();
+        let mut s = FeedState {
+            last_message: Some(now),
+            ..FeedState::default()
+        };
+        for _ in 0..SILENT_REQUESTS {
+            s.await_events(now);
+        }
+        assert_eq!(s.mode(now), Mode::Precise, "an engine takes a moment");
+        let later = now + SILENT_AFTER;
+        assert_eq!(s.mode(later), Mode::Approximate("silent publisher"));
+        // Fewer requests than the threshold never count as silence.
+        let mut quiet = FeedState {
+            last_message: Some(now),
+            ..FeedState::default()
+        };
+        quiet.await_events(now);
+        assert_eq!(quiet.mode(later), Mode::Precise);
     }
 
     #[test]
@@ -464,5 +522,19 @@ mod tests {
             Mode::Approximate("sequence gap")
         );
         assert_eq!(lock(&c.state).messages, 2);
+    }
+
+    #[test]
+    fn a_message_ends_the_wait_for_events() {
+        let c = context("10.0.0.7:8000", "10.0.0.7");
+        c.apply(&frames("kv@10.0.0.7:8000@m", 1));
+        let then = Instant::now();
+        for _ in 0..SILENT_REQUESTS {
+            lock(&c.state).await_events(then);
+        }
+        c.apply(&frames("kv@10.0.0.7:8000@m", 2));
+        let state = lock(&c.state);
+        assert_eq!((state.awaited, state.awaited_since), (0, None));
+        assert_eq!(state.mode(then + SILENT_AFTER), Mode::Precise);
     }
 }
