@@ -125,6 +125,9 @@ impl EndpointPicker {
         }
         self.index
             .set_capacity(config.prefix.lru_capacity_per_server);
+        if let Some(sub) = &self.kv_events {
+            sub.configure(config.kv_events.map(|k| k.port));
+        }
         self.telemetry.record_config_applied(&config);
         self.config.store(Arc::new(config));
     }
@@ -175,7 +178,8 @@ impl EndpointPicker {
         let states: Vec<Arc<EndpointState>> = pool.values().cloned().collect();
         let addresses = || states.iter().map(|s| &*s.endpoint.address);
         let mut matched = self.index.matched_blocks(addresses(), hashes);
-        if let (Some(sub), Some(keys)) = (&self.kv_events, precise) {
+        if let (Some(sub), Some(keys)) = (self.kv_events.as_ref().filter(|s| s.enabled()), precise)
+        {
             let exact = sub.matched_blocks(addresses(), keys, now);
             for (m, exact) in matched.iter_mut().zip(exact) {
                 // Both count blocks of the same size from the prompt's start; the
@@ -223,7 +227,7 @@ impl EndpointPicker {
             p.max_prefix_blocks,
         );
         // With KV events: the prompt as the engine tokenizes it, keyed like its events.
-        let engine = self.kv_events.as_ref().map(|sub| {
+        let engine = self.kv_events.as_ref().filter(|s| s.enabled()).map(|sub| {
             let tokens = sim_token_ids(req.prompt);
             let block = sub.index().block_size();
             let keys = block_keys(root_key(None), &tokens, block, p.max_prefix_blocks);
@@ -271,7 +275,7 @@ impl EndpointPicker {
         if let Some(p) = &prefill {
             self.index.record(&p.endpoint.address, &blocks.hashes);
         }
-        if let Some(sub) = &self.kv_events {
+        if let Some(sub) = self.kv_events.as_ref().filter(|s| s.enabled()) {
             // The pod that computes the prompt stores the blocks it lacked and must
             // report them; one that stays silent is not trusted for long.
             let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);

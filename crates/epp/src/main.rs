@@ -69,18 +69,20 @@ async fn run(cli: Cli) -> Result<(), String> {
         telemetry.clone(),
         cli.metrics_staleness,
     );
-    if let Some(port) = cli.kv_events_port {
+    {
+        // Precise prefix matching is on while the config has a
+        // precise-prefix-cache-producer (or `--kv-events-port` pins it on).
         let config = picker.config();
         let prefix = &config.prefix;
         let index = PreciseIndex::new(prefix.block_size_tokens, prefix.lru_capacity_per_server);
-        let subscriber = KvSubscriber::new(Arc::new(index), port, telemetry.clone());
+        let subscriber = KvSubscriber::new(Arc::new(index), cli.kv_events_port, telemetry.clone());
+        subscriber.configure(config.kv_events.map(|k| k.port));
         tokio::spawn(
             subscriber
                 .clone()
                 .follow_registry(registry.clone(), Duration::from_secs(1)),
         );
         picker = picker.with_kv_events(subscriber);
-        tracing::info!(port, "precise prefix routing from the engines' KV events");
     }
     let picker = Arc::new(picker);
 

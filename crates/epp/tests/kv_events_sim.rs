@@ -134,7 +134,8 @@ async fn the_subscriber_follows_a_pod_and_routes_it_precisely_once_events_flow()
     let events_port = free_port();
     let forwarder = kv_events::republish(sub, &format!("tcp://127.0.0.1:{events_port}")).await;
     let index = Arc::new(PreciseIndex::new(BLOCK, 4096));
-    let subscriber = KvSubscriber::new(index.clone(), events_port, Arc::new(Telemetry::new()));
+    let subscriber =
+        KvSubscriber::new(index.clone(), Some(events_port), Arc::new(Telemetry::new()));
     let address: Arc<str> = Arc::from(sim.address().as_str());
     subscriber.follow([address.clone()]);
     assert_eq!(

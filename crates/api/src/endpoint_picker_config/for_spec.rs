@@ -7,7 +7,7 @@ use super::plugins::{plugin, profile};
 use super::{
     API_VERSION, EndpointPickerConfig, KIND, PluginSpec, ProfilePlugin, SchedulingProfile,
 };
-use crate::{LLMDeploymentSpec, RouterSpec, ScorerWeights};
+use crate::{KV_EVENTS_PORT, LLMDeploymentSpec, PrefixCacheMode, RouterSpec, ScorerWeights};
 
 /// How many leading prompt blocks the prefix index matches.
 const MAX_PREFIX_BLOCKS_TO_MATCH: u64 = 2048;
@@ -89,16 +89,42 @@ impl EndpointPickerConfig {
     }
 }
 
-/// The config from its decode-side `plugins` and `profiles`: with `disaggregated`,
-/// the prefill filter, the P/D profile handler, the P/D decider with the router's
-/// `nonCachedTokens` and the prefill profile; otherwise the single-profile handler.
+/// In precise mode, llm-d's producers feeding the prefix-cache-scorer: the engines'
+/// KV events, dialed on each pod's events port, and the prompt's tokens.
+fn precise_producers(router: &RouterSpec) -> Vec<PluginSpec> {
+    if router.prefix_cache.mode != PrefixCacheMode::Precise {
+        return Vec::new();
+    }
+    vec![
+        plugin(plugin::TOKEN_PRODUCER, None),
+        plugin(
+            plugin::PRECISE_PREFIX_CACHE_PRODUCER,
+            Some(json!({
+                "kvEventsConfig": {
+                    "topicFilter": "kv@",
+                    "discoverPods": true,
+                    "podDiscoveryConfig": {"socketPort": KV_EVENTS_PORT},
+                },
+                "indexerConfig": {
+                    "tokenProcessorConfig": {"blockSize": router.prefix_cache.block_size_tokens},
+                },
+            })),
+        ),
+    ]
+}
+
+/// The config from its decode-side `plugins` and `profiles`: the precise producers
+/// first when asked for; with `disaggregated`, the prefill filter, the P/D profile
+/// handler, the P/D decider with the router's `nonCachedTokens` and the prefill
+/// profile; otherwise the single-profile handler.
 pub(super) fn assemble(
     router: &RouterSpec,
     disaggregated: bool,
-    mut plugins: Vec<PluginSpec>,
+    plugins: Vec<PluginSpec>,
     mut profiles: Vec<SchedulingProfile>,
     prefill_profile: impl FnOnce() -> SchedulingProfile,
 ) -> EndpointPickerConfig {
+    let mut plugins = [precise_producers(router), plugins].concat();
     if disaggregated {
         plugins.push(plugin(plugin::PREFILL_FILTER, None));
         plugins.push(plugin(plugin::DISAGG_PROFILE_HANDLER, None));

@@ -29,9 +29,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use config_error::ConfigError;
-pub use plugins::{FilterKind, PluginKind, RoleFilter, Scorer, plugin, profile};
+pub use plugins::{FilterKind, PluginKind, Producer, RoleFilter, Scorer, plugin, profile};
 pub use scheduler_config::{
-    AffinityGate, DEFAULT_CONFIG, Filter, PrefixParams, Profile, SchedulerConfig, WeightedScorer,
+    AffinityGate, DEFAULT_CONFIG, Filter, KvEventsParams, PrefixParams, Profile, SchedulerConfig,
+    WeightedScorer,
 };
 
 pub const API_VERSION: &str = "llm-d.ai/v1alpha1";
@@ -149,6 +150,41 @@ mod tests {
         let validated = parsed.validate().expect("the operator's config is valid");
         assert_eq!(validated.hash, config.hash());
         assert!(validated.prefill.is_some());
+    }
+
+    #[test]
+    fn precise_mode_renders_llm_ds_producers_and_the_epp_reads_them_back() {
+        let mut spec = pd_spec();
+        assert_eq!(
+            EndpointPickerConfig::for_spec(&spec, &spec.router.scorers)
+                .validate()
+                .map(|c| c.kv_events),
+            Ok(None)
+        );
+        spec.router.prefix_cache.mode = crate::PrefixCacheMode::Precise;
+        let config = EndpointPickerConfig::for_spec(&spec, &spec.router.scorers);
+        let types: Vec<&str> = config
+            .plugins
+            .iter()
+            .map(|p| p.plugin_type.as_str())
+            .collect();
+        assert_eq!(
+            types[..3],
+            [
+                plugin::TOKEN_PRODUCER,
+                plugin::PRECISE_PREFIX_CACHE_PRODUCER,
+                plugin::PREFIX_CACHE_SCORER
+            ]
+        );
+        let validated = EndpointPickerConfig::parse(&config.to_yaml())
+            .and_then(|c| c.validate())
+            .expect("the operator's precise config is valid");
+        assert_eq!(
+            validated.kv_events,
+            Some(KvEventsParams {
+                port: crate::KV_EVENTS_PORT as u16
+            })
+        );
     }
 
     #[test]

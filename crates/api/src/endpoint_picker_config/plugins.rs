@@ -22,6 +22,12 @@ pub mod plugin {
     pub const DISAGG_PROFILE_HANDLER: &str = "disagg-profile-handler";
     pub const SINGLE_PROFILE_HANDLER: &str = "single-profile-handler";
     pub const PD_DECIDER: &str = "prefix-based-pd-decider";
+    /// Feeds the prefix-cache-scorer from the engines' KV events (precise mode).
+    pub const PRECISE_PREFIX_CACHE_PRODUCER: &str = "precise-prefix-cache-producer";
+    /// Tokenizes prompts as the engine does, for the precise producer.
+    pub const TOKEN_PRODUCER: &str = "token-producer";
+    /// llm-d's older, deprecated name: a prefix-cache-scorer fed from KV events.
+    pub const PRECISE_PREFIX_CACHE_SCORER: &str = "precise-prefix-cache-scorer";
 }
 
 /// Scheduling profile names.
@@ -108,13 +114,28 @@ impl FilterKind {
     }
 }
 
+/// Plugins that produce what scorers read, per request or from the engines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Producer {
+    /// precise-prefix-cache-producer: the engines' KV events.
+    PrecisePrefixCache,
+    /// token-producer: the prompt's token ids.
+    Token,
+}
+
 /// What one plugin type is.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PluginKind {
     Scorer(Scorer),
+    /// precise-prefix-cache-scorer, the deprecated name: a prefix-cache-scorer and its
+    /// precise producer in one plugin.
+    PrecisePrefixCacheScorer,
+    Producer(Producer),
     Filter(FilterKind),
     Picker,
-    ProfileHandler { disagg: bool },
+    ProfileHandler {
+        disagg: bool,
+    },
     PdDecider,
 }
 
@@ -132,6 +153,11 @@ impl PluginKind {
             plugin::DISAGG_PROFILE_HANDLER => Some(PluginKind::ProfileHandler { disagg: true }),
             plugin::SINGLE_PROFILE_HANDLER => Some(PluginKind::ProfileHandler { disagg: false }),
             plugin::PD_DECIDER => Some(PluginKind::PdDecider),
+            plugin::PRECISE_PREFIX_CACHE_SCORER => Some(PluginKind::PrecisePrefixCacheScorer),
+            plugin::PRECISE_PREFIX_CACHE_PRODUCER => {
+                Some(PluginKind::Producer(Producer::PrecisePrefixCache))
+            }
+            plugin::TOKEN_PRODUCER => Some(PluginKind::Producer(Producer::Token)),
             _ => None,
         }
     }
@@ -145,6 +171,49 @@ pub(crate) struct PrefixCacheParameters {
     pub block_size_tokens: Option<u64>,
     pub max_prefix_blocks_to_match: Option<u64>,
     pub lru_capacity_per_server: Option<u64>,
+}
+
+/// Parameters of the precise-prefix-cache-producer (and of the deprecated
+/// precise-prefix-cache-scorer), in llm-d's shape. What llmd-epp does not implement
+/// differently is refused by name: a central `zmqEndpoint` (pods are dialed), pod
+/// discovery switched off, an engine other than vLLM. Other fields llm-d documents
+/// (concurrency, index backends) are accepted and have no effect here.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PrecisePrefixCacheParameters {
+    pub kv_events_config: Option<KvEventsConfig>,
+    pub indexer_config: Option<IndexerConfig>,
+    /// The deprecated scorer's prefix-cache fields.
+    #[serde(flatten)]
+    pub prefix: PrefixCacheParameters,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct KvEventsConfig {
+    pub zmq_endpoint: Option<String>,
+    pub topic_filter: Option<String>,
+    pub engine_type: Option<String>,
+    pub discover_pods: Option<bool>,
+    pub pod_discovery_config: Option<PodDiscoveryConfig>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PodDiscoveryConfig {
+    pub socket_port: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IndexerConfig {
+    pub token_processor_config: Option<TokenProcessorConfig>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokenProcessorConfig {
+    pub block_size: Option<u64>,
 }
 
 /// Parameters of the prefix-cache-affinity-filter. Unknown fields are refused, so a

@@ -6,9 +6,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::plugins::plugin;
 use super::plugins::{
     DisaggHandlerParameters, FilterKind, PdDeciderParameters, PluginKind,
-    PrefixCacheAffinityParameters, PrefixCacheParameters, RoleFilter, Scorer, profile,
+    PrecisePrefixCacheParameters, PrefixCacheAffinityParameters, PrefixCacheParameters, Producer,
+    RoleFilter, Scorer, profile,
 };
 use super::{API_VERSION, EndpointPickerConfig, KIND, LEGACY_API_VERSION, PluginSpec};
 
@@ -87,6 +89,18 @@ impl Default for PrefixParams {
     }
 }
 
+/// Where the precise-prefix-cache-producer hears the engines: each pool pod's KV
+/// events on this port of its IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvEventsParams {
+    pub port: u16,
+}
+
+impl KvEventsParams {
+    /// The port llm-d's guides have each engine bind (`tcp://*:5556`).
+    pub const DEFAULT_PORT: u16 = crate::KV_EVENTS_PORT as u16;
+}
+
 /// The validated scheduler configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -96,6 +110,8 @@ pub struct SchedulerConfig {
     /// `nonCachedTokens` of the P/D decider; 0 disables disaggregation.
     pub non_cached_tokens: usize,
     pub prefix: PrefixParams,
+    /// With a precise-prefix-cache-producer: prefix matches from the engines' KV events.
+    pub kv_events: Option<KvEventsParams>,
     /// [`EndpointPickerConfig::hash`] of the config, for logs and metrics.
     pub hash: String,
 }
@@ -126,6 +142,100 @@ fn bounded(plugin: &str, field: &str, v: u64, min: u64, max: u64) -> Result<usiz
 }
 
 /// The prefix-cache-affinity-filter's parameters, defaults filled in and checked.
+/// The prefix index parameters one prefix-cache plugin asks for.
+fn prefix_params(name: &str, parsed: &PrefixCacheParameters) -> Result<PrefixParams, ConfigError> {
+    let d = PrefixParams::default();
+    let pick = |v: Option<u64>, dflt: usize| v.unwrap_or(dflt as u64);
+    Ok(PrefixParams {
+        block_size_tokens: bounded(
+            name,
+            "blockSizeTokens",
+            pick(parsed.block_size_tokens, d.block_size_tokens),
+            1,
+            4096,
+        )?,
+        max_prefix_blocks: bounded(
+            name,
+            "maxPrefixBlocksToMatch",
+            pick(parsed.max_prefix_blocks_to_match, d.max_prefix_blocks),
+            1,
+            65_536,
+        )?,
+        lru_capacity_per_server: bounded(
+            name,
+            "lruCapacityPerServer",
+            pick(parsed.lru_capacity_per_server, d.lru_capacity_per_server),
+            1,
+            100_000_000,
+        )?,
+    })
+}
+
+/// Several prefix-cache plugins must agree on the block size.
+fn merge_prefix(prefix: &mut Option<PrefixParams>, this: PrefixParams) -> Result<(), ConfigError> {
+    if prefix.is_some_and(|p| p.block_size_tokens != this.block_size_tokens) {
+        return Err(ConfigError::ConflictingPrefixParams);
+    }
+    *prefix = Some(this);
+    Ok(())
+}
+
+/// Where to hear the engines, from llm-d's `kvEventsConfig`; what llmd-epp does
+/// differently is refused by name.
+fn kv_events_params(
+    name: &str,
+    parsed: &PrecisePrefixCacheParameters,
+) -> Result<KvEventsParams, ConfigError> {
+    let refuse = |reason: String| ConfigError::Parameters {
+        plugin: name.to_string(),
+        reason,
+    };
+    let Some(k) = &parsed.kv_events_config else {
+        return Ok(KvEventsParams {
+            port: KvEventsParams::DEFAULT_PORT,
+        });
+    };
+    if k.zmq_endpoint.as_deref().is_some_and(|e| !e.is_empty()) {
+        return Err(refuse(
+            "kvEventsConfig.zmqEndpoint (one socket all engines connect to) is not \
+             supported: llmd-epp dials each pod on podDiscoveryConfig.socketPort"
+                .to_string(),
+        ));
+    }
+    if k.discover_pods == Some(false) {
+        return Err(refuse(
+            "kvEventsConfig.discoverPods: false is not supported: the pods are the pool's"
+                .to_string(),
+        ));
+    }
+    if let Some(engine) = k.engine_type.as_deref().filter(|e| *e != "vllm") {
+        return Err(refuse(format!(
+            "kvEventsConfig.engineType {engine:?} is not supported (vllm only)"
+        )));
+    }
+    if let Some(filter) = k.topic_filter.as_deref().filter(|f| !"kv@".starts_with(*f)) {
+        return Err(refuse(format!(
+            "kvEventsConfig.topicFilter {filter:?} would drop the engines' `kv@` topics"
+        )));
+    }
+    let port = k
+        .pod_discovery_config
+        .as_ref()
+        .and_then(|d| d.socket_port)
+        .map_or(Ok(usize::from(KvEventsParams::DEFAULT_PORT)), |p| {
+            bounded(
+                name,
+                "kvEventsConfig.podDiscoveryConfig.socketPort",
+                p,
+                1,
+                65_535,
+            )
+        })?;
+    Ok(KvEventsParams {
+        port: u16::try_from(port).unwrap_or(KvEventsParams::DEFAULT_PORT),
+    })
+}
+
 fn affinity_gate(p: &PluginSpec) -> Result<AffinityGate, ConfigError> {
     let name = p.instance_name();
     let parsed = params::<PrefixCacheAffinityParameters>(p)?.unwrap_or_default();
@@ -210,6 +320,8 @@ impl EndpointPickerConfig {
         let mut prefix: Option<PrefixParams> = None;
         let mut disagg = false;
         let mut non_cached_tokens: Option<usize> = None;
+        let mut kv_events: Option<KvEventsParams> = None;
+        let mut precise_block: Option<usize> = None;
         for p in &api.plugins {
             let name = p.instance_name();
             let role = PluginKind::of(&p.plugin_type)
@@ -225,36 +337,27 @@ impl EndpointPickerConfig {
                     filters.insert(name, Filter::PrefixCacheAffinity(affinity_gate(p)?));
                 }
                 PluginKind::Scorer(Scorer::PrefixCache) => {
-                    let d = PrefixParams::default();
-                    let parsed = params::<PrefixCacheParameters>(p)?;
-                    let pick = |v: Option<u64>, dflt: usize| v.unwrap_or(dflt as u64);
-                    let (b, m, l) = match parsed {
-                        Some(x) => (
-                            pick(x.block_size_tokens, d.block_size_tokens),
-                            pick(x.max_prefix_blocks_to_match, d.max_prefix_blocks),
-                            pick(x.lru_capacity_per_server, d.lru_capacity_per_server),
-                        ),
-                        None => (
-                            d.block_size_tokens as u64,
-                            d.max_prefix_blocks as u64,
-                            d.lru_capacity_per_server as u64,
-                        ),
-                    };
-                    let this = PrefixParams {
-                        block_size_tokens: bounded(name, "blockSizeTokens", b, 1, 4096)?,
-                        max_prefix_blocks: bounded(name, "maxPrefixBlocksToMatch", m, 1, 65_536)?,
-                        lru_capacity_per_server: bounded(
-                            name,
-                            "lruCapacityPerServer",
-                            l,
-                            1,
-                            100_000_000,
-                        )?,
-                    };
-                    if prefix.is_some_and(|p| p.block_size_tokens != this.block_size_tokens) {
-                        return Err(ConfigError::ConflictingPrefixParams);
+                    let parsed = params::<PrefixCacheParameters>(p)?.unwrap_or_default();
+                    merge_prefix(&mut prefix, prefix_params(name, &parsed)?)?;
+                }
+                PluginKind::PrecisePrefixCacheScorer => {
+                    // The deprecated name: the scorer and its producer in one plugin.
+                    roles.insert(name, PluginKind::Scorer(Scorer::PrefixCache));
+                    let parsed = params::<PrecisePrefixCacheParameters>(p)?.unwrap_or_default();
+                    merge_prefix(&mut prefix, prefix_params(name, &parsed.prefix)?)?;
+                    kv_events = Some(kv_events_params(name, &parsed)?);
+                }
+                PluginKind::Producer(Producer::PrecisePrefixCache) => {
+                    let parsed = params::<PrecisePrefixCacheParameters>(p)?.unwrap_or_default();
+                    let block = parsed
+                        .indexer_config
+                        .as_ref()
+                        .and_then(|i| i.token_processor_config.as_ref())
+                        .and_then(|t| t.block_size);
+                    if let Some(b) = block {
+                        precise_block = Some(bounded(name, "blockSize", b, 1, 4096)?);
                     }
-                    prefix = Some(this);
+                    kv_events = Some(kv_events_params(name, &parsed)?);
                 }
                 PluginKind::ProfileHandler { disagg: true } => {
                     disagg = true;
@@ -356,11 +459,23 @@ impl EndpointPickerConfig {
             let d = find(profile::DECODE).unwrap_or(0);
             (profiles[d].clone(), None)
         };
+        let prefix = prefix.unwrap_or_default();
+        if let Some(b) = precise_block.filter(|b| *b != prefix.block_size_tokens) {
+            return Err(ConfigError::Parameters {
+                plugin: plugin::PRECISE_PREFIX_CACHE_PRODUCER.to_string(),
+                reason: format!(
+                    "indexerConfig.tokenProcessorConfig.blockSize {b} differs from the \
+                     prefix-cache-scorer's blockSizeTokens {}: blocks would never match",
+                    prefix.block_size_tokens
+                ),
+            });
+        }
         Ok(SchedulerConfig {
             decode,
             prefill,
             non_cached_tokens: non_cached_tokens.unwrap_or(0),
-            prefix: prefix.unwrap_or_default(),
+            prefix,
+            kv_events,
             hash: self.hash(),
         })
     }
@@ -584,6 +699,98 @@ schedulingProfiles:
                 role: "decode-filter".into(),
                 gate: "prefix-cache-affinity-filter".into(),
             })
+        );
+    }
+
+    /// llm-d's precise prefix-cache config: the producer and token producer feeding
+    /// the prefix-cache-scorer.
+    fn precise(producer_parameters: &str) -> String {
+        format!(
+            r#"
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: token-producer
+- type: precise-prefix-cache-producer
+  parameters: {producer_parameters}
+- type: prefix-cache-scorer
+- type: decode-filter
+- type: max-score-picker
+- type: single-profile-handler
+schedulingProfiles:
+- name: decode
+  plugins:
+  - pluginRef: decode-filter
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: max-score-picker
+"#
+        )
+    }
+
+    #[test]
+    fn reads_llm_ds_precise_prefix_cache_producer() {
+        let c = SchedulerConfig::from_yaml(&precise(
+            "{kvEventsConfig: {topicFilter: \"kv@\", concurrency: 4, discoverPods: true, \
+             podDiscoveryConfig: {socketPort: 5557, podLabelSelector: \"x=y\"}}, \
+             indexerConfig: {tokenProcessorConfig: {blockSize: 16}}}",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kv_events, Some(KvEventsParams { port: 5557 }));
+        assert_eq!(c.decode.scorers[0].kind, Scorer::PrefixCache);
+        let c = SchedulerConfig::from_yaml(&precise("{}")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kv_events, Some(KvEventsParams { port: 5556 }));
+        assert_eq!(SchedulerConfig::default_config().kv_events, None);
+    }
+
+    #[test]
+    fn reads_the_deprecated_precise_prefix_cache_scorer_as_scorer_and_producer() {
+        let c = SchedulerConfig::from_yaml(
+            r#"
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: precise-prefix-cache-scorer
+  parameters:
+    blockSize: 64
+    kvEventsConfig: {topicFilter: "kv", podDiscoveryConfig: {socketPort: 5556}}
+- type: max-score-picker
+- type: single-profile-handler
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: precise-prefix-cache-scorer
+    weight: 5
+  - pluginRef: max-score-picker
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kv_events, Some(KvEventsParams { port: 5556 }));
+        assert_eq!(c.prefix.block_size_tokens, 64);
+        assert_eq!(c.decode.scorers[0].kind, Scorer::PrefixCache);
+        assert_eq!(c.decode.scorers[0].weight, 5.0);
+    }
+
+    #[test]
+    fn refuses_what_the_precise_producer_does_differently_by_name() {
+        let refused = |p: &str| match SchedulerConfig::from_yaml(&precise(p)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {p}"),
+        };
+        assert!(
+            refused("{kvEventsConfig: {zmqEndpoint: \"tcp://*:5557\"}}").contains(
+                "kvEventsConfig.zmqEndpoint (one socket all engines connect to) is not supported"
+            )
+        );
+        assert!(refused("{kvEventsConfig: {engineType: sglang}}").contains("vllm only"));
+        assert!(refused("{kvEventsConfig: {topicFilter: \"other\"}}").contains("`kv@`"));
+        assert!(
+            refused("{kvEventsConfig: {podDiscoveryConfig: {socketPort: 70000}}}")
+                .contains("socketPort")
+        );
+        assert!(
+            refused("{indexerConfig: {tokenProcessorConfig: {blockSize: 64}}}")
+                .contains("blockSize 64 differs from the prefix-cache-scorer's blockSizeTokens 16")
         );
     }
 }

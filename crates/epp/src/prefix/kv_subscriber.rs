@@ -131,7 +131,10 @@ fn lock(state: &Mutex<FeedState>) -> MutexGuard<'_, FeedState> {
 /// The feeds of all pods.
 pub struct KvSubscriber {
     index: Arc<PreciseIndex>,
-    port: u16,
+    /// The events port in force; `None` while precise mode is off.
+    port: Mutex<Option<u16>>,
+    /// A port set on the command line wins over the config's.
+    pinned: Option<u16>,
     feeds: Mutex<HashMap<Arc<str>, Feed>>,
     telemetry: Arc<Telemetry>,
 }
@@ -146,14 +149,67 @@ fn endpoint_ip(address: &str) -> Option<IpAddr> {
 }
 
 impl KvSubscriber {
-    /// Feeds `index` from each pod's events port `port`.
-    pub fn new(index: Arc<PreciseIndex>, port: u16, telemetry: Arc<Telemetry>) -> Arc<Self> {
+    /// Feeds `index` from each pod's events port: `pinned` if given, else the port
+    /// the config names ([`KvSubscriber::configure`]); off until one is known.
+    pub fn new(
+        index: Arc<PreciseIndex>,
+        pinned: Option<u16>,
+        telemetry: Arc<Telemetry>,
+    ) -> Arc<Self> {
         Arc::new(KvSubscriber {
             index,
-            port,
+            port: Mutex::new(pinned),
+            pinned,
             feeds: Mutex::new(HashMap::new()),
             telemetry,
         })
+    }
+
+    /// The config's events port (`None`: no precise-prefix-cache-producer). A change
+    /// drops every feed and the index; the next [`KvSubscriber::follow`] dials the
+    /// pods on the new port. Returns whether anything changed.
+    pub fn configure(&self, from_config: Option<u16>) -> bool {
+        let want = self.pinned.or(from_config);
+        {
+            let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
+            if *port == want {
+                return false;
+            }
+            *port = want;
+        }
+        self.drop_feeds(|_| false);
+        match want {
+            Some(port) => {
+                tracing::info!(port, "precise prefix routing from the engines' KV events")
+            }
+            None => tracing::info!("precise prefix routing off: approximate matching only"),
+        }
+        true
+    }
+
+    /// Whether precise mode is on (a port is known).
+    pub fn enabled(&self) -> bool {
+        self.port().is_some()
+    }
+
+    fn port(&self) -> Option<u16> {
+        *self.port.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the feeds of pods `keep` refuses, forgetting their entries and metrics.
+    fn drop_feeds(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.feeds().retain(|address, feed| {
+            if keep(address) {
+                return true;
+            }
+            feed.task.abort();
+            let labels = EndpointLabels {
+                endpoint: address.to_string(),
+            };
+            self.telemetry.endpoint_prefix_precise.remove(&labels);
+            false
+        });
+        self.index.retain(|p| keep(p));
     }
 
     pub fn index(&self) -> &Arc<PreciseIndex> {
@@ -166,19 +222,13 @@ impl KvSubscriber {
 
     /// Subscribes to pods that joined and drops those that left (their entries too).
     pub fn follow(&self, addresses: impl IntoIterator<Item = Arc<str>>) {
+        let Some(port) = self.port() else {
+            self.drop_feeds(|_| false);
+            return;
+        };
         let live: HashSet<Arc<str>> = addresses.into_iter().collect();
+        self.drop_feeds(|address| live.contains(address));
         let mut feeds = self.feeds();
-        feeds.retain(|address, feed| {
-            let keep = live.contains(address);
-            if !keep {
-                feed.task.abort();
-                let labels = EndpointLabels {
-                    endpoint: address.to_string(),
-                };
-                self.telemetry.endpoint_prefix_precise.remove(&labels);
-            }
-            keep
-        });
         for address in &live {
             if feeds.contains_key(address) {
                 continue;
@@ -194,11 +244,9 @@ impl KvSubscriber {
                 state: Mutex::new(FeedState::default()),
                 telemetry: self.telemetry.clone(),
             });
-            let task = tokio::spawn(run_feed(context.clone(), self.port));
+            let task = tokio::spawn(run_feed(context.clone(), port));
             feeds.insert(address.clone(), Feed { context, task });
         }
-        drop(feeds);
-        self.index.retain(|p| live.contains(p));
     }
 
     /// Follows the pool's membership, checking every `every`, until aborted.
@@ -522,6 +570,31 @@ mod tests {
             Mode::Approximate("sequence gap")
         );
         assert_eq!(lock(&c.state).messages, 2);
+    }
+
+    #[tokio::test]
+    async fn the_config_turns_precise_mode_on_and_off_live_and_the_command_line_pins_it() {
+        let index = Arc::new(PreciseIndex::new(16, 100));
+        let pods = || [Arc::<str>::from("10.0.0.7:8000")];
+        let sub = KvSubscriber::new(index.clone(), None, Arc::new(Telemetry::new()));
+        sub.follow(pods());
+        assert!(
+            !sub.enabled() && sub.feeds().is_empty(),
+            "off without a producer"
+        );
+        assert!(sub.configure(Some(5556)));
+        assert!(!sub.configure(Some(5556)), "the same port changes nothing");
+        sub.follow(pods());
+        assert!(sub.enabled() && sub.feeds().len() == 1);
+        assert!(sub.configure(None));
+        assert!(
+            !sub.enabled() && sub.feeds().is_empty(),
+            "off again, feeds stopped"
+        );
+
+        let pinned = KvSubscriber::new(index, Some(7000), Arc::new(Telemetry::new()));
+        assert!(!pinned.configure(None), "the command line's port stays");
+        assert!(pinned.enabled());
     }
 
     #[test]

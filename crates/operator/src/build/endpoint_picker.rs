@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use llmd_api::endpoint_picker::{
     self, CONFIG_DIR, EXT_PROC_PORT, GRPC_HEALTH_PORT, HEALTH_SERVICE, HTTP_PORT, METRICS_PORT,
 };
-use llmd_api::{KV_EVENTS_PORT, LLMDeploymentSpec, PrefixCacheMode, labels};
+use llmd_api::{LLMDeploymentSpec, labels};
 
 use super::EndpointPickerDefaults;
 use super::endpoint_picker_config;
@@ -26,17 +26,14 @@ pub fn name(owner: &Owner) -> String {
     owner.child_name("epp")
 }
 
-/// Command-line arguments of `llmd-epp`.
-pub fn args(owner: &Owner, spec: &LLMDeploymentSpec) -> Vec<String> {
-    let args = endpoint_picker::Args::for_pool(
+/// Command-line arguments of `llmd-epp`. Precise prefix mode is in its config (the
+/// precise-prefix-cache-producer), so switching modes needs no restart.
+pub fn args(owner: &Owner) -> Vec<String> {
+    endpoint_picker::Args::for_pool(
         &owner.name,
         &owner.namespace,
         &endpoint_picker_config::name(owner),
-    );
-    match spec.router.prefix_cache.mode {
-        PrefixCacheMode::Approximate => args,
-        PrefixCacheMode::Precise => args.with_kv_events(KV_EVENTS_PORT as u16),
-    }
+    )
     .render()
 }
 
@@ -76,7 +73,7 @@ pub fn deployment(
                 .clone()
                 .unwrap_or_else(|| defaults.image.clone()),
         ),
-        args: Some(args(owner, spec)),
+        args: Some(args(owner)),
         ports: Some(vec![
             port("grpc", EXT_PROC_PORT),
             port("grpc-health", GRPC_HEALTH_PORT),

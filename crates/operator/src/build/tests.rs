@@ -320,7 +320,7 @@ fn autotuned_sample_builds_router_with_tuned_weights_and_live_config() {
 }
 
 #[test]
-fn precise_prefix_mode_publishes_kv_events_and_the_epp_dials_them() {
+fn precise_prefix_mode_publishes_kv_events_and_the_epps_config_dials_them() {
     let (_, approximate) = children(AGGREGATED, &BuildOptions::default());
     assert_eq!(
         arg_after(vllm(&approximate.decode), "--kv-events-config"),
@@ -371,11 +371,13 @@ fn precise_prefix_mode_publishes_kv_events_and_the_epp_dials_them() {
             .flatten()
             .any(|p| p.name.as_deref() == Some("kv-events") && p.container_port == 5556)
     );
-    let args = epp_args(&precise);
-    let at = args.iter().position(|a| a == "--kv-events-port");
+    // The EPP hears of it from its config, in llm-d's words, as a live change.
+    assert!(!epp_args(&precise).contains(&"--kv-events-port".to_string()));
+    let validated = epp_config(&precise).validate().expect("valid");
+    assert_eq!(validated.kv_events.map(|k| k.port), Some(5556));
     assert_eq!(
-        at.and_then(|i| args.get(i + 1)).map(String::as_str),
-        Some("5556")
+        epp_config(&approximate).validate().map(|c| c.kv_events),
+        Ok(None)
     );
 }
 
