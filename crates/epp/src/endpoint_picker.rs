@@ -275,12 +275,22 @@ impl EndpointPicker {
         if let Some(p) = &prefill {
             self.index.record(&p.endpoint.address, &blocks.hashes);
         }
-        if let Some(sub) = self.kv_events.as_ref().filter(|s| s.enabled()) {
-            // The pod that computes the prompt stores the blocks it lacked and must
-            // report them; one that stays silent is not trusted for long.
+        if let (Some(sub), Some((keys, _, _))) =
+            (self.kv_events.as_ref().filter(|s| s.enabled()), &engine)
+        {
+            // The pod that computes the prompt stores the blocks it lacked: they count
+            // as its own until its engine reports them (and it must report them).
             let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);
-            if features.prompt_blocks > computes.matched_blocks {
-                sub.await_events(&computes.address, Instant::now());
+            sub.routed(
+                &computes.address,
+                keys,
+                computes.matched_blocks,
+                Instant::now(),
+            );
+            if decision.prefill.is_some() {
+                // The decode pod receives the prompt's KV over the fabric.
+                let d = &decision.decode;
+                sub.index().speculate(&d.address, keys, Instant::now());
             }
         }
         self.observe(&decision, features.prompt_blocks);

@@ -322,7 +322,9 @@ impl KvSubscriber {
                 })
                 .collect()
         };
-        let matched = self.index.matched_blocks(addresses.iter().copied(), keys);
+        let matched = self
+            .index
+            .matched_blocks_at(addresses.iter().copied(), keys, now);
         precise
             .into_iter()
             .zip(matched)
@@ -330,9 +332,14 @@ impl KvSubscriber {
             .collect()
     }
 
-    /// The EPP sent `address` a request with prompt blocks beyond what the pod was
-    /// known to hold: its engine will store them and should say so.
-    pub fn await_events(&self, address: &str, now: Instant) {
+    /// The EPP sent `address` a prompt of `keys`, `matched` of which the pod was known
+    /// to hold: they count as held there until its engine reports them, which it
+    /// should, as it will store the blocks it lacked.
+    pub fn routed(&self, address: &Arc<str>, keys: &[u64], matched: usize, now: Instant) {
+        if keys.len() <= matched {
+            return;
+        }
+        self.index.speculate(address, &keys[matched..], now);
         if let Some(feed) = self.feeds().get(address) {
             lock(&feed.context.state).await_events(now);
         }

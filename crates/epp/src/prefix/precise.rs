@@ -9,12 +9,20 @@
 //! request's prompt, tokenized as the engine does (`engine_tokens`), is keyed the same
 //! way and matched block by block.
 //!
+//! Between routing a prompt to a pod and that pod's engine reporting its blocks lies
+//! a prefill, during which the next request of the same tenant would find nothing:
+//! the blocks of a routed prompt are held speculatively for the pod for
+//! [`SPECULATION_TTL`], until the engine's events take over (llm-d's speculative
+//! indexing).
+//!
 //! Memory is bounded per pod: at most `capacity` entries, fewer when the engine
-//! reports how many blocks it has, the least recently stored going first.
+//! reports how many blocks it has, the least recently stored going first; as many
+//! speculative entries again at most.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -66,9 +74,16 @@ pub struct Applied {
     pub restarted: bool,
 }
 
+/// How long the blocks of a prompt just routed to a pod count as held there before
+/// the engine reports them: a queue wait and a prefill, with room to spare.
+pub const SPECULATION_TTL: Duration = Duration::from_secs(2);
+
 struct PodBlocks {
     /// `(medium, engine hash)` to the block's key, least recently stored first out.
     by_engine: LruCache<(u8, u64), u64>,
+    /// Keys of prompts routed here that the engine has not reported yet, with the
+    /// time they stop counting.
+    speculative: HashMap<u64, Instant>,
     /// Key to the number of `by_engine` entries holding it.
     held: HashMap<u64, u32>,
     /// Medium names, indexed by the `u8` in `by_engine`.
@@ -84,6 +99,7 @@ impl PodBlocks {
     fn new(capacity: usize) -> Self {
         PodBlocks {
             by_engine: LruCache::new(nonzero(capacity)),
+            speculative: HashMap::new(),
             held: HashMap::new(),
             mediums: Vec::new(),
             last_seq: None,
@@ -129,6 +145,11 @@ impl PodBlocks {
     fn clear(&mut self) {
         self.by_engine.clear();
         self.held.clear();
+        self.speculative.clear();
+    }
+
+    fn holds(&self, key: u64, now: Instant) -> bool {
+        self.held.contains_key(&key) || self.speculative.get(&key).is_some_and(|t| *t > now)
     }
 }
 
@@ -212,6 +233,7 @@ impl PreciseIndex {
                 let m = blocks.medium(medium.as_deref());
                 for (engine, key) in block_hashes.iter().zip(keys) {
                     blocks.store(m, *engine, key);
+                    blocks.speculative.remove(&key);
                     out.stored += 1;
                 }
             }
@@ -247,6 +269,41 @@ impl PreciseIndex {
                 None => 0,
             })
             .collect()
+    }
+
+    /// Like [`PreciseIndex::matched_blocks`], counting the blocks of prompts routed to
+    /// each pod in the last [`SPECULATION_TTL`] as held.
+    pub fn matched_blocks_at<'a>(
+        &self,
+        pods: impl IntoIterator<Item = &'a str>,
+        keys: &[u64],
+        now: Instant,
+    ) -> Vec<usize> {
+        let all = self.lock();
+        pods.into_iter()
+            .map(|p| match all.get(p) {
+                Some(b) => keys.iter().take_while(|k| b.holds(**k, now)).count(),
+                None => 0,
+            })
+            .collect()
+    }
+
+    /// `keys` were just routed to `pod`: they count as held there until `now` +
+    /// [`SPECULATION_TTL`] (the engine's events confirm or forget them meanwhile).
+    pub fn speculate(&self, pod: &Arc<str>, keys: &[u64], now: Instant) {
+        let capacity = self.capacity;
+        let mut pods = self.lock();
+        let b = pods
+            .entry(pod.clone())
+            .or_insert_with(|| PodBlocks::new(capacity));
+        let bound = b.by_engine.cap().get();
+        if b.speculative.len() + keys.len() > bound {
+            b.speculative.retain(|_, until| *until > now);
+        }
+        let until = now + SPECULATION_TTL;
+        for key in keys.iter().take(bound.saturating_sub(b.speculative.len())) {
+            b.speculative.insert(*key, until);
+        }
     }
 
     /// Lowers (or raises) a pod's bound to the blocks its engine reports.
@@ -421,5 +478,36 @@ mod tests {
         assert_eq!(idx.matched_blocks(["a"], &keys(&tokens)), vec![0]);
         idx.retain(|p| p != "a");
         assert_eq!(idx.len_of("a"), 0);
+    }
+
+    #[test]
+    fn a_routed_prompt_counts_as_held_until_the_engine_reports_or_the_ttl_ends() {
+        let idx = PreciseIndex::new(BS, 100);
+        let now = Instant::now();
+        let prompt = keys(&[1, 2, 3, 4, 5, 6]);
+        idx.speculate(&pod("a"), &prompt[..2], now);
+        assert_eq!(idx.matched_blocks_at(["a", "b"], &prompt, now), vec![2, 0]);
+        assert_eq!(idx.matched_blocks(["a"], &prompt), vec![0], "not confirmed");
+        let later = now + SPECULATION_TTL;
+        assert_eq!(idx.matched_blocks_at(["a"], &prompt, later), vec![0]);
+        // The engine reports the blocks: they stay after the TTL.
+        idx.speculate(&pod("a"), &prompt[..2], now);
+        idx.apply(&pod("a"), 1, &[stored(&[10, 11], None, &[1, 2, 3, 4])]);
+        assert_eq!(idx.matched_blocks_at(["a"], &prompt, later), vec![2]);
+    }
+
+    #[test]
+    fn speculation_is_bounded_like_the_pods_blocks() {
+        let idx = PreciseIndex::new(BS, 4);
+        let now = Instant::now();
+        let many = keys(&(0..20).collect::<Vec<u32>>());
+        idx.speculate(&pod("a"), &many, now);
+        assert_eq!(idx.matched_blocks_at(["a"], &many, now), vec![4]);
+        idx.speculate(&pod("a"), &many[4..], now + SPECULATION_TTL);
+        assert_eq!(
+            idx.matched_blocks_at(["a"], &many[4..], now + SPECULATION_TTL),
+            vec![4],
+            "expired entries made room"
+        );
     }
 }
