@@ -199,20 +199,13 @@ pub async fn start(
             let bin = bins
                 .vllm_router
                 .ok_or("vllm-router not installed (make bench-peers)")?;
-            let port = free_port()?;
-            let prom = free_port()?;
-            let mut cmd = Command::new(bin);
-            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--policy", p, "--log-level", "error"])
-                .args(["--prometheus-port", &prom.to_string()])
-                .arg("--worker-urls")
-                .args(plain.iter().map(|a| format!("http://{a}")));
-            router.procs.push(spawn("vllm-router", &mut cmd)?);
-            router.bases = vec![format!("http://127.0.0.1:{port}")];
-            wait_healthy(
+            start_peer(
+                &mut router,
+                "vllm-router",
+                Command::new(bin),
+                p,
+                &plain,
                 client,
-                &format!("http://127.0.0.1:{port}/health"),
-                Duration::from_secs(60),
             )
             .await?;
         }
@@ -220,26 +213,39 @@ pub async fn start(
             let bin = bins
                 .sglang_router
                 .ok_or("sglang-router not installed (make bench-peers)")?;
-            let port = free_port()?;
-            let prom = free_port()?;
             let mut cmd = Command::new(bin);
-            cmd.arg("launch")
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--policy", p, "--log-level", "error"])
-                .args(["--prometheus-port", &prom.to_string()])
-                .arg("--worker-urls")
-                .args(plain.iter().map(|a| format!("http://{a}")));
-            router.procs.push(spawn("sglang-router", &mut cmd)?);
-            router.bases = vec![format!("http://127.0.0.1:{port}")];
-            wait_healthy(
-                client,
-                &format!("http://127.0.0.1:{port}/health"),
-                Duration::from_secs(60),
-            )
-            .await?;
+            cmd.arg("launch");
+            start_peer(&mut router, "sglang-router", cmd, p, &plain, client).await?;
         }
     }
     Ok(router)
+}
+
+/// Starts a peer router (vllm-router and sglang-router share their command line)
+/// with `policy` in front of `workers`.
+async fn start_peer(
+    router: &mut Router,
+    name: &str,
+    mut cmd: Command,
+    policy: &str,
+    workers: &[String],
+    client: &reqwest::Client,
+) -> Result<(), String> {
+    let port = free_port()?;
+    let prom = free_port()?;
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--policy", policy, "--log-level", "error"])
+        .args(["--prometheus-port", &prom.to_string()])
+        .arg("--worker-urls")
+        .args(workers.iter().map(|a| format!("http://{a}")));
+    router.procs.push(spawn(name, &mut cmd)?);
+    router.bases = vec![format!("http://127.0.0.1:{port}")];
+    wait_healthy(
+        client,
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 /// Warms every pod with a short prompt of its own until each replica routes every
