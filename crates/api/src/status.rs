@@ -102,7 +102,7 @@ pub struct RoutingStatus {
 pub struct RoutingChange {
     /// When it ended (RFC 3339).
     pub time: String,
-    /// Kept, RolledBack or Abandoned.
+    /// Kept, RolledBack, StoppedEarly (rolled back after one slice) or Abandoned.
     pub outcome: String,
     /// The weights that changed, e.g. `prefix 3 -> 4.5`.
     pub change: String,

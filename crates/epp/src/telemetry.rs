@@ -56,6 +56,13 @@ pub struct FrontendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `prefill` (the leg failed or returned no KV-transfer parameters) or `decode`
+    /// (the decode leg failed after a prefill: the KV could not be pulled or used).
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabels {
     pub role: String,
 }
@@ -87,6 +94,8 @@ pub struct Telemetry {
     pub winner_scorer_share: Family<ScorerLabels, Histogram, fn() -> Histogram>,
     pub prefix_match_ratio: Histogram,
     pub pd_decisions: Family<OutcomeLabels, Counter>,
+    /// Disaggregated requests that failed, by stage (proxy path).
+    pub pd_failures: Family<StageLabels, Counter>,
     pub no_endpoint: Counter,
     /// Requests refused at the admission limit.
     pub shed: Counter,
@@ -132,6 +141,7 @@ impl Telemetry {
             winner_scorer_share: Family::new_with_constructor(fraction_histogram),
             prefix_match_ratio: fraction_histogram(),
             pd_decisions: Family::default(),
+            pd_failures: Family::default(),
             no_endpoint: Counter::default(),
             shed: Counter::default(),
             proxy_requests: Family::default(),
@@ -175,6 +185,11 @@ impl Telemetry {
             "pd_decisions",
             "P/D decider outcomes (disaggregated or aggregated)",
             t.pd_decisions.clone(),
+        );
+        registry.register(
+            "pd_failures",
+            "Disaggregated requests that failed, by stage: prefill (the leg failed or returned no KV-transfer parameters) or decode (the decode leg failed after a prefill)",
+            t.pd_failures.clone(),
         );
         registry.register(
             "no_endpoint",

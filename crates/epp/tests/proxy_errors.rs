@@ -6,7 +6,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Epp, Sim, http, sim_bin, wait_for};
+use support::{Epp, Sim, http, pd_config, sim_bin, tenant_prompt, wait_for};
 
 fn post_raw(epp: &Epp, path: &str, body: Vec<u8>) -> (u16, Value) {
     let r = http()
@@ -200,4 +200,27 @@ fn a_refused_connection_is_retried_on_another_endpoint() {
         let (s, b) = post_raw(&epp, "/v1/completions", body);
         assert_eq!(s, 200, "request {i}: {b}");
     }
+}
+
+#[test]
+fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
+    let bin = sim_bin();
+    // The prefill pod answers its metrics but fails every completion.
+    let prefill = Sim::start(&bin, &["--failure-injection-rate", "100"]);
+    let decode = Sim::start(&bin, &[]);
+    let epp = Epp::start(
+        &format!("{}=prefill,{}=decode", prefill.address(), decode.address()),
+        Some(&pd_config(32)),
+    );
+    let r = http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({"model": "test-model", "prompt": tenant_prompt(5, 1), "max_tokens": 2}))
+        .send()
+        .expect("proxy answers");
+    assert!(r.status().is_server_error(), "status {}", r.status());
+    let metrics = epp.metrics_text();
+    assert!(
+        metrics.contains("llmd_epp_pd_failures_total{stage=\"prefill\"} 1"),
+        "{metrics}"
+    );
 }

@@ -17,6 +17,11 @@ pub struct CategoryLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
 }
@@ -32,6 +37,9 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub tuner_rounds: Counter,
     pub tuner_writes: Counter,
+    /// Ended tuning experiments by outcome (kept, rolled back, stopped early,
+    /// abandoned), all deployments together.
+    pub tuner_verdicts: Family<OutcomeLabel, Counter>,
     pub leader: Gauge,
 }
 
@@ -46,6 +54,7 @@ impl Default for Metrics {
         let status_writes = Counter::default();
         let tuner_rounds = Counter::default();
         let tuner_writes = Counter::default();
+        let tuner_verdicts = Family::<OutcomeLabel, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -84,6 +93,11 @@ impl Default for Metrics {
             tuner_writes.clone(),
         );
         registry.register(
+            "tuner_verdicts",
+            "Tuning experiments ended, by outcome",
+            tuner_verdicts.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this process holds the leader lease",
             leader.clone(),
@@ -98,6 +112,7 @@ impl Default for Metrics {
             status_writes,
             tuner_rounds,
             tuner_writes,
+            tuner_verdicts,
             leader,
         }
     }

@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::metrics::OutcomeLabel;
 
 /// Field manager of the tuner's status writes (the reconcile leaves `status.routing`
 /// to it while autoTune is on).
@@ -123,6 +124,18 @@ pub async fn step(
     }
     write(ctx, ld, routing).await?;
     *recorded = Some(step.weights.clone());
+    if let Some(v) = &step.verdict {
+        let outcome = match v.outcome {
+            Outcome::Kept => "Kept",
+            Outcome::RolledBack => "RolledBack",
+            Outcome::StoppedEarly => "StoppedEarly",
+            Outcome::Abandoned => "Abandoned",
+        };
+        ctx.metrics
+            .tuner_verdicts
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
     let event_reason = match step.verdict.as_ref().map(|v| v.outcome) {
         Some(Outcome::Kept) => "WeightsTuned",
         Some(Outcome::RolledBack | Outcome::StoppedEarly) => "TuningRolledBack",

@@ -27,7 +27,7 @@ use crate::frontend::request::ApiKind;
 use crate::frontend::route;
 use crate::pool::endpoint::InFlightGuard;
 use crate::scheduling::explain;
-use crate::telemetry::ProxyLabels;
+use crate::telemetry::{ProxyLabels, StageLabels};
 
 /// Shared state of the proxy.
 pub struct ProxyState {
@@ -158,7 +158,13 @@ async fn route(
         None => forward::passed_headers(headers),
     };
     let kv_params = match &prefill {
-        Some(p) => Some(forward::prefill(s, p, kind, &req.body, &passed).await?),
+        Some(p) => match forward::prefill(s, p, kind, &req.body, &passed).await {
+            Ok(params) => Some(params),
+            Err(e) => {
+                count_pd_failure(s, "prefill");
+                return Err(e);
+            }
+        },
         None => None,
     };
     // Aggregated requests are forwarded byte for byte as the client sent them, unless
@@ -190,8 +196,16 @@ async fn route(
             decode_guard = InFlightGuard::new(decode.clone());
             forward::send(s, &decode.endpoint.address, kind, decode_body, &passed).await?
         }
-        Err(e) => return Err(e.into_proxy_error(&decode.endpoint.address)),
+        Err(e) => {
+            if prefill.is_some() {
+                count_pd_failure(s, "decode");
+            }
+            return Err(e.into_proxy_error(&decode.endpoint.address));
+        }
     };
+    if prefill.is_some() && upstream.status().is_server_error() {
+        count_pd_failure(s, "decode");
+    }
 
     let mut response =
         forward::relay(s, upstream, req.stream, decode_guard, admitted, started).await?;
@@ -244,4 +258,13 @@ pub async fn not_found(uri: Uri) -> impl IntoResponse {
         "not_found",
         format!("no route for {}", uri.path()),
     )
+}
+
+/// A disaggregated request failed at `stage`.
+fn count_pd_failure(s: &ProxyState, stage: &'static str) {
+    s.picker
+        .telemetry
+        .pd_failures
+        .get_or_create(&StageLabels { stage })
+        .inc();
 }
