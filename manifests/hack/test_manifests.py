@@ -96,7 +96,9 @@ class Chart(unittest.TestCase):
 
     def test_lint(self):
         for sets in ([], ["replicas=3", "watchNamespace=apps", "serviceMonitor.enabled=true",
-                          "logFormat=json", "epp.resources.requests.cpu=200m"]):
+                          "logFormat=json", "epp.resources.requests.cpu=200m",
+                          "podMonitors.enabled=true", "dashboards.enabled=true",
+                          "prometheusRule.enabled=true"]):
             args = ["lint", "--strict", str(CHART)]
             for s in sets:
                 args += ["--set", s]
@@ -200,6 +202,52 @@ class Chart(unittest.TestCase):
         sm = one(render("serviceMonitor.enabled=true"), "ServiceMonitor")
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "metrics")
         self.assertEqual(by_kind(render("metrics.service.enabled=false"), "Service"), [])
+
+    def test_observability_is_off_by_default_and_renders_when_asked(self):
+        for kind in ("PodMonitor", "PrometheusRule", "ConfigMap"):
+            self.assertEqual(by_kind(self.docs, kind), [], kind)
+        docs = render("podMonitors.enabled=true", "dashboards.enabled=true",
+                      "prometheusRule.enabled=true", "watchNamespace=apps")
+        monitors = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "PodMonitor")}
+        self.assertEqual(sorted(monitors), ["rel-llmd-operator-endpoint-pickers",
+                                            "rel-llmd-operator-model-servers"])
+        for spec in monitors.values():
+            self.assertEqual(spec["namespaceSelector"], {"matchNames": ["apps"]})
+            targets = [r["targetLabel"] for r in spec["podMetricsEndpoints"][0]["relabelings"]]
+            self.assertEqual(targets, ["llmd_deployment", "llmd_component"])
+        self.assertEqual(monitors["rel-llmd-operator-endpoint-pickers"]["podMetricsEndpoints"][0]["port"],
+                         "metrics")
+        self.assertEqual(monitors["rel-llmd-operator-model-servers"]["podMetricsEndpoints"][0]["port"],
+                         "http")
+
+        dashboards = {}
+        for cm in by_kind(docs, "ConfigMap"):
+            self.assertEqual(cm["metadata"]["labels"]["grafana_dashboard"], "1")
+            (name, text), = cm["data"].items()
+            dashboards[name] = json.loads(text)
+        self.assertEqual(sorted(dashboards), ["llmd-fleet.json", "llmd-model-servers.json",
+                                              "llmd-operator.json", "llmd-routing.json"])
+        for name, model in dashboards.items():
+            variables = [v["name"] for v in model["templating"]["list"]]
+            if name != "llmd-operator.json":
+                self.assertIn("deployment", variables, name)
+            for panel in model["panels"]:
+                self.assertTrue(panel["targets"], panel["title"])
+                for target in panel["targets"]:
+                    if name != "llmd-operator.json":
+                        self.assertIn('llmd_deployment="$deployment"', target["expr"], panel["title"])
+
+        rule = one(docs, "PrometheusRule")
+        alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+        self.assertEqual(sorted(a["alert"] for a in alerts), [
+            "LLMDEndpointPickerShedding", "LLMDEnginesNotScraped", "LLMDKVTransferFailing",
+            "LLMDNoServingPods", "LLMDReconcileErrors", "LLMDTunerRollingBackRepeatedly"])
+        runbook = (ROOT / "docs/observability.md").read_text()
+        for a in alerts:
+            self.assertTrue(a["annotations"]["summary"], a["alert"])
+            anchor = a["annotations"]["runbook_url"].rsplit("#", 1)[1]
+            self.assertEqual(anchor, a["alert"].lower())
+            self.assertIn(f"### {a['alert']}", runbook, "a runbook section per alert")
 
     def test_values_schema_refuses_bad_values(self):
         for bad in ("logFormat=xml", "replicas=-1", "image.pullPolicy=Sometimes",

@@ -43,6 +43,17 @@ const PREFIX_HITS_BARE: &str = "vllm:prefix_cache_hits";
 const PREFIX_QUERIES_BARE: &str = "vllm:prefix_cache_queries";
 const CACHE_CONFIG: &str = "vllm:cache_config_info";
 
+/// The engine's metric names read here, as vLLM publishes them (dashboards may name
+/// only these).
+pub const READ: &[&str] = &[
+    WAITING,
+    RUNNING,
+    KV_USAGE,
+    PREFIX_HITS,
+    PREFIX_QUERIES,
+    CACHE_CONFIG,
+];
+
 /// Parses a Prometheus text page. Unknown or malformed lines are skipped.
 pub fn parse(text: &str) -> EngineMetrics {
     let mut m = EngineMetrics::default();

@@ -110,7 +110,8 @@ pub struct Cli {
     /// Precise prefix routing: subscribe to every model-server pod's KV events on
     /// this port (each engine binds `tcp://*:<port>`, as llm-d configures vLLM's
     /// `--kv-events-config`) and match prompts against the blocks the engines report.
-    /// Pods whose events do not flow are matched with the approximate index.
+    /// Pods whose events do not flow are matched with the approximate index. The
+    /// config's precise-prefix-cache-producer turns this on too; the flag pins it on.
     #[arg(long = flag::KV_EVENTS_PORT, env = "LLMD_EPP_KV_EVENTS_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub kv_events_port: Option<u16>,
 

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use llmd_api::endpoint_picker_config::SchedulerConfig;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -83,9 +83,26 @@ fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
 }
 
+const PREFIX: &str = "llmd_epp";
+
+/// A registry that remembers the full name of each family it registers.
+struct Registering {
+    registry: Registry,
+    families: Vec<String>,
+}
+
+impl Registering {
+    fn add(&mut self, name: &str, help: &str, metric: impl Metric) {
+        self.families.push(format!("{PREFIX}_{name}"));
+        self.registry.register(name, help, metric);
+    }
+}
+
 /// All metrics; cheap to clone handles are inside.
 pub struct Telemetry {
     pub registry: Registry,
+    /// Every family's full name (`llmd_epp_...`), also those with no sample yet.
+    pub families: Vec<String>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub scorer_scores: Family<ScorerLabels, Histogram, fn() -> Histogram>,
     /// The share of the winner's total each scorer contributed (weight x score /
@@ -134,7 +151,10 @@ impl Default for Telemetry {
 
 impl Telemetry {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("llmd_epp");
+        let mut registry = Registering {
+            registry: Registry::with_prefix(PREFIX),
+            families: Vec::new(),
+        };
         let t = Telemetry {
             decisions: Family::default(),
             scorer_scores: Family::new_with_constructor(fraction_histogram),
@@ -160,123 +180,128 @@ impl Telemetry {
             kv_events_refused: Family::default(),
             kv_events_messages: Family::default(),
             registry: Registry::default(),
+            families: Vec::new(),
         };
-        registry.register(
+        registry.add(
             "scheduling_decisions",
             "Requests routed, per endpoint and scheduling profile",
             t.decisions.clone(),
         );
-        registry.register(
+        registry.add(
             "scorer_score",
             "Unweighted score of the chosen endpoint, per scorer and profile",
             t.scorer_scores.clone(),
         );
-        registry.register(
+        registry.add(
             "winner_scorer_share",
             "Share of the chosen endpoint's total score each scorer contributed (weight x score / total), per scorer and profile",
             t.winner_scorer_share.clone(),
         );
-        registry.register(
+        registry.add(
             "prefix_match_ratio",
             "Fraction of prompt blocks the chosen decode endpoint already held",
             t.prefix_match_ratio.clone(),
         );
-        registry.register(
+        registry.add(
             "pd_decisions",
             "P/D decider outcomes (disaggregated or aggregated)",
             t.pd_decisions.clone(),
         );
-        registry.register(
+        registry.add(
             "pd_failures",
             "Disaggregated requests that failed, by stage: prefill (the leg failed or returned no KV-transfer parameters) or decode (the decode leg failed after a prefill)",
             t.pd_failures.clone(),
         );
-        registry.register(
+        registry.add(
             "no_endpoint",
             "Requests refused because no endpoint could serve them",
             t.no_endpoint.clone(),
         );
-        registry.register(
+        registry.add(
             "requests_shed",
             "Requests refused with 429 because the admission limit was reached",
             t.shed.clone(),
         );
-        registry.register(
+        registry.add(
             "proxy_requests",
             "Requests answered by the HTTP proxy, per path and status code",
             t.proxy_requests.clone(),
         );
-        registry.register(
+        registry.add(
             "time_to_first_token_seconds",
             "Time from request arrival to the first response byte from the model server, per front end",
             t.ttft.clone(),
         );
-        registry.register(
+        registry.add(
             "inter_token_latency_seconds",
             "Time between streamed response chunks (about one token each), per front end",
             t.inter_token_latency.clone(),
         );
-        registry.register(
+        registry.add(
             "request_duration_seconds",
             "Time from request arrival to the end of the response, per front end",
             t.request_duration.clone(),
         );
-        registry.register(
+        registry.add(
             "config_reloads",
             "Config loads, outcome applied or rejected",
             t.config_reloads.clone(),
         );
-        registry.register(
+        registry.add(
             "config_info",
             "1 for the hash of the EndpointPickerConfig in force",
             t.config_info.clone(),
         );
-        registry.register(
+        registry.add(
             "scorer_weight",
             "Weight of each scorer per scheduling profile in the config in force",
             t.scorer_weights.clone(),
         );
-        registry.register(
+        registry.add(
             "endpoints",
             "Endpoints in the pool, per role",
             t.endpoints.clone(),
         );
-        registry.register(
+        registry.add(
             "metrics_scrape_errors",
             "Failed scrapes of model-server /metrics",
             t.scrape_errors.clone(),
         );
-        registry.register(
+        registry.add(
             "metrics_rejected_samples",
             "Model-server metric samples ignored as NaN, negative or absurd",
             t.rejected_samples.clone(),
         );
-        registry.register(
+        registry.add(
             "endpoint_waiting_requests",
             "Waiting requests per endpoint, from its last scrape",
             t.endpoint_waiting.clone(),
         );
-        registry.register(
+        registry.add(
             "endpoint_running_requests",
             "Running requests per endpoint, from its last scrape",
             t.endpoint_running.clone(),
         );
-        registry.register(
+        registry.add(
             "endpoint_prefix_precise",
             "1 while the endpoint's prefix matches come from its engine's KV events, 0 while the approximate index stands in",
             t.endpoint_prefix_precise.clone(),
         );
-        registry.register(
+        registry.add(
             "kv_events_refused",
             "KV-event messages or events refused, by endpoint and cause",
             t.kv_events_refused.clone(),
         );
-        registry.register(
+        registry.add(
             "kv_events_messages",
             "KV-event messages applied, by endpoint",
             t.kv_events_messages.clone(),
         );
-        Telemetry { registry, ..t }
+        Telemetry {
+            registry: registry.registry,
+            families: registry.families,
+            ..t
+        }
     }
 
     /// The text exposition format.

@@ -164,4 +164,55 @@ mod tests {
             "{text}"
         );
     }
+
+    /// The chart's dashboards and alert rules name only `llmd_operator_*` families
+    /// this registry holds: a renamed metric fails here, not on a dashboard.
+    #[test]
+    fn dashboards_and_alerts_name_only_metrics_the_operator_exports() {
+        let m = Metrics::default();
+        // Families print only once they have a label set.
+        m.count_error(Category::Transient);
+        for family in [&m.applies, &m.deletes] {
+            family
+                .get_or_create(&KindLabel { kind: "Pod".into() })
+                .inc();
+        }
+        m.tuner_verdicts
+            .get_or_create(&OutcomeLabel { outcome: "Kept" })
+            .inc();
+        let text = m.encode();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../manifests/charts/llmd-operator");
+        let mut sources = vec![chart.join("templates/prometheusrule.yaml")];
+        for name in ["fleet", "model-servers", "routing", "operator"] {
+            sources.push(chart.join(format!("dashboards/llmd-{name}.json")));
+        }
+        let mut seen = 0;
+        for path in sources {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for (at, _) in text.match_indices("llmd_operator_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_sum", "_count", "_total"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    families.contains(&family),
+                    "{} names {name}, not an operator metric ({families:?})",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 8, "the operator dashboard and rules ({seen} names)");
+    }
 }
