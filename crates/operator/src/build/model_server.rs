@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ImageVolumeSource, ObjectFieldSelector,
+    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ImageVolumeSource, ObjectFieldSelector,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -279,12 +279,19 @@ fn ports(spec: &LLMDeploymentSpec) -> Vec<ContainerPort> {
     ports
 }
 
-fn volumes(spec: &LLMDeploymentSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
-    let memory_dir = |name: &str, medium: Option<&str>| Volume {
+/// Size of the memory-backed `/dev/shm`: NCCL's shared-memory transport between the
+/// pod's GPU workers needs room per worker; 2 GiB (vLLM's Kubernetes guide) and 1 GiB
+/// per GPU beyond two. It counts against the pod's memory like any tmpfs.
+pub fn shm_size_gib(role_spec: &RoleSpec) -> i64 {
+    role_spec.parallelism.gpus_per_pod().max(2)
+}
+
+fn volumes(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let empty_dir = |name: &str, medium: Option<&str>, size: Option<Quantity>| Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: medium.map(str::to_string),
-            ..EmptyDirVolumeSource::default()
+            size_limit: size,
         }),
         ..Volume::default()
     };
@@ -294,13 +301,36 @@ fn volumes(spec: &LLMDeploymentSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
         ..VolumeMount::default()
     };
     // /dev/shm for NCCL between tensor-parallel workers; a writable cache for weights.
-    let mut volumes = vec![memory_dir("shm", Some("Memory")), memory_dir("cache", None)];
+    let shm = Quantity(format!("{}Gi", shm_size_gib(role_spec)));
+    let mut volumes = vec![
+        empty_dir("shm", Some("Memory"), Some(shm)),
+        empty_dir("cache", None, None),
+    ];
     let mut mounts = vec![mount("shm", "/dev/shm"), mount("cache", "/cache")];
     if let Some((volume, volume_mount)) = model_source(&spec.model.uri).volume {
         volumes.push(volume);
         mounts.push(volume_mount);
     }
     (volumes, mounts)
+}
+
+/// The engine container runs with no privilege it could gain or use: no capability,
+/// no escalation, the runtime's default seccomp profile. (vLLM's image runs as root
+/// and writes caches across its filesystem, so neither a non-root user nor a
+/// read-only root filesystem is imposed.)
+fn engine_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
 }
 
 /// The StatefulSet of one role. `kv_transfer_hash` is the hash of the KV-transfer
@@ -313,7 +343,7 @@ pub fn stateful_set(
     kv_transfer_hash: Option<&str>,
 ) -> StatefulSet {
     let name = name(owner, role);
-    let (volumes, volume_mounts) = volumes(spec);
+    let (volumes, volume_mounts) = volumes(spec, role_spec);
     let annotations = kv_transfer_hash
         .map(|hash| BTreeMap::from([(labels::KV_TRANSFER_HASH.to_string(), hash.to_string())]));
     let env_from = kv_transfer_hash.map(|_| {
@@ -338,6 +368,7 @@ pub fn stateful_set(
         // Loading weights can take long: up to an hour before liveness applies.
         startup_probe: Some(health_probe(10, 360)),
         volume_mounts: Some(volume_mounts),
+        security_context: Some(engine_security_context()),
         ..Container::default()
     };
     StatefulSet {
@@ -363,6 +394,10 @@ pub fn stateful_set(
                     tolerations: non_empty_vec(&role_spec.tolerations),
                     affinity: role_spec.affinity.clone(),
                     termination_grace_period_seconds: Some(60),
+                    // The engine needs no API access, nor every Service of the
+                    // namespace in its environment.
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
                     ..PodSpec::default()
                 }),
             },

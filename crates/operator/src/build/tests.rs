@@ -382,6 +382,44 @@ fn precise_prefix_mode_publishes_kv_events_and_the_epps_config_dials_them() {
 }
 
 #[test]
+fn model_server_pods_get_no_token_no_privilege_and_shared_memory_sized_to_their_gpus() {
+    for (yaml, shm) in [(AGGREGATED, "2Gi"), (AUTOTUNED, "4Gi")] {
+        let (_, children) = children(yaml, &BuildOptions::default());
+        let pod = children
+            .decode
+            .stateful_set
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.enable_service_links, Some(false));
+        let security = pod.containers[0]
+            .security_context
+            .as_ref()
+            .expect("securityContext");
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let dev_shm = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "shm")
+            .and_then(|v| v.empty_dir.as_ref())
+            .expect("shm");
+        assert_eq!(dev_shm.medium.as_deref(), Some("Memory"));
+        assert_eq!(dev_shm.size_limit, Some(Quantity(shm.into())), "{yaml}");
+    }
+}
+
+#[test]
 fn every_child_is_owned_and_labelled_as_managed() {
     for yaml in [AGGREGATED, PD_NIXL, AUTOTUNED] {
         let (_, children) = children(
