@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use llmd_api::inference_pool::{self, InferencePool};
@@ -22,6 +23,7 @@ pub enum ChildKind {
     Role,
     RoleBinding,
     Deployment,
+    PodDisruptionBudget,
     InferencePool,
 }
 
@@ -36,6 +38,7 @@ impl ChildKind {
             ChildKind::Deployment => ("apps", "deployments"),
             ChildKind::Role => ("rbac.authorization.k8s.io", "roles"),
             ChildKind::RoleBinding => ("rbac.authorization.k8s.io", "rolebindings"),
+            ChildKind::PodDisruptionBudget => ("policy", "poddisruptionbudgets"),
             ChildKind::InferencePool => (inference_pool::GROUP, inference_pool::PLURAL),
         }
     }
@@ -51,6 +54,7 @@ pub enum Child {
     Role(Role),
     RoleBinding(RoleBinding),
     Deployment(Deployment),
+    PodDisruptionBudget(PodDisruptionBudget),
     InferencePool(InferencePool),
 }
 
@@ -64,6 +68,7 @@ impl Child {
             Child::Role(_) => ChildKind::Role,
             Child::RoleBinding(_) => ChildKind::RoleBinding,
             Child::Deployment(_) => ChildKind::Deployment,
+            Child::PodDisruptionBudget(_) => ChildKind::PodDisruptionBudget,
             Child::InferencePool(_) => ChildKind::InferencePool,
         }
     }
@@ -77,6 +82,7 @@ impl Child {
             Child::Role(o) => o.name_any(),
             Child::RoleBinding(o) => o.name_any(),
             Child::Deployment(o) => o.name_any(),
+            Child::PodDisruptionBudget(o) => o.name_any(),
             Child::InferencePool(o) => o.name_any(),
         }
     }
@@ -101,16 +107,19 @@ impl Children {
             role,
             role_binding,
             config,
+            disruption_budget: epp_budget,
             picker_config: _,
         } = endpoint_picker;
         let mut out: Vec<Child> = kv_transfer.iter().cloned().map(Child::ConfigMap).collect();
         for ModelServer {
             stateful_set,
             service,
+            disruption_budget,
         } in prefill.iter().chain([decode])
         {
             out.push(Child::Service(service.clone()));
             out.push(Child::StatefulSet(stateful_set.clone()));
+            out.push(Child::PodDisruptionBudget(disruption_budget.clone()));
         }
         out.extend([
             Child::ServiceAccount(service_account.clone()),
@@ -119,6 +128,7 @@ impl Children {
             Child::ConfigMap(config.clone()),
             Child::Service(service.clone()),
             Child::Deployment(deployment.clone()),
+            Child::PodDisruptionBudget(epp_budget.clone()),
         ]);
         out.extend(inference_pool.iter().cloned().map(Child::InferencePool));
         out
@@ -132,6 +142,7 @@ impl Children {
         if self.prefill.is_none() {
             let name = model_server::name(owner, model_server::Role::Prefill);
             out.push((ChildKind::StatefulSet, name.clone()));
+            out.push((ChildKind::PodDisruptionBudget, name.clone()));
             out.push((ChildKind::Service, name));
         }
         if self.kv_transfer.is_none() {
@@ -205,7 +216,7 @@ mod tests {
             .collect();
         let unique: BTreeSet<String> = listed.iter().map(|(k, n)| format!("{k:?}/{n}")).collect();
         assert_eq!(unique.len(), listed.len(), "{listed:?}");
-        assert_eq!(listed.len(), 12);
+        assert_eq!(listed.len(), 15);
         assert_eq!(
             listed[0],
             (ChildKind::ConfigMap, "llama-pd-kv-transfer".into())

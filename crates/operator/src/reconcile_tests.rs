@@ -166,6 +166,7 @@ async fn first_reconcile_applies_every_child_then_status() {
         [
             format!("PATCH /api/v1{ns}/services/llama-aggregated-decode"),
             format!("PATCH /apis/apps/v1{ns}/statefulsets/llama-aggregated-decode"),
+            format!("PATCH /apis/policy/v1{ns}/poddisruptionbudgets/llama-aggregated-decode"),
             format!("PATCH /api/v1{ns}/serviceaccounts/llama-aggregated-epp"),
             format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/roles/llama-aggregated-epp"),
             format!(
@@ -174,6 +175,7 @@ async fn first_reconcile_applies_every_child_then_status() {
             format!("PATCH /api/v1{ns}/configmaps/llama-aggregated-epp-config"),
             format!("PATCH /api/v1{ns}/services/llama-aggregated-epp"),
             format!("PATCH /apis/apps/v1{ns}/deployments/llama-aggregated-epp"),
+            format!("PATCH /apis/policy/v1{ns}/poddisruptionbudgets/llama-aggregated-epp"),
             format!("PATCH {path}/status"),
         ]
     );
@@ -350,8 +352,8 @@ async fn an_object_in_the_way_is_left_alone_and_reported_while_the_others_are_ap
     );
     assert_eq!(
         writes.iter().filter(|w| w.starts_with("PATCH")).count(),
-        8,
-        "the seven other children and the status: {writes:?}"
+        10,
+        "the nine other children and the status: {writes:?}"
     );
     assert_eq!(fake.get(&config), Some(theirs), "left as it was");
     let degraded = condition(&fake, &path, "Degraded");

@@ -10,6 +10,7 @@ pub use object::{Conflict, Ensured, FIELD_MANAGER, Outcome};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Client, Resource};
 use llmd_api::conditions::reason;
@@ -85,6 +86,9 @@ async fn apply_child(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensu
         Child::Role(o) => ensure(ctx, owner, o).await?.map(Child::Role),
         Child::RoleBinding(o) => ensure(ctx, owner, o).await?.map(Child::RoleBinding),
         Child::Deployment(o) => ensure(ctx, owner, o).await?.map(Child::Deployment),
+        Child::PodDisruptionBudget(o) => {
+            ensure(ctx, owner, o).await?.map(Child::PodDisruptionBudget)
+        }
         Child::InferencePool(o) => ensure(ctx, owner, o).await?.map(Child::InferencePool),
     })
 }
@@ -100,6 +104,9 @@ async fn remove_child(client: &Client, owner: &Owner, kind: ChildKind, name: &st
         ChildKind::Role => object::remove::<Role>(client, ns, name, uid).await,
         ChildKind::RoleBinding => object::remove::<RoleBinding>(client, ns, name, uid).await,
         ChildKind::Deployment => object::remove::<Deployment>(client, ns, name, uid).await,
+        ChildKind::PodDisruptionBudget => {
+            object::remove::<PodDisruptionBudget>(client, ns, name, uid).await
+        }
         ChildKind::InferencePool => object::remove::<InferencePool>(client, ns, name, uid).await,
     }
 }

@@ -3,6 +3,7 @@
 //! `build` turns a spec into the complete desired set of children, a plain value that
 //! the reconcile applies and the tests snapshot. Nothing here talks to the API.
 
+pub mod disruption_budget;
 pub mod endpoint_picker;
 pub mod endpoint_picker_config;
 pub mod endpoint_picker_rbac;
@@ -14,6 +15,7 @@ pub mod model_server;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use llmd_api::inference_pool::InferencePool;
@@ -22,11 +24,12 @@ use llmd_api::{KvConnector, LLMDeploymentSpec, ScorerWeights};
 pub use meta::{Component, Owner};
 use model_server::Role as ServingRole;
 
-/// The StatefulSet and headless Service of one role.
+/// The StatefulSet, headless Service and disruption budget of one role.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelServer {
     pub stateful_set: StatefulSet,
     pub service: Service,
+    pub disruption_budget: PodDisruptionBudget,
 }
 
 /// Everything the EndpointPicker needs.
@@ -38,6 +41,7 @@ pub struct EndpointPicker {
     pub role: Role,
     pub role_binding: RoleBinding,
     pub config: ConfigMap,
+    pub disruption_budget: PodDisruptionBudget,
     /// The routing config the ConfigMap carries, as a value (for status).
     pub picker_config: EndpointPickerConfig,
 }
@@ -90,6 +94,11 @@ fn model_server(
     ModelServer {
         stateful_set: model_server::stateful_set(owner, spec, role, role_spec, kv_hash),
         service: model_server::headless_service(owner, spec, role),
+        disruption_budget: disruption_budget::pod_disruption_budget(
+            owner,
+            model_server::name(owner, role),
+            role.component(),
+        ),
     }
 }
 
@@ -129,6 +138,11 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
         role: endpoint_picker_rbac::role(owner),
         role_binding: endpoint_picker_rbac::role_binding(owner),
         config: endpoint_picker_config::config_map(owner, &epp_config),
+        disruption_budget: disruption_budget::pod_disruption_budget(
+            owner,
+            endpoint_picker::name(owner),
+            Component::EndpointPicker,
+        ),
         picker_config: epp_config,
     };
     let inference_pool = (spec.inference_pool.enabled && options.inference_pool_served)

@@ -420,6 +420,51 @@ fn model_server_pods_get_no_token_no_privilege_and_shared_memory_sized_to_their_
 }
 
 #[test]
+fn each_role_and_the_endpoint_picker_are_drained_one_pod_at_a_time() {
+    let (_, children) = children(PD_NIXL, &BuildOptions::default());
+    let budgets = [
+        &children
+            .prefill
+            .as_ref()
+            .expect("prefill")
+            .disruption_budget,
+        &children.decode.disruption_budget,
+        &children.endpoint_picker.disruption_budget,
+    ];
+    let workloads = [
+        children
+            .prefill
+            .as_ref()
+            .and_then(|p| p.stateful_set.spec.as_ref())
+            .map(|s| &s.selector),
+        children
+            .decode
+            .stateful_set
+            .spec
+            .as_ref()
+            .map(|s| &s.selector),
+        children
+            .endpoint_picker
+            .deployment
+            .spec
+            .as_ref()
+            .map(|s| &s.selector),
+    ];
+    for (budget, selector) in budgets.into_iter().zip(workloads) {
+        let spec = budget.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+        assert_eq!(
+            spec.selector.as_ref(),
+            selector,
+            "selects its workload's pods"
+        );
+    }
+}
+
+#[test]
 fn every_child_is_owned_and_labelled_as_managed() {
     for yaml in [AGGREGATED, PD_NIXL, AUTOTUNED] {
         let (_, children) = children(
