@@ -51,6 +51,10 @@ pub struct RoleStatus {
     pub updated_replicas: i32,
     /// "ready/desired", for kubectl get.
     pub ready: String,
+    /// The label selector of the role's pods (the scale subresource reports it, so
+    /// an HorizontalPodAutoscaler can read their metrics).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
 }
 
 /// State of the EndpointPicker.

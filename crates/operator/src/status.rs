@@ -3,6 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
+use llmd_api::endpoint_picker::selector_string;
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use llmd_api::{
     LLMDeployment, LLMDeploymentSpec, LLMDeploymentStatus, RoleStatus, RouterStatus, RoutingStatus,
@@ -10,7 +11,7 @@ use llmd_api::{
 use serde_json::json;
 
 use crate::apply::FIELD_MANAGER;
-use crate::build::{Children, Owner, endpoint_picker_service};
+use crate::build::{Children, Component, Owner, endpoint_picker_service};
 use crate::conditions::{self, Failure};
 use crate::error::{Error, Result};
 use crate::observe::{Observed, Workload};
@@ -22,6 +23,9 @@ pub struct Facts {
     pub inference_pool: Option<&'static str>,
     pub epp_config: Option<EndpointPickerConfig>,
     pub routing_reason: Option<String>,
+    /// Label selectors of the prefill and decode pods.
+    pub prefill_selector: String,
+    pub decode_selector: String,
 }
 
 impl Facts {
@@ -41,17 +45,20 @@ impl Facts {
             }),
             epp_config: Some(children.endpoint_picker.picker_config.clone()),
             routing_reason: Some("static weights from spec.router.scorers".to_string()),
+            prefill_selector: selector_string(&owner.selector_labels(Component::Prefill)),
+            decode_selector: selector_string(&owner.selector_labels(Component::Decode)),
         }
     }
 }
 
-fn role_status(w: &Workload) -> RoleStatus {
+fn role_status(w: &Workload, selector: &str) -> RoleStatus {
     RoleStatus {
         desired: w.desired,
         replicas: w.replicas,
         ready_replicas: w.ready,
         updated_replicas: w.updated,
         ready: format!("{}/{}", w.ready, w.desired),
+        selector: selector.to_string(),
     }
 }
 
@@ -88,8 +95,11 @@ pub fn desired(
     LLMDeploymentStatus {
         observed_generation: Some(generation),
         conditions: conditions::merge(&previous.conditions, verdicts, generation, now),
-        prefill: observed.prefill.as_ref().map(role_status),
-        decode: Some(role_status(&observed.decode)),
+        prefill: observed
+            .prefill
+            .as_ref()
+            .map(|w| role_status(w, &facts.prefill_selector)),
+        decode: Some(role_status(&observed.decode, &facts.decode_selector)),
         router: Some(RouterStatus {
             replicas: observed.endpoint_picker.desired,
             ready_replicas: observed.endpoint_picker.ready,

@@ -43,6 +43,12 @@ pub const KV_EVENTS_PORT: i32 = 5556;
     category = "llmd",
     namespaced,
     status = "LLMDeploymentStatus",
+    // `kubectl scale` and HorizontalPodAutoscalers drive the decode pods.
+    scale(
+        spec_replicas_path = ".spec.decode.replicas",
+        status_replicas_path = ".status.decode.replicas",
+        label_selector_path = ".status.decode.selector"
+    ),
     derive = "PartialEq",
     doc = "LLMDeployment serves one model with disaggregated prefill/decode vLLM pods, a NIXL KV-transfer fabric and a cache-aware EndpointPicker.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),

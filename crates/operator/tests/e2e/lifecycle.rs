@@ -181,7 +181,7 @@ async fn pd_sample_converges_to_ready_on_gpu_nodes() {
 
 #[tokio::test]
 #[ignore = "needs a cluster: make e2e"]
-async fn scaling_decode_updates_stateful_set_and_status() {
+async fn scaling_decode_through_the_scale_subresource_updates_stateful_set_and_status() {
     install_crds().await;
     let ns = TestNamespace::create("e2e-scale").await;
     let _operator = Operator::start(&ns.name, "op", &[]);
@@ -194,10 +194,8 @@ async fn scaling_decode_updates_stateful_set_and_status() {
     let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
     wait_for_ld(&lds, "scale", CONVERGE, "Ready", is_ready).await;
 
-    let patch = json!({"spec": {"decode": {"replicas": 3}}});
-    lds.patch("scale", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("scale");
+    // Through the scale subresource, as `kubectl scale` and an HPA do.
+    kubectl_ok(&["scale", "llmd/scale", "--replicas=3", "-n", &ns.name]);
     let ld = wait_for_ld(&lds, "scale", CONVERGE, "Ready at 3 decode pods", |ld| {
         is_ready(ld)
             && ld
@@ -221,6 +219,20 @@ async fn scaling_decode_updates_stateful_set_and_status() {
     assert_eq!(
         (decode.desired, decode.replicas, decode.ready_replicas),
         (3, 3, 3)
+    );
+    let scale = kubectl_ok(&[
+        "get",
+        "llmd",
+        "scale",
+        "-n",
+        &ns.name,
+        "--subresource=scale",
+        "-o",
+        "jsonpath={.spec.replicas} {.status.replicas} {.status.selector}",
+    ]);
+    assert_eq!(
+        scale, "3 3 app.kubernetes.io/component=decode,app.kubernetes.io/instance=scale",
+        "the scale subresource names the decode pods for an HPA"
     );
 }
 
