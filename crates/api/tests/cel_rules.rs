@@ -107,6 +107,22 @@ fn pvc_uri_needs_a_claim_name() {
 }
 
 #[test]
+fn token_secret_and_cache_claim_must_be_object_names() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.model.cache_claim = Some("Model_Cache".into());
+    refused(
+        &ld,
+        "spec.model.cacheClaim must be a PersistentVolumeClaim name",
+    );
+    let mut ld = sample(AGGREGATED);
+    ld.spec.model.token_secret = Some(llmd_api::SecretKeyRef {
+        name: "HF token".into(),
+        key: "HF_TOKEN".into(),
+    });
+    refused(&ld, "spec.model.tokenSecret.name must be a Secret name");
+}
+
+#[test]
 fn managed_flags_are_refused_in_engine_and_role_args() {
     let mut ld = sample(AGGREGATED);
     ld.spec.engine.args = vec!["--enforce-eager".into(), "--port=9000".into()];

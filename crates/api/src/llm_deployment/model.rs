@@ -40,6 +40,38 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 16, max = 10_000_000))]
     pub max_model_len: Option<i32>,
+
+    /// A Secret in the same namespace holding a Hugging Face token, for gated models:
+    /// the engine gets it as HF_TOKEN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<SecretKeyRef>,
+
+    /// A PersistentVolumeClaim in the same namespace for the download cache (HF_HOME),
+    /// so a restarted pod does not download the weights again (ReadWriteMany to share
+    /// it between pods). Without it the cache is an emptyDir of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.model.cacheClaim must be a PersistentVolumeClaim name"))]
+    pub cache_claim: Option<String>,
+}
+
+/// A key of a Secret in the LLMDeployment's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.model.tokenSecret.name must be a Secret name"))]
+    pub name: String,
+
+    /// The key that holds the token.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "HF_TOKEN".to_string()
 }
 
 /// The vLLM engine every model-server pod runs.

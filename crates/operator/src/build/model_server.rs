@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ImageVolumeSource, ObjectFieldSelector,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -243,6 +244,20 @@ fn env(spec: &LLMDeploymentSpec) -> Vec<EnvVar> {
         value: Some(HF_HOME.into()),
         ..EnvVar::default()
     }];
+    if let Some(token) = &spec.model.token_secret {
+        env.push(EnvVar {
+            name: "HF_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token.name.clone(),
+                    key: token.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
     if spec.effective_connector() == KvConnector::Nixl {
         env.push(pod_ip_env(kv_transfer::SIDE_CHANNEL_HOST_ENV));
     }
@@ -300,12 +315,21 @@ fn volumes(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> (Vec<Volume>, Vec<
         mount_path: path.into(),
         ..VolumeMount::default()
     };
-    // /dev/shm for NCCL between tensor-parallel workers; a writable cache for weights.
+    // /dev/shm for NCCL between tensor-parallel workers; a writable cache for weights
+    // (the user's claim when given, so a restarted pod finds them).
     let shm = Quantity(format!("{}Gi", shm_size_gib(role_spec)));
-    let mut volumes = vec![
-        empty_dir("shm", Some("Memory"), Some(shm)),
-        empty_dir("cache", None, None),
-    ];
+    let cache = match &spec.model.cache_claim {
+        Some(claim) => Volume {
+            name: "cache".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => empty_dir("cache", None, None),
+    };
+    let mut volumes = vec![empty_dir("shm", Some("Memory"), Some(shm)), cache];
     let mut mounts = vec![mount("shm", "/dev/shm"), mount("cache", "/cache")];
     if let Some((volume, volume_mount)) = model_source(&spec.model.uri).volume {
         volumes.push(volume);

@@ -420,6 +420,58 @@ fn model_server_pods_get_no_token_no_privilege_and_shared_memory_sized_to_their_
 }
 
 #[test]
+fn a_gated_model_gets_its_token_and_a_cache_claim_keeps_downloads_across_restarts() {
+    let (_, plain) = children(AGGREGATED, &BuildOptions::default());
+    let env_names: Vec<String> = vllm(&plain.decode)
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.clone())
+        .collect();
+    assert!(!env_names.contains(&"HF_TOKEN".to_string()));
+
+    let yaml = AGGREGATED.replace(
+        "    uri: hf://",
+        "    tokenSecret: {name: hf-token}\n    cacheClaim: model-cache\n    uri: hf://",
+    );
+    assert_ne!(yaml, AGGREGATED, "the sample names an hf:// model");
+    let (_, gated) = children(&yaml, &BuildOptions::default());
+    let container = vllm(&gated.decode);
+    let token = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "HF_TOKEN")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("HF_TOKEN from the Secret");
+    assert_eq!(
+        (token.name.as_str(), token.key.as_str()),
+        ("hf-token", "HF_TOKEN")
+    );
+    let pod = gated
+        .decode
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    let cache = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "cache")
+        .expect("cache volume");
+    assert_eq!(
+        cache
+            .persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str()),
+        Some("model-cache")
+    );
+}
+
+#[test]
 fn each_role_and_the_endpoint_picker_are_drained_one_pod_at_a_time() {
     let (_, children) = children(PD_NIXL, &BuildOptions::default());
     let budgets = [
