@@ -15,6 +15,9 @@ STOP_TIMEOUT="${LLMD_STOP_TIMEOUT:-20}"
 
 [[ -d "$LLMD_CLUSTER_DIR" ]] || { log "no cluster state in $LLMD_CLUSTER_DIR; nothing to do"; exit 0; }
 STATE="$(llmd_state_dir)"
+# Only a directory cluster-up marked as a cluster's state is ever emptied or removed.
+ORIGIN="$(llmd_state_origin "$STATE")"
+[[ -n "$ORIGIN" ]] || { log "$STATE holds no cluster state (no $LLMD_STATE_MARKER); nothing removed"; exit 0; }
 if [[ "${LLMD_CLUSTER_LOCKED:-}" != 1 ]]; then
   exec 8>"$(dirname "$STATE")/.$(basename "$STATE").lock"
   flock 8
@@ -77,6 +80,11 @@ if [[ -f "$STATE/live.env" ]]; then
   [[ -n "$prefix" ]] && live_net_cleanup "$prefix"
 fi
 
-rm -rf "$STATE"
+if [[ "$ORIGIN" == created ]]; then
+  rm -rf "$STATE"
+else
+  # A directory that existed (empty) before cluster-up: empty it, keep it.
+  find "$STATE" -mindepth 1 -delete
+fi
 [[ "${LLMD_CLUSTER_LOCKED:-}" == 1 ]] || rm -f "$(dirname "$STATE")/.$(basename "$STATE").lock"
 log "cluster in $STATE stopped and its state removed"

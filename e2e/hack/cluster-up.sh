@@ -21,10 +21,18 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+ORIGIN=adopted
+[[ -e "$LLMD_CLUSTER_DIR" ]] || ORIGIN=created
 STATE="$(llmd_state_dir)"
 LOCK="$(dirname "$STATE")/.$(basename "$STATE").lock"
 exec 8>"$LOCK"
 flock 8
+# Never take over a directory that holds anything but a cluster's state.
+if [[ -z "$(llmd_state_origin "$STATE")" ]]; then
+  [[ -z "$(ls -A "$STATE")" ]] || die "$STATE is not empty and holds no cluster state (no $LLMD_STATE_MARKER): set LLMD_CLUSTER_DIR to a new or empty directory"
+  echo "$ORIGIN" >"$STATE/$LLMD_STATE_MARKER"
+fi
+[[ -f "$STATE/$LLMD_STATE_MARKER" ]] || llmd_state_origin "$STATE" >"$STATE/$LLMD_STATE_MARKER"
 
 # --- tools ------------------------------------------------------------------
 if [[ -z "${LLMD_BIN_DIR:-}" ]]; then
@@ -121,10 +129,12 @@ if healthy; then
   print_export
   exit 0
 fi
-if [[ -n "$(ls -A "$STATE" 2>/dev/null)" ]]; then
+if [[ -n "$(ls -A "$STATE" | grep -vx "$LLMD_STATE_MARKER" || true)" ]]; then
   log "found stale/unhealthy cluster state in $STATE; cleaning it up first"
+  origin="$(cat "$STATE/$LLMD_STATE_MARKER")"
   LLMD_CLUSTER_LOCKED=1 "$LLMD_HACK_DIR/cluster-down.sh" >&2
   mkdir -p "$STATE"
+  echo "$origin" >"$STATE/$LLMD_STATE_MARKER"
 fi
 
 mkdir -p "$STATE"/{pki,logs,pids,etcd,kwok}

@@ -50,6 +50,20 @@ llmd_state_dir() {
   (cd "$LLMD_CLUSTER_DIR" && pwd)
 }
 
+# The file that marks a directory as a cluster's state. It holds `created` when
+# cluster-up made the directory (cluster-down removes it) or `adopted` when it was an
+# empty directory already (cluster-down empties it and leaves it). A directory
+# without it is never emptied or removed by these scripts.
+LLMD_STATE_MARKER=.llmd-cluster-state
+
+# llmd_state_origin <dir>: what the marker says; a state directory from before the
+# marker existed (pids/ and ports.env, as cluster-up writes them) counts as created.
+llmd_state_origin() {
+  if [[ -f "$1/$LLMD_STATE_MARKER" ]]; then cat "$1/$LLMD_STATE_MARKER"
+  elif [[ -d "$1/pids" && -f "$1/ports.env" ]]; then echo created
+  fi
+}
+
 # wait_until <timeout-seconds> <description> <command...>: poll a condition.
 wait_until() {
   local timeout="$1" desc="$2"; shift 2

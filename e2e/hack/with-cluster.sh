@@ -9,8 +9,10 @@
 set -euo pipefail
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 (($#)) || { echo "usage: $0 <command> [args...]" >&2; exit 2; }
+made_dir=0
 if [[ -z "${LLMD_CLUSTER_DIR:-}" ]]; then
   LLMD_CLUSTER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/llmd-e2e-cluster.XXXXXX")"
+  made_dir=1
 fi
 export LLMD_CLUSTER_DIR
 teardown() {
@@ -19,6 +21,8 @@ teardown() {
     echo "keeping cluster in $LLMD_CLUSTER_DIR (run e2e/hack/cluster-down.sh with LLMD_CLUSTER_DIR set)" >&2
   else
     "$HACK/cluster-down.sh" || rc=1
+    # The directory this script made (cluster-down empties a directory it did not).
+    if ((made_dir)); then rmdir "$LLMD_CLUSTER_DIR" 2>/dev/null || true; fi
   fi
   exit "$rc"
 }
