@@ -43,5 +43,9 @@ e2e: tools ## e2e suite on a private local control plane (started and stopped he
 
 E2E_THREADS ?= 2
 
+.PHONY: engine-contract
+engine-contract: python-yaml ## check every vLLM flag, key and env var the operator renders against vLLM's wheel from PyPI
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON) crates/operator/hack/engine_contract.py
+
 .PHONY: test
 test: lint unit manifests-test e2e ## every test: lint, unit (incl. CRD drift), e2e on a local real control plane

@@ -8,6 +8,7 @@ pub mod endpoint_picker;
 pub mod endpoint_picker_config;
 pub mod endpoint_picker_rbac;
 pub mod endpoint_picker_service;
+mod engine_contract;
 pub mod inference_pool;
 pub mod kv_transfer;
 pub mod meta;
