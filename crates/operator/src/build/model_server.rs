@@ -156,6 +156,12 @@ pub fn kv_events_config(served_model: &str) -> String {
 }
 
 /// vLLM arguments of one role.
+/// How long a model-server pod has to stop after SIGTERM.
+const TERMINATION_GRACE_SECONDS: i64 = 60;
+/// How long vLLM keeps serving the requests in flight after SIGTERM: the grace
+/// period less the time the process needs to exit.
+const SHUTDOWN_TIMEOUT_SECONDS: i64 = TERMINATION_GRACE_SECONDS - 10;
+
 pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> {
     let mut args = model_source(&spec.model.uri).args;
     args.extend([
@@ -165,6 +171,9 @@ pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> 
         MODEL_SERVER_PORT.to_string(),
         "--tensor-parallel-size".to_string(),
         role_spec.parallelism.tensor.to_string(),
+        // On SIGTERM, finish the requests in flight (vLLM aborts them by default).
+        "--shutdown-timeout".to_string(),
+        SHUTDOWN_TIMEOUT_SECONDS.to_string(),
     ]);
     if role_spec.parallelism.data > 1 {
         args.extend([
@@ -417,7 +426,7 @@ pub fn stateful_set(
                     node_selector: non_empty_map(&role_spec.node_selector),
                     tolerations: non_empty_vec(&role_spec.tolerations),
                     affinity: role_spec.affinity.clone(),
-                    termination_grace_period_seconds: Some(60),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     // The engine needs no API access, nor every Service of the
                     // namespace in its environment.
                     automount_service_account_token: Some(false),

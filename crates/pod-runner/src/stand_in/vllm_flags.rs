@@ -94,6 +94,7 @@ const VLLM_FLAGS: &[(&str, Action, Value)] = &[
     ("--disable-log-stats", Action::Drop, Value::None),
     ("--load-format", Action::Drop, Value::Text),
     ("--gpu-memory-utilization", Action::Drop, Value::Text),
+    ("--shutdown-timeout", Action::Drop, Value::Text),
     ("--dtype", Action::Drop, Value::Text),
     ("--kv-cache-dtype", Action::Drop, Value::Text),
     ("--quantization", Action::Drop, Value::Text),
