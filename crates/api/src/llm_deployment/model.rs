@@ -1,6 +1,6 @@
 //! The model to serve and the vLLM engine that serves it.
 
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{EnvVar, PodSecurityContext};
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +97,12 @@ pub struct EngineSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub env: Vec<EnvVar>,
+
+    /// The model-server pods' security context, e.g. `runAsNonRoot: true` and
+    /// `runAsUser` for an image that runs as a non-root user (vLLM's own runs as
+    /// root). The RuntimeDefault seccomp profile applies unless this sets another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
 }
 
 fn default_engine_image() -> String {
@@ -109,6 +115,7 @@ impl Default for EngineSpec {
             image: default_engine_image(),
             args: Vec::new(),
             env: Vec::new(),
+            pod_security_context: None,
         }
     }
 }

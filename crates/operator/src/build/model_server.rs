@@ -7,9 +7,9 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ImageVolumeSource, ObjectFieldSelector,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -348,9 +348,9 @@ fn volumes(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> (Vec<Volume>, Vec<
 }
 
 /// The engine container runs with no privilege it could gain or use: no capability,
-/// no escalation, the runtime's default seccomp profile. (vLLM's image runs as root
-/// and writes caches across its filesystem, so neither a non-root user nor a
-/// read-only root filesystem is imposed.)
+/// no escalation. (vLLM's image runs as root and writes caches across its
+/// filesystem, so a read-only root filesystem is not imposed; a non-root user is the
+/// spec's `engine.podSecurityContext`.)
 fn engine_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -358,12 +358,21 @@ fn engine_security_context() -> SecurityContext {
             drop: Some(vec!["ALL".into()]),
             ..Capabilities::default()
         }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..SeccompProfile::default()
-        }),
         ..SecurityContext::default()
     }
+}
+
+/// The pods' security context: the spec's, with the runtime's default seccomp profile
+/// unless it names another.
+fn pod_security_context(spec: &LLMDeploymentSpec) -> PodSecurityContext {
+    let mut context = spec.engine.pod_security_context.clone().unwrap_or_default();
+    context
+        .seccomp_profile
+        .get_or_insert_with(|| SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        });
+    context
 }
 
 /// The StatefulSet of one role. `kv_transfer_hash` is the hash of the KV-transfer
@@ -431,6 +440,7 @@ pub fn stateful_set(
                     // namespace in its environment.
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    security_context: Some(pod_security_context(spec)),
                     ..PodSpec::default()
                 }),
             },

@@ -404,7 +404,10 @@ fn model_server_pods_get_no_token_no_privilege_and_shared_memory_sized_to_their_
             Some(vec!["ALL".to_string()])
         );
         assert_eq!(
-            security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            pod.security_context
+                .as_ref()
+                .and_then(|c| c.seccomp_profile.as_ref())
+                .map(|p| p.type_.as_str()),
             Some("RuntimeDefault")
         );
         let dev_shm = pod
@@ -417,6 +420,29 @@ fn model_server_pods_get_no_token_no_privilege_and_shared_memory_sized_to_their_
         assert_eq!(dev_shm.medium.as_deref(), Some("Memory"));
         assert_eq!(dev_shm.size_limit, Some(Quantity(shm.into())), "{yaml}");
     }
+}
+
+#[test]
+fn an_image_that_runs_as_a_user_gets_run_as_non_root_and_keeps_the_default_seccomp() {
+    let yaml = AGGREGATED.replace(
+        "spec:\n",
+        "spec:\n  engine:\n    podSecurityContext: {runAsNonRoot: true, runAsUser: 1001}\n",
+    );
+    let (_, children) = children(&yaml, &BuildOptions::default());
+    let context = children
+        .decode
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.security_context.as_ref())
+        .expect("pod securityContext");
+    assert_eq!(context.run_as_non_root, Some(true));
+    assert_eq!(context.run_as_user, Some(1001));
+    assert_eq!(
+        context.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
 }
 
 #[test]
