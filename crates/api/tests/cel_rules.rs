@@ -123,6 +123,16 @@ fn token_secret_and_cache_claim_must_be_object_names() {
 }
 
 #[test]
+fn network_policy_needs_someone_allowed_in() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.network_policy.enabled = true;
+    refused(
+        &ld,
+        "networkPolicy.allowFrom must name who may call the EndpointPicker",
+    );
+}
+
+#[test]
 fn managed_flags_are_refused_in_engine_and_role_args() {
     let mut ld = sample(AGGREGATED);
     ld.spec.engine.args = vec!["--enforce-eager".into(), "--port=9000".into()];

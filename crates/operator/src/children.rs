@@ -5,13 +5,16 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use llmd_api::inference_pool::{self, InferencePool};
 use strum::EnumIter;
 
-use crate::build::{Children, EndpointPicker, ModelServer, Owner, kv_transfer, model_server};
+use crate::build::{
+    Children, EndpointPicker, ModelServer, Owner, kv_transfer, model_server, network_policy,
+};
 
 /// A kind of child object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter)]
@@ -24,6 +27,7 @@ pub enum ChildKind {
     RoleBinding,
     Deployment,
     PodDisruptionBudget,
+    NetworkPolicy,
     InferencePool,
 }
 
@@ -39,6 +43,7 @@ impl ChildKind {
             ChildKind::Role => ("rbac.authorization.k8s.io", "roles"),
             ChildKind::RoleBinding => ("rbac.authorization.k8s.io", "rolebindings"),
             ChildKind::PodDisruptionBudget => ("policy", "poddisruptionbudgets"),
+            ChildKind::NetworkPolicy => ("networking.k8s.io", "networkpolicies"),
             ChildKind::InferencePool => (inference_pool::GROUP, inference_pool::PLURAL),
         }
     }
@@ -55,6 +60,7 @@ pub enum Child {
     RoleBinding(RoleBinding),
     Deployment(Deployment),
     PodDisruptionBudget(PodDisruptionBudget),
+    NetworkPolicy(NetworkPolicy),
     InferencePool(InferencePool),
 }
 
@@ -69,8 +75,27 @@ impl Child {
             Child::RoleBinding(_) => ChildKind::RoleBinding,
             Child::Deployment(_) => ChildKind::Deployment,
             Child::PodDisruptionBudget(_) => ChildKind::PodDisruptionBudget,
+            Child::NetworkPolicy(_) => ChildKind::NetworkPolicy,
             Child::InferencePool(_) => ChildKind::InferencePool,
         }
+    }
+
+    /// The object as JSON (what is applied).
+    #[cfg(test)]
+    pub fn to_json(&self) -> serde_json::Value {
+        let value = match self {
+            Child::ConfigMap(o) => serde_json::to_value(o),
+            Child::Service(o) => serde_json::to_value(o),
+            Child::StatefulSet(o) => serde_json::to_value(o),
+            Child::ServiceAccount(o) => serde_json::to_value(o),
+            Child::Role(o) => serde_json::to_value(o),
+            Child::RoleBinding(o) => serde_json::to_value(o),
+            Child::Deployment(o) => serde_json::to_value(o),
+            Child::PodDisruptionBudget(o) => serde_json::to_value(o),
+            Child::NetworkPolicy(o) => serde_json::to_value(o),
+            Child::InferencePool(o) => serde_json::to_value(o),
+        };
+        value.expect("a child serializes")
     }
 
     pub fn name(&self) -> String {
@@ -83,6 +108,7 @@ impl Child {
             Child::RoleBinding(o) => o.name_any(),
             Child::Deployment(o) => o.name_any(),
             Child::PodDisruptionBudget(o) => o.name_any(),
+            Child::NetworkPolicy(o) => o.name_any(),
             Child::InferencePool(o) => o.name_any(),
         }
     }
@@ -99,6 +125,7 @@ impl Children {
             kv_transfer,
             endpoint_picker,
             inference_pool,
+            network_policies,
         } = self;
         let EndpointPicker {
             deployment,
@@ -130,6 +157,7 @@ impl Children {
             Child::Deployment(deployment.clone()),
             Child::PodDisruptionBudget(epp_budget.clone()),
         ]);
+        out.extend(network_policies.iter().cloned().map(Child::NetworkPolicy));
         out.extend(inference_pool.iter().cloned().map(Child::InferencePool));
         out
     }
@@ -150,6 +178,14 @@ impl Children {
         }
         if self.inference_pool.is_none() {
             out.push((ChildKind::InferencePool, owner.name.clone()));
+        }
+        if self.network_policies.is_empty() {
+            for name in [
+                network_policy::model_servers_name(owner),
+                network_policy::endpoint_picker_name(owner),
+            ] {
+                out.push((ChildKind::NetworkPolicy, name));
+            }
         }
         out
     }
@@ -202,7 +238,12 @@ mod tests {
 
     #[test]
     fn every_sample_child_is_listed_once_and_nothing_desired_is_pruned() {
-        let ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
+        let mut ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
+        // Every optional child on, so every kind is built and none is pruned.
+        ld.spec.network_policy = llmd_api::NetworkIsolationSpec {
+            enabled: true,
+            allow_from: vec![Default::default()],
+        };
         let owner = Owner::of(&ld).expect("owner");
         let options = crate::build::BuildOptions {
             inference_pool_served: true,
@@ -216,7 +257,7 @@ mod tests {
             .collect();
         let unique: BTreeSet<String> = listed.iter().map(|(k, n)| format!("{k:?}/{n}")).collect();
         assert_eq!(unique.len(), listed.len(), "{listed:?}");
-        assert_eq!(listed.len(), 15);
+        assert_eq!(listed.len(), 17);
         assert_eq!(
             listed[0],
             (ChildKind::ConfigMap, "llama-pd-kv-transfer".into())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -149,6 +150,9 @@ pub async fn run(
             ChildKind::Deployment => controller.owns(scoped_api::<Deployment>(&client, ns), config),
             ChildKind::PodDisruptionBudget => {
                 controller.owns(scoped_api::<PodDisruptionBudget>(&client, ns), config)
+            }
+            ChildKind::NetworkPolicy => {
+                controller.owns(scoped_api::<NetworkPolicy>(&client, ns), config)
             }
             ChildKind::InferencePool if pools_served => {
                 controller.owns_stream(inference_pool_triggers(&client, ns, config))

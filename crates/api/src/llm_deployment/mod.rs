@@ -17,6 +17,7 @@ pub use model::*;
 pub use roles::*;
 pub use router::*;
 
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +97,35 @@ pub struct LLMDeploymentSpec {
     /// The Gateway API Inference Extension InferencePool for this deployment.
     #[serde(default)]
     pub inference_pool: InferencePoolSpec,
+
+    /// NetworkPolicies that admit only this deployment's own pods and the peers named
+    /// here (off by default; they take effect where the CNI enforces them).
+    #[serde(default, skip_serializing_if = "NetworkIsolationSpec::is_off")]
+    pub network_policy: NetworkIsolationSpec,
+}
+
+/// NetworkPolicies for the deployment's pods: the model servers accept connections
+/// from the deployment's own pods (the EndpointPicker, and each other for the NIXL
+/// side channel and UCX), the EndpointPicker from them too, and both from `allowFrom`
+/// on their serving and metrics ports only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!self.enabled || (has(self.allowFrom) && size(self.allowFrom) > 0)").message("networkPolicy.allowFrom must name who may call the EndpointPicker and scrape metrics (the gateway, Prometheus, the operator) when networkPolicy is enabled"))]
+pub struct NetworkIsolationSpec {
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Who else may connect: the gateway's and Prometheus' pods or namespaces, the
+    /// operator's namespace (for the tuner's scrape of the EndpointPicker).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allow_from: Vec<NetworkPolicyPeer>,
+}
+
+impl NetworkIsolationSpec {
+    fn is_off(&self) -> bool {
+        *self == NetworkIsolationSpec::default()
+    }
 }
 
 /// The Gateway API Inference Extension InferencePool.

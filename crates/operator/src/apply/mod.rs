@@ -10,6 +10,7 @@ pub use object::{Conflict, Ensured, FIELD_MANAGER, Outcome};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Client, Resource};
@@ -89,6 +90,7 @@ async fn apply_child(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensu
         Child::PodDisruptionBudget(o) => {
             ensure(ctx, owner, o).await?.map(Child::PodDisruptionBudget)
         }
+        Child::NetworkPolicy(o) => ensure(ctx, owner, o).await?.map(Child::NetworkPolicy),
         Child::InferencePool(o) => ensure(ctx, owner, o).await?.map(Child::InferencePool),
     })
 }
@@ -107,6 +109,7 @@ async fn remove_child(client: &Client, owner: &Owner, kind: ChildKind, name: &st
         ChildKind::PodDisruptionBudget => {
             object::remove::<PodDisruptionBudget>(client, ns, name, uid).await
         }
+        ChildKind::NetworkPolicy => object::remove::<NetworkPolicy>(client, ns, name, uid).await,
         ChildKind::InferencePool => object::remove::<InferencePool>(client, ns, name, uid).await,
     }
 }

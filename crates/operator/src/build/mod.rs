@@ -13,9 +13,11 @@ pub mod inference_pool;
 pub mod kv_transfer;
 pub mod meta;
 pub mod model_server;
+pub mod network_policy;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
@@ -56,6 +58,8 @@ pub struct Children {
     pub kv_transfer: Option<ConfigMap>,
     pub endpoint_picker: EndpointPicker,
     pub inference_pool: Option<InferencePool>,
+    /// Empty unless spec.networkPolicy.enabled.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// Operator-wide defaults for the EndpointPicker (from the operator's flags).
@@ -154,6 +158,7 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
         kv_transfer,
         endpoint_picker,
         inference_pool,
+        network_policies: network_policy::network_policies(owner, spec),
     }
 }
 

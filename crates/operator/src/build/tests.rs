@@ -63,32 +63,15 @@ fn epp_config(children: &Children) -> EndpointPickerConfig {
         .expect("config parses")
 }
 
+/// Every child's metadata, as applied.
 fn every_object_meta(
     children: &Children,
-) -> Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
-    let Children {
-        prefill,
-        decode,
-        kv_transfer,
-        endpoint_picker,
-        inference_pool,
-    } = children;
-    let mut metas = vec![
-        &decode.stateful_set.metadata,
-        &decode.service.metadata,
-        &endpoint_picker.deployment.metadata,
-        &endpoint_picker.service.metadata,
-        &endpoint_picker.service_account.metadata,
-        &endpoint_picker.role.metadata,
-        &endpoint_picker.role_binding.metadata,
-        &endpoint_picker.config.metadata,
-    ];
-    if let Some(p) = prefill {
-        metas.extend([&p.stateful_set.metadata, &p.service.metadata]);
-    }
-    metas.extend(kv_transfer.iter().map(|c| &c.metadata));
-    metas.extend(inference_pool.iter().map(|p| &p.metadata));
-    metas
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    children
+        .in_apply_order()
+        .iter()
+        .map(|c| serde_json::from_value(c.to_json()["metadata"].clone()).expect("metadata"))
+        .collect()
 }
 
 #[test]
@@ -650,49 +633,12 @@ fn epp_image_and_resources_fall_back_to_operator_defaults() {
 /// test` rewrites them after a deliberate change.
 fn rendered(yaml: &str, options: &BuildOptions) -> String {
     let (_, children) = children(yaml, options);
-    let Children {
-        prefill,
-        decode,
-        kv_transfer,
-        endpoint_picker,
-        inference_pool,
-    } = &children;
-    let mut docs: Vec<String> = Vec::new();
-    let mut push = |value: serde_json::Value| {
-        docs.push(serde_yaml::to_string(&value).expect("yaml"));
-    };
-    let json = |v: &dyn erased::Serialize| v.to_json();
-    if let Some(cm) = kv_transfer {
-        push(json(cm));
-    }
-    for server in prefill.iter().chain([decode]) {
-        push(json(&server.service));
-        push(json(&server.stateful_set));
-    }
-    let epp = endpoint_picker;
-    push(json(&epp.service_account));
-    push(json(&epp.role));
-    push(json(&epp.role_binding));
-    push(json(&epp.config));
-    push(json(&epp.service));
-    push(json(&epp.deployment));
-    if let Some(pool) = inference_pool {
-        push(json(pool));
-    }
-    docs.join("---\n")
-}
-
-/// `serde_json::to_value` behind a trait object, so `rendered` can list children of
-/// different types.
-mod erased {
-    pub trait Serialize {
-        fn to_json(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Serialize for T {
-        fn to_json(&self) -> serde_json::Value {
-            serde_json::to_value(self).expect("child serializes")
-        }
-    }
+    children
+        .in_apply_order()
+        .iter()
+        .map(|c| serde_yaml::to_string(&c.to_json()).expect("yaml"))
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 fn check_golden(file: &str, actual: &str) {
