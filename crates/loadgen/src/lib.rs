@@ -7,6 +7,7 @@ pub mod driver;
 pub mod fleet;
 pub mod kv_forward;
 pub mod overhead;
+pub mod plot;
 pub mod report;
 pub mod routers;
 pub mod tuner_bench;

@@ -15,7 +15,7 @@ use clap::Parser;
 use llmd_loadgen::fleet::{KvEvents, SimModel};
 use llmd_loadgen::routers::{Binaries, Policy, Prefix};
 use llmd_loadgen::workload::Shape;
-use llmd_loadgen::{driver, fleet, overhead, report, routers, workload};
+use llmd_loadgen::{driver, fleet, overhead, plot, report, routers, workload};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +63,9 @@ struct Args {
     max_tokens: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Where the SVG charts go (one per workload).
+    #[arg(long, default_value = "target/bench")]
+    plot_dir: PathBuf,
     /// Workloads to run: shared, unique, pd, pressure, replicas, overhead.
     #[arg(
         long,
@@ -352,6 +355,14 @@ async fn main() -> ExitCode {
             }
         }
         println!("{}", report::table(&title, &rows));
+        let svg = args.plot_dir.join(format!("{w}.svg"));
+        match std::fs::create_dir_all(&args.plot_dir)
+            .map_err(|e| format!("{}: {e}", args.plot_dir.display()))
+            .and_then(|()| plot::ttft_bars(&svg, &title, &rows))
+        {
+            Ok(()) => println!("chart: {}", svg.display()),
+            Err(e) => eprintln!("{w}: {e}"),
+        }
         if events {
             println!("{}", report::versus(&rows, &PRECISE.label()));
             println!(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use llmd_loadgen::plot;
 use llmd_loadgen::tuner_bench::report::{self, Results};
 use llmd_loadgen::tuner_bench::run::{self, Binaries};
 use llmd_loadgen::tuner_bench::{configs, workload::Workload};
@@ -68,6 +69,8 @@ async fn run_all(args: &Args) -> Result<(), String> {
         workload: &workload,
         configs: Vec::new(),
     };
+    // The first run of each configuration, as mean TTFT per slice over time.
+    let mut over_time: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let selected = configs::all()
         .into_iter()
         .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.label().contains(o)));
@@ -86,6 +89,16 @@ async fn run_all(args: &Args) -> Result<(), String> {
                 stats.failed
             );
             if repeat == 0 {
+                let points: Vec<(f64, f64)> = result
+                    .samples
+                    .iter()
+                    .filter(|(_, _, s)| s.ok)
+                    .map(|(_, at, s)| (*at, s.ttft))
+                    .collect();
+                over_time.push((
+                    config.label(),
+                    plot::per_slice(&points, workload.slice_seconds, workload.seconds()),
+                ));
                 changes = result.changes;
             }
             runs.push(stats);
@@ -103,6 +116,82 @@ async fn run_all(args: &Args) -> Result<(), String> {
         let json =
             serde_json::to_string_pretty(&results.to_json()).map_err(|e| format!("result: {e}"))?;
         std::fs::write(out, json).map_err(|e| format!("{}: {e}", out.display()))?;
+        let svg = out.with_extension("svg");
+        chart(&svg, &args.workload, &workload, &results, &over_time)?;
+        println!("chart: {}", svg.display());
     }
     Ok(())
+}
+
+/// The tuned run against the default and the best fixed weighting, over time, with
+/// the phases and the tuner's experiments and verdicts marked.
+fn chart(
+    svg: &std::path::Path,
+    file: &std::path::Path,
+    workload: &Workload,
+    results: &Results<'_>,
+    over_time: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    let best = results.best_fixed_label();
+    let shown: Vec<plot::Series> = over_time
+        .iter()
+        .filter(|(label, _)| {
+            label == "tuned" || label == "fixed:3/2/2" || Some(label.as_str()) == best
+        })
+        .map(|(label, points)| plot::Series {
+            label: if Some(label.as_str()) == best && label != "fixed:3/2/2" {
+                format!("{label} (best fixed)")
+            } else {
+                label.clone()
+            },
+            points: points.clone(),
+        })
+        .collect();
+    let mut start = 0.0;
+    let phases: Vec<(String, f64, f64)> = workload
+        .phases
+        .iter()
+        .map(|p| {
+            let span = (p.name.clone(), start, start + p.seconds);
+            start += p.seconds;
+            span
+        })
+        .collect();
+    let marks: Vec<plot::Mark> = results
+        .configs
+        .iter()
+        .find(|c| c.0 == "tuned")
+        .map(|c| {
+            c.3.iter()
+                .map(|change| plot::Mark {
+                    at: change.at_secs,
+                    text: short(&change.reason),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = file
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    plot::ttft_over_time(
+        svg,
+        &format!("{name}: mean TTFT per slice, first run"),
+        &shown,
+        &phases,
+        &marks,
+    )
+}
+
+/// A weight change in a few words: the move tried, or the verdict.
+fn short(reason: &str) -> String {
+    if let Some((_, tried)) = reason.split_once("try ") {
+        return tried.to_string();
+    }
+    if reason.starts_with("kept the incumbent") {
+        return "rolled back".to_string();
+    }
+    match reason.split_once(" after ") {
+        Some((_, change)) => format!("kept {change}"),
+        None => reason.chars().take(24).collect(),
+    }
 }

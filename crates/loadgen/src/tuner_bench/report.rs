@@ -41,8 +41,8 @@ pub fn stats(workload: &Workload, run: &RunResult) -> RunStats {
     let ttft = |phase: Option<usize>| {
         run.samples
             .iter()
-            .filter(|(p, s)| s.ok && phase.is_none_or(|want| *p == want))
-            .map(|(_, s)| s.ttft)
+            .filter(|(p, _, s)| s.ok && phase.is_none_or(|want| *p == want))
+            .map(|(_, _, s)| s.ttft)
             .collect::<Vec<_>>()
     };
     RunStats {
@@ -50,7 +50,7 @@ pub fn stats(workload: &Workload, run: &RunResult) -> RunStats {
         phases: (0..workload.phases.len())
             .map(|p| Latency::of(ttft(Some(p))))
             .collect(),
-        failed: run.samples.iter().filter(|(_, s)| !s.ok).count(),
+        failed: run.samples.iter().filter(|(_, _, s)| !s.ok).count(),
     }
 }
 
@@ -85,6 +85,15 @@ pub struct Results<'a> {
 }
 
 impl Results<'_> {
+    /// The fixed weighting with the lowest median mean TTFT.
+    pub fn best_fixed_label(&self) -> Option<&str> {
+        self.configs
+            .iter()
+            .filter(|c| c.0.starts_with("fixed:"))
+            .min_by(|a, b| a.2.whole.mean.total_cmp(&b.2.whole.mean))
+            .map(|c| c.0.as_str())
+    }
+
     fn find(&self, label: &str) -> Option<&RunStats> {
         self.configs.iter().find(|c| c.0 == label).map(|c| &c.2)
     }

@@ -35,9 +35,10 @@ pub struct Change {
     pub reason: String,
 }
 
-/// What one run measured: per request its phase and its sample.
+/// What one run measured: per request its phase, when it was sent (seconds from the
+/// start) and its sample.
 pub struct RunResult {
-    pub samples: Vec<(usize, Sample)>,
+    pub samples: Vec<(usize, f64, Sample)>,
     pub changes: Vec<Change>,
 }
 
@@ -233,7 +234,7 @@ pub async fn run_once(
         tokio::time::sleep_until((started + Duration::from_secs_f64(r.at_secs)).into()).await;
         let body = json!({"model": "bench-model", "prompt": r.prompt, "max_tokens": r.output_tokens,
                           "ignore_eos": true, "stream": true});
-        let (client, url, phase) = (client.clone(), url.clone(), r.phase);
+        let (client, url, phase, at) = (client.clone(), url.clone(), r.phase, r.at_secs);
         handles.push(tokio::spawn(async move {
             let sent = Instant::now();
             let sample = match tokio::time::timeout(
@@ -249,7 +250,7 @@ pub async fn run_once(
                     ok: false,
                 },
             };
-            (phase, sample)
+            (phase, at, sample)
         }));
     }
     let mut samples = Vec::with_capacity(handles.len());
