@@ -280,8 +280,12 @@ def csv(helm_docs: list[dict], version: str) -> dict:
                               if k not in HELM_LABELS},
                     "spec": dep_spec,
                 }],
-                "clusterPermissions": [{"serviceAccountName": SERVICE_ACCOUNT, "rules": cluster_rules}],
-                "permissions": [{"serviceAccountName": SERVICE_ACCOUNT, "rules": lease_rules}],
+                # Everything the operator touches is namespaced: no clusterPermissions.
+                # OLM grants `permissions` in the OperatorGroup's target namespaces
+                # (cluster-wide only for AllNamespaces), so OwnNamespace and
+                # SingleNamespace installs get no cluster-scoped rights.
+                "permissions": [{"serviceAccountName": SERVICE_ACCOUNT,
+                                 "rules": cluster_rules + lease_rules}],
             },
         },
         "relatedImages": [

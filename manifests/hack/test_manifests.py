@@ -344,10 +344,14 @@ class Bundle(unittest.TestCase):
     def test_permissions_are_config_rbac(self):
         role = load(ROOT / "config/rbac/role.yaml")["rules"]
         lease = load(ROOT / "config/rbac/leader_election_role.yaml")["rules"]
-        self.assertEqual(self.strategy["clusterPermissions"],
-                         [{"serviceAccountName": "llmd-operator", "rules": role}])
+        # No cluster-scoped rights: OLM scopes `permissions` to the target namespaces.
+        self.assertNotIn("clusterPermissions", self.strategy)
         self.assertEqual(self.strategy["permissions"],
-                         [{"serviceAccountName": "llmd-operator", "rules": lease}])
+                         [{"serviceAccountName": "llmd-operator", "rules": role + lease}])
+        for rule in role + lease:
+            for resource in rule["resources"]:
+                self.assertNotIn(resource, ("nodes", "namespaces", "customresourcedefinitions",
+                                            "clusterroles", "clusterrolebindings"))
 
     def test_deployment_is_the_charts(self):
         self.assertEqual(self.csv["spec"]["install"]["strategy"], "deployment")
