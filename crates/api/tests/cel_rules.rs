@@ -123,6 +123,23 @@ fn token_secret_and_cache_claim_must_be_object_names() {
 }
 
 #[test]
+fn lora_adapters_have_unique_names_and_hf_sources() {
+    let adapter = |name: &str, source: &str| llmd_api::LoraAdapterSpec {
+        name: name.into(),
+        source: source.into(),
+    };
+    let mut ld = sample(AGGREGATED);
+    ld.spec.model.adapters = vec![adapter("sql", "hf://org/sql"), adapter("sql", "hf://org/b")];
+    refused(&ld, "adapter names must be unique");
+    ld.spec.model.adapters = vec![adapter("sql", "s3://bucket/sql")];
+    refused(&ld, "spec.model.adapters[].source must be hf://");
+    ld.spec.model.adapters = vec![adapter("my sql", "hf://org/sql")];
+    refused(&ld, "spec.model.adapters[].name must be letters");
+    ld.spec.model.adapters = vec![adapter("sql", "hf://org/sql")];
+    assert!(kube::core::cel::validate_cel(&ld).is_ok());
+}
+
+#[test]
 fn network_policy_needs_someone_allowed_in() {
     let mut ld = sample(AGGREGATED);
     ld.spec.network_policy.enabled = true;

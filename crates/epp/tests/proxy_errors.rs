@@ -224,3 +224,36 @@ fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_lora_adapter_the_engines_serve_is_routed_and_an_unknown_name_is_a_404() {
+    // As the operator renders spec.model.adapters (the local stand-in turns vLLM's
+    // name=path into the simulator's JSON form).
+    let sim = Sim::start(
+        &sim_bin(),
+        &[
+            "--max-loras",
+            "2",
+            "--lora-modules",
+            r#"{"name":"sql-lora","path":"/adapters/sql"}"#,
+        ],
+    );
+    let epp = Epp::start(&sim.address(), None);
+    let complete = |model: &str| {
+        post_raw(
+            &epp,
+            "/v1/completions",
+            serde_json::to_vec(&json!({"model": model, "prompt": "select", "max_tokens": 2}))
+                .unwrap_or_default(),
+        )
+    };
+    // The model list (adapters included) is learned from the endpoints shortly after
+    // start; until then nothing can be refused.
+    wait_for("unknown adapter refused", Duration::from_secs(10), || {
+        let (s, b) = complete("no-such-lora");
+        (s == 404).then_some(b)
+    });
+    let (s, b) = complete("sql-lora");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["model"], "sql-lora", "{b}");
+}

@@ -53,6 +53,30 @@ pub struct ModelSpec {
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.model.cacheClaim must be a PersistentVolumeClaim name"))]
     pub cache_claim: Option<String>,
+
+    /// LoRA adapters served beside the base model: clients name an adapter in the
+    /// OpenAI `model` field. Rendered as vLLM's `--enable-lora`, `--max-loras` and
+    /// `--lora-modules`; the EndpointPicker routes adapter names to pods that list
+    /// them in `/v1/models`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("spec.model.adapters: adapter names must be unique"))]
+    pub adapters: Vec<LoraAdapterSpec>,
+}
+
+/// One LoRA adapter.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LoraAdapterSpec {
+    /// The name clients send in the OpenAI `model` field.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][-A-Za-z0-9_./]*$')").message("spec.model.adapters[].name must be letters, digits and -_./ (no spaces or '=')"))]
+    pub name: String,
+
+    /// Where the adapter comes from: hf://<org>/<adapter> (vLLM downloads it).
+    #[schemars(length(min = 6, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^hf://[^\\\\s=]+$')").message("spec.model.adapters[].source must be hf://<org>/<adapter> (other sources are not supported yet)"))]
+    pub source: String,
 }
 
 /// A key of a Secret in the LLMDeployment's namespace.

@@ -38,7 +38,7 @@ mod tests {
 
     /// Every variant of what the operator renders: the samples without the user's
     /// own engine args and env, plus precise prefix mode, an s3:// model, a gated one
-    /// and data parallelism.
+    /// data parallelism and a LoRA adapter.
     fn rendered() -> Vec<Children> {
         let mut specs = Vec::new();
         for yaml in [AGGREGATED, PD_NIXL, AUTOTUNED] {
@@ -53,6 +53,10 @@ mod tests {
                 key: "HF_TOKEN".into(),
             });
             ld.spec.decode.parallelism.data = 2;
+            ld.spec.model.adapters = vec![llmd_api::LoraAdapterSpec {
+                name: "sql".into(),
+                source: "hf://org/sql-lora".into(),
+            }];
             specs.push(ld);
         }
         specs

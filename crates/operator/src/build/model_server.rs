@@ -196,8 +196,30 @@ pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> 
             kv_events_config(&spec.model.name),
         ]);
     }
+    args.extend(lora_args(&spec.model.adapters));
     args.extend(spec.engine.args.iter().cloned());
     args.extend(role_spec.args.iter().cloned());
+    args
+}
+
+/// At most this many adapters share a batch (vLLM's `--max-loras`).
+const MAX_LORAS: usize = 8;
+
+/// vLLM's LoRA flags for the spec's adapters (none without adapters).
+fn lora_args(adapters: &[llmd_api::LoraAdapterSpec]) -> Vec<String> {
+    if adapters.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "--enable-lora".to_string(),
+        "--max-loras".to_string(),
+        adapters.len().min(MAX_LORAS).to_string(),
+        "--lora-modules".to_string(),
+    ];
+    args.extend(adapters.iter().map(|a| {
+        let repo = a.source.strip_prefix("hf://").unwrap_or(&a.source);
+        format!("{}={repo}", a.name)
+    }));
     args
 }
 

@@ -429,6 +429,29 @@ fn an_image_that_runs_as_a_user_gets_run_as_non_root_and_keeps_the_default_secco
 }
 
 #[test]
+fn lora_adapters_become_vllms_lora_flags() {
+    let yaml = AGGREGATED.replace(
+        "    uri: hf://",
+        "    adapters:\n    - {name: sql-lora, source: hf://org/sql-lora}\n    - {name: chat-lora, source: hf://org/chat}\n    uri: hf://",
+    );
+    let (_, with_adapters) = children(&yaml, &BuildOptions::default());
+    let container = vllm(&with_adapters.decode);
+    let args = container.args.clone().unwrap_or_default();
+    assert!(args.contains(&"--enable-lora".to_string()));
+    assert_eq!(arg_after(container, "--max-loras"), Some("2"));
+    let at = args
+        .iter()
+        .position(|a| a == "--lora-modules")
+        .expect("--lora-modules");
+    assert_eq!(
+        args[at + 1..at + 3],
+        ["sql-lora=org/sql-lora", "chat-lora=org/chat"]
+    );
+    let (_, plain) = children(AGGREGATED, &BuildOptions::default());
+    assert_eq!(arg_after(vllm(&plain.decode), "--enable-lora"), None);
+}
+
+#[test]
 fn a_gated_model_gets_its_token_and_a_cache_claim_keeps_downloads_across_restarts() {
     let (_, plain) = children(AGGREGATED, &BuildOptions::default());
     let env_names: Vec<String> = vllm(&plain.decode)
