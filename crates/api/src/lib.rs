@@ -9,6 +9,7 @@ pub mod content_hash;
 pub mod endpoint_picker;
 pub mod endpoint_picker_config;
 pub mod engine_metrics;
+pub mod engine_version;
 pub mod images;
 pub mod inference_pool;
 pub mod labels;

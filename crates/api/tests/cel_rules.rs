@@ -159,6 +159,10 @@ fn managed_flags_are_refused_in_engine_and_role_args() {
         prefill.args = vec!["--tensor-parallel-size".into(), "4".into()];
     }
     refused(&ld, "args must not set --port");
+    // vLLM's dotted spelling of one key of a JSON flag.
+    let mut ld = sample(AGGREGATED);
+    ld.spec.engine.args = vec!["--kv-transfer-config.kv_role=kv_both".into()];
+    refused(&ld, "spec.engine.args must not set --port");
 }
 
 #[test]

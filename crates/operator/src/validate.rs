@@ -8,8 +8,9 @@ use crate::build::kv_transfer;
 use crate::conditions::Failure;
 
 /// Env vars the operator sets on model servers when the NIXL fabric is on.
-const MANAGED_ENV: [&str; 5] = [
-    kv_transfer::KV_TRANSFER_CONFIG_ENV,
+const MANAGED_ENV: [&str; 6] = [
+    kv_transfer::KV_TRANSFER_CONFIG_ENVS[0],
+    kv_transfer::KV_TRANSFER_CONFIG_ENVS[1],
     kv_transfer::SIDE_CHANNEL_HOST_ENV,
     kv_transfer::SIDE_CHANNEL_PORT_ENV,
     kv_transfer::UCX_TLS_ENV,
@@ -47,6 +48,15 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
         "spec.router.resources",
         spec.router.resources.as_ref(),
     );
+    if let (Some(prefill), KvConnector::Nixl) = (spec.active_prefill(), spec.effective_connector())
+    {
+        let version = llmd_api::engine_version::assumed(&spec.engine.image);
+        problems.extend(llmd_api::engine_version::tensor_parallel_problem(
+            version,
+            prefill.parallelism.tensor,
+            spec.decode.parallelism.tensor,
+        ));
+    }
     if spec.effective_connector() == KvConnector::Nixl {
         for var in &spec.engine.env {
             if MANAGED_ENV.contains(&var.name.as_str()) {
@@ -147,6 +157,28 @@ mod tests {
     fn samples_have_no_problems() {
         assert!(problems(&sample(AGGREGATED).spec).is_empty());
         assert!(problems(&sample(PD_NIXL).spec).is_empty());
+    }
+
+    #[test]
+    fn a_tensor_parallel_pair_the_engine_version_cannot_serve_names_both_fields() {
+        let mut spec = sample(PD_NIXL).spec;
+        if let Some(prefill) = spec.prefill.as_mut() {
+            prefill.parallelism.tensor = 4;
+            prefill.resources = None;
+        }
+        spec.decode.parallelism.tensor = 2;
+        spec.decode.resources = None;
+        assert!(problems(&spec).is_empty(), "vLLM 0.33 serves 4 -> 2");
+        spec.engine.image = "vllm/vllm-openai:v0.11.0".into();
+        let found = problems(&spec);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("spec.decode.parallelism.tensor (2)")
+                    && p.contains("spec.prefill.parallelism.tensor (4)")
+                    && p.contains("vLLM 0.11.0")),
+            "{found:?}"
+        );
     }
 
     #[test]

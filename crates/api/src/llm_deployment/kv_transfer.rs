@@ -33,6 +33,21 @@ pub struct KvTransferSpec {
     /// UCX settings of the transfer.
     #[serde(default)]
     pub ucx: UcxSpec,
+
+    /// NIXL roles: PerRole gives prefill pods `kv_producer` and decode pods
+    /// `kv_consumer` (vLLM 0.33 and later), Both gives every pod `kv_both` (what
+    /// older versions need); Auto picks by the engine image's version tag.
+    #[serde(default)]
+    pub roles: KvRoles,
+}
+
+/// How NIXL roles are assigned.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KvRoles {
+    #[default]
+    Auto,
+    PerRole,
+    Both,
 }
 
 fn default_backends() -> Vec<NixlBackend> {
@@ -51,6 +66,7 @@ impl Default for KvTransferSpec {
             side_channel_port: default_side_channel_port(),
             buffer_device: None,
             ucx: UcxSpec::default(),
+            roles: KvRoles::Auto,
         }
     }
 }
@@ -58,7 +74,7 @@ impl Default for KvTransferSpec {
 /// KV connector of the vLLM engine.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvConnector {
-    /// vLLM's NixlConnector (kv_role kv_both).
+    /// vLLM's NixlConnector (roles per spec.kvTransfer.roles).
     Nixl,
     /// No KV transfer.
     None,

@@ -149,6 +149,18 @@ impl Default for InferencePoolSpec {
 }
 
 impl LLMDeploymentSpec {
+    /// Whether prefill and decode pods get `kv_producer` / `kv_consumer` rather than
+    /// `kv_both`.
+    pub fn nixl_per_role(&self) -> bool {
+        match self.kv_transfer.roles {
+            KvRoles::PerRole => true,
+            KvRoles::Both => false,
+            KvRoles::Auto => crate::engine_version::per_role_nixl(crate::engine_version::assumed(
+                &self.engine.image,
+            )),
+        }
+    }
+
     /// The prefill role when it runs pods (disaggregated serving).
     pub fn active_prefill(&self) -> Option<&RoleSpec> {
         self.prefill.as_ref().filter(|p| p.replicas > 0)

@@ -113,7 +113,7 @@ pub struct EngineSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
     #[x_kube(validation = kube::core::Rule::new(
-        "self.all(a, !['--port', '--model', '--served-model-name', '--tensor-parallel-size', '--data-parallel-size', '--kv-transfer-config'].exists(f, a == f || a.startsWith(f + '=')))"
+        "self.all(a, !['--port', '--model', '--served-model-name', '--tensor-parallel-size', '--data-parallel-size', '--kv-transfer-config'].exists(f, a == f || a.startsWith(f + '=') || a.startsWith(f + '.')))"
     ).message("spec.engine.args must not set --port, --model, --served-model-name, --tensor-parallel-size, --data-parallel-size or --kv-transfer-config: the operator derives them from the spec"))]
     pub args: Vec<String>,
 

@@ -133,7 +133,7 @@ mod tests {
                         env.contains(name.as_str()) || c.not_vllm.contains(name),
                         "env {name} (kv-transfer ConfigMap) is not in the contract"
                     );
-                    if name == crate::build::kv_transfer::KV_TRANSFER_CONFIG_ENV {
+                    if crate::build::kv_transfer::KV_TRANSFER_CONFIG_ENVS.contains(&name.as_str()) {
                         let config: serde_json::Value = serde_json::from_str(value).expect("JSON");
                         let mut found = BTreeSet::new();
                         json_keys(&config, &mut found);

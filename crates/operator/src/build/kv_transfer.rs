@@ -1,9 +1,11 @@
 //! The `<name>-kv-transfer` ConfigMap: the one KV-transfer fabric both roles share.
 //!
 //! Its keys are environment variable names: the model-server containers load it with
-//! `envFrom`, and pass `--kv-transfer-config $(LLMD_KV_TRANSFER_CONFIG)` to vLLM, so
-//! the ConfigMap is the single source of truth. Its hash goes into the pod template so
-//! a change of the fabric rolls the pods.
+//! `envFrom`, and each role passes its own key to vLLM
+//! (`--kv-transfer-config $(LLMD_KV_TRANSFER_CONFIG_PREFILL)` or `..._DECODE`: the
+//! NIXL role differs per role from vLLM 0.33), so the ConfigMap is the single source
+//! of truth. Its hash goes into the pod template so a change of the fabric rolls the
+//! pods.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +15,30 @@ use llmd_api::{KvBufferDevice, KvTransferSpec};
 use serde_json::json;
 
 use super::meta::{Component, Owner};
+use super::model_server::Role;
 
-/// Env var carrying vLLM's `--kv-transfer-config` JSON.
-pub const KV_TRANSFER_CONFIG_ENV: &str = "LLMD_KV_TRANSFER_CONFIG";
+/// Env vars carrying vLLM's `--kv-transfer-config` JSON of prefill and of decode pods.
+pub const KV_TRANSFER_CONFIG_ENVS: [&str; 2] = [
+    "LLMD_KV_TRANSFER_CONFIG_PREFILL",
+    "LLMD_KV_TRANSFER_CONFIG_DECODE",
+];
+
+/// The env var with `role`'s `--kv-transfer-config`.
+pub fn config_env(role: Role) -> &'static str {
+    match role {
+        Role::Prefill => KV_TRANSFER_CONFIG_ENVS[0],
+        Role::Decode => KV_TRANSFER_CONFIG_ENVS[1],
+    }
+}
+
+/// `role`'s NIXL role: `kv_producer` / `kv_consumer` with `per_role`, else `kv_both`.
+pub fn kv_role(role: Role, per_role: bool) -> &'static str {
+    match (per_role, role) {
+        (false, _) => "kv_both",
+        (true, Role::Prefill) => "kv_producer",
+        (true, Role::Decode) => "kv_consumer",
+    }
+}
 pub const SIDE_CHANNEL_HOST_ENV: &str = "VLLM_NIXL_SIDE_CHANNEL_HOST";
 pub const SIDE_CHANNEL_PORT_ENV: &str = "VLLM_NIXL_SIDE_CHANNEL_PORT";
 pub const UCX_TLS_ENV: &str = "UCX_TLS";
@@ -26,11 +49,11 @@ pub fn name(owner: &Owner) -> String {
     owner.child_name("kv-transfer")
 }
 
-/// vLLM's `--kv-transfer-config` for the NixlConnector.
-pub fn vllm_kv_transfer_config(spec: &KvTransferSpec) -> serde_json::Value {
+/// vLLM's `--kv-transfer-config` for the NixlConnector with NIXL role `kv_role`.
+pub fn vllm_kv_transfer_config(spec: &KvTransferSpec, kv_role: &str) -> serde_json::Value {
     let mut config = json!({
         "kv_connector": "NixlConnector",
-        "kv_role": "kv_both",
+        "kv_role": kv_role,
         "kv_connector_extra_config": {
             "backends": spec.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
         },
@@ -46,12 +69,16 @@ pub fn vllm_kv_transfer_config(spec: &KvTransferSpec) -> serde_json::Value {
 }
 
 /// The ConfigMap's data.
-pub fn data(spec: &KvTransferSpec) -> BTreeMap<String, String> {
-    BTreeMap::from([
+pub fn data(spec: &KvTransferSpec, per_role: bool) -> BTreeMap<String, String> {
+    let config = |role| {
         (
-            KV_TRANSFER_CONFIG_ENV.to_string(),
-            vllm_kv_transfer_config(spec).to_string(),
-        ),
+            config_env(role).to_string(),
+            vllm_kv_transfer_config(spec, kv_role(role, per_role)).to_string(),
+        )
+    };
+    BTreeMap::from([
+        config(Role::Prefill),
+        config(Role::Decode),
         (
             SIDE_CHANNEL_PORT_ENV.to_string(),
             spec.side_channel_port.to_string(),
@@ -74,10 +101,10 @@ pub fn hash(data: &BTreeMap<String, String>) -> String {
 }
 
 /// The ConfigMap.
-pub fn config_map(owner: &Owner, spec: &KvTransferSpec) -> ConfigMap {
+pub fn config_map(owner: &Owner, spec: &KvTransferSpec, per_role: bool) -> ConfigMap {
     ConfigMap {
         metadata: owner.object_meta(name(owner), Component::KvTransfer),
-        data: Some(data(spec)),
+        data: Some(data(spec, per_role)),
         ..ConfigMap::default()
     }
 }
@@ -95,7 +122,7 @@ mod tests {
             ..KvTransferSpec::default()
         };
         assert_eq!(
-            vllm_kv_transfer_config(&spec),
+            vllm_kv_transfer_config(&spec, "kv_both"),
             json!({"kv_connector": "NixlConnector", "kv_role": "kv_both",
                    "kv_buffer_device": "cpu",
                    "kv_connector_extra_config": {"backends": ["UCX", "GDS_MT"]}})
@@ -104,10 +131,11 @@ mod tests {
 
     #[test]
     fn hash_changes_with_any_value() {
-        let base = data(&KvTransferSpec::default());
+        let base = data(&KvTransferSpec::default(), true);
         let mut other_spec = KvTransferSpec::default();
         other_spec.ucx.transports = "sm,cuda_ipc,cuda_copy,rc,tcp".into();
-        assert_ne!(hash(&base), hash(&data(&other_spec)));
-        assert_eq!(hash(&base), hash(&data(&KvTransferSpec::default())));
+        assert_ne!(hash(&base), hash(&data(&other_spec, true)));
+        assert_ne!(hash(&base), hash(&data(&KvTransferSpec::default(), false)));
+        assert_eq!(hash(&base), hash(&data(&KvTransferSpec::default(), true)));
     }
 }

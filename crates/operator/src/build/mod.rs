@@ -110,7 +110,7 @@ fn model_server(
 /// Build the desired children.
 pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) -> Children {
     let kv_transfer = (spec.effective_connector() == KvConnector::Nixl)
-        .then(|| kv_transfer::config_map(owner, &spec.kv_transfer));
+        .then(|| kv_transfer::config_map(owner, &spec.kv_transfer, spec.nixl_per_role()));
     let kv_hash = kv_transfer
         .as_ref()
         .and_then(|cm| cm.data.as_ref())

@@ -162,7 +162,7 @@ const TERMINATION_GRACE_SECONDS: i64 = 60;
 /// period less the time the process needs to exit.
 const SHUTDOWN_TIMEOUT_SECONDS: i64 = TERMINATION_GRACE_SECONDS - 10;
 
-pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> {
+pub fn vllm_args(spec: &LLMDeploymentSpec, role: Role, role_spec: &RoleSpec) -> Vec<String> {
     let mut args = model_source(&spec.model.uri).args;
     args.extend([
         "--served-model-name".to_string(),
@@ -187,7 +187,7 @@ pub fn vllm_args(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<String> 
     if spec.effective_connector() == KvConnector::Nixl {
         args.extend([
             "--kv-transfer-config".to_string(),
-            format!("$({})", kv_transfer::KV_TRANSFER_CONFIG_ENV),
+            format!("$({})", kv_transfer::config_env(role)),
         ]);
     }
     if precise(spec) {
@@ -269,12 +269,24 @@ fn pod_ip_env(name: &str) -> EnvVar {
     }
 }
 
-fn env(spec: &LLMDeploymentSpec) -> Vec<EnvVar> {
+/// Seconds a prefill pod keeps an idle HTTP connection (vLLM's default is 5): the
+/// decode side's pooled connections to it must not go stale between requests (llm-d
+/// uses 120).
+const PREFILL_KEEP_ALIVE_SECONDS: &str = "120";
+
+fn env(spec: &LLMDeploymentSpec, role: Role) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
         name: "HF_HOME".into(),
         value: Some(HF_HOME.into()),
         ..EnvVar::default()
     }];
+    if role == Role::Prefill {
+        env.push(EnvVar {
+            name: "VLLM_HTTP_TIMEOUT_KEEP_ALIVE".into(),
+            value: Some(PREFILL_KEEP_ALIVE_SECONDS.into()),
+            ..EnvVar::default()
+        });
+    }
     if let Some(token) = &spec.model.token_secret {
         env.push(EnvVar {
             name: "HF_TOKEN".into(),
@@ -422,8 +434,8 @@ pub fn stateful_set(
     let container = Container {
         name: "vllm".into(),
         image: Some(spec.engine.image.clone()),
-        args: Some(vllm_args(spec, role_spec)),
-        env: Some(env(spec)),
+        args: Some(vllm_args(spec, role, role_spec)),
+        env: Some(env(spec, role)),
         env_from,
         ports: Some(ports(spec)),
         resources: Some(resources(role_spec)),

@@ -161,15 +161,27 @@ fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
     assert_eq!(kv.metadata.name.as_deref(), Some("llama-pd-kv-transfer"));
     let data = kv.data.as_ref().expect("data");
     let kv_config: serde_json::Value =
-        serde_json::from_str(&data[kv_transfer::KV_TRANSFER_CONFIG_ENV]).expect("json");
+        serde_json::from_str(&data[kv_transfer::KV_TRANSFER_CONFIG_ENVS[1]]).expect("json");
     assert_eq!(kv_config["kv_connector"], "NixlConnector");
-    assert_eq!(kv_config["kv_role"], "kv_both");
+    assert_eq!(kv_config["kv_role"], "kv_consumer");
     assert_eq!(data[kv_transfer::UCX_TLS_ENV], "cuda_ipc,cuda_copy,tcp");
     assert_eq!(data[kv_transfer::SIDE_CHANNEL_PORT_ENV], "5600");
     let hash = kv_transfer::hash(data);
 
-    for (server, role, gpu_count) in [(prefill, "prefill", "1"), (&children.decode, "decode", "2")]
-    {
+    for (server, role, gpu_count, config) in [
+        (
+            prefill,
+            "prefill",
+            "1",
+            "$(LLMD_KV_TRANSFER_CONFIG_PREFILL)",
+        ),
+        (
+            &children.decode,
+            "decode",
+            "2",
+            "$(LLMD_KV_TRANSFER_CONFIG_DECODE)",
+        ),
+    ] {
         let template = &server.stateful_set.spec.as_ref().expect("spec").template;
         let meta = template.metadata.as_ref().expect("template meta");
         let pod_labels = meta.labels.as_ref().expect("labels");
@@ -181,10 +193,7 @@ fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
             hash
         );
         let container = vllm(server);
-        assert_eq!(
-            arg_after(container, "--kv-transfer-config"),
-            Some("$(LLMD_KV_TRANSFER_CONFIG)")
-        );
+        assert_eq!(arg_after(container, "--kv-transfer-config"), Some(config));
         assert_eq!(gpus(container), Some(&Quantity(gpu_count.into())));
         let env_from = container.env_from.as_ref().expect("envFrom");
         assert_eq!(
@@ -426,6 +435,59 @@ fn an_image_that_runs_as_a_user_gets_run_as_non_root_and_keeps_the_default_secco
         context.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
         Some("RuntimeDefault")
     );
+}
+
+#[test]
+fn nixl_roles_follow_the_engine_version_unless_the_spec_picks() {
+    let kv_role = |children: &Children, role: model_server::Role| -> String {
+        let data = children
+            .kv_transfer
+            .as_ref()
+            .and_then(|c| c.data.clone())
+            .expect("fabric");
+        let config: serde_json::Value =
+            serde_json::from_str(&data[kv_transfer::config_env(role)]).expect("json");
+        config["kv_role"].as_str().unwrap_or_default().to_string()
+    };
+    use model_server::Role::{Decode, Prefill};
+    // The default engine (vLLM 0.33): producer and consumer, each role its own key.
+    let (_, current) = children(PD_NIXL, &BuildOptions::default());
+    assert_eq!(kv_role(&current, Prefill), "kv_producer");
+    assert_eq!(kv_role(&current, Decode), "kv_consumer");
+    let prefill_args = vllm(current.prefill.as_ref().expect("prefill"))
+        .args
+        .clone();
+    assert!(
+        prefill_args
+            .unwrap_or_default()
+            .contains(&"$(LLMD_KV_TRANSFER_CONFIG_PREFILL)".to_string())
+    );
+    let keep_alive = |server: &ModelServer| {
+        vllm(server)
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "VLLM_HTTP_TIMEOUT_KEEP_ALIVE")
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        keep_alive(current.prefill.as_ref().expect("prefill")),
+        Some("120".into())
+    );
+    assert_eq!(keep_alive(&current.decode), None);
+    // An older engine pinned by tag: kv_both for both.
+    let old = PD_NIXL.replace(
+        "spec:\n",
+        "spec:\n  engine: {image: vllm/vllm-openai:v0.11.0}\n",
+    );
+    let (_, older) = children(&old, &BuildOptions::default());
+    assert_eq!(kv_role(&older, Prefill), "kv_both");
+    assert_eq!(kv_role(&older, Decode), "kv_both");
+    // The spec decides over the version.
+    let both = PD_NIXL.replace("  kvTransfer:\n", "  kvTransfer:\n    roles: Both\n");
+    assert_ne!(both, PD_NIXL, "the sample has a kvTransfer section");
+    let (_, chosen) = children(&both, &BuildOptions::default());
+    assert_eq!(kv_role(&chosen, Decode), "kv_both");
 }
 
 #[test]
