@@ -103,11 +103,18 @@ async fn pd_sample_converges_to_ready_on_gpu_nodes() {
         .get("llama-pd-kv-transfer")
         .await
         .expect("kv-transfer ConfigMap");
-    assert!(
-        kv.data
-            .as_ref()
-            .is_some_and(|d| d["LLMD_KV_TRANSFER_CONFIG"].contains("NixlConnector"))
-    );
+    // One config per role: vLLM 0.33's producer and consumer.
+    let data = kv.data.clone().unwrap_or_default();
+    for (key, role) in [
+        ("LLMD_KV_TRANSFER_CONFIG_PREFILL", "kv_producer"),
+        ("LLMD_KV_TRANSFER_CONFIG_DECODE", "kv_consumer"),
+    ] {
+        let config = data.get(key).map(String::as_str).unwrap_or_default();
+        assert!(
+            config.contains("NixlConnector") && config.contains(role),
+            "{key}: {config}"
+        );
+    }
     cms.get("llama-pd-epp-config").await.expect("EPP config");
     Api::<Deployment>::namespaced(client.clone(), &ns.name)
         .get("llama-pd-epp")
