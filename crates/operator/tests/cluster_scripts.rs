@@ -26,6 +26,17 @@ fn foreign_dir(tag: &str) -> (PathBuf, PathBuf) {
     (base, state)
 }
 
+/// The user's file is still there; then the scratch directory goes.
+fn assert_untouched(base: &Path, state: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(state.join("notes.txt"))
+            .ok()
+            .as_deref(),
+        Some("mine")
+    );
+    let _ = std::fs::remove_dir_all(base);
+}
+
 #[test]
 fn cluster_down_leaves_a_directory_that_holds_no_cluster_state() {
     let (base, state) = foreign_dir("down");

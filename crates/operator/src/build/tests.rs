@@ -32,14 +32,17 @@ fn children(yaml: &str, options: &BuildOptions) -> (Owner, Children) {
     (owner, children)
 }
 
-fn vllm(server: &ModelServer) -> &Container {
-    &server
+fn pod_spec(server: &ModelServer) -> &k8s_openapi::api::core::v1::PodSpec {
+    server
         .stateful_set
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .expect("pod spec")
-        .containers[0]
+}
+
+fn vllm(server: &ModelServer) -> &Container {
+    &pod_spec(server).containers[0]
 }
 
 fn arg_after<'a>(container: &'a Container, flag: &str) -> Option<&'a str> {
@@ -377,13 +380,7 @@ fn precise_prefix_mode_publishes_kv_events_and_the_epps_config_dials_them() {
 fn model_server_pods_get_no_token_no_privilege_and_shared_memory_sized_to_their_gpus() {
     for (yaml, shm) in [(AGGREGATED, "2Gi"), (AUTOTUNED, "4Gi")] {
         let (_, children) = children(yaml, &BuildOptions::default());
-        let pod = children
-            .decode
-            .stateful_set
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .expect("pod spec");
+        let pod = pod_spec(&children.decode);
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(pod.enable_service_links, Some(false));
         let security = pod.containers[0]
@@ -421,13 +418,9 @@ fn an_image_that_runs_as_a_user_gets_run_as_non_root_and_keeps_the_default_secco
         "spec:\n  engine:\n    podSecurityContext: {runAsNonRoot: true, runAsUser: 1001}\n",
     );
     let (_, children) = children(&yaml, &BuildOptions::default());
-    let context = children
-        .decode
-        .stateful_set
-        .spec
+    let context = pod_spec(&children.decode)
+        .security_context
         .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.security_context.as_ref())
         .expect("pod securityContext");
     assert_eq!(context.run_as_non_root, Some(true));
     assert_eq!(context.run_as_user, Some(1001));
@@ -543,13 +536,7 @@ fn a_gated_model_gets_its_token_and_a_cache_claim_keeps_downloads_across_restart
         (token.name.as_str(), token.key.as_str()),
         ("hf-token", "HF_TOKEN")
     );
-    let pod = gated
-        .decode
-        .stateful_set
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod spec");
+    let pod = pod_spec(&gated.decode);
     let cache = pod
         .volumes
         .iter()
