@@ -28,13 +28,7 @@ fn foreign_dir(tag: &str) -> (PathBuf, PathBuf) {
 
 /// The user's file is still there; then the scratch directory goes.
 fn assert_untouched(base: &Path, state: &Path) {
-    assert_eq!(
-        std::fs::read_to_string(state.join("notes.txt"))
-            .ok()
-            .as_deref(),
-        Some("mine")
-    );
-    let _ = std::fs::remove_dir_all(base);
+    assert_untouched(&base, &state);
 }
 
 #[test]
@@ -44,13 +38,7 @@ fn cluster_down_leaves_a_directory_that_holds_no_cluster_state() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("holds no cluster state"), "{err}");
-    assert_eq!(
-        std::fs::read_to_string(state.join("notes.txt"))
-            .ok()
-            .as_deref(),
-        Some("mine")
-    );
-    let _ = std::fs::remove_dir_all(base);
+    assert_untouched(&base, &state);
 }
 
 #[test]
@@ -63,11 +51,5 @@ fn cluster_up_refuses_a_directory_that_holds_someone_elses_files() {
         err.contains("is not empty and holds no cluster state"),
         "{err}"
     );
-    assert_eq!(
-        std::fs::read_to_string(state.join("notes.txt"))
-            .ok()
-            .as_deref(),
-        Some("mine")
-    );
-    let _ = std::fs::remove_dir_all(base);
+    assert_untouched(&base, &state);
 }
