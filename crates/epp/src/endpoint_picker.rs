@@ -178,8 +178,8 @@ impl EndpointPicker {
         let states: Vec<Arc<EndpointState>> = pool.values().cloned().collect();
         let addresses = || states.iter().map(|s| &*s.endpoint.address);
         let mut matched = self.index.matched_blocks(addresses(), hashes);
-        if let (Some(sub), Some(keys)) = (self.kv_events.as_ref().filter(|s| s.enabled()), precise)
-        {
+        // `precise` is given only while precise mode is on.
+        if let (Some(sub), Some(keys)) = (&self.kv_events, precise) {
             let exact = sub.matched_blocks(addresses(), keys, now);
             for (m, exact) in matched.iter_mut().zip(exact) {
                 // Both count blocks of the same size from the prompt's start; the
@@ -227,7 +227,8 @@ impl EndpointPicker {
             p.max_prefix_blocks,
         );
         // With KV events: the prompt as the engine tokenizes it, keyed like its events.
-        let engine = self.kv_events.as_ref().filter(|s| s.enabled()).map(|sub| {
+        let kv_events = self.kv_events.as_ref().filter(|s| s.enabled());
+        let engine = kv_events.map(|sub| {
             let tokens = sim_token_ids(req.prompt);
             let block = sub.index().block_size();
             let keys = block_keys(root_key(None), &tokens, block, p.max_prefix_blocks);
@@ -275,9 +276,7 @@ impl EndpointPicker {
         if let Some(p) = &prefill {
             self.index.record(&p.endpoint.address, &blocks.hashes);
         }
-        if let (Some(sub), Some((keys, _, _))) =
-            (self.kv_events.as_ref().filter(|s| s.enabled()), &engine)
-        {
+        if let (Some(sub), Some((keys, _, _))) = (kv_events, &engine) {
             // The pod that computes the prompt stores the blocks it lacked: they count
             // as its own until its engine reports them (and it must report them).
             let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);
