@@ -39,6 +39,22 @@ pub mod header {
     /// best other candidates with each scorer's score and weight, and the P/D
     /// decision's inputs). Debugging aid; costs nothing when not asked for.
     pub const EXPLAIN: &str = "x-llmd-explain";
+    /// A request's TTFT objective in milliseconds (llm-d's name; the older
+    /// `x-slo-ttft-ms` is accepted too).
+    pub const SLO_TTFT_MS: &str = "x-llm-d-slo-ttft-ms";
+    /// A request's inter-token (time per output token) objective in milliseconds.
+    pub const SLO_TPOT_MS: &str = "x-llm-d-slo-tpot-ms";
+    pub const LEGACY_SLO_TTFT_MS: &str = "x-slo-ttft-ms";
+    pub const LEGACY_SLO_TPOT_MS: &str = "x-slo-tpot-ms";
+    /// Response: the TTFT the chosen endpoint's latency model predicted, in ms
+    /// (answers carrying an objective, or an explanation).
+    pub const PREDICTED_TTFT_MS: &str = "x-llmd-predicted-ttft-ms";
+    /// Response: the TTFT this request saw through the EPP's proxy, in ms
+    /// (non-streamed answers to requests carrying an objective).
+    pub const OBSERVED_TTFT_MS: &str = "x-llmd-observed-ttft-ms";
+    /// Response: `ttft` when no endpoint was predicted to meet the request's TTFT
+    /// objective (it was sent to the one predicted fastest).
+    pub const SLO_PREDICTED_MISS: &str = "x-llmd-slo-predicted-miss";
 }
 
 /// Names of the EPP's command-line flags (without the leading `--`).

@@ -59,6 +59,7 @@ fn picker(n: usize) -> EndpointPicker {
                 session_token: None,
                 exclude: None,
                 explain: false,
+                slo: Default::default(),
             });
         }
     }
@@ -112,6 +113,7 @@ fn main() {
                     session_token: None,
                     exclude: None,
                     explain: false,
+                    slo: Default::default(),
                 }))
             })
         });
@@ -148,6 +150,7 @@ fn main() {
                     session_token: None,
                     exclude: None,
                     explain: false,
+                    slo: Default::default(),
                 }));
                 t.elapsed()
             })

@@ -10,15 +10,20 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::frontend::slo::Objectives;
 use crate::pool::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
+use crate::predict::{Coefficients, Prediction, Ticket};
 use crate::prefix::engine_tokens::sim_token_ids;
 use crate::prefix::hash::hash_prompt;
 use crate::prefix::index::PrefixIndex;
 use crate::prefix::kv_subscriber::KvSubscriber;
 use crate::prefix::precise::{block_keys, root_key};
 use crate::scheduling::candidate::{Candidate, Load, RequestFeatures};
+use crate::scheduling::scorer::latency;
 use crate::scheduling::{Decision, explain, schedule};
-use crate::telemetry::{DecisionLabels, EndpointLabels, OutcomeLabels, ScorerLabels, Telemetry};
+use crate::telemetry::{
+    DecisionLabels, EndpointLabels, ObjectiveLabels, OutcomeLabels, ScorerLabels, Telemetry,
+};
 use llmd_api::endpoint_picker_config::SchedulerConfig;
 
 /// What a pick needs from a request.
@@ -33,6 +38,8 @@ pub struct PickRequest<'a> {
     /// Explain the decision (`x-llmd-explain: true`): keeps the best losers, which
     /// is work a pick otherwise never does.
     pub explain: bool,
+    /// The request's latency objectives.
+    pub slo: Objectives,
 }
 
 /// A decision with the live endpoint states it names.
@@ -43,6 +50,22 @@ pub struct Routing {
     pub prefill: Option<Arc<EndpointState>>,
     /// The `x-llmd-explain` JSON, when asked for.
     pub explanation: Option<String>,
+    /// The request's place in the latency model of the endpoint that prefills it:
+    /// call [`Ticket::first_token`] when its first token arrives, drop it at the end.
+    pub ticket: Option<Ticket>,
+    /// The request had a TTFT objective and the endpoint chosen was not predicted
+    /// to meet it (none was).
+    pub slo_miss: bool,
+}
+
+/// The fleet's latency coefficients: the mean of the models that have learned
+/// enough, what a model with few observations of its own starts from.
+fn fleet_prior(states: &[Arc<EndpointState>]) -> Coefficients {
+    let informed: Vec<Coefficients> = states
+        .iter()
+        .filter_map(|s| s.latency().informed())
+        .collect();
+    Coefficients::mean(&informed).unwrap_or(Coefficients::UNINFORMED)
 }
 
 /// Keeps only endpoints with fresh metrics when any has them: an endpoint whose
@@ -152,6 +175,9 @@ impl EndpointPicker {
         let labels = EndpointLabels {
             endpoint: state.endpoint.address.to_string(),
         };
+        state
+            .latency()
+            .observe_scrape(metrics.running, metrics.waiting);
         let t = &self.telemetry;
         t.endpoint_waiting
             .get_or_create(&labels)
@@ -209,6 +235,7 @@ impl EndpointPicker {
                     load,
                     in_flight,
                     matched_blocks,
+                    predicted_ttft: None,
                 }
             })
             .collect();
@@ -252,7 +279,21 @@ impl EndpointPicker {
             block_size_tokens,
             prompt_tokens,
             session_endpoint: req.session_token.and_then(session_endpoint),
+            slo_ttft: req.slo.ttft,
         };
+        let now = Instant::now();
+        let prior = fleet_prior(&states);
+        let predictions: Vec<Prediction> = candidates
+            .iter_mut()
+            .zip(&states)
+            .map(|(c, s)| {
+                let cached = c.matched_blocks * features.block_size_tokens;
+                let uncached = features.prompt_tokens.saturating_sub(cached);
+                let p = s.latency().predict(uncached, now, &prior);
+                c.predicted_ttft = Some(p.ttft);
+                p
+            })
+            .collect();
         let runners_up = if req.explain { explain::RUNNERS_UP } else { 0 };
         let Some(decision) = schedule(
             &config,
@@ -264,12 +305,8 @@ impl EndpointPicker {
             self.telemetry.no_endpoint.inc();
             return None;
         };
-        let find = |addr: &str| {
-            states
-                .iter()
-                .find(|s| &*s.endpoint.address == addr)
-                .cloned()
-        };
+        let position = |addr: &str| states.iter().position(|s| &*s.endpoint.address == addr);
+        let find = |addr: &str| position(addr).map(|i| states[i].clone());
         let decode = find(&decision.decode.address)?;
         let prefill = decision.prefill.as_ref().and_then(|p| find(&p.address));
         self.index.record(&decode.endpoint.address, &blocks.hashes);
@@ -292,13 +329,32 @@ impl EndpointPicker {
                 sub.index().speculate(&d.address, keys, Instant::now());
             }
         }
+        // The endpoint that computes the prompt carries the prediction to learn from.
+        let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);
+        let ticket = position(&computes.address).map(|i| {
+            Ticket::dispatch(
+                states[i].clone(),
+                predictions[i],
+                prior,
+                self.telemetry.clone(),
+            )
+        });
         self.observe(&decision, features.prompt_blocks);
+        let slo_miss = !latency::meets(computes.predicted_ttft, &features);
+        if slo_miss {
+            self.telemetry
+                .slo_predicted_misses
+                .get_or_create(&ObjectiveLabels { objective: "ttft" })
+                .inc();
+        }
         let explanation = req.explain.then(|| explain::render(&decision, &features));
         Some(Routing {
             decision,
             decode,
             prefill,
             explanation,
+            ticket,
+            slo_miss,
         })
     }
 
@@ -377,6 +433,7 @@ mod tests {
                 session_token: None,
                 exclude: None,
                 explain: false,
+                slo: Default::default(),
             })
             .expect("routed");
         for _ in 0..10 {
@@ -387,6 +444,7 @@ mod tests {
                     session_token: None,
                     exclude: None,
                     explain: false,
+                    slo: Default::default(),
                 })
                 .expect("routed");
             assert_eq!(again.decision.decode.address, first.decision.decode.address);
@@ -412,6 +470,7 @@ mod tests {
                     session_token: Some(&token),
                     exclude: None,
                     explain: false,
+                    slo: Default::default(),
                 })
                 .expect("routed");
             assert_eq!(&*r.decision.decode.address, "b:1");

@@ -5,6 +5,7 @@
 //!   `llmd_api::endpoint_picker_config::SchedulerConfig`);
 //! - `pool`: endpoints, pod discovery and metrics scraping;
 //! - `prefix`: prompt block hashing and the approximate prefix index;
+//! - `predict`: each endpoint's TTFT model, learned from the first tokens it sends;
 //! - `endpoint_picker`: the state (pool, index, config in force) glued to scheduling;
 //! - `frontend`: ext-proc and the HTTP proxy, sharing one request-routing path;
 //! - `config_watch`, `telemetry`, `cli`: the process around them.
@@ -15,6 +16,7 @@ pub mod endpoint_picker;
 pub mod frontend;
 pub mod fuzz_input;
 pub mod pool;
+pub mod predict;
 pub mod prefix;
 pub mod scheduling;
 #[cfg(test)]

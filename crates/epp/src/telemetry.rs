@@ -63,6 +63,24 @@ pub struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectiveLabels {
+    /// `ttft` or `tpot`.
+    pub objective: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeaderLabels {
+    pub header: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CoefficientLabels {
+    pub endpoint: String,
+    /// One of `predict::regression::TERMS`.
+    pub term: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabels {
     pub role: String,
 }
@@ -77,6 +95,13 @@ fn fraction_histogram() -> Histogram {
 /// latencies differ by 10% land in different buckets (what the tuner compares).
 pub fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 1.1, 120)
+}
+
+/// Relative prediction errors, |predicted - observed| / observed.
+fn prediction_error_histogram() -> Histogram {
+    Histogram::new([
+        0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0,
+    ])
 }
 
 fn latency_histogram() -> Histogram {
@@ -141,6 +166,17 @@ pub struct Telemetry {
     /// KV-event messages (or events in them) refused, by endpoint and cause.
     pub kv_events_refused: Family<KvEventRefusalLabels, Counter>,
     pub kv_events_messages: Family<EndpointLabels, Counter>,
+    /// Relative error of each TTFT prediction, |predicted - observed| / observed.
+    pub ttft_prediction_error: Histogram,
+    /// TTFT observations offered to the latency models: learned, clipped (an
+    /// outlier, learned only in part) or refused (not a plausible TTFT).
+    pub ttft_observations: Family<OutcomeLabels, Counter>,
+    /// Each endpoint's fitted TTFT model, per term.
+    pub latency_model_coefficient: Family<CoefficientLabels, Gauge<f64, AtomicU64>>,
+    /// Requests whose objective no endpoint was predicted to meet, per objective.
+    pub slo_predicted_misses: Family<ObjectiveLabels, Counter>,
+    /// Objective headers ignored because their value was not a usable number.
+    pub slo_headers_invalid: Family<HeaderLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -179,6 +215,11 @@ impl Telemetry {
             endpoint_prefix_precise: Family::default(),
             kv_events_refused: Family::default(),
             kv_events_messages: Family::default(),
+            ttft_prediction_error: prediction_error_histogram(),
+            ttft_observations: Family::default(),
+            latency_model_coefficient: Family::default(),
+            slo_predicted_misses: Family::default(),
+            slo_headers_invalid: Family::default(),
             registry: Registry::default(),
             families: Vec::new(),
         };
@@ -296,6 +337,31 @@ impl Telemetry {
             "kv_events_messages",
             "KV-event messages applied, by endpoint",
             t.kv_events_messages.clone(),
+        );
+        registry.add(
+            "ttft_prediction_error_ratio",
+            "Relative error of each TTFT prediction, |predicted - observed| / observed",
+            t.ttft_prediction_error.clone(),
+        );
+        registry.add(
+            "ttft_observations",
+            "TTFT observations offered to the latency models, by outcome: learned, clipped (an outlier, learned in part) or refused",
+            t.ttft_observations.clone(),
+        );
+        registry.add(
+            "latency_model_coefficient",
+            "Each endpoint's fitted TTFT model, per term",
+            t.latency_model_coefficient.clone(),
+        );
+        registry.add(
+            "slo_predicted_misses",
+            "Requests whose latency objective no endpoint was predicted to meet, per objective",
+            t.slo_predicted_misses.clone(),
+        );
+        registry.add(
+            "slo_headers_invalid",
+            "Objective headers ignored because their value was not a positive number of milliseconds, per header",
+            t.slo_headers_invalid.clone(),
         );
         Telemetry {
             registry: registry.registry,

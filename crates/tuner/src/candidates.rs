@@ -35,6 +35,7 @@ fn short(scorer: Scorer) -> &'static str {
         Scorer::KvCacheUtilization => "kv",
         Scorer::ActiveRequest => "active",
         Scorer::SessionAffinity => "session",
+        Scorer::Latency => "latency",
     }
 }
 
@@ -45,6 +46,7 @@ fn set(weights: &mut ScorerWeights, scorer: Scorer, value: f64) {
         Scorer::KvCacheUtilization => weights.kv_cache_utilization = value,
         Scorer::ActiveRequest => weights.active_requests = value,
         Scorer::SessionAffinity => weights.session_affinity = value,
+        Scorer::Latency => weights.latency = value,
     }
 }
 

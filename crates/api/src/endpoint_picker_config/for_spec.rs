@@ -80,6 +80,10 @@ impl EndpointPickerConfig {
                 plugin(scorer, parameters)
             })
             .collect();
+        if weights.latency > 0.0 {
+            // llm-d lists the model that feeds the latency-scorer as its own plugin.
+            plugins.insert(0, plugin(plugin::PREDICTED_LATENCY_PRODUCER, None));
+        }
         plugins.push(plugin(plugin::DECODE_FILTER, None));
         plugins.push(plugin(plugin::MAX_SCORE_PICKER, None));
         let profiles = vec![profile(profile::DECODE, &[plugin::DECODE_FILTER], &scorers)];

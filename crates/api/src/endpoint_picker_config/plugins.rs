@@ -15,6 +15,10 @@ pub mod plugin {
     pub const KV_CACHE_UTILIZATION_SCORER: &str = "kv-cache-utilization-scorer";
     pub const ACTIVE_REQUEST_SCORER: &str = "active-request-scorer";
     pub const SESSION_AFFINITY_SCORER: &str = "session-affinity-scorer";
+    /// Scores each endpoint by the TTFT the request is predicted to see there.
+    pub const LATENCY_SCORER: &str = "latency-scorer";
+    /// Learns each endpoint's latency model from the TTFTs the EPP observes.
+    pub const PREDICTED_LATENCY_PRODUCER: &str = "predicted-latency-producer";
     pub const DECODE_FILTER: &str = "decode-filter";
     pub const PREFILL_FILTER: &str = "prefill-filter";
     pub const PREFIX_CACHE_AFFINITY_FILTER: &str = "prefix-cache-affinity-filter";
@@ -44,16 +48,19 @@ pub enum Scorer {
     KvCacheUtilization,
     ActiveRequest,
     SessionAffinity,
+    /// latency-scorer: the predicted TTFT on each endpoint (its own latency model).
+    Latency,
 }
 
 impl Scorer {
     /// Every scorer, in the order configs list them.
-    pub const ALL: [Scorer; 5] = [
+    pub const ALL: [Scorer; 6] = [
         Scorer::PrefixCache,
         Scorer::Queue,
         Scorer::KvCacheUtilization,
         Scorer::ActiveRequest,
         Scorer::SessionAffinity,
+        Scorer::Latency,
     ];
 
     pub fn plugin_type(self) -> &'static str {
@@ -63,6 +70,7 @@ impl Scorer {
             Scorer::KvCacheUtilization => plugin::KV_CACHE_UTILIZATION_SCORER,
             Scorer::ActiveRequest => plugin::ACTIVE_REQUEST_SCORER,
             Scorer::SessionAffinity => plugin::SESSION_AFFINITY_SCORER,
+            Scorer::Latency => plugin::LATENCY_SCORER,
         }
     }
 
@@ -121,6 +129,9 @@ pub enum Producer {
     PrecisePrefixCache,
     /// token-producer: the prompt's token ids.
     Token,
+    /// predicted-latency-producer: the per-endpoint latency model (always learning
+    /// in llmd-epp; listing it is accepted for llm-d compatibility).
+    PredictedLatency,
 }
 
 /// What one plugin type is.
@@ -158,6 +169,9 @@ impl PluginKind {
                 Some(PluginKind::Producer(Producer::PrecisePrefixCache))
             }
             plugin::TOKEN_PRODUCER => Some(PluginKind::Producer(Producer::Token)),
+            plugin::PREDICTED_LATENCY_PRODUCER => {
+                Some(PluginKind::Producer(Producer::PredictedLatency))
+            }
             _ => None,
         }
     }
@@ -248,6 +262,7 @@ impl ScorerWeights {
             kv_cache_utilization,
             active_requests: 0.0,
             session_affinity: 0.0,
+            latency: 0.0,
         }
     }
 
@@ -259,6 +274,7 @@ impl ScorerWeights {
             Scorer::KvCacheUtilization => self.kv_cache_utilization,
             Scorer::ActiveRequest => self.active_requests,
             Scorer::SessionAffinity => self.session_affinity,
+            Scorer::Latency => self.latency,
         }
     }
 
@@ -280,7 +296,8 @@ impl ScorerWeights {
             .collect()
     }
 
-    /// The weights from a map by plugin type; `None` unless every scorer is in it.
+    /// The weights from a map by plugin type; `None` unless every scorer is in it
+    /// (the latency scorer, newer than the others, counts as 0 when absent).
     pub fn from_plugins(weights: &BTreeMap<String, f64>) -> Option<ScorerWeights> {
         let get = |s: Scorer| weights.get(s.plugin_type()).copied();
         Some(ScorerWeights {
@@ -289,6 +306,7 @@ impl ScorerWeights {
             kv_cache_utilization: get(Scorer::KvCacheUtilization)?,
             active_requests: get(Scorer::ActiveRequest)?,
             session_affinity: get(Scorer::SessionAffinity)?,
+            latency: get(Scorer::Latency).unwrap_or(0.0),
         })
     }
 }
@@ -323,6 +341,7 @@ mod tests {
             kv_cache_utilization: 2.0,
             active_requests: 0.0,
             session_affinity: 4.0,
+            latency: 0.0,
         };
         assert_eq!(
             weights.active(),

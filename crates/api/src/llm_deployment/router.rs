@@ -86,6 +86,12 @@ pub struct ScorerWeights {
     #[serde(default)]
     #[schemars(range(min = 0.0, max = 100.0))]
     pub session_affinity: f64,
+    /// Weight of the latency scorer: the TTFT the request is predicted to see on each
+    /// pod (queued prefill work, uncached prompt tokens and each pod's learned prefill
+    /// speed). Used alone it routes to the pod predicted fastest.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub latency: f64,
 }
 
 fn default_prefix_weight() -> f64 {
@@ -104,6 +110,7 @@ impl Default for ScorerWeights {
             kv_cache_utilization: 2.0,
             active_requests: 0.0,
             session_affinity: 0.0,
+            latency: 0.0,
         }
     }
 }

@@ -44,10 +44,11 @@ impl LatencyClock {
         }
     }
 
-    /// A chunk of the response arrived: the first sets the TTFT, the others an
-    /// inter-token latency.
-    pub fn chunk(&mut self) {
+    /// A chunk of the response arrived: the first sets the TTFT (and returns true),
+    /// the others an inter-token latency.
+    pub fn chunk(&mut self) -> bool {
         let now = Instant::now();
+        let first = self.last_chunk.is_none();
         match self.last_chunk {
             None => self
                 .telemetry
@@ -61,6 +62,7 @@ impl LatencyClock {
                 .observe(now.duration_since(previous).as_secs_f64()),
         }
         self.last_chunk = Some(now);
+        first
     }
 
     /// The response ended.

@@ -7,3 +7,4 @@ pub mod latency;
 pub mod proxy;
 pub mod request;
 pub mod route;
+pub mod slo;

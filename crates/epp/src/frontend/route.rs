@@ -6,6 +6,8 @@ use llmd_api::endpoint_picker::header;
 
 use crate::endpoint_picker::{EndpointPicker, PickRequest, Routing};
 use crate::frontend::request::{ApiKind, InferenceRequest};
+use crate::frontend::slo::{self, Objectives};
+use crate::telemetry::HeaderLabels;
 
 /// Why a request cannot be routed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -52,6 +54,7 @@ pub fn pick(
     session_token: Option<&str>,
     exclude: Option<&str>,
     explain: bool,
+    slo: Objectives,
 ) -> Result<Routing, RouteError> {
     let (model, prompt) = request.map_or(("", ""), |r| (r.model.as_str(), r.prompt.as_str()));
     if !model.is_empty() && !picker.registry.serves_model(model) {
@@ -64,8 +67,54 @@ pub fn pick(
             session_token,
             exclude,
             explain,
+            slo,
         })
         .ok_or(RouteError::NoEndpoint)
+}
+
+/// The objectives a request's headers carry; unusable values are counted and
+/// ignored.
+pub fn objectives<'a>(
+    picker: &EndpointPicker,
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Objectives {
+    let (objectives, invalid) = slo::from_headers(get);
+    for name in invalid {
+        tracing::debug!(
+            header = name,
+            "ignoring an objective that is not a number of ms"
+        );
+        picker
+            .telemetry
+            .slo_headers_invalid
+            .get_or_create(&HeaderLabels { header: name })
+            .inc();
+    }
+    objectives
+}
+
+/// Response headers about latency: the TTFT predicted for the request when it
+/// carried an objective or asked for an explanation, and whether no endpoint was
+/// predicted to meet its TTFT objective.
+pub fn latency_headers(
+    routing: &Routing,
+    objectives: &Objectives,
+    explain: bool,
+) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    let predicted = routing.ticket.as_ref().map(|t| t.prediction.ttft);
+    if let (true, Some(p)) = (objectives.any() || explain, predicted) {
+        headers.push((header::PREDICTED_TTFT_MS, milliseconds(p)));
+    }
+    if routing.slo_miss {
+        headers.push((header::SLO_PREDICTED_MISS, "ttft".to_string()));
+    }
+    headers
+}
+
+/// Seconds as milliseconds with one decimal.
+pub fn milliseconds(seconds: f64) -> String {
+    format!("{:.1}", seconds * 1000.0)
 }
 
 /// The headers that name the chosen endpoints: the destination, and the prefiller of

@@ -4,14 +4,16 @@
 //! and each endpoint's signals (scraped metrics, in-flight count) live beside it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use llmd_api::labels;
 
 use llmd_api::engine_metrics::EngineMetrics;
+
+use crate::predict::PodLatency;
 
 /// The `llm-d.ai/role` of a model server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,6 +94,8 @@ pub struct EndpointState {
     pub models: ArcSwapOption<Vec<String>>,
     /// Requests this EPP sent and that have not finished yet.
     pub in_flight: AtomicU64,
+    /// Its TTFT model and the work it is predicted from.
+    latency: Mutex<PodLatency>,
 }
 
 impl EndpointState {
@@ -101,7 +105,14 @@ impl EndpointState {
             metrics: ArcSwapOption::empty(),
             models: ArcSwapOption::empty(),
             in_flight: AtomicU64::new(0),
+            latency: Mutex::new(PodLatency::default()),
         }
+    }
+
+    /// The endpoint's latency model (held for a few arithmetic steps at a time).
+    pub fn latency(&self) -> MutexGuard<'_, PodLatency> {
+        // A panic while holding it leaves plain numbers behind: still usable.
+        self.latency.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

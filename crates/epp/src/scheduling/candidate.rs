@@ -25,6 +25,8 @@ pub struct Candidate {
     pub in_flight: u64,
     /// Leading prompt blocks the prefix index says it holds.
     pub matched_blocks: usize,
+    /// The TTFT (seconds) its latency model predicts for this request.
+    pub predicted_ttft: Option<f64>,
 }
 
 impl Candidate {
@@ -36,6 +38,7 @@ impl Candidate {
             load: None,
             in_flight: 0,
             matched_blocks: 0,
+            predicted_ttft: None,
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct RequestFeatures {
     pub prompt_tokens: usize,
     /// Endpoint named by the `x-session-token` header, if any.
     pub session_endpoint: Option<String>,
+    /// The request's TTFT objective in seconds, if it carries one.
+    pub slo_ttft: Option<f64>,
 }
 
 impl RequestFeatures {

@@ -2,7 +2,7 @@
 //! header: compact JSON, ASCII only (a header value), at most [`MAX_BYTES`].
 //!
 //! ```json
-//! {"decode":{"endpoint":"10.0.0.1:8000","total":5.3,"prefixMatch":0.5,
+//! {"decode":{"endpoint":"10.0.0.1:8000","total":5.3,"prefixMatch":0.5,"predictedTtftMs":41.2,
 //!            "scores":{"prefix-cache-scorer":{"score":0.5,"weight":3.0},...},
 //!            "profile":"decode","eligible":4},
 //!  "decodeCandidates":[{"endpoint":"10.0.0.2:8000","total":3.8,"prefixMatch":0.0,"scores":{...}}],
@@ -13,7 +13,8 @@
 //!
 //! - `decode`: the winner of the decode profile: its total (the weighted sum), the
 //!   fraction of the prompt's blocks it holds, and each scorer's unweighted score and
-//!   weight (in config order); `profile` is the profile's name in the config,
+//!   weight (in config order), and the TTFT its latency model predicted for the
+//!   request (`predictedTtftMs`); `profile` is the profile's name in the config,
 //!   `eligible` how many candidates its filters let through to the scorers.
 //! - `decodeCandidates`: up to [`RUNNERS_UP`] other candidates, best first, same
 //!   fields but `profile` and `eligible`.
@@ -42,6 +43,13 @@ pub fn asked(value: Option<&str>) -> bool {
 
 fn round(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
+}
+
+/// Seconds as milliseconds to 0.1 ms, when known and finite.
+fn millis(seconds: Option<f64>) -> Option<f64> {
+    seconds
+        .filter(|s| s.is_finite())
+        .map(|s| (s * 1e4).round() / 10.0)
 }
 
 /// Scorer name -> `{score, weight}`, in config order.
@@ -83,6 +91,8 @@ struct Entry<'a> {
     endpoint: &'a str,
     total: f64,
     prefix_match: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predicted_ttft_ms: Option<f64>,
     scores: Scores<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<&'a str>,
@@ -118,6 +128,7 @@ fn winner<'a>(pick: &'a ProfilePick, request: &RequestFeatures) -> Entry<'a> {
         endpoint: &pick.address,
         total: round(pick.total),
         prefix_match: round(request.prefix_match(pick.matched_blocks)),
+        predicted_ttft_ms: millis(pick.predicted_ttft),
         scores: Scores {
             scorers: &pick.scores,
             values: None,
@@ -135,6 +146,7 @@ fn runners_up<'a>(pick: &'a ProfilePick, request: &RequestFeatures, keep: usize)
             endpoint: &r.address,
             total: round(r.total),
             prefix_match: round(request.prefix_match(r.matched_blocks)),
+            predicted_ttft_ms: millis(r.predicted_ttft),
             scores: Scores {
                 scorers: &pick.scores,
                 values: Some(&r.scores),
@@ -261,6 +273,7 @@ mod tests {
             total: values.iter().sum::<f64>() * 2.0,
             scores: scores(names, &values),
             matched_blocks: 8,
+            predicted_ttft: Some(0.04123),
             eligible: losers + 1,
             runners_up: (0..losers)
                 .map(|i| RunnerUp {
@@ -268,6 +281,7 @@ mod tests {
                     total: 1.0 / (i + 1) as f64,
                     scores: vec![1.0 / 3.0; names.len()],
                     matched_blocks: i,
+                    predicted_ttft: None,
                 })
                 .collect(),
         }
@@ -279,6 +293,7 @@ mod tests {
             block_size_tokens: 16,
             prompt_tokens: 160,
             session_endpoint: None,
+            slo_ttft: None,
         }
     }
 

@@ -90,6 +90,7 @@ mod tests {
             block_size_tokens: 16,
             prompt_tokens: 160,
             session_endpoint: None,
+            slo_ttft: None,
         }
     }
 

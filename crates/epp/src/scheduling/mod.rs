@@ -35,6 +35,7 @@ pub struct RunnerUp {
     pub total: f64,
     pub scores: Vec<f64>,
     pub matched_blocks: usize,
+    pub predicted_ttft: Option<f64>,
 }
 
 /// The winner of one profile, with the scores that made it win.
@@ -45,6 +46,8 @@ pub struct ProfilePick {
     pub total: f64,
     pub scores: Vec<ScorerScore>,
     pub matched_blocks: usize,
+    /// The TTFT (seconds) its latency model predicted for the request.
+    pub predicted_ttft: Option<f64>,
     /// Candidates scored (what the filters kept).
     pub eligible: usize,
     /// The best other candidates, best first; empty unless asked for.
@@ -117,6 +120,7 @@ pub fn run_profile(
                 total: totals[i],
                 scores: per_scorer.iter().map(|v| v[i]).collect(),
                 matched_blocks: eligible[i].matched_blocks,
+                predicted_ttft: eligible[i].predicted_ttft,
             })
             .collect()
     };
@@ -135,6 +139,7 @@ pub fn run_profile(
             })
             .collect(),
         matched_blocks: chosen.matched_blocks,
+        predicted_ttft: chosen.predicted_ttft,
         eligible: eligible.len(),
         runners_up,
     })
@@ -201,6 +206,7 @@ mod tests {
             }),
             in_flight: 0,
             matched_blocks: matched,
+            predicted_ttft: None,
         }
     }
 
@@ -210,6 +216,7 @@ mod tests {
             block_size_tokens: 16,
             prompt_tokens: blocks * 16,
             session_endpoint: None,
+            slo_ttft: None,
         }
     }
 

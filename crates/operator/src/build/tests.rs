@@ -744,6 +744,7 @@ fn rendered_children_of_every_sample_match_the_golden_files() {
             kv_cache_utilization: 0.0,
             active_requests: 0.5,
             session_affinity: 0.0,
+            latency: 0.0,
         }),
         ..BuildOptions::default()
     };

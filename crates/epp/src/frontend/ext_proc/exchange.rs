@@ -22,6 +22,7 @@ use crate::frontend::latency::{Frontend, LatencyClock};
 use crate::frontend::request::ApiKind;
 use crate::frontend::route;
 use crate::pool::endpoint::InFlightGuard;
+use crate::predict::Ticket;
 use crate::scheduling::explain;
 
 /// One HTTP request's ext-proc conversation.
@@ -41,8 +42,11 @@ pub(super) struct Exchange {
     /// The body to send on instead of the client's (its kv_transfer_params dropped).
     replacement_body: Option<Vec<u8>>,
     guard: Option<InFlightGuard>,
-    /// The `x-llmd-explain` JSON, added to the response headers when they pass.
-    explanation: Option<String>,
+    /// The request's place in its endpoint's latency model, told of the first token.
+    ticket: Option<Ticket>,
+    /// Headers added to the response when its headers pass: the `x-llmd-explain`
+    /// JSON and the predicted TTFT, when asked for.
+    announced: Vec<(&'static str, String)>,
 }
 
 impl Exchange {
@@ -57,13 +61,14 @@ impl Exchange {
             admitted: None,
             arrived: Instant::now(),
             clock: None,
+            ticket: None,
             limit,
             full_duplex: true,
             headers: HashMap::new(),
             body: Vec::new(),
             replacement_body: None,
             guard: None,
-            explanation: None,
+            announced: Vec::new(),
         }
     }
 
@@ -181,15 +186,20 @@ impl Exchange {
         }
     }
 
-    /// The answer to the response's headers: the explanation, when one was asked for.
+    /// The answer to the response's headers: the explanation and the predicted
+    /// TTFT, when asked for.
     fn response_headers(&mut self) -> HeadersResponse {
-        let Some(json) = self.explanation.take() else {
+        if self.announced.is_empty() {
             return HeadersResponse::default();
-        };
+        }
+        let set_headers = std::mem::take(&mut self.announced)
+            .into_iter()
+            .map(|(name, value)| set_header(name, &value))
+            .collect();
         HeadersResponse {
             response: Some(CommonResponse {
                 header_mutation: Some(HeaderMutation {
-                    set_headers: vec![set_header(header::EXPLAIN, &json)],
+                    set_headers,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -199,8 +209,11 @@ impl Exchange {
 
     /// A chunk of the response body went by.
     fn response_chunk(&mut self, body: &[u8]) {
-        if let (Some(clock), false) = (self.clock.as_mut(), body.is_empty()) {
-            clock.chunk();
+        if let (Some(clock), false) = (self.clock.as_mut(), body.is_empty())
+            && clock.chunk()
+            && let Some(t) = &self.ticket
+        {
+            t.first_token();
         }
     }
 
@@ -210,6 +223,7 @@ impl Exchange {
             clock.finish();
         }
         self.guard = None;
+        self.ticket = None;
         self.admitted = None;
     }
 
@@ -230,12 +244,18 @@ impl Exchange {
         };
         let session = self.headers.get(header::SESSION).map(String::as_str);
         let explain = explain::asked(self.headers.get(header::EXPLAIN).map(String::as_str));
-        let mut routing = match route::pick(&self.picker, parsed.as_ref(), session, None, explain) {
-            Ok(r) => r,
-            Err(e) => return refuse(&e),
-        };
-        self.explanation = routing.explanation.take();
+        let slo = route::objectives(&self.picker, |n| self.headers.get(n).map(String::as_str));
+        let mut routing =
+            match route::pick(&self.picker, parsed.as_ref(), session, None, explain, slo) {
+                Ok(r) => r,
+                Err(e) => return refuse(&e),
+            };
+        self.announced = route::latency_headers(&routing, &slo, explain);
+        if let Some(json) = routing.explanation.take() {
+            self.announced.push((header::EXPLAIN, json));
+        }
         self.guard = Some(InFlightGuard::new(routing.decode.clone()));
+        self.ticket = routing.ticket.take();
         self.clock = Some(LatencyClock::start(
             self.picker.telemetry.clone(),
             Frontend::ExtProc,

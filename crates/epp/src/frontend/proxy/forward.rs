@@ -15,7 +15,9 @@ use super::{ProxyError, ProxyState, pd_two_step};
 use crate::frontend::admission::Admitted;
 use crate::frontend::latency::{Frontend, LatencyClock};
 use crate::frontend::request::ApiKind;
+use crate::frontend::route;
 use crate::pool::endpoint::{EndpointState, InFlightGuard};
+use crate::predict::Ticket;
 
 /// Why a model server gave no response.
 #[derive(Debug)]
@@ -166,14 +168,17 @@ fn copy_headers(from: &reqwest::Response, to: &mut Response) {
 }
 
 /// Turns the decode response into the client's response.
-/// `guard` and `admitted` are held until the last byte reached the client.
+/// `guard` (with the latency ticket of an aggregated request, told of the first
+/// token) and `admitted` are held until the last byte reached the client. With
+/// `announce_ttft`, a non-streamed answer carries the TTFT it took.
 pub async fn relay(
     s: &ProxyState,
     upstream: reqwest::Response,
     stream: bool,
-    guard: InFlightGuard,
+    guard: (InFlightGuard, Option<Ticket>),
     admitted: Admitted,
     started: Instant,
+    announce_ttft: bool,
 ) -> Result<Response, ProxyError> {
     if upstream.status().is_redirection() {
         // Never followed: the pool's members are the only places requests go.
@@ -194,6 +199,15 @@ pub async fn relay(
             .await
             .map_err(|e| ProxyError::upstream(format!("model server failed mid-response: {e}")))?;
         clock.chunk();
+        if let Some(t) = &guard.1 {
+            t.first_token();
+        }
+        if announce_ttft
+            && let Ok(v) =
+                HeaderValue::from_str(&route::milliseconds(started.elapsed().as_secs_f64()))
+        {
+            response.headers_mut().insert(header::OBSERVED_TTFT_MS, v);
+        }
         clock.finish();
         drop((guard, admitted));
         *response.status_mut() = status;
@@ -207,17 +221,21 @@ pub async fn relay(
     struct Relay {
         inner: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
         /// Held until the stream ends; `None` once it did.
-        held: Option<(InFlightGuard, Admitted, LatencyClock)>,
+        held: Option<((InFlightGuard, Option<Ticket>), Admitted, LatencyClock)>,
     }
     let relay = Relay {
         inner: upstream.bytes_stream().boxed(),
         held: Some((guard, admitted, clock)),
     };
     let body = futures::stream::unfold(relay, move |mut r| async move {
-        let (_, _, clock) = r.held.as_mut()?;
+        let ((_, ticket), _, clock) = r.held.as_mut()?;
         match r.inner.next().await {
             Some(Ok(chunk)) => {
-                clock.chunk();
+                if clock.chunk()
+                    && let Some(t) = ticket
+                {
+                    t.first_token();
+                }
                 Some((Ok::<Bytes, std::io::Error>(chunk), r))
             }
             Some(Err(e)) => {

@@ -143,9 +143,12 @@ async fn route(
     }
     let session = header_value(headers, header::SESSION);
     let explain = explain::asked(header_value(headers, header::EXPLAIN));
+    let slo = route::objectives(&s.picker, |n| header_value(headers, n));
     let pick =
-        |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude, explain);
+        |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude, explain, slo);
     let routing = pick(None)?;
+    let mut latency = route::latency_headers(&routing, &slo, explain);
+    let mut ticket = routing.ticket;
     let prefill = routing.prefill;
     let mut decode = routing.decode;
     let mut explanation = routing.explanation;
@@ -159,7 +162,13 @@ async fn route(
     };
     let kv_params = match &prefill {
         Some(p) => match forward::prefill(s, p, kind, &req.body, &passed).await {
-            Ok(params) => Some(params),
+            Ok(params) => {
+                // The prefill leg's answer is the prefiller's first token.
+                if let Some(t) = ticket.take() {
+                    t.first_token();
+                }
+                Some(params)
+            }
             Err(e) => {
                 count_pd_failure(s, "prefill");
                 return Err(e);
@@ -191,8 +200,10 @@ async fn route(
         Err(e) if e.is_connect() && prefill.is_none() => {
             tracing::warn!(endpoint = %decode.endpoint.address, error = %e, "decode endpoint refused; re-picking");
             let retry = pick(Some(&decode.endpoint.address))?;
+            latency = route::latency_headers(&retry, &slo, explain);
             decode = retry.decode;
             explanation = retry.explanation;
+            ticket = retry.ticket;
             decode_guard = InFlightGuard::new(decode.clone());
             forward::send(s, &decode.endpoint.address, kind, decode_body, &passed).await?
         }
@@ -207,8 +218,9 @@ async fn route(
         count_pd_failure(s, "decode");
     }
 
+    let held = (decode_guard, ticket);
     let mut response =
-        forward::relay(s, upstream, req.stream, decode_guard, admitted, started).await?;
+        forward::relay(s, upstream, req.stream, held, admitted, started, slo.any()).await?;
     let session_token = session_token_for(&decode.endpoint.address);
     let mut announced = route::endpoint_headers(
         &decode.endpoint.address,
@@ -218,6 +230,7 @@ async fn route(
     if let Some(json) = &explanation {
         announced.push((header::EXPLAIN, json));
     }
+    announced.extend(latency.iter().map(|(name, value)| (*name, value.as_str())));
     let h = response.headers_mut();
     for (name, value) in announced {
         if let Ok(v) = HeaderValue::from_str(value) {

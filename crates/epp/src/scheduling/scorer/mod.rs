@@ -3,6 +3,7 @@
 
 pub mod active_request;
 pub mod kv_cache_utilization;
+pub mod latency;
 pub mod prefix_cache;
 pub mod queue;
 pub mod session_affinity;
@@ -19,6 +20,7 @@ pub fn score(scorer: Scorer, candidates: &[&Candidate], request: &RequestFeature
         Scorer::KvCacheUtilization => kv_cache_utilization::score(candidates),
         Scorer::ActiveRequest => active_request::score(candidates),
         Scorer::SessionAffinity => session_affinity::score(candidates, request),
+        Scorer::Latency => latency::score(candidates, request),
     }
 }
 

@@ -1,0 +1,15 @@
+//! Predicted latency: a TTFT model per endpoint, learned online from the first
+//! tokens this EPP sees, that the latency-scorer and the explanation read.
+//!
+//! - `regression`: the decayed, prior-pulled, outlier-clipped least squares;
+//! - `pod`: one endpoint's pending work, slots and decode time around it;
+//! - `ticket`: one routed request's place in its endpoint's model, from dispatch to
+//!   its last byte.
+
+pub mod pod;
+pub mod regression;
+pub mod ticket;
+
+pub use pod::{PodLatency, Prediction};
+pub use regression::Coefficients;
+pub use ticket::Ticket;

@@ -1,0 +1,281 @@
+//! One endpoint's latency model: the work this EPP has sent there and not seen
+//! finish, the endpoint's concurrency as its metrics reveal it, how long its
+//! requests decode, and the TTFT regression fitted from what it answered. Time is
+//! passed in, so every rule is testable without a clock.
+
+use std::time::{Duration, Instant};
+
+use crate::predict::regression::{Coefficients, Features, TtftRegression, Update};
+
+/// A request sent to the endpoint and not finished.
+#[derive(Clone, Debug)]
+struct Pending {
+    id: u64,
+    dispatched: Instant,
+    /// What its TTFT was predicted from, and the prediction.
+    features: Features,
+    predicted_ttft: f64,
+    first_token: Option<Instant>,
+}
+
+impl Pending {
+    /// When it is expected to leave its slot: its first token (seen, or predicted
+    /// and not yet late) plus the endpoint's decode time.
+    fn expected_end(&self, now: Instant, decode: Duration) -> Instant {
+        let first = self.first_token.unwrap_or_else(|| {
+            (self.dispatched + Duration::from_secs_f64(self.predicted_ttft)).max(now)
+        });
+        first + decode
+    }
+}
+
+/// A prediction for one request on one endpoint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    pub ttft: f64,
+    pub features: Features,
+}
+
+/// What a first token taught the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Observed {
+    pub predicted: f64,
+    pub actual: f64,
+    pub update: Update,
+}
+
+#[derive(Debug, Default)]
+pub struct PodLatency {
+    pending: Vec<Pending>,
+    next_id: u64,
+    regression: TtftRegression,
+    /// Most requests seen running while others waited: the endpoint's slots
+    /// (vLLM's max-num-seqs). `None` until a scrape shows a queue.
+    slots: Option<usize>,
+    /// Running mean of first token to end, in seconds.
+    decode_seconds: Option<f64>,
+}
+
+impl PodLatency {
+    /// A scrape: with requests waiting, the running count is the slot count.
+    pub fn observe_scrape(&mut self, running: f64, waiting: f64) {
+        if waiting >= 1.0 && running >= 1.0 && running.is_finite() {
+            let running = running as usize;
+            self.slots = Some(self.slots.map_or(running, |s| s.max(running)));
+        }
+    }
+
+    pub fn slots(&self) -> Option<usize> {
+        self.slots
+    }
+
+    /// The model's coefficients, or `prior` before it learned anything.
+    pub fn coefficients(&self, prior: &Coefficients) -> Coefficients {
+        self.regression.coefficients(prior)
+    }
+
+    /// Fitted coefficients once enough observations back them (what the fleet's
+    /// prior averages).
+    pub fn informed(&self) -> Option<Coefficients> {
+        self.regression
+            .fitted()
+            .filter(|_| self.regression.weight() >= super::regression::INFORMED_AFTER)
+    }
+
+    /// The features of a request with `uncached_tokens` to prefill, sent now.
+    pub fn features(&self, uncached_tokens: usize, now: Instant) -> Features {
+        let queued_prefill_tokens = self
+            .pending
+            .iter()
+            .filter(|p| p.first_token.is_none())
+            .map(|p| p.features.uncached_tokens)
+            .sum();
+        Features {
+            uncached_tokens: uncached_tokens as f64,
+            queued_prefill_tokens,
+            slot_wait: self.slot_wait(now),
+        }
+    }
+
+    /// Seconds until a slot is free for one more request: 0 while slots are free
+    /// (or unknown); else until the earliest expected end that makes room, as a
+    /// first-come-first-served queue over the slots serves it.
+    fn slot_wait(&self, now: Instant) -> f64 {
+        let Some(slots) = self.slots.filter(|s| *s > 0) else {
+            return 0.0;
+        };
+        if self.pending.len() < slots {
+            return 0.0;
+        }
+        let decode = Duration::from_secs_f64(self.decode_seconds.unwrap_or(0.0));
+        let mut ends: Vec<Instant> = self
+            .pending
+            .iter()
+            .map(|p| p.expected_end(now, decode))
+            .collect();
+        ends.sort_unstable();
+        ends[self.pending.len() - slots]
+            .saturating_duration_since(now)
+            .as_secs_f64()
+    }
+
+    pub fn predict(
+        &self,
+        uncached_tokens: usize,
+        now: Instant,
+        prior: &Coefficients,
+    ) -> Prediction {
+        let features = self.features(uncached_tokens, now);
+        Prediction {
+            ttft: self.coefficients(prior).predict(&features),
+            features,
+        }
+    }
+
+    /// Records a request sent with `prediction`; returns its id.
+    pub fn dispatch(&mut self, prediction: Prediction, now: Instant) -> u64 {
+        self.next_id += 1;
+        self.pending.push(Pending {
+            id: self.next_id,
+            dispatched: now,
+            features: prediction.features,
+            predicted_ttft: prediction.ttft,
+            first_token: None,
+        });
+        self.next_id
+    }
+
+    /// The first token of request `id` arrived: learns from its TTFT. `None` for an
+    /// unknown id or a second first token.
+    pub fn first_token(&mut self, id: u64, now: Instant, prior: &Coefficients) -> Option<Observed> {
+        let p = self
+            .pending
+            .iter_mut()
+            .find(|p| p.id == id && p.first_token.is_none())?;
+        p.first_token = Some(now);
+        let actual = now.saturating_duration_since(p.dispatched).as_secs_f64();
+        let (features, predicted) = (p.features, p.predicted_ttft);
+        let update = self.regression.observe(&features, actual, prior);
+        Some(Observed {
+            predicted,
+            actual,
+            update,
+        })
+    }
+
+    /// Request `id` ended (answered, failed or cancelled).
+    pub fn finish(&mut self, id: u64, now: Instant) {
+        let Some(i) = self.pending.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let p = self.pending.swap_remove(i);
+        if let Some(first) = p.first_token {
+            let decode = now.saturating_duration_since(first).as_secs_f64();
+            self.decode_seconds = Some(match self.decode_seconds {
+                Some(d) => 0.9 * d + 0.1 * decode,
+                None => decode,
+            });
+        }
+    }
+
+    /// Requests sent and not finished.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIOR: Coefficients = Coefficients([0.005, 0.4, 0.0, 1.0]);
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn queued_prefill_counts_until_the_first_token() {
+        let t0 = Instant::now();
+        let mut pod = PodLatency::default();
+        let a = pod.dispatch(pod.predict(1000, t0, &PRIOR), t0);
+        let _b = pod.dispatch(pod.predict(500, t0, &PRIOR), t0);
+        assert_eq!(pod.features(10, t0).queued_prefill_tokens, 1500.0);
+        pod.first_token(a, t0 + secs(0.4), &PRIOR);
+        assert_eq!(pod.features(10, t0).queued_prefill_tokens, 500.0);
+    }
+
+    #[test]
+    fn slots_are_learned_from_scrapes_that_show_a_queue() {
+        let mut pod = PodLatency::default();
+        pod.observe_scrape(3.0, 0.0);
+        assert_eq!(pod.slots(), None, "no queue: the limit is not reached");
+        pod.observe_scrape(4.0, 2.0);
+        pod.observe_scrape(2.0, 1.0);
+        assert_eq!(pod.slots(), Some(4));
+    }
+
+    #[test]
+    fn with_every_slot_busy_the_wait_is_until_the_earliest_end() {
+        let t0 = Instant::now();
+        let mut pod = PodLatency::default();
+        pod.observe_scrape(2.0, 1.0);
+        // A long prefill (0.805 s) and a short one (0.045 s) hold both slots.
+        pod.dispatch(pod.predict(2000, t0, &PRIOR), t0);
+        assert_eq!(pod.features(0, t0).slot_wait, 0.0, "one slot still free");
+        pod.dispatch(pod.predict(100, t0, &PRIOR), t0);
+        let wait = pod.features(0, t0).slot_wait;
+        assert!((wait - 0.045).abs() < 1e-6, "{wait}");
+        // A third (5 ms) request takes the short one's slot at 45 ms; the next
+        // waits for it, not for the long one.
+        pod.dispatch(pod.predict(0, t0, &PRIOR), t0);
+        let wait = pod.features(0, t0).slot_wait;
+        assert!((wait - 0.05).abs() < 1e-6, "{wait}");
+        // A fourth takes that slot at 50 ms in turn.
+        pod.dispatch(pod.predict(0, t0, &PRIOR), t0);
+        let wait = pod.features(0, t0).slot_wait;
+        assert!((wait - 0.055).abs() < 1e-6, "{wait}");
+    }
+
+    #[test]
+    fn decode_time_keeps_slots_busy_after_the_first_token() {
+        let t0 = Instant::now();
+        let mut pod = PodLatency::default();
+        pod.observe_scrape(1.0, 1.0);
+        let a = pod.dispatch(pod.predict(0, t0, &PRIOR), t0);
+        pod.first_token(a, t0 + secs(0.01), &PRIOR);
+        pod.finish(a, t0 + secs(0.11));
+        let b = pod.dispatch(pod.predict(0, t0, &PRIOR), t0 + secs(1.0));
+        pod.first_token(b, t0 + secs(1.01), &PRIOR);
+        let wait = pod.features(0, t0 + secs(1.01)).slot_wait;
+        assert!((wait - 0.1).abs() < 1e-6, "decodes for 0.1 s more: {wait}");
+    }
+
+    #[test]
+    fn first_tokens_teach_the_regression_once() {
+        let t0 = Instant::now();
+        let mut pod = PodLatency::default();
+        let a = pod.dispatch(pod.predict(1000, t0, &PRIOR), t0);
+        let seen = pod
+            .first_token(a, t0 + secs(0.5), &PRIOR)
+            .expect("known id");
+        assert!((seen.actual - 0.5).abs() < 1e-9);
+        assert!((seen.predicted - 0.405).abs() < 1e-9);
+        assert_eq!(pod.first_token(a, t0 + secs(0.6), &PRIOR), None);
+        assert_eq!(pod.first_token(999, t0, &PRIOR), None);
+        pod.finish(a, t0 + secs(0.7));
+        pod.finish(a, t0 + secs(0.7));
+        assert_eq!(pod.pending(), 0);
+    }
+
+    #[test]
+    fn a_request_that_never_answers_leaves_when_it_is_finished() {
+        let t0 = Instant::now();
+        let mut pod = PodLatency::default();
+        let a = pod.dispatch(pod.predict(100, t0, &PRIOR), t0);
+        pod.finish(a, t0 + secs(30.0));
+        assert_eq!(pod.pending(), 0);
+        assert_eq!(pod.features(0, t0).queued_prefill_tokens, 0.0);
+        assert!(pod.informed().is_none(), "nothing learned from it");
+    }
+}

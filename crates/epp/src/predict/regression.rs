@@ -1,0 +1,338 @@
+//! An online linear regression for one endpoint's TTFT: exponentially decayed
+//! least squares (so a pod that changes is relearned), ridge-pulled towards a prior
+//! (the fleet's coefficients, so a new pod starts from what the others taught), with
+//! residuals clipped at a few times their running scale (one stalled request does
+//! not teach the model that the pod is slow).
+
+/// The terms of the TTFT model, in the order of [`Features::vector`].
+pub const TERMS: [&str; 4] = [
+    "intercept_seconds",
+    "seconds_per_1k_uncached_tokens",
+    "seconds_per_1k_queued_prefill_tokens",
+    "slot_wait_factor",
+];
+
+const N: usize = TERMS.len();
+
+/// What a request's TTFT on one endpoint is predicted from.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Features {
+    /// Prompt tokens the endpoint does not hold (the prefill it must compute).
+    pub uncached_tokens: f64,
+    /// Uncached tokens of the requests this EPP sent there that have not produced a
+    /// first token yet (prefill queued or running ahead of this one).
+    pub queued_prefill_tokens: f64,
+    /// Seconds until a running request frees a slot, when every slot is busy.
+    pub slot_wait: f64,
+}
+
+impl Features {
+    /// Tokens in thousands, so every term is of order one.
+    fn vector(&self) -> [f64; N] {
+        [
+            1.0,
+            self.uncached_tokens / 1000.0,
+            self.queued_prefill_tokens / 1000.0,
+            self.slot_wait,
+        ]
+    }
+}
+
+/// Coefficients of [`TERMS`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Coefficients(pub [f64; N]);
+
+impl Coefficients {
+    /// What a model knows before any observation anywhere: a small fixed cost, a
+    /// modest prefill speed (0.1 s per 1,000 tokens), queued prefill not yet known to
+    /// matter, and a slot wait that counts in full. Only the ordering of pods matters
+    /// until observations correct it.
+    pub const UNINFORMED: Coefficients = Coefficients([0.01, 0.1, 0.0, 1.0]);
+
+    pub fn predict(&self, x: &Features) -> f64 {
+        let v = x.vector();
+        (0..N)
+            .map(|i| self.0[i] * v[i])
+            .sum::<f64>()
+            .max(MIN_SECONDS)
+    }
+
+    /// The element-wise mean, `None` for none.
+    pub fn mean<'a>(all: impl IntoIterator<Item = &'a Coefficients>) -> Option<Coefficients> {
+        let mut sum = [0.0; N];
+        let mut n = 0usize;
+        for c in all {
+            for (s, v) in sum.iter_mut().zip(c.0) {
+                *s += v;
+            }
+            n += 1;
+        }
+        (n > 0).then(|| Coefficients(sum.map(|s| s / n as f64)))
+    }
+}
+
+/// No prediction is below a millisecond.
+const MIN_SECONDS: f64 = 0.001;
+/// Each observation's weight decays by this per later observation: a half-life of
+/// about 70 observations.
+const DECAY: f64 = 0.99;
+/// Pseudo-observations pulling each coefficient towards the prior.
+const RIDGE: f64 = 0.5;
+/// Residuals beyond this many running scales are clipped to it.
+const CLIP_SCALES: f64 = 4.0;
+/// The running residual scale never counts as less than this (seconds).
+const MIN_SCALE: f64 = 0.005;
+/// Observations a model needs before its coefficients inform the fleet's prior.
+pub const INFORMED_AFTER: f64 = 10.0;
+
+/// What an observation did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Update {
+    /// Learned from; `clipped` when the residual was clipped as an outlier.
+    Learned { clipped: bool },
+    /// Not a TTFT (negative, not finite, or beyond any plausible value): ignored.
+    Refused,
+}
+
+/// Longest TTFT taken as real (seconds); longer is a stall or a broken clock.
+const MAX_TTFT: f64 = 600.0;
+
+#[derive(Clone, Debug)]
+pub struct TtftRegression {
+    /// Decayed sums of x xᵀ and x y.
+    xx: [[f64; N]; N],
+    xy: [f64; N],
+    /// Decayed observation count.
+    weight: f64,
+    /// Running mean absolute residual; `None` before the first observation.
+    scale: Option<f64>,
+    coefficients: Option<Coefficients>,
+}
+
+impl Default for TtftRegression {
+    fn default() -> Self {
+        TtftRegression {
+            xx: [[0.0; N]; N],
+            xy: [0.0; N],
+            weight: 0.0,
+            scale: None,
+            coefficients: None,
+        }
+    }
+}
+
+impl TtftRegression {
+    /// The fitted coefficients, or `prior` before any observation.
+    pub fn coefficients(&self, prior: &Coefficients) -> Coefficients {
+        self.coefficients.unwrap_or(*prior)
+    }
+
+    /// Fitted coefficients, `None` before any observation.
+    pub fn fitted(&self) -> Option<Coefficients> {
+        self.coefficients
+    }
+
+    /// Decayed number of observations behind the fit.
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+
+    /// Learns from one TTFT `y` (seconds) seen with features `x`, pulled towards
+    /// `prior`.
+    pub fn observe(&mut self, x: &Features, y: f64, prior: &Coefficients) -> Update {
+        if !y.is_finite() || !(0.0..=MAX_TTFT).contains(&y) {
+            return Update::Refused;
+        }
+        let predicted = self.coefficients(prior).predict(x);
+        let residual = y - predicted;
+        let mut clipped = false;
+        let y = match self.scale {
+            Some(scale) => {
+                let limit = CLIP_SCALES * scale.max(MIN_SCALE);
+                clipped = residual.abs() > limit;
+                predicted + residual.clamp(-limit, limit)
+            }
+            None => y,
+        };
+        let abs = (y - predicted).abs();
+        self.scale = Some(match self.scale {
+            Some(s) => 0.9 * s + 0.1 * abs,
+            None => abs.max(MIN_SCALE),
+        });
+        let v = x.vector();
+        for i in 0..N {
+            for j in 0..N {
+                self.xx[i][j] = DECAY * self.xx[i][j] + v[i] * v[j];
+            }
+            self.xy[i] = DECAY * self.xy[i] + v[i] * y;
+        }
+        self.weight = DECAY * self.weight + 1.0;
+        self.coefficients = Some(self.solve(prior));
+        Update::Learned { clipped }
+    }
+
+    /// argmin Σ wᵢ (yᵢ - θ·xᵢ)² + RIDGE |θ - prior|², coefficients kept >= 0 (no
+    /// term makes a request faster).
+    fn solve(&self, prior: &Coefficients) -> Coefficients {
+        let mut a = self.xx;
+        let mut b = self.xy;
+        for i in 0..N {
+            a[i][i] += RIDGE;
+            b[i] += RIDGE * prior.0[i];
+        }
+        match solve_linear(a, b) {
+            Some(theta) => {
+                Coefficients(theta.map(|t| if t.is_finite() { t.max(0.0) } else { 0.0 }))
+            }
+            None => *prior,
+        }
+    }
+}
+
+/// Solves `a θ = b` by Gaussian elimination with partial pivoting.
+fn solve_linear(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let pivot_row = a[col];
+        for row in col + 1..N {
+            let f = a[row][col] / pivot_row[col];
+            for (x, p) in a[row].iter_mut().zip(pivot_row).skip(col) {
+                *x -= f * p;
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut theta = [0.0; N];
+    for row in (0..N).rev() {
+        let tail: f64 = (row + 1..N).map(|k| a[row][k] * theta[k]).sum();
+        theta[row] = (b[row] - tail) / a[row][row];
+    }
+    Some(theta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x(uncached: f64, queued: f64, wait: f64) -> Features {
+        Features {
+            uncached_tokens: uncached,
+            queued_prefill_tokens: queued,
+            slot_wait: wait,
+        }
+    }
+
+    /// The simulator's model: 5 ms + 0.4 ms per uncached token, plus the slot wait.
+    fn truth(f: &Features) -> f64 {
+        0.005 + 0.0004 * f.uncached_tokens + f.slot_wait
+    }
+
+    fn trained(n: usize) -> TtftRegression {
+        let mut m = TtftRegression::default();
+        for i in 0..n {
+            let f = x(
+                ((i * 37) % 2000) as f64,
+                ((i * 53) % 3000) as f64,
+                ((i * 7) % 5) as f64 * 0.1,
+            );
+            m.observe(&f, truth(&f), &Coefficients::UNINFORMED);
+        }
+        m
+    }
+
+    #[test]
+    fn learns_the_prefill_speed_and_the_slot_wait() {
+        let m = trained(400);
+        let c = m.coefficients(&Coefficients::UNINFORMED);
+        assert!((c.0[1] - 0.4).abs() < 0.01, "{c:?}");
+        assert!(c.0[2] < 0.01, "queued prefill does not matter here: {c:?}");
+        assert!((c.0[3] - 1.0).abs() < 0.05, "{c:?}");
+        let f = x(1200.0, 0.0, 0.0);
+        assert!((c.predict(&f) - truth(&f)).abs() / truth(&f) < 0.05);
+    }
+
+    #[test]
+    fn a_stalled_request_is_clipped_not_learned_in_full() {
+        let mut m = trained(300);
+        let f = x(100.0, 0.0, 0.0);
+        let before = m.coefficients(&Coefficients::UNINFORMED).predict(&f);
+        assert_eq!(
+            m.observe(&f, 30.0, &Coefficients::UNINFORMED),
+            Update::Learned { clipped: true }
+        );
+        let after = m.coefficients(&Coefficients::UNINFORMED).predict(&f);
+        assert!(after - before < 0.05, "{before} -> {after}");
+    }
+
+    #[test]
+    fn absurd_ttfts_are_refused() {
+        let mut m = TtftRegression::default();
+        for y in [-1.0, f64::NAN, f64::INFINITY, 1e6] {
+            assert_eq!(
+                m.observe(&x(1.0, 0.0, 0.0), y, &Coefficients::UNINFORMED),
+                Update::Refused
+            );
+        }
+        assert_eq!(m.fitted(), None);
+        assert_eq!(m.weight(), 0.0);
+    }
+
+    #[test]
+    fn a_pod_that_slows_down_is_relearned() {
+        let mut m = trained(300);
+        for i in 0..400 {
+            let f = x(((i * 37) % 2000) as f64, 0.0, 0.0);
+            // Twice as slow per token now.
+            m.observe(
+                &f,
+                0.005 + 0.0008 * f.uncached_tokens,
+                &Coefficients::UNINFORMED,
+            );
+        }
+        let c = m.coefficients(&Coefficients::UNINFORMED);
+        assert!((c.0[1] - 0.8).abs() < 0.05, "{c:?}");
+    }
+
+    #[test]
+    fn with_few_observations_the_prior_dominates() {
+        let prior = Coefficients([0.005, 0.4, 0.0, 1.0]);
+        let mut m = TtftRegression::default();
+        assert_eq!(m.coefficients(&prior), prior);
+        m.observe(&x(100.0, 0.0, 0.0), 0.2, &prior);
+        let c = m.coefficients(&prior);
+        assert!(
+            (c.0[1] - 0.4).abs() < 0.1,
+            "one observation moves little: {c:?}"
+        );
+    }
+
+    #[test]
+    fn coefficients_never_go_negative_and_predictions_stay_positive() {
+        let mut m = TtftRegression::default();
+        for i in 0..100 {
+            // Longer prompts answered faster: nonsense a fit must not turn into
+            // a negative price.
+            let f = x(i as f64 * 10.0, 0.0, 0.0);
+            m.observe(&f, 1.0 - i as f64 * 0.009, &Coefficients::UNINFORMED);
+        }
+        let c = m.coefficients(&Coefficients::UNINFORMED);
+        assert!(c.0.iter().all(|v| *v >= 0.0), "{c:?}");
+        assert!(c.predict(&x(0.0, 0.0, 0.0)) >= MIN_SECONDS);
+    }
+
+    #[test]
+    fn the_fleet_mean_averages_coefficients() {
+        let a = Coefficients([0.0, 1.0, 2.0, 1.0]);
+        let b = Coefficients([0.2, 3.0, 0.0, 1.0]);
+        assert_eq!(
+            Coefficients::mean([&a, &b]),
+            Some(Coefficients([0.1, 2.0, 1.0, 1.0]))
+        );
+        assert_eq!(Coefficients::mean([]), None);
+    }
+}

@@ -1,0 +1,89 @@
+//! One routed request's place in its endpoint's latency model: dispatched when the
+//! picker chooses the endpoint, taught by the first token, finished when dropped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::pool::endpoint::EndpointState;
+use crate::predict::Prediction;
+use crate::predict::regression::{Coefficients, TERMS, Update};
+use crate::telemetry::{CoefficientLabels, OutcomeLabels, Telemetry};
+
+pub struct Ticket {
+    state: Arc<EndpointState>,
+    id: u64,
+    /// The fleet's coefficients when it was dispatched.
+    prior: Coefficients,
+    telemetry: Arc<Telemetry>,
+    pub prediction: Prediction,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("endpoint", &self.state.endpoint.address)
+            .field("id", &self.id)
+            .field("prediction", &self.prediction)
+            .finish()
+    }
+}
+
+impl Ticket {
+    /// Records a request sent to `state` with `prediction`.
+    pub fn dispatch(
+        state: Arc<EndpointState>,
+        prediction: Prediction,
+        prior: Coefficients,
+        telemetry: Arc<Telemetry>,
+    ) -> Ticket {
+        let id = state.latency().dispatch(prediction, Instant::now());
+        Ticket {
+            state,
+            id,
+            prior,
+            telemetry,
+            prediction,
+        }
+    }
+
+    /// The endpoint's first token arrived (only the first call counts).
+    pub fn first_token(&self) {
+        let (observed, coefficients) = {
+            let mut model = self.state.latency();
+            let observed = model.first_token(self.id, Instant::now(), &self.prior);
+            (observed, model.coefficients(&self.prior))
+        };
+        let Some(observed) = observed else {
+            return;
+        };
+        let outcome = match observed.update {
+            Update::Learned { clipped: false } => "learned",
+            Update::Learned { clipped: true } => "clipped",
+            Update::Refused => "refused",
+        };
+        let t = &self.telemetry;
+        t.ttft_observations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+        if observed.actual > 0.0 {
+            t.ttft_prediction_error
+                .observe((observed.predicted - observed.actual).abs() / observed.actual);
+        }
+        for (term, value) in TERMS.into_iter().zip(coefficients.0) {
+            t.latency_model_coefficient
+                .get_or_create(&CoefficientLabels {
+                    endpoint: self.state.endpoint.address.to_string(),
+                    term,
+                })
+                .set(value);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.state.latency().finish(self.id, Instant::now());
+    }
+}
