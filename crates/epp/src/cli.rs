@@ -129,7 +129,7 @@ fn any_interface(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
 }
 
-/// Parses `250ms`, `2s`, `1m` (or a bare number of seconds).
+/// Parses `400us`, `250ms`, `2s`, `1m` (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
@@ -140,10 +140,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 50ms or 2s"))?;
     let secs = match unit {
+        "us" | "µs" => n / 1e6,
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+        _ => return Err(format!("{s:?}: unit must be us, ms, s or m")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -165,6 +166,7 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_duration("400us"), Ok(Duration::from_micros(400)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("2h").is_err());

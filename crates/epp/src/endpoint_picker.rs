@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::frontend::slo::Objectives;
 use crate::pool::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
-use crate::predict::{Coefficients, Prediction, Ticket};
+use crate::predict::{FleetModel, Prediction, Ticket};
 use crate::prefix::engine_tokens::sim_token_ids;
 use crate::prefix::hash::hash_prompt;
 use crate::prefix::index::PrefixIndex;
@@ -58,16 +58,6 @@ pub struct Routing {
     pub slo_miss: bool,
 }
 
-/// The fleet's latency coefficients: the mean of the models that have learned
-/// enough, what a model with few observations of its own starts from.
-fn fleet_prior(states: &[Arc<EndpointState>]) -> Coefficients {
-    let informed: Vec<Coefficients> = states
-        .iter()
-        .filter_map(|s| s.latency().informed())
-        .collect();
-    Coefficients::mean(&informed).unwrap_or(Coefficients::UNINFORMED)
-}
-
 /// Keeps only endpoints with fresh metrics when any has them: an endpoint whose
 /// `/metrics` stopped answering for longer than the staleness limit is presumed down
 /// (or not yet up). When none has fresh metrics (start-up, scrape trouble) all stay,
@@ -104,6 +94,8 @@ pub struct EndpointPicker {
     staleness: Duration,
     /// The engines' KV events, when precise prefix routing is on.
     kv_events: Option<Arc<KvSubscriber>>,
+    /// The TTFT model over every endpoint, each endpoint's prior.
+    fleet_latency: Arc<FleetModel>,
 }
 
 impl EndpointPicker {
@@ -121,6 +113,7 @@ impl EndpointPicker {
             config: ArcSwap::from_pointee(config),
             staleness,
             kv_events: None,
+            fleet_latency: Arc::default(),
         }
     }
 
@@ -282,14 +275,16 @@ impl EndpointPicker {
             slo_ttft: req.slo.ttft,
         };
         let now = Instant::now();
-        let prior = fleet_prior(&states);
+        let prior = self.fleet_latency.prior();
         let predictions: Vec<Prediction> = candidates
             .iter_mut()
             .zip(&states)
             .map(|(c, s)| {
                 let cached = c.matched_blocks * features.block_size_tokens;
                 let uncached = features.prompt_tokens.saturating_sub(cached);
-                let p = s.latency().predict(uncached, now, &prior);
+                let p =
+                    s.latency()
+                        .predict(uncached, cached.min(features.prompt_tokens), now, &prior);
                 c.predicted_ttft = Some(p.ttft);
                 p
             })
@@ -335,7 +330,8 @@ impl EndpointPicker {
             Ticket::dispatch(
                 states[i].clone(),
                 predictions[i],
-                prior,
+                features.prompt_tokens,
+                self.fleet_latency.clone(),
                 self.telemetry.clone(),
             )
         });

@@ -6,6 +6,7 @@
 pub mod driver;
 pub mod fleet;
 pub mod kv_forward;
+pub mod oracle;
 pub mod overhead;
 pub mod plot;
 pub mod report;

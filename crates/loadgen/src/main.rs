@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use llmd_loadgen::fleet::{KvEvents, SimModel};
+use llmd_loadgen::oracle::{self, Placement};
 use llmd_loadgen::routers::{Binaries, Policy, Prefix};
 use llmd_loadgen::workload::Shape;
 use llmd_loadgen::{driver, fleet, overhead, plot, report, routers, workload};
@@ -58,6 +59,17 @@ struct Args {
     /// Approximate tokens of each no-shared-prefix prompt.
     #[arg(long, default_value_t = 600)]
     unique_tokens: usize,
+    /// Share of the mixed workload's requests that are long one-off prompts.
+    #[arg(long, default_value_t = 0.25)]
+    long_fraction: f64,
+    /// Approximate tokens of each long prompt of the mixed workload.
+    #[arg(long, default_value_t = 2000)]
+    long_tokens: usize,
+    /// Arrival rate of the mixed workload, requests per second (Poisson). Default:
+    /// 80% of the fleet's slot capacity as the oracle's placements use it (see
+    /// `default_mixed_rate`; 76 req/s at the defaults).
+    #[arg(long)]
+    mixed_rate: Option<f64>,
     /// Output tokens per request.
     #[arg(long, default_value_t = 8)]
     max_tokens: u32,
@@ -66,11 +78,14 @@ struct Args {
     /// Where the SVG charts go (one per workload).
     #[arg(long, default_value = "target/bench")]
     plot_dir: PathBuf,
-    /// Workloads to run: shared, unique, pd, pressure, replicas, overhead.
+    /// Only the routers with these labels (as the tables print them), all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Workloads to run: shared, unique, pd, pressure, replicas, mixed, overhead.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "shared,unique,pd,pressure,replicas,overhead"
+        default_value = "shared,unique,pd,pressure,replicas,mixed,overhead"
     )]
     workloads: Vec<String>,
 }
@@ -85,7 +100,19 @@ const MODEL: SimModel = SimModel {
 };
 
 fn policies(have_vllm_router: bool) -> Vec<Policy> {
-    let mut p = vec![Policy::RoundRobin, Policy::Random, Policy::EPP];
+    let mut p = vec![
+        Policy::RoundRobin,
+        Policy::Random,
+        Policy::EPP,
+        Policy::EppLatency {
+            prefix: Prefix::Approximate,
+            blend: false,
+        },
+        Policy::EppLatency {
+            prefix: Prefix::Approximate,
+            blend: true,
+        },
+    ];
     if have_vllm_router {
         p.push(Policy::VllmRouter("cache_aware"));
         p.push(Policy::VllmRouter("power_of_two"));
@@ -131,6 +158,105 @@ fn pressure_policies(bins: &Binaries<'_>) -> Vec<Policy> {
     p
 }
 
+/// Hot tenants and long prompts: the peers' cache-aware policies and llmd-epp,
+/// weighted and by predicted latency.
+fn mixed_policies(bins: &Binaries<'_>) -> Vec<Policy> {
+    let mut p = vec![Policy::RoundRobin];
+    if bins.vllm_router.is_some() {
+        p.push(Policy::VllmRouter("cache_aware"));
+    }
+    if bins.sglang_router.is_some() {
+        p.push(Policy::Sglang("cache_aware"));
+    }
+    for prefix in [Prefix::Approximate, Prefix::Precise] {
+        p.push(Policy::Epp {
+            prefix,
+            replicas: 1,
+        });
+        p.push(Policy::EppLatency {
+            prefix,
+            blend: false,
+        });
+        p.push(Policy::EppLatency {
+            prefix,
+            blend: true,
+        });
+    }
+    p
+}
+
+/// Prompt tokens of a hot-tenant request a cache-aware router still prefills: its
+/// question (~12 tokens) and the part of its context past the last full block (8
+/// of 16 on average).
+const HOT_UNCACHED_TOKENS: usize = 20;
+
+/// Share of hot-tenant requests that find their context cached under the oracle's
+/// placements on the mixed workload (78% of them at 70-104 req/s): a tenant's
+/// first request on each sim its context is copied to misses, and the long
+/// prompts' blocks push contexts out of the caches.
+const HOT_HIT_SHARE: f64 = 0.75;
+
+/// Share of the fleet's slot capacity the mixed workload's default rate asks for.
+const MIXED_LOAD: f64 = 0.8;
+
+/// The mixed workload's default rate: [`MIXED_LOAD`] of the fleet's slot capacity
+/// as a router with exact knowledge (the oracle) uses it. A request holds a slot for
+/// `prefill_overhead + uncached tokens x prefill_per_token + (max_tokens - 1) x
+/// inter_token`. At the defaults a long prompt (~2000 tokens, none cached) holds
+/// one 5 + 800 + 35 = 840 ms; a hot question with its context cached (about
+/// [`HOT_UNCACHED_TOKENS`] left) 5 + 8 + 35 = 48 ms, without it (~1225 tokens)
+/// 5 + 490 + 35 = 530 ms, so 0.75 x 48 + 0.25 x 530 = 168 ms at
+/// [`HOT_HIT_SHARE`]. The mean hold is 0.25 x 840 + 0.75 x 168 = 336 ms, 8 sims x 4
+/// slots serve 32 / 0.336 = 95 req/s, and 80% of that is 76 req/s. (Were every
+/// context always cached, the capacity would be 32 / 0.246 = 130 req/s: out of
+/// reach, the oracle's replay is saturated there. Round-robin, finding few contexts
+/// cached, is overloaded at 76.)
+fn default_mixed_rate(args: &Args, model: &oracle::Model) -> f64 {
+    let hold = |uncached: usize| model.prefill(uncached) + model.decode(args.max_tokens);
+    // The whole hot prompt: a 13-token header, the context, a 12-token question.
+    let context = args.context_tokens + 25;
+    let hot = HOT_HIT_SHARE * hold(HOT_UNCACHED_TOKENS) + (1.0 - HOT_HIT_SHARE) * hold(context);
+    let f = args.long_fraction.clamp(0.0, 1.0);
+    let mean = f * hold(args.long_tokens + 1) + (1.0 - f) * hot;
+    MIXED_LOAD * (args.sims * model.max_num_seqs) as f64 / mean
+}
+
+/// The oracle's summary for `requests` and how the round-robin replay compares with
+/// the measured round-robin row (a check of the replay).
+fn oracle_lines(
+    args: &Args,
+    model: &oracle::Model,
+    requests: &[workload::Request],
+    rows: &[report::Summary],
+) -> String {
+    let summary = |label: &str, placement| {
+        let (samples, wall) =
+            oracle::samples(model, args.sims, args.max_tokens, requests, placement);
+        report::summarize(label.to_string(), &samples, wall, String::new())
+    };
+    let best = summary("oracle (exact pending work)", Placement::Oracle);
+    let rr = summary("round-robin replay", Placement::RoundRobin);
+    let measured = rows
+        .iter()
+        .find(|r| r.label == Policy::RoundRobin.label())
+        .map(|m| {
+            format!(
+                " (measured: mean {:.1} ms, p90 {:.1} ms; replay/measured {:.2})",
+                m.ttft_mean * 1e3,
+                m.ttft_p90 * 1e3,
+                rr.ttft_mean / m.ttft_mean
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{}\n{}: mean TTFT {:.1} ms, p90 {:.1} ms{measured}",
+        report::versus_oracle(rows, &best),
+        rr.label,
+        rr.ttft_mean * 1e3,
+        rr.ttft_p90 * 1e3,
+    )
+}
+
 async fn epp_note(client: &reqwest::Client, router: &routers::Router) -> String {
     if router.metrics_urls.is_empty() {
         return String::new();
@@ -167,6 +293,12 @@ async fn epp_note(client: &reqwest::Client, router: &routers::Router) -> String 
     );
     if router.policy == Policy::EppPd {
         note.push_str(&format!(", {disagg:.0} disaggregated"));
+    }
+    if let Some(median) = report::histogram_median(&pages, "llmd_epp_ttft_prediction_error_ratio") {
+        note.push_str(&format!(
+            ", median TTFT prediction error {:.0}%",
+            median * 100.0
+        ));
     }
     note
 }
@@ -248,6 +380,16 @@ async fn main() -> ExitCode {
         rate: args.rate,
         seed: args.seed,
     };
+    let model = match oracle::Model::from_sim(&MODEL) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("sim model: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mixed_rate = args
+        .mixed_rate
+        .unwrap_or_else(|| default_mixed_rate(&args, &model));
     println!(
         "fleet: {} x llm-d-inference-sim (per-token: prefill {} + {}/token, {}/output token, max-num-seqs {}, kv-cache {} blocks of 16); {} requests at {} req/s (Poisson), {} output tokens, streamed",
         args.sims,
@@ -281,7 +423,7 @@ async fn main() -> ExitCode {
             continue;
         }
         // The precise cases run every router on a fleet offering KV events.
-        let events = matches!(w.as_str(), "pressure" | "replicas");
+        let events = matches!(w.as_str(), "pressure" | "replicas" | "mixed");
         let bins = Binaries {
             kv_events_port: if events {
                 match fleet::free_port() {
@@ -336,15 +478,38 @@ async fn main() -> ExitCode {
                 workload::shared_prefix(shape, args.tenants, args.context_tokens),
                 replica_policies(),
             ),
+            "mixed" => (
+                format!(
+                    "mixed: {:.0}% long prompts of ~{} tokens among {} hot tenants x ~{} token context, {mixed_rate:.0} req/s",
+                    100.0 * args.long_fraction,
+                    args.long_tokens,
+                    args.tenants,
+                    args.context_tokens
+                ),
+                workload::mixed(
+                    Shape {
+                        rate: mixed_rate,
+                        ..shape
+                    },
+                    args.tenants,
+                    args.context_tokens,
+                    args.long_fraction,
+                    args.long_tokens,
+                ),
+                mixed_policies(&bins),
+            ),
             other => {
                 eprintln!(
-                    "unknown workload {other:?} (shared, unique, pd, pressure, replicas, overhead)"
+                    "unknown workload {other:?} (shared, unique, pd, pressure, replicas, mixed, overhead)"
                 );
                 return ExitCode::FAILURE;
             }
         };
         let mut rows = Vec::new();
-        for p in policies {
+        for p in policies
+            .into_iter()
+            .filter(|p| args.only.is_empty() || args.only.contains(&p.label()))
+        {
             eprintln!("running {w} / {}", p.label());
             match run_one(&args, &client, p, &requests, &bins).await {
                 Ok(s) => rows.push(s),
@@ -363,7 +528,14 @@ async fn main() -> ExitCode {
             Ok(()) => println!("chart: {}", svg.display()),
             Err(e) => eprintln!("{w}: {e}"),
         }
-        if events {
+        if w == "mixed" {
+            println!("{}", oracle_lines(&args, &model, &requests, &rows));
+            let latency = Policy::EppLatency {
+                prefix: Prefix::Approximate,
+                blend: false,
+            };
+            println!("{}", report::versus(&rows, &latency.label()));
+        } else if events {
             println!("{}", report::versus(&rows, &PRECISE.label()));
             println!(
                 "{}",
@@ -375,5 +547,22 @@ async fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_mixed_rate_is_the_documented_one() {
+        let args = Args::parse_from(["llmd-loadgen", "--sim-bin", "sim"]);
+        let model = oracle::Model::from_sim(&MODEL);
+        let rate = model.map(|m| default_mixed_rate(&args, &m));
+        assert!(
+            matches!(rate, Ok(r) if (75.5..76.5).contains(&r)),
+            "{rate:?}"
+        );
+        assert!(args.workloads.iter().any(|w| w == "mixed"));
     }
 }

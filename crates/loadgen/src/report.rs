@@ -111,6 +111,73 @@ pub fn versus(rows: &[Summary], label: &str) -> String {
     )
 }
 
+/// The oracle's TTFT and every row's mean as a multiple of the oracle's:
+/// `oracle (exact pending work): mean TTFT 50.0 ms, p50 ..., p90 ...; llmd-epp is
+/// 1.23x the oracle, ...`.
+pub fn versus_oracle(rows: &[Summary], oracle: &Summary) -> String {
+    let parts: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} is {:.2}x the oracle",
+                r.label,
+                r.ttft_mean / oracle.ttft_mean
+            )
+        })
+        .collect();
+    format!(
+        "{}: mean TTFT {} ms, p50 {} ms, p90 {} ms; {}",
+        oracle.label,
+        ms(oracle.ttft_mean),
+        ms(oracle.ttft_p50),
+        ms(oracle.ttft_p90),
+        parts.join(", ")
+    )
+}
+
+/// The median of a Prometheus histogram summed over `pages` (one per replica),
+/// interpolated linearly within its bucket; `None` without observations.
+pub fn histogram_median(pages: &[String], family: &str) -> Option<f64> {
+    let prefix = format!("{family}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in pages.iter().flat_map(|p| p.lines()) {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"}") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().ok()?
+        };
+        let count: f64 = count.trim().parse().ok()?;
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let half = total / 2.0;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= half {
+            if !le.is_finite() {
+                return Some(lower);
+            }
+            let share = (half - below) / (count - below).max(f64::MIN_POSITIVE);
+            return Some(lower + share * (le - lower));
+        }
+        (lower, below) = (le, count);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +214,29 @@ mod tests {
             "a: mean TTFT 100.0 ms, 3.00x lower than round-robin, 1.05x higher than b"
         );
         assert_eq!(versus(&rows, "c"), "c: no result");
+    }
+
+    #[test]
+    fn versus_oracle_gives_each_row_as_a_multiple_of_the_oracle() {
+        let rows = [row("round-robin", 0.3), row("a", 0.123)];
+        assert_eq!(
+            versus_oracle(&rows, &row("oracle", 0.1)),
+            "oracle: mean TTFT 100.0 ms, p50 100.0 ms, p90 100.0 ms; round-robin is 3.00x the oracle, a is 1.23x the oracle"
+        );
+    }
+
+    #[test]
+    fn the_histogram_median_interpolates_within_its_bucket_over_replicas() {
+        let page = |a: u32, b: u32, c: u32| {
+            format!(
+                "x_bucket{{le=\"0.1\"}} {a}\nx_bucket{{le=\"0.2\"}} {b}\nx_bucket{{le=\"+Inf\"}} {c}\nx_count {c}\n"
+            )
+        };
+        let pages = [page(1, 3, 4), page(1, 3, 4)];
+        // 8 observations: 2 up to 0.1, 6 up to 0.2; the 4th is halfway into (0.1, 0.2].
+        let m = histogram_median(&pages, "x").expect("observations");
+        assert!((m - 0.15).abs() < 1e-9, "{m}");
+        assert_eq!(histogram_median(&[page(0, 0, 0)], "x"), None);
+        assert_eq!(histogram_median(&[], "x"), None);
     }
 }

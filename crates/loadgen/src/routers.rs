@@ -7,9 +7,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use llmd_api::RouterSpec;
 use llmd_api::endpoint_picker::flag;
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
+use llmd_api::{RouterSpec, ScorerWeights};
 use rand::Rng;
 
 use crate::fleet::{Proc, free_port, spawn, wait_healthy};
@@ -34,6 +34,12 @@ pub enum Policy {
     },
     /// llmd-epp with the P/D profile handler over prefill and decode sims.
     EppPd,
+    /// llmd-epp with the latency-scorer (routing by predicted TTFT): alone, or at
+    /// weight 1 beside the default 3/2/2 weights (`blend`).
+    EppLatency {
+        prefix: Prefix,
+        blend: bool,
+    },
     VllmRouter(&'static str),
     /// sglang-router's gateway (`smg launch`).
     Sglang(&'static str),
@@ -61,6 +67,18 @@ impl Policy {
                 label
             }
             Policy::EppPd => "llmd-epp P/D".into(),
+            Policy::EppLatency { prefix, blend } => {
+                let mut label = "llmd-epp".to_string();
+                if prefix == Prefix::Precise {
+                    label.push_str(" precise,");
+                }
+                label.push_str(if blend {
+                    " 3/2/2 + latency 1"
+                } else {
+                    " predicted latency"
+                });
+                label
+            }
             Policy::VllmRouter(p) => format!("vllm-router {p}"),
             Policy::Sglang(p) => format!("sglang-router {p}"),
         }
@@ -118,6 +136,26 @@ fn pd_config(non_cached: usize) -> String {
     EndpointPickerConfig::for_router(&router, &router.scorers, true).to_yaml()
 }
 
+/// The latency-scorer alone, or with `blend` at weight 1 beside the default weights.
+fn latency_config(blend: bool) -> String {
+    let router = RouterSpec::default();
+    let weights = if blend {
+        ScorerWeights {
+            latency: 1.0,
+            ..ScorerWeights::default()
+        }
+    } else {
+        ScorerWeights {
+            prefix_cache: 0.0,
+            queue: 0.0,
+            kv_cache_utilization: 0.0,
+            latency: 1.0,
+            ..ScorerWeights::default()
+        }
+    };
+    EndpointPickerConfig::for_router(&router, &weights, false).to_yaml()
+}
+
 /// Starts `policy` in front of `sims` (`host:port[=role]` entries).
 pub async fn start(
     policy: Policy,
@@ -141,13 +179,17 @@ pub async fn start(
         Policy::RoundRobin | Policy::Random => {
             router.bases = plain.iter().map(|a| format!("http://{a}")).collect();
         }
-        Policy::Epp { .. } | Policy::EppPd => {
+        Policy::Epp { .. } | Policy::EppPd | Policy::EppLatency { .. } => {
             let replicas = match policy {
                 Policy::Epp { replicas, .. } => replicas.max(1),
                 _ => 1,
             };
             let kv_events = match policy {
                 Policy::Epp {
+                    prefix: Prefix::Precise,
+                    ..
+                }
+                | Policy::EppLatency {
                     prefix: Prefix::Precise,
                     ..
                 } => Some(
@@ -170,10 +212,14 @@ pub async fn start(
                     cmd.arg(format!("--{}", flag::KV_EVENTS_PORT))
                         .arg(port.to_string());
                 }
-                if policy == Policy::EppPd {
-                    let path = std::env::temp_dir().join(format!("llmd-bench-pd-{proxy}.yaml"));
-                    std::fs::write(&path, pd_config(256))
-                        .map_err(|e| format!("write config: {e}"))?;
+                let config = match policy {
+                    Policy::EppPd => Some(pd_config(256)),
+                    Policy::EppLatency { blend, .. } => Some(latency_config(blend)),
+                    _ => None,
+                };
+                if let Some(config) = config {
+                    let path = std::env::temp_dir().join(format!("llmd-bench-{proxy}.yaml"));
+                    std::fs::write(&path, config).map_err(|e| format!("write config: {e}"))?;
                     cmd.arg("--config-file").arg(&path);
                     router._config = Some(path);
                 }

@@ -80,9 +80,20 @@ impl EndpointPickerConfig {
                 plugin(scorer, parameters)
             })
             .collect();
-        if weights.latency > 0.0 {
-            // llm-d lists the model that feeds the latency-scorer as its own plugin.
-            plugins.insert(0, plugin(plugin::PREDICTED_LATENCY_PRODUCER, None));
+        if weights.latency > 0.0 || router.slo.is_some() {
+            // llm-d lists the model that feeds the latency-scorer as its own plugin;
+            // it carries the deployment's default objectives.
+            let slo = router.slo.as_ref().map(|slo| {
+                let mut p = serde_json::Map::new();
+                if let Some(ms) = slo.ttft_ms {
+                    p.insert("defaultTtftSloMs".into(), ms.into());
+                }
+                if let Some(ms) = slo.tpot_ms {
+                    p.insert("defaultTpotSloMs".into(), ms.into());
+                }
+                serde_json::Value::Object(p)
+            });
+            plugins.insert(0, plugin(plugin::PREDICTED_LATENCY_PRODUCER, slo));
         }
         plugins.push(plugin(plugin::DECODE_FILTER, None));
         plugins.push(plugin(plugin::MAX_SCORE_PICKER, None));

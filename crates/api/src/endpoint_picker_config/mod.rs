@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 pub use config_error::ConfigError;
 pub use plugins::{FilterKind, PluginKind, Producer, RoleFilter, Scorer, plugin, profile};
 pub use scheduler_config::{
-    AffinityGate, DEFAULT_CONFIG, Filter, KvEventsParams, PrefixParams, Profile, SchedulerConfig,
-    WeightedScorer,
+    AffinityGate, DEFAULT_CONFIG, DefaultSlo, Filter, KvEventsParams, PrefixParams, Profile,
+    SchedulerConfig, WeightedScorer,
 };
 
 pub const API_VERSION: &str = "llm-d.ai/v1alpha1";
@@ -217,5 +217,42 @@ mod tests {
                 (plugin::KV_CACHE_UTILIZATION_SCORER.to_string(), 2.0),
             ])
         );
+    }
+
+    #[test]
+    fn the_latency_scorer_and_default_objectives_render_and_parse_back() {
+        let router = crate::RouterSpec {
+            slo: Some(crate::SloSpec {
+                ttft_ms: Some(750),
+                tpot_ms: None,
+            }),
+            ..crate::RouterSpec::default()
+        };
+        let weights = ScorerWeights {
+            latency: 2.0,
+            ..ScorerWeights::default()
+        };
+        let config = EndpointPickerConfig::for_router(&router, &weights, false);
+        let parsed = config.validate().expect("valid");
+        assert_eq!(
+            parsed.default_slo,
+            DefaultSlo {
+                ttft_ms: Some(750),
+                tpot_ms: None
+            }
+        );
+        assert!(
+            parsed
+                .decode
+                .scorers
+                .iter()
+                .any(|s| s.kind == Scorer::Latency && s.weight == 2.0)
+        );
+        let bad = config
+            .to_yaml()
+            .replace("defaultTtftSloMs: 750", "defaultTtftSloMs: 0");
+        assert_ne!(bad, config.to_yaml());
+        let err = SchedulerConfig::from_yaml(&bad).expect_err("0 ms refused");
+        assert!(err.to_string().contains("defaultTtftSloMs"), "{err}");
     }
 }

@@ -239,6 +239,15 @@ pub(crate) struct PrefixCacheAffinityParameters {
     pub max_waiting_requests: Option<u64>,
 }
 
+/// Parameters of the predicted-latency-producer: the objectives of requests that
+/// carry none in their headers.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PredictedLatencyParameters {
+    pub default_ttft_slo_ms: Option<u64>,
+    pub default_tpot_slo_ms: Option<u64>,
+}
+
 /// Parameters of the prefix-based-pd-decider.
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -361,7 +370,10 @@ mod tests {
             ..ScorerWeights::default()
         };
         let mut map = tuned.by_plugin();
-        assert_eq!(map.len(), 5);
+        assert_eq!(map.len(), 6);
+        assert_eq!(ScorerWeights::from_plugins(&map), Some(tuned.clone()));
+        // Recorded before the latency scorer existed: it counts as off.
+        map.remove(plugin::LATENCY_SCORER);
         assert_eq!(ScorerWeights::from_plugins(&map), Some(tuned));
         map.remove(plugin::QUEUE_SCORER);
         assert_eq!(ScorerWeights::from_plugins(&map), None);

@@ -9,8 +9,8 @@ use super::ConfigError;
 use super::plugins::plugin;
 use super::plugins::{
     DisaggHandlerParameters, FilterKind, PdDeciderParameters, PluginKind,
-    PrecisePrefixCacheParameters, PrefixCacheAffinityParameters, PrefixCacheParameters, Producer,
-    RoleFilter, Scorer, profile,
+    PrecisePrefixCacheParameters, PredictedLatencyParameters, PrefixCacheAffinityParameters,
+    PrefixCacheParameters, Producer, RoleFilter, Scorer, profile,
 };
 use super::{API_VERSION, EndpointPickerConfig, KIND, LEGACY_API_VERSION, PluginSpec};
 
@@ -101,6 +101,13 @@ impl KvEventsParams {
     pub const DEFAULT_PORT: u16 = crate::KV_EVENTS_PORT as u16;
 }
 
+/// Latency objectives in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DefaultSlo {
+    pub ttft_ms: Option<u64>,
+    pub tpot_ms: Option<u64>,
+}
+
 /// The validated scheduler configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -112,6 +119,9 @@ pub struct SchedulerConfig {
     pub prefix: PrefixParams,
     /// With a precise-prefix-cache-producer: prefix matches from the engines' KV events.
     pub kv_events: Option<KvEventsParams>,
+    /// Latency objectives of requests that carry none (the predicted-latency-producer's
+    /// `defaultTtftSloMs` / `defaultTpotSloMs`).
+    pub default_slo: DefaultSlo,
     /// [`EndpointPickerConfig::hash`] of the config, for logs and metrics.
     pub hash: String,
 }
@@ -321,6 +331,7 @@ impl EndpointPickerConfig {
         let mut disagg = false;
         let mut non_cached_tokens: Option<usize> = None;
         let mut kv_events: Option<KvEventsParams> = None;
+        let mut default_slo = DefaultSlo::default();
         let mut precise_block: Option<usize> = None;
         for p in &api.plugins {
             let name = p.instance_name();
@@ -371,6 +382,17 @@ impl EndpointPickerConfig {
                             10_000_000,
                         )?);
                     }
+                }
+                PluginKind::Producer(Producer::PredictedLatency) => {
+                    let parsed = params::<PredictedLatencyParameters>(p)?.unwrap_or_default();
+                    let ms = |field: &str, v: Option<u64>, max: u64| {
+                        v.map(|v| bounded(name, field, v, 1, max).map(|v| v as u64))
+                            .transpose()
+                    };
+                    default_slo = DefaultSlo {
+                        ttft_ms: ms("defaultTtftSloMs", parsed.default_ttft_slo_ms, 3_600_000)?,
+                        tpot_ms: ms("defaultTpotSloMs", parsed.default_tpot_slo_ms, 60_000)?,
+                    };
                 }
                 PluginKind::PdDecider => {
                     let t = params::<PdDeciderParameters>(p)?
@@ -476,6 +498,7 @@ impl EndpointPickerConfig {
             non_cached_tokens: non_cached_tokens.unwrap_or(0),
             prefix,
             kv_events,
+            default_slo,
             hash: self.hash(),
         })
     }

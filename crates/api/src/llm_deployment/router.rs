@@ -41,6 +41,27 @@ pub struct RouterSpec {
     /// The operator's tuner, which retunes the scorer weights from live metrics.
     #[serde(default)]
     pub auto_tune: AutoTuneSpec,
+
+    /// Latency objectives of requests that carry none of their own (requests set
+    /// theirs with the x-llm-d-slo-ttft-ms / x-llm-d-slo-tpot-ms headers). The
+    /// latency scorer prefers pods predicted to meet them; a request no pod is
+    /// predicted to meet is still served, and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
+}
+
+/// Latency objectives in milliseconds.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    /// Time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600000))]
+    pub ttft_ms: Option<u32>,
+    /// Time per output token after the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub tpot_ms: Option<u32>,
 }
 
 fn default_router_replicas() -> i32 {
@@ -57,6 +78,7 @@ impl Default for RouterSpec {
             disaggregation: DisaggregationSpec::default(),
             prefix_cache: PrefixCacheSpec::default(),
             auto_tune: AutoTuneSpec::default(),
+            slo: None,
         }
     }
 }
@@ -64,7 +86,7 @@ impl Default for RouterSpec {
 /// Weights of the EndpointPicker scorers (each score is in [0, 1]; 0 turns a scorer off).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("self.prefixCache + self.queue + self.kvCacheUtilization + self.activeRequests + self.sessionAffinity > 0.0").message("spec.router.scorers: at least one scorer weight must be greater than 0"))]
+#[x_kube(validation = kube::core::Rule::new("self.prefixCache + self.queue + self.kvCacheUtilization + self.activeRequests + self.sessionAffinity + self.latency > 0.0").message("spec.router.scorers: at least one scorer weight must be greater than 0"))]
 pub struct ScorerWeights {
     /// Weight of the prefix-cache scorer (share of the prompt the pod probably holds).
     #[serde(default = "default_prefix_weight")]

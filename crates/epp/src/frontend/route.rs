@@ -72,13 +72,14 @@ pub fn pick(
         .ok_or(RouteError::NoEndpoint)
 }
 
-/// The objectives a request's headers carry; unusable values are counted and
-/// ignored.
+/// The objectives a request's headers carry, else the config's defaults; unusable
+/// values are counted and ignored.
 pub fn objectives<'a>(
     picker: &EndpointPicker,
     get: impl Fn(&str) -> Option<&'a str>,
 ) -> Objectives {
     let (objectives, invalid) = slo::from_headers(get);
+    let objectives = objectives.or(picker.config().default_slo);
     for name in invalid {
         tracing::debug!(
             header = name,

@@ -4,6 +4,7 @@
 //! never refused: an objective is a preference, not a condition of service.
 
 use llmd_api::endpoint_picker::header;
+use llmd_api::endpoint_picker_config::DefaultSlo;
 
 /// Longest objective taken as meant (one hour).
 const MAX_MS: f64 = 3_600_000.0;
@@ -18,6 +19,15 @@ pub struct Objectives {
 impl Objectives {
     pub fn any(&self) -> bool {
         self.ttft.is_some() || self.tpot.is_some()
+    }
+
+    /// These objectives, each missing one taken from `defaults` (milliseconds).
+    pub fn or(self, defaults: DefaultSlo) -> Objectives {
+        let seconds = |ms: Option<u64>| ms.map(|ms| ms as f64 / 1000.0);
+        Objectives {
+            ttft: self.ttft.or(seconds(defaults.ttft_ms)),
+            tpot: self.tpot.or(seconds(defaults.tpot_ms)),
+        }
     }
 }
 
@@ -74,5 +84,25 @@ mod tests {
         }
         let (o, bad) = parse(&[]);
         assert!(!o.any() && bad.is_empty());
+    }
+
+    #[test]
+    fn the_deployments_defaults_fill_only_what_the_request_left_out() {
+        let defaults = DefaultSlo {
+            ttft_ms: Some(500),
+            tpot_ms: Some(50),
+        };
+        let (own, _) = parse(&[("x-llm-d-slo-ttft-ms", "100")]);
+        assert_eq!(
+            own.or(defaults),
+            Objectives {
+                ttft: Some(0.1),
+                tpot: Some(0.05)
+            }
+        );
+        assert_eq!(
+            Objectives::default().or(DefaultSlo::default()),
+            Objectives::default()
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! requests decode, and the TTFT regression fitted from what it answered. Time is
 //! passed in, so every rule is testable without a clock.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::predict::regression::{Coefficients, Features, TtftRegression, Update};
@@ -15,18 +17,10 @@ struct Pending {
     /// What its TTFT was predicted from, and the prediction.
     features: Features,
     predicted_ttft: f64,
+    /// The whole prompt: what it prefills if the cache it was predicted to hit
+    /// turns out not to hold it.
+    prompt_tokens: f64,
     first_token: Option<Instant>,
-}
-
-impl Pending {
-    /// When it is expected to leave its slot: its first token (seen, or predicted
-    /// and not yet late) plus the endpoint's decode time.
-    fn expected_end(&self, now: Instant, decode: Duration) -> Instant {
-        let first = self.first_token.unwrap_or_else(|| {
-            (self.dispatched + Duration::from_secs_f64(self.predicted_ttft)).max(now)
-        });
-        first + decode
-    }
 }
 
 /// A prediction for one request on one endpoint.
@@ -41,6 +35,7 @@ pub struct Prediction {
 pub struct Observed {
     pub predicted: f64,
     pub actual: f64,
+    pub features: Features,
     pub update: Update,
 }
 
@@ -74,16 +69,15 @@ impl PodLatency {
         self.regression.coefficients(prior)
     }
 
-    /// Fitted coefficients once enough observations back them (what the fleet's
-    /// prior averages).
-    pub fn informed(&self) -> Option<Coefficients> {
-        self.regression
-            .fitted()
-            .filter(|_| self.regression.weight() >= super::regression::INFORMED_AFTER)
-    }
-
-    /// The features of a request with `uncached_tokens` to prefill, sent now.
-    pub fn features(&self, uncached_tokens: usize, now: Instant) -> Features {
+    /// The features of a request with `uncached_tokens` to prefill, sent now; the
+    /// prefill times of the requests ahead are estimated with `coefficients`.
+    pub fn features(
+        &self,
+        uncached_tokens: usize,
+        cached_tokens: usize,
+        now: Instant,
+        coefficients: &Coefficients,
+    ) -> Features {
         let queued_prefill_tokens = self
             .pending
             .iter()
@@ -93,14 +87,17 @@ impl PodLatency {
         Features {
             uncached_tokens: uncached_tokens as f64,
             queued_prefill_tokens,
-            slot_wait: self.slot_wait(now),
+            slot_wait: self.slot_wait(now, coefficients),
+            cached_tokens: cached_tokens as f64,
         }
     }
 
-    /// Seconds until a slot is free for one more request: 0 while slots are free
-    /// (or unknown); else until the earliest expected end that makes room, as a
-    /// first-come-first-served queue over the slots serves it.
-    fn slot_wait(&self, now: Instant) -> f64 {
+    /// Seconds until a slot is free for one more request: the requests pending are
+    /// replayed first come, first served over the slots, each holding one from its
+    /// start (its dispatch, or when a slot frees) for its prefill (the model's fixed
+    /// cost and per-token price; its first token when seen) and the endpoint's
+    /// decode time. 0 while the slots are unknown (then queued prefill stands in).
+    fn slot_wait(&self, now: Instant, coefficients: &Coefficients) -> f64 {
         let Some(slots) = self.slots.filter(|s| *s > 0) else {
             return 0.0;
         };
@@ -108,45 +105,73 @@ impl PodLatency {
             return 0.0;
         }
         let decode = Duration::from_secs_f64(self.decode_seconds.unwrap_or(0.0));
-        let mut ends: Vec<Instant> = self
-            .pending
-            .iter()
-            .map(|p| p.expected_end(now, decode))
-            .collect();
-        ends.sort_unstable();
-        ends[self.pending.len() - slots]
-            .saturating_duration_since(now)
-            .as_secs_f64()
+        let c = coefficients.0;
+        let prefill =
+            |tokens: f64| Duration::from_secs_f64((c[0] + c[1] * tokens / 1000.0).max(0.0));
+        // Slot free times, earliest first (a min-heap).
+        let mut free: BinaryHeap<Reverse<Instant>> = BinaryHeap::new();
+        let mut queued: Vec<&Pending> = Vec::new();
+        for p in &self.pending {
+            match p.first_token {
+                Some(first) => free.push(Reverse(first + decode)),
+                None => queued.push(p),
+            }
+        }
+        queued.sort_by_key(|p| p.dispatched);
+        let earliest = |free: &mut BinaryHeap<Reverse<Instant>>| {
+            if free.len() < slots {
+                None
+            } else {
+                free.pop().map(|Reverse(t)| t)
+            }
+        };
+        for p in queued {
+            let start = earliest(&mut free).map_or(p.dispatched, |t| t.max(p.dispatched));
+            let mut first = start + prefill(p.features.uncached_tokens);
+            if first < now {
+                // Late: the cache it was sent to for did not hold the prompt (or no
+                // longer does); it is taken to prefill all of it.
+                first = start + prefill(p.prompt_tokens);
+            }
+            // No first token yet: it comes now at the earliest.
+            let end = first.max(now) + decode;
+            free.push(Reverse(end));
+        }
+        earliest(&mut free).map_or(0.0, |t| t.saturating_duration_since(now).as_secs_f64())
     }
 
     pub fn predict(
         &self,
         uncached_tokens: usize,
+        cached_tokens: usize,
         now: Instant,
         prior: &Coefficients,
     ) -> Prediction {
-        let features = self.features(uncached_tokens, now);
+        let coefficients = self.coefficients(prior);
+        let features = self.features(uncached_tokens, cached_tokens, now, &coefficients);
         Prediction {
-            ttft: self.coefficients(prior).predict(&features),
+            ttft: coefficients.predict(&features),
             features,
         }
     }
 
-    /// Records a request sent with `prediction`; returns its id.
-    pub fn dispatch(&mut self, prediction: Prediction, now: Instant) -> u64 {
+    /// Records a request of `prompt_tokens` sent with `prediction`; returns its id.
+    pub fn dispatch(&mut self, prediction: Prediction, prompt_tokens: usize, now: Instant) -> u64 {
         self.next_id += 1;
         self.pending.push(Pending {
             id: self.next_id,
             dispatched: now,
             features: prediction.features,
             predicted_ttft: prediction.ttft,
+            prompt_tokens: prompt_tokens as f64,
             first_token: None,
         });
         self.next_id
     }
 
     /// The first token of request `id` arrived: learns from its TTFT. `None` for an
-    /// unknown id or a second first token.
+    /// unknown id or a second first token. The observation is returned with the
+    /// features it was predicted from, for the fleet's model.
     pub fn first_token(&mut self, id: u64, now: Instant, prior: &Coefficients) -> Option<Observed> {
         let p = self
             .pending
@@ -159,6 +184,7 @@ impl PodLatency {
         Some(Observed {
             predicted,
             actual,
+            features,
             update,
         })
     }
@@ -188,7 +214,7 @@ impl PodLatency {
 mod tests {
     use super::*;
 
-    const PRIOR: Coefficients = Coefficients([0.005, 0.4, 0.0, 1.0]);
+    const PRIOR: Coefficients = Coefficients([0.005, 0.4, 0.0, 1.0, 0.0]);
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
@@ -198,11 +224,14 @@ mod tests {
     fn queued_prefill_counts_until_the_first_token() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        let a = pod.dispatch(pod.predict(1000, t0, &PRIOR), t0);
-        let _b = pod.dispatch(pod.predict(500, t0, &PRIOR), t0);
-        assert_eq!(pod.features(10, t0).queued_prefill_tokens, 1500.0);
+        let a = pod.dispatch(pod.predict(1000, 0, t0, &PRIOR), 1000, t0);
+        let _b = pod.dispatch(pod.predict(500, 0, t0, &PRIOR), 500, t0);
+        assert_eq!(
+            pod.features(10, 0, t0, &PRIOR).queued_prefill_tokens,
+            1500.0
+        );
         pod.first_token(a, t0 + secs(0.4), &PRIOR);
-        assert_eq!(pod.features(10, t0).queued_prefill_tokens, 500.0);
+        assert_eq!(pod.features(10, 0, t0, &PRIOR).queued_prefill_tokens, 500.0);
     }
 
     #[test]
@@ -221,19 +250,23 @@ mod tests {
         let mut pod = PodLatency::default();
         pod.observe_scrape(2.0, 1.0);
         // A long prefill (0.805 s) and a short one (0.045 s) hold both slots.
-        pod.dispatch(pod.predict(2000, t0, &PRIOR), t0);
-        assert_eq!(pod.features(0, t0).slot_wait, 0.0, "one slot still free");
-        pod.dispatch(pod.predict(100, t0, &PRIOR), t0);
-        let wait = pod.features(0, t0).slot_wait;
+        pod.dispatch(pod.predict(2000, 0, t0, &PRIOR), 2000, t0);
+        assert_eq!(
+            pod.features(0, 0, t0, &PRIOR).slot_wait,
+            0.0,
+            "one slot still free"
+        );
+        pod.dispatch(pod.predict(100, 0, t0, &PRIOR), 100, t0);
+        let wait = pod.features(0, 0, t0, &PRIOR).slot_wait;
         assert!((wait - 0.045).abs() < 1e-6, "{wait}");
         // A third (5 ms) request takes the short one's slot at 45 ms; the next
         // waits for it, not for the long one.
-        pod.dispatch(pod.predict(0, t0, &PRIOR), t0);
-        let wait = pod.features(0, t0).slot_wait;
+        pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0);
+        let wait = pod.features(0, 0, t0, &PRIOR).slot_wait;
         assert!((wait - 0.05).abs() < 1e-6, "{wait}");
         // A fourth takes that slot at 50 ms in turn.
-        pod.dispatch(pod.predict(0, t0, &PRIOR), t0);
-        let wait = pod.features(0, t0).slot_wait;
+        pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0);
+        let wait = pod.features(0, 0, t0, &PRIOR).slot_wait;
         assert!((wait - 0.055).abs() < 1e-6, "{wait}");
     }
 
@@ -242,12 +275,12 @@ mod tests {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
         pod.observe_scrape(1.0, 1.0);
-        let a = pod.dispatch(pod.predict(0, t0, &PRIOR), t0);
+        let a = pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0);
         pod.first_token(a, t0 + secs(0.01), &PRIOR);
         pod.finish(a, t0 + secs(0.11));
-        let b = pod.dispatch(pod.predict(0, t0, &PRIOR), t0 + secs(1.0));
+        let b = pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0 + secs(1.0));
         pod.first_token(b, t0 + secs(1.01), &PRIOR);
-        let wait = pod.features(0, t0 + secs(1.01)).slot_wait;
+        let wait = pod.features(0, 0, t0 + secs(1.01), &PRIOR).slot_wait;
         assert!((wait - 0.1).abs() < 1e-6, "decodes for 0.1 s more: {wait}");
     }
 
@@ -255,7 +288,7 @@ mod tests {
     fn first_tokens_teach_the_regression_once() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        let a = pod.dispatch(pod.predict(1000, t0, &PRIOR), t0);
+        let a = pod.dispatch(pod.predict(1000, 0, t0, &PRIOR), 1000, t0);
         let seen = pod
             .first_token(a, t0 + secs(0.5), &PRIOR)
             .expect("known id");
@@ -272,10 +305,10 @@ mod tests {
     fn a_request_that_never_answers_leaves_when_it_is_finished() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        let a = pod.dispatch(pod.predict(100, t0, &PRIOR), t0);
+        let a = pod.dispatch(pod.predict(100, 0, t0, &PRIOR), 100, t0);
         pod.finish(a, t0 + secs(30.0));
         assert_eq!(pod.pending(), 0);
-        assert_eq!(pod.features(0, t0).queued_prefill_tokens, 0.0);
-        assert!(pod.informed().is_none(), "nothing learned from it");
+        assert_eq!(pod.features(0, 0, t0, &PRIOR).queued_prefill_tokens, 0.0);
+        assert_eq!(pod.coefficients(&PRIOR), PRIOR, "nothing learned from it");
     }
 }

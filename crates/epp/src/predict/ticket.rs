@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::pool::endpoint::EndpointState;
-use crate::predict::Prediction;
 use crate::predict::regression::{Coefficients, TERMS, Update};
+use crate::predict::{FleetModel, Prediction};
 use crate::telemetry::{CoefficientLabels, OutcomeLabels, Telemetry};
 
 pub struct Ticket {
     state: Arc<EndpointState>,
     id: u64,
-    /// The fleet's coefficients when it was dispatched.
+    /// The fleet's coefficients when it was dispatched, and the fleet's model.
     prior: Coefficients,
+    fleet: Arc<FleetModel>,
     telemetry: Arc<Telemetry>,
     pub prediction: Prediction,
 }
@@ -29,18 +30,23 @@ impl std::fmt::Debug for Ticket {
 }
 
 impl Ticket {
-    /// Records a request sent to `state` with `prediction`.
+    /// Records a request of `prompt_tokens` sent to `state` with `prediction`.
     pub fn dispatch(
         state: Arc<EndpointState>,
         prediction: Prediction,
-        prior: Coefficients,
+        prompt_tokens: usize,
+        fleet: Arc<FleetModel>,
         telemetry: Arc<Telemetry>,
     ) -> Ticket {
-        let id = state.latency().dispatch(prediction, Instant::now());
+        let prior = fleet.prior();
+        let id = state
+            .latency()
+            .dispatch(prediction, prompt_tokens, Instant::now());
         Ticket {
             state,
             id,
             prior,
+            fleet,
             telemetry,
             prediction,
         }
@@ -56,6 +62,16 @@ impl Ticket {
         let Some(observed) = observed else {
             return;
         };
+        self.fleet.observe(&observed.features, observed.actual);
+        tracing::debug!(
+            endpoint = %self.state.endpoint.address,
+            predicted = observed.predicted,
+            actual = observed.actual,
+            uncached = self.prediction.features.uncached_tokens,
+            queued = self.prediction.features.queued_prefill_tokens,
+            slot_wait = self.prediction.features.slot_wait,
+            "first token"
+        );
         let outcome = match observed.update {
             Update::Learned { clipped: false } => "learned",
             Update::Learned { clipped: true } => "clipped",

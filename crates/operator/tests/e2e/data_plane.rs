@@ -671,6 +671,35 @@ async fn the_tuner_explains_its_verdicts_in_kubectl_describe_and_a_pick_is_expla
             .is_some_and(|c| c.len() == 1),
         "the other decode pod is the runner-up: {explanation}"
     );
+    assert!(
+        explanation["decode"]["predictedTtftMs"].as_f64().is_some(),
+        "the winner's predicted TTFT: {explanation}"
+    );
+
+    // A request with a TTFT objective is answered with its predicted and observed TTFT.
+    let with_slo = pod_http()
+        .post(format!("http://{epp}:8080/v1/completions"))
+        .header("content-type", "application/json")
+        .header("x-llm-d-slo-ttft-ms", "10000")
+        .body(json!({"model": MODEL, "prompt": tenant_prompt(4, 0), "max_tokens": 2}).to_string())
+        .send()
+        .await
+        .expect("the EPP pod answers");
+    assert_eq!(with_slo.status(), 200);
+    let ms = |name: &str| {
+        header(&with_slo, name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name}: {:?}", with_slo.headers()))
+    };
+    let (predicted, observed) = (
+        ms("x-llmd-predicted-ttft-ms"),
+        ms("x-llmd-observed-ttft-ms"),
+    );
+    assert!(
+        predicted > 0.0 && observed > 0.0,
+        "{predicted} / {observed}"
+    );
+    assert_eq!(header(&with_slo, "x-llmd-slo-predicted-miss"), None);
 
     // Traffic, until an experiment ends: its verdict, in numbers, in kubectl describe.
     let load = Load::start(&epp, |worker, q| tenant_prompt(worker % 2, q));
