@@ -25,6 +25,9 @@ use std::hash::{Hash, Hasher};
 
 use llmd_epp::cli::parse_duration;
 use llmd_epp::prefix::engine_tokens::sim_token_ids;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, LogNormal};
 
 use crate::driver::Sample;
 use crate::fleet::SimModel;
@@ -175,13 +178,17 @@ impl Sim {
 }
 
 /// How requests are placed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Placement {
     /// Request `i` to sim `i % sims`, as the benchmark's client-side round-robin.
     RoundRobin,
     /// Each request, in arrival order, to the sim where its TTFT is least given every
     /// earlier placement (ties: most cached tokens, then the lowest index).
     Oracle,
+    /// As [`Placement::Oracle`], but each TTFT it compares is multiplied by an
+    /// independent log-normal factor of this sigma (seeded): how much a router
+    /// routing by imperfect predictions loses to noise alone.
+    NoisyOracle { sigma: f64, seed: u64 },
 }
 
 /// One replayed request.
@@ -215,6 +222,12 @@ pub fn replay(
         };
         sims.max(1)
     ];
+    let mut noise = match placement {
+        Placement::NoisyOracle { sigma, seed } => LogNormal::new(0.0, sigma)
+            .ok()
+            .map(|d| (d, StdRng::seed_from_u64(seed))),
+        _ => None,
+    };
     jobs.iter()
         .enumerate()
         .map(|(i, job)| {
@@ -223,16 +236,23 @@ pub fn replay(
                     let s = i % fleet.len();
                     (s, fleet[s].fit(model, job))
                 }
-                Placement::Oracle => fleet
+                Placement::Oracle | Placement::NoisyOracle { .. } => fleet
                     .iter()
-                    .map(|s| s.fit(model, job))
+                    .map(|s| {
+                        let fit = s.fit(model, job);
+                        let seen = match noise.as_mut() {
+                            Some((d, rng)) => fit.ttft * d.sample(rng),
+                            None => fit.ttft,
+                        };
+                        (fit, seen)
+                    })
                     .enumerate()
-                    .min_by(|(ia, a), (ib, b)| {
-                        a.ttft
-                            .total_cmp(&b.ttft)
+                    .min_by(|(ia, (a, sa)), (ib, (b, sb))| {
+                        sa.total_cmp(sb)
                             .then(b.cached_tokens.cmp(&a.cached_tokens))
                             .then(ia.cmp(ib))
                     })
+                    .map(|(i, (fit, _))| (i, fit))
                     .unwrap_or_else(|| (0, fleet[0].fit(model, job))),
             };
             let end = job.at_secs + fit.ttft + model.decode(max_tokens);
@@ -431,5 +451,42 @@ mod tests {
         lru.touch(&[5]);
         assert_eq!(lru.cached(&[1, 3, 4, 5]), 3);
         assert_eq!(lru.cached(&[4]), 0);
+    }
+
+    #[test]
+    fn greedy_placement_barely_suffers_from_independent_prediction_noise() {
+        use crate::workload::{Shape, mixed};
+        let requests = mixed(
+            Shape {
+                requests: 900,
+                rate: 76.0,
+                seed: 42,
+            },
+            24,
+            1200,
+            0.25,
+            2000,
+        );
+        let model = Model::from_sim(&crate::fleet::SimModel {
+            prefill_overhead: "5ms",
+            prefill_per_token: "400us",
+            inter_token: "5ms",
+            max_num_seqs: 4,
+            kv_cache_blocks: 512,
+            kv_transfer_per_token: "20us",
+        })
+        .expect("model");
+        let mean = |placement| {
+            let (s, _) = samples(&model, 8, 8, &requests, placement);
+            s.iter().map(|x| x.ttft).sum::<f64>() / s.len() as f64
+        };
+        let exact = mean(Placement::Oracle);
+        let noisy = mean(Placement::NoisyOracle {
+            sigma: 0.35,
+            seed: 7,
+        });
+        let blind = mean(Placement::RoundRobin);
+        assert!(noisy < exact * 1.1, "35% noise: {noisy} vs {exact}");
+        assert!(blind > exact * 3.0, "round-robin: {blind} vs {exact}");
     }
 }
