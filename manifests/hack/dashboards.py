@@ -96,6 +96,12 @@ ROUTING = [
     ("Pods routed from their own KV events", "short", [
         (f"sum by (pod) (llmd_epp_endpoint_prefix_precise{{{EPP}}})", "{{pod}}"),
     ], "Precise prefix mode: per EndpointPicker replica, pods whose events flow."),
+    ("TTFT prediction error", "percentunit", quantiles("llmd_epp_ttft_prediction_error_ratio", EPP),
+     "|predicted - observed| / observed of each TTFT the latency models predicted."),
+    ("Requests predicted to miss their TTFT objective", "reqps", [
+        (f"sum by (objective) (rate(llmd_epp_slo_predicted_misses_total{{{EPP}}}[{RATE}]))", "{{objective}}"),
+        (f"sum by (header) (rate(llmd_epp_slo_headers_invalid_total{{{EPP}}}[{RATE}]))", "ignored: {{header}}"),
+    ], "Requests no pod was predicted to serve within their objective (served anyway), and objective headers ignored as not a number."),
 ]
 
 OPERATOR_SEL = 'namespace="$namespace"'
