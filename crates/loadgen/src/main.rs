@@ -90,14 +90,7 @@ struct Args {
     workloads: Vec<String>,
 }
 
-const MODEL: SimModel = SimModel {
-    prefill_overhead: "5ms",
-    prefill_per_token: "400us",
-    inter_token: "5ms",
-    max_num_seqs: 4,
-    kv_cache_blocks: 512,
-    kv_transfer_per_token: "20us",
-};
+const MODEL: SimModel = fleet::BENCH_MODEL;
 
 fn policies(have_vllm_router: bool) -> Vec<Policy> {
     let mut p = vec![

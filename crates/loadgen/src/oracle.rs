@@ -327,15 +327,7 @@ mod tests {
 
     #[test]
     fn the_model_comes_from_the_sim_flags() {
-        let m = Model::from_sim(&SimModel {
-            prefill_overhead: "5ms",
-            prefill_per_token: "400us",
-            inter_token: "5ms",
-            max_num_seqs: 4,
-            kv_cache_blocks: 512,
-            kv_transfer_per_token: "20us",
-        });
-        assert_eq!(m, Ok(MODEL));
+        assert_eq!(Model::from_sim(&crate::fleet::BENCH_MODEL), Ok(MODEL));
     }
 
     #[test]
@@ -467,15 +459,7 @@ mod tests {
             0.25,
             2000,
         );
-        let model = Model::from_sim(&crate::fleet::SimModel {
-            prefill_overhead: "5ms",
-            prefill_per_token: "400us",
-            inter_token: "5ms",
-            max_num_seqs: 4,
-            kv_cache_blocks: 512,
-            kv_transfer_per_token: "20us",
-        })
-        .expect("model");
+        let model = MODEL;
         let mean = |placement| {
             let (s, _) = samples(&model, 8, 8, &requests, placement);
             s.iter().map(|x| x.ttft).sum::<f64>() / s.len() as f64
