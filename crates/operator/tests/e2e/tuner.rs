@@ -39,7 +39,7 @@ async fn auto_tune_records_the_weights_in_force_and_a_quiet_deployment_writes_no
     let routing = ld.status.and_then(|s| s.routing).expect("routing");
     assert_eq!(
         routing.weights.len(),
-        5,
+        llmd_api::endpoint_picker_config::Scorer::ALL.len(),
         "every scorer recorded: {:?}",
         routing.weights
     );
