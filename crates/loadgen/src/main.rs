@@ -78,6 +78,10 @@ struct Args {
     /// Where the SVG charts go (one per workload).
     #[arg(long, default_value = "target/bench")]
     plot_dir: PathBuf,
+    /// Runs of every router, the same schedule each time; a row is the run with the
+    /// median mean TTFT, its note gives the spread.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
     /// Only the routers with these labels (as the tables print them), all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -498,20 +502,25 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let mut rows = Vec::new();
-        for p in policies
+        let policies: Vec<Policy> = policies
             .into_iter()
             .filter(|p| args.only.is_empty() || args.only.contains(&p.label()))
-        {
-            eprintln!("running {w} / {}", p.label());
-            match run_one(&args, &client, p, &requests, &bins).await {
-                Ok(s) => rows.push(s),
-                Err(e) => {
-                    eprintln!("{}: {e}", p.label());
-                    failed = true;
+            .collect();
+        // Repeats go round the routers, so a drift of the machine touches them all.
+        let mut runs: Vec<Vec<report::Summary>> = vec![Vec::new(); policies.len()];
+        for repeat in 1..=args.repeats.max(1) {
+            for (p, runs) in policies.iter().zip(runs.iter_mut()) {
+                eprintln!("running {w} / {} ({repeat}/{})", p.label(), args.repeats);
+                match run_one(&args, &client, *p, &requests, &bins).await {
+                    Ok(s) => runs.push(s),
+                    Err(e) => {
+                        eprintln!("{}: {e}", p.label());
+                        failed = true;
+                    }
                 }
             }
         }
+        let rows: Vec<report::Summary> = runs.into_iter().filter_map(report::median_run).collect();
         println!("{}", report::table(&title, &rows));
         let svg = args.plot_dir.join(format!("{w}.svg"));
         match std::fs::create_dir_all(&args.plot_dir)

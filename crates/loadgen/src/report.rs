@@ -135,6 +135,29 @@ pub fn versus_oracle(rows: &[Summary], oracle: &Summary) -> String {
     )
 }
 
+/// Of several runs of one router, the run with the median mean TTFT (the lower of
+/// the middle two), its note extended with the range of the runs' mean TTFTs.
+/// `None` for no runs.
+pub fn median_run(mut runs: Vec<Summary>) -> Option<Summary> {
+    runs.sort_by(|a, b| a.ttft_mean.total_cmp(&b.ttft_mean));
+    let n = runs.len();
+    let (low, high) = (runs.first()?.ttft_mean, runs.last()?.ttft_mean);
+    let mut median = runs.swap_remove((n - 1) / 2);
+    if n > 1 {
+        let spread = format!(
+            "median of {n} runs, mean TTFT {:.1}-{:.1} ms",
+            low * 1e3,
+            high * 1e3
+        );
+        median.note = if median.note.is_empty() {
+            spread
+        } else {
+            format!("{}, {spread}", median.note)
+        };
+    }
+    Some(median)
+}
+
 /// The median of a Prometheus histogram summed over `pages` (one per replica),
 /// interpolated linearly within its bucket; `None` without observations.
 pub fn histogram_median(pages: &[String], family: &str) -> Option<f64> {
@@ -238,5 +261,36 @@ mod tests {
         assert!((m - 0.15).abs() < 1e-9, "{m}");
         assert_eq!(histogram_median(&[page(0, 0, 0)], "x"), None);
         assert_eq!(histogram_median(&[], "x"), None);
+    }
+
+    #[test]
+    fn the_median_run_is_reported_with_the_spread() {
+        let run = |mean: f64| Summary {
+            label: "r".into(),
+            ttft_mean: mean,
+            ttft_p50: mean,
+            ttft_p90: mean,
+            ttft_p99: mean,
+            e2e_mean: mean,
+            throughput: 1.0,
+            ok: 1,
+            total: 1,
+            note: "prefix match 50%".into(),
+        };
+        let m = median_run(vec![run(0.3), run(0.1), run(0.2)]).expect("runs");
+        assert_eq!(m.ttft_mean, 0.2);
+        assert_eq!(
+            m.note,
+            "prefix match 50%, median of 3 runs, mean TTFT 100.0-300.0 ms"
+        );
+        assert_eq!(
+            median_run(vec![run(0.4), run(0.2)]).map(|m| m.ttft_mean),
+            Some(0.2)
+        );
+        assert_eq!(
+            median_run(vec![run(0.4)]).map(|m| m.note),
+            Some("prefix match 50%".into())
+        );
+        assert!(median_run(Vec::new()).is_none());
     }
 }
