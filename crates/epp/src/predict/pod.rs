@@ -285,6 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_late_for_its_first_token_is_taken_to_prefill_its_whole_prompt() {
+        let t0 = Instant::now();
+        let mut pod = PodLatency::default();
+        pod.observe_scrape(1.0, 1.0);
+        // Predicted to find 1,000 of its 1,000 tokens cached: 5 ms of prefill.
+        pod.dispatch(pod.predict(0, 1000, t0, &PRIOR), 1000, t0);
+        let on_time = pod.features(0, 0, t0, &PRIOR).slot_wait;
+        assert!((on_time - 0.005).abs() < 1e-6, "{on_time}");
+        // 100 ms on, no first token: the cache did not hold it; 0.405 s in all.
+        let late = pod.features(0, 0, t0 + secs(0.1), &PRIOR).slot_wait;
+        assert!((late - 0.305).abs() < 1e-6, "{late}");
+    }
+
+    #[test]
     fn first_tokens_teach_the_regression_once() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
