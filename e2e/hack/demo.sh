@@ -104,6 +104,9 @@ The demo is up ($((SECONDS - started)) s). Use it as a user would:
   kubectl describe llmd $NAME -n $NS
   curl -s $PROXY/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"$MODEL","messages":[{"role":"user","content":"hi"}]}'
+  # with a TTFT objective: the answer says what the EPP predicted and what it saw
+  curl -s -D - -o /dev/null $PROXY/v1/chat/completions -H 'content-type: application/json' \\
+    -H 'x-llm-d-slo-ttft-ms: 500' -d '{"model":"$MODEL","messages":[{"role":"user","content":"hi"}]}' | grep -i ttft
   kubectl patch llmd $NAME -n $NS --type merge -p '{"spec":{"decode":{"replicas":5}}}'
   kubectl delete pod $NAME-decode-0 -n $NS   # the runner stops it, the StatefulSet brings it back
 Pod logs: $LLMD_POD_RUNNER_STATE/pods/<namespace>_<pod>_<uid>/<container>.log
