@@ -1,8 +1,9 @@
-//! An online linear regression for one endpoint's TTFT: exponentially decayed
+//! Online linear regressions for one endpoint's latencies: exponentially decayed
 //! least squares (so a pod that changes is relearned), ridge-pulled towards a prior
 //! (the fleet's coefficients, so a new pod starts from what the others taught), with
 //! residuals clipped at a few times their running scale (one stalled request does
-//! not teach the model that the pod is slow).
+//! not teach the model that the pod is slow). [`Regression`] is the fit over `K`
+//! terms; [`TtftRegression`] the time to first token over [`TERMS`].
 
 /// The terms of the TTFT model, in the order of [`Features::vector`].
 pub const TERMS: [&str; 5] = [
@@ -51,16 +52,13 @@ impl Coefficients {
     /// What a model knows before any observation anywhere: a small fixed cost, a
     /// modest prefill speed (0.1 s per 1,000 tokens), prefill queued ahead priced
     /// the same (an engine that prefills one batch at a time, as vLLM does), a
-    /// slot wait that counts in full, and an index that is never wrong. Observations correct each within a few
-    /// requests; until then only the ordering of pods matters.
+    /// slot wait that counts in full, and an index that is never wrong.
+    /// Observations correct each within a few requests; until then only the
+    /// ordering of pods matters.
     pub const UNINFORMED: Coefficients = Coefficients([0.01, 0.1, 0.1, 1.0, 0.0]);
 
     pub fn predict(&self, x: &Features) -> f64 {
-        let v = x.vector();
-        (0..N)
-            .map(|i| self.0[i] * v[i])
-            .sum::<f64>()
-            .max(MIN_SECONDS)
+        dot(&self.0, &x.vector())
     }
 }
 
@@ -89,23 +87,34 @@ pub enum Update {
 /// Longest TTFT taken as real (seconds); longer is a stall or a broken clock.
 const MAX_TTFT: f64 = 600.0;
 
+/// `theta · v`, never below [`MIN_SECONDS`].
+pub fn dot<const K: usize>(theta: &[f64; K], v: &[f64; K]) -> f64 {
+    theta
+        .iter()
+        .zip(v)
+        .map(|(t, x)| t * x)
+        .sum::<f64>()
+        .max(MIN_SECONDS)
+}
+
+/// The fit over `K` terms.
 #[derive(Clone, Debug)]
-pub struct TtftRegression {
+pub struct Regression<const K: usize> {
     /// Decayed sums of x xᵀ and x y.
-    xx: [[f64; N]; N],
-    xy: [f64; N],
+    xx: [[f64; K]; K],
+    xy: [f64; K],
     /// Decayed observation count.
     weight: f64,
     /// Running mean absolute residual; `None` before the first observation.
     scale: Option<f64>,
-    coefficients: Option<Coefficients>,
+    coefficients: Option<[f64; K]>,
 }
 
-impl Default for TtftRegression {
+impl<const K: usize> Default for Regression<K> {
     fn default() -> Self {
-        TtftRegression {
-            xx: [[0.0; N]; N],
-            xy: [0.0; N],
+        Regression {
+            xx: [[0.0; K]; K],
+            xy: [0.0; K],
             weight: 0.0,
             scale: None,
             coefficients: None,
@@ -113,14 +122,14 @@ impl Default for TtftRegression {
     }
 }
 
-impl TtftRegression {
+impl<const K: usize> Regression<K> {
     /// The fitted coefficients, or `prior` before any observation.
-    pub fn coefficients(&self, prior: &Coefficients) -> Coefficients {
+    pub fn coefficients(&self, prior: &[f64; K]) -> [f64; K] {
         self.coefficients.unwrap_or(*prior)
     }
 
     /// Fitted coefficients, `None` before any observation.
-    pub fn fitted(&self) -> Option<Coefficients> {
+    pub fn fitted(&self) -> Option<[f64; K]> {
         self.coefficients
     }
 
@@ -129,13 +138,13 @@ impl TtftRegression {
         self.weight
     }
 
-    /// Learns from one TTFT `y` (seconds) seen with features `x`, pulled towards
-    /// `prior`.
-    pub fn observe(&mut self, x: &Features, y: f64, prior: &Coefficients) -> Update {
-        if !y.is_finite() || !(0.0..=MAX_TTFT).contains(&y) {
+    /// Learns from one latency `y` (seconds, at most `max_y`) seen with terms `v`,
+    /// pulled towards `prior`.
+    pub fn observe(&mut self, v: [f64; K], y: f64, prior: &[f64; K], max_y: f64) -> Update {
+        if !y.is_finite() || !(0.0..=max_y).contains(&y) || v.iter().any(|x| !x.is_finite()) {
             return Update::Refused;
         }
-        let predicted = self.coefficients(prior).predict(x);
+        let predicted = dot(&self.coefficients(prior), &v);
         let residual = y - predicted;
         let mut clipped = false;
         let y = match self.scale {
@@ -151,9 +160,8 @@ impl TtftRegression {
             Some(s) => 0.9 * s + 0.1 * abs,
             None => abs.max(MIN_SCALE),
         });
-        let v = x.vector();
-        for i in 0..N {
-            for j in 0..N {
+        for i in 0..K {
+            for j in 0..K {
                 self.xx[i][j] = DECAY * self.xx[i][j] + v[i] * v[j];
             }
             self.xy[i] = DECAY * self.xy[i] + v[i] * y;
@@ -167,17 +175,17 @@ impl TtftRegression {
     /// request faster): a coefficient the unconstrained fit drives below 0 is held
     /// at 0 and the others refitted without it (clamping alone would leave the
     /// others fitted to a negative partner).
-    fn solve(&self, prior: &Coefficients) -> Coefficients {
-        let mut held = [false; N];
-        for _ in 0..N {
+    fn solve(&self, prior: &[f64; K]) -> [f64; K] {
+        let mut held = [false; K];
+        for _ in 0..K {
             let mut a = self.xx;
             let mut b = self.xy;
-            for i in 0..N {
+            for i in 0..K {
                 a[i][i] += RIDGE;
-                b[i] += RIDGE * prior.0[i];
+                b[i] += RIDGE * prior[i];
             }
-            for i in (0..N).filter(|&i| held[i]) {
-                a[i] = [0.0; N];
+            for i in (0..K).filter(|&i| held[i]) {
+                a[i] = [0.0; K];
                 for row in a.iter_mut() {
                     row[i] = 0.0;
                 }
@@ -187,29 +195,56 @@ impl TtftRegression {
             let Some(theta) = solve_linear(a, b).filter(|t| t.iter().all(|v| v.is_finite())) else {
                 return *prior;
             };
-            let most_negative = (0..N)
+            let most_negative = (0..K)
                 .filter(|&i| theta[i] < 0.0)
                 .min_by(|&i, &j| theta[i].total_cmp(&theta[j]));
             match most_negative {
                 Some(i) => held[i] = true,
-                None => return Coefficients(theta),
+                None => return theta,
             }
         }
         *prior
     }
 }
 
+/// The TTFT model: [`Regression`] over [`TERMS`].
+#[derive(Clone, Debug, Default)]
+pub struct TtftRegression(Regression<N>);
+
+impl TtftRegression {
+    /// The fitted coefficients, or `prior` before any observation.
+    pub fn coefficients(&self, prior: &Coefficients) -> Coefficients {
+        Coefficients(self.0.coefficients(&prior.0))
+    }
+
+    /// Fitted coefficients, `None` before any observation.
+    pub fn fitted(&self) -> Option<Coefficients> {
+        self.0.fitted().map(Coefficients)
+    }
+
+    /// Decayed number of observations behind the fit.
+    pub fn weight(&self) -> f64 {
+        self.0.weight()
+    }
+
+    /// Learns from one TTFT `y` (seconds) seen with features `x`, pulled towards
+    /// `prior`.
+    pub fn observe(&mut self, x: &Features, y: f64, prior: &Coefficients) -> Update {
+        self.0.observe(x.vector(), y, &prior.0, MAX_TTFT)
+    }
+}
+
 /// Solves `a θ = b` by Gaussian elimination with partial pivoting.
-fn solve_linear(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
-    for col in 0..N {
-        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+fn solve_linear<const K: usize>(mut a: [[f64; K]; K], mut b: [f64; K]) -> Option<[f64; K]> {
+    for col in 0..K {
+        let pivot = (col..K).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-12 {
             return None;
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
         let pivot_row = a[col];
-        for row in col + 1..N {
+        for row in col + 1..K {
             let f = a[row][col] / pivot_row[col];
             for (x, p) in a[row].iter_mut().zip(pivot_row).skip(col) {
                 *x -= f * p;
@@ -217,9 +252,9 @@ fn solve_linear(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
             b[row] -= f * b[col];
         }
     }
-    let mut theta = [0.0; N];
-    for row in (0..N).rev() {
-        let tail: f64 = (row + 1..N).map(|k| a[row][k] * theta[k]).sum();
+    let mut theta = [0.0; K];
+    for row in (0..K).rev() {
+        let tail: f64 = (row + 1..K).map(|k| a[row][k] * theta[k]).sum();
         theta[row] = (b[row] - tail) / a[row][row];
     }
     Some(theta)
