@@ -52,8 +52,11 @@ pub mod header {
     /// Response: the TTFT this request saw through the EPP's proxy, in ms
     /// (non-streamed answers to requests carrying an objective).
     pub const OBSERVED_TTFT_MS: &str = "x-llmd-observed-ttft-ms";
-    /// Response: `ttft` when no endpoint was predicted to meet the request's TTFT
-    /// objective (it was sent to the one predicted fastest).
+    /// Response: the mean time between tokens the chosen decode endpoint's model
+    /// predicted, in ms (answers to requests carrying a TPOT objective).
+    pub const PREDICTED_TPOT_MS: &str = "x-llmd-predicted-tpot-ms";
+    /// Response: `ttft`, `tpot` or `ttft,tpot`: the objectives no endpoint was
+    /// predicted to meet (the request went to the best predicted).
     pub const SLO_PREDICTED_MISS: &str = "x-llmd-slo-predicted-miss";
 }
 

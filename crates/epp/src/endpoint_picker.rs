@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::frontend::slo::Objectives;
 use crate::pool::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
+use crate::predict::pod::Priors;
 use crate::predict::{FleetModel, Prediction, Ticket};
 use crate::prefix::engine_tokens::sim_token_ids;
 use crate::prefix::hash::hash_prompt;
@@ -53,9 +54,9 @@ pub struct Routing {
     /// The request's place in the latency model of the endpoint that prefills it:
     /// call [`Ticket::first_token`] when its first token arrives, drop it at the end.
     pub ticket: Option<Ticket>,
-    /// The request had a TTFT objective and the endpoint chosen was not predicted
-    /// to meet it (none was).
-    pub slo_miss: bool,
+    /// The objectives (`ttft`, `tpot`) the endpoints chosen were not predicted to
+    /// meet (none was).
+    pub slo_misses: Vec<&'static str>,
 }
 
 /// Keeps only endpoints with fresh metrics when any has them: an endpoint whose
@@ -170,7 +171,7 @@ impl EndpointPicker {
         };
         state
             .latency()
-            .observe_scrape(metrics.running, metrics.waiting);
+            .observe_scrape(metrics.running, metrics.waiting, metrics.kv_usage);
         let t = &self.telemetry;
         t.endpoint_waiting
             .get_or_create(&labels)
@@ -229,6 +230,7 @@ impl EndpointPicker {
                     in_flight,
                     matched_blocks,
                     predicted_ttft: None,
+                    predicted_itl: None,
                 }
             })
             .collect();
@@ -273,9 +275,14 @@ impl EndpointPicker {
             prompt_tokens,
             session_endpoint: req.session_token.and_then(session_endpoint),
             slo_ttft: req.slo.ttft,
+            slo_tpot: req.slo.tpot,
         };
         let now = Instant::now();
-        let prior = self.fleet_latency.prior();
+        let (prior, itl_prior) = (self.fleet_latency.prior(), self.fleet_latency.itl_prior());
+        let priors = Priors {
+            ttft: &prior,
+            itl: &itl_prior,
+        };
         let predictions: Vec<Prediction> = candidates
             .iter_mut()
             .zip(&states)
@@ -284,8 +291,9 @@ impl EndpointPicker {
                 let uncached = features.prompt_tokens.saturating_sub(cached);
                 let p =
                     s.latency()
-                        .predict(uncached, cached.min(features.prompt_tokens), now, &prior);
+                        .predict(uncached, cached.min(features.prompt_tokens), now, priors);
                 c.predicted_ttft = Some(p.ttft);
+                c.predicted_itl = Some(p.itl);
                 p
             })
             .collect();
@@ -336,11 +344,26 @@ impl EndpointPicker {
             )
         });
         self.observe(&decision, features.prompt_blocks);
-        let slo_miss = !latency::meets(computes.predicted_ttft, &features);
-        if slo_miss {
+        // The first token comes from the pod that prefills; the others from where
+        // the decode profile chose.
+        let slo_misses: Vec<&'static str> = [
+            (
+                "ttft",
+                latency::meets_ttft(computes.predicted_ttft, &features),
+            ),
+            (
+                "tpot",
+                latency::meets_tpot(decision.decode.predicted_itl, &features),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, met)| !met)
+        .map(|(objective, _)| objective)
+        .collect();
+        for objective in &slo_misses {
             self.telemetry
                 .slo_predicted_misses
-                .get_or_create(&ObjectiveLabels { objective: "ttft" })
+                .get_or_create(&ObjectiveLabels { objective })
                 .inc();
         }
         let explanation = req.explain.then(|| explain::render(&decision, &features));
@@ -350,7 +373,7 @@ impl EndpointPicker {
             prefill,
             explanation,
             ticket,
-            slo_miss,
+            slo_misses,
         })
     }
 

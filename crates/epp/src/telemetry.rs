@@ -168,6 +168,8 @@ pub struct Telemetry {
     pub kv_events_messages: Family<EndpointLabels, Counter>,
     /// Relative error of each TTFT prediction, |predicted - observed| / observed.
     pub ttft_prediction_error: Histogram,
+    /// Relative error of each inter-token latency prediction (a response's mean).
+    pub itl_prediction_error: Histogram,
     /// TTFT observations offered to the latency models: learned, clipped (an
     /// outlier, learned only in part) or refused (not a plausible TTFT).
     pub ttft_observations: Family<OutcomeLabels, Counter>,
@@ -216,6 +218,7 @@ impl Telemetry {
             kv_events_refused: Family::default(),
             kv_events_messages: Family::default(),
             ttft_prediction_error: prediction_error_histogram(),
+            itl_prediction_error: prediction_error_histogram(),
             ttft_observations: Family::default(),
             latency_model_coefficient: Family::default(),
             slo_predicted_misses: Family::default(),
@@ -342,6 +345,11 @@ impl Telemetry {
             "ttft_prediction_error_ratio",
             "Relative error of each TTFT prediction, |predicted - observed| / observed",
             t.ttft_prediction_error.clone(),
+        );
+        registry.add(
+            "itl_prediction_error_ratio",
+            "Relative error of each inter-token latency prediction (a streamed response's mean), |predicted - observed| / observed",
+            t.itl_prediction_error.clone(),
         );
         registry.add(
             "ttft_observations",

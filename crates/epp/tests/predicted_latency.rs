@@ -7,7 +7,9 @@ mod support;
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use llmd_api::{RouterSpec, ScorerWeights};
 use serde_json::json;
-use support::{Epp, Sim, http, sim_bin};
+use std::time::Duration;
+
+use support::{Epp, Sim, http, sim_bin, wait_for};
 
 /// The latency-scorer alone.
 fn latency_config() -> String {
@@ -146,5 +148,65 @@ fn a_request_with_a_ttft_objective_is_answered_with_its_predicted_and_observed_t
     assert!(
         metrics.contains("llmd_epp_slo_headers_invalid_total{header=\"x-llm-d-slo-ttft-ms\"} 1"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn a_time_per_token_objective_goes_to_the_pod_that_decodes_fast_enough() {
+    let bin = sim_bin();
+    let quick = Sim::start(&bin, &[]);
+    // 40 ms between tokens instead of 1 ms.
+    let slow = Sim::start(&bin, &["--inter-token-latency", "40ms"]);
+    // The default weights first: idle pods tie and share the traffic, so both
+    // models learn each pod's decode pace (they learn whatever the scorers).
+    let weighted =
+        EndpointPickerConfig::for_router(&RouterSpec::default(), &ScorerWeights::default(), false);
+    let epp = Epp::start(
+        &format!("{},{}", quick.address(), slow.address()),
+        Some(&weighted.to_yaml()),
+    );
+    let stream = |i: usize, headers: &[(&str, &str)]| {
+        let mut r = http().post(epp.url("/v1/completions")).json(&json!({
+            "model": "test-model",
+            "prompt": unique_prompt(i, 20),
+            "max_tokens": 6,
+            "stream": true,
+        }));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().expect("proxy answers");
+        assert!(r.status().is_success(), "status {}", r.status());
+        let chosen = header(&r, "x-gateway-destination-endpoint").unwrap_or_default();
+        let predicted = header(&r, "x-llmd-predicted-tpot-ms");
+        r.text().expect("the stream ends");
+        (chosen, predicted)
+    };
+    let mut served = std::collections::HashSet::new();
+    for i in 0..30 {
+        served.insert(stream(i, &[]).0);
+    }
+    assert_eq!(served.len(), 2, "both pods served: {served:?}");
+    epp.write_config(&latency_config());
+    wait_for(
+        "the latency-scorer in force",
+        Duration::from_secs(10),
+        || {
+            epp.metrics_text()
+                .contains("llmd_epp_config_reloads_total{outcome=\"applied\"} 2")
+                .then_some(())
+        },
+    );
+    for i in 100..110 {
+        let (chosen, predicted) = stream(i, &[("x-llm-d-slo-tpot-ms", "10")]);
+        assert_eq!(chosen, quick.address(), "request {i}");
+        let predicted: f64 = predicted
+            .and_then(|v| v.parse().ok())
+            .expect("the predicted time per token");
+        assert!(predicted < 10.0, "{predicted} ms");
+    }
+    assert!(
+        epp.metrics_text()
+            .contains("llmd_epp_itl_prediction_error_ratio_count")
     );
 }

@@ -31,7 +31,9 @@ pub struct LatencyClock {
     telemetry: Arc<Telemetry>,
     labels: FrontendLabels,
     started: Instant,
+    first_chunk: Option<Instant>,
     last_chunk: Option<Instant>,
+    chunks: u32,
 }
 
 impl LatencyClock {
@@ -40,7 +42,9 @@ impl LatencyClock {
             telemetry,
             labels: frontend.label(),
             started,
+            first_chunk: None,
             last_chunk: None,
+            chunks: 0,
         }
     }
 
@@ -61,12 +65,15 @@ impl LatencyClock {
                 .get_or_create(&self.labels)
                 .observe(now.duration_since(previous).as_secs_f64()),
         }
+        self.first_chunk.get_or_insert(now);
         self.last_chunk = Some(now);
+        self.chunks = self.chunks.saturating_add(1);
         first
     }
 
-    /// The response ended.
-    pub fn finish(self) {
+    /// The response ended. Returns the mean time between its chunks after the
+    /// first (about one token each), when there were at least two.
+    pub fn finish(self) -> Option<f64> {
         if self.last_chunk.is_none() {
             // A body-less answer: its first byte was its last.
             self.telemetry
@@ -78,6 +85,12 @@ impl LatencyClock {
             .request_duration
             .get_or_create(&self.labels)
             .observe(self.started.elapsed().as_secs_f64());
+        match (self.first_chunk, self.last_chunk) {
+            (Some(first), Some(last)) if self.chunks >= 2 => {
+                Some(last.duration_since(first).as_secs_f64() / f64::from(self.chunks - 1))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -100,7 +113,8 @@ mod tests {
         for _ in 0..4 {
             clock.chunk();
         }
-        clock.finish();
+        let mean = clock.finish().expect("four chunks have three gaps");
+        assert!((0.0..1.0).contains(&mean), "{mean}");
         let text = telemetry.encode();
         assert_eq!(count(&text, "time_to_first_token_seconds", "ext-proc"), 1);
         assert_eq!(count(&text, "inter_token_latency_seconds", "ext-proc"), 3);

@@ -95,8 +95,8 @@ pub fn objectives<'a>(
 }
 
 /// Response headers about latency: the TTFT predicted for the request when it
-/// carried an objective or asked for an explanation, and whether no endpoint was
-/// predicted to meet its TTFT objective.
+/// carried an objective or asked for an explanation, the time per output token when
+/// it carried that objective, and the objectives no endpoint was predicted to meet.
 pub fn latency_headers(
     routing: &Routing,
     objectives: &Objectives,
@@ -107,8 +107,11 @@ pub fn latency_headers(
     if let (true, Some(p)) = (objectives.any() || explain, predicted) {
         headers.push((header::PREDICTED_TTFT_MS, milliseconds(p)));
     }
-    if routing.slo_miss {
-        headers.push((header::SLO_PREDICTED_MISS, "ttft".to_string()));
+    if let (Some(_), Some(itl)) = (objectives.tpot, routing.decision.decode.predicted_itl) {
+        headers.push((header::PREDICTED_TPOT_MS, milliseconds(itl)));
+    }
+    if !routing.slo_misses.is_empty() {
+        headers.push((header::SLO_PREDICTED_MISS, routing.slo_misses.join(",")));
     }
     headers
 }

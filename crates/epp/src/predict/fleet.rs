@@ -1,4 +1,5 @@
-//! The fleet's TTFT model: one regression over the observations of every endpoint.
+//! The fleet's TTFT and inter-token models: one regression each over the
+//! observations of every endpoint.
 //! Engines of one deployment are alike, so it learns in a few requests what each
 //! endpoint's own model would need many for; each endpoint's model starts from it
 //! and is pulled towards it (ridge), departing only as far as its own observations
@@ -6,22 +7,32 @@
 
 use std::sync::Mutex;
 
+use crate::predict::itl::{ItlCoefficients, ItlFeatures, ItlRegression};
 use crate::predict::regression::{Coefficients, Features, TtftRegression, Update};
 
 #[derive(Debug, Default)]
-pub struct FleetModel(Mutex<TtftRegression>);
+pub struct FleetModel(Mutex<(TtftRegression, ItlRegression)>);
 
 impl FleetModel {
-    /// The prior of every endpoint's model.
+    /// The prior of every endpoint's TTFT model.
     pub fn prior(&self) -> Coefficients {
-        self.lock().coefficients(&Coefficients::UNINFORMED)
+        self.lock().0.coefficients(&Coefficients::UNINFORMED)
+    }
+
+    /// The prior of every endpoint's inter-token model.
+    pub fn itl_prior(&self) -> ItlCoefficients {
+        self.lock().1.coefficients(&ItlCoefficients::UNINFORMED)
     }
 
     pub fn observe(&self, x: &Features, y: f64) -> Update {
-        self.lock().observe(x, y, &Coefficients::UNINFORMED)
+        self.lock().0.observe(x, y, &Coefficients::UNINFORMED)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TtftRegression> {
+    pub fn observe_itl(&self, x: &ItlFeatures, y: f64) -> Update {
+        self.lock().1.observe(x, y, &ItlCoefficients::UNINFORMED)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (TtftRegression, ItlRegression)> {
         // Plain numbers: usable even if a holder panicked.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }

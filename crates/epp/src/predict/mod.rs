@@ -2,6 +2,7 @@
 //! tokens this EPP sees, that the latency-scorer and the explanation read.
 //!
 //! - `regression`: the decayed, prior-pulled, outlier-clipped least squares;
+//! - `itl`: the inter-token latency model, from the decode pressure at dispatch;
 //! - `pod`: one endpoint's pending work, slots and decode time around it;
 //! - `fleet`: the same regression over every endpoint's observations, the prior
 //!   each endpoint's own model starts from and is pulled towards;
@@ -9,6 +10,7 @@
 //!   its last byte.
 
 pub mod fleet;
+pub mod itl;
 pub mod pod;
 pub mod regression;
 pub mod ticket;

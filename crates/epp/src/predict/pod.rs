@@ -7,6 +7,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use crate::predict::itl::{ItlCoefficients, ItlFeatures, ItlRegression};
 use crate::predict::regression::{Coefficients, Features, TtftRegression, Update};
 
 /// A request sent to the endpoint and not finished.
@@ -21,6 +22,9 @@ struct Pending {
     /// turns out not to hold it.
     prompt_tokens: f64,
     first_token: Option<Instant>,
+    /// Decode pressure when it was sent, and the inter-token latency predicted.
+    itl_features: ItlFeatures,
+    predicted_itl: f64,
 }
 
 /// A prediction for one request on one endpoint.
@@ -28,6 +32,25 @@ struct Pending {
 pub struct Prediction {
     pub ttft: f64,
     pub features: Features,
+    /// Mean time between its tokens once it decodes.
+    pub itl: f64,
+    pub itl_features: ItlFeatures,
+}
+
+/// What a response's inter-token latency taught the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ItlObserved {
+    pub predicted: f64,
+    pub actual: f64,
+    pub features: ItlFeatures,
+    pub update: Update,
+}
+
+/// The priors of an endpoint's models: the fleet's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Priors<'a> {
+    pub ttft: &'a Coefficients,
+    pub itl: &'a ItlCoefficients,
 }
 
 /// What a first token taught the model.
@@ -49,11 +72,21 @@ pub struct PodLatency {
     slots: Option<usize>,
     /// Running mean of first token to end, in seconds.
     decode_seconds: Option<f64>,
+    itl: ItlRegression,
+    /// From the last scrape: requests running, and the share of the KV cache in use.
+    running: f64,
+    kv_usage: f64,
 }
 
 impl PodLatency {
     /// A scrape: with requests waiting, the running count is the slot count.
-    pub fn observe_scrape(&mut self, running: f64, waiting: f64) {
+    pub fn observe_scrape(&mut self, running: f64, waiting: f64, kv_usage: f64) {
+        if running.is_finite() && running >= 0.0 {
+            self.running = running;
+        }
+        if kv_usage.is_finite() {
+            self.kv_usage = kv_usage.clamp(0.0, 1.0);
+        }
         if waiting >= 1.0 && running >= 1.0 && running.is_finite() {
             let running = running as usize;
             self.slots = Some(self.slots.map_or(running, |s| s.max(running)));
@@ -67,6 +100,11 @@ impl PodLatency {
     /// The model's coefficients, or `prior` before it learned anything.
     pub fn coefficients(&self, prior: &Coefficients) -> Coefficients {
         self.regression.coefficients(prior)
+    }
+
+    /// The inter-token model's coefficients, or `prior` before it learned anything.
+    pub fn itl_coefficients(&self, prior: &ItlCoefficients) -> ItlCoefficients {
+        self.itl.coefficients(prior)
     }
 
     /// The features of a request with `uncached_tokens` to prefill, sent now; the
@@ -145,13 +183,21 @@ impl PodLatency {
         uncached_tokens: usize,
         cached_tokens: usize,
         now: Instant,
-        prior: &Coefficients,
+        prior: Priors<'_>,
     ) -> Prediction {
-        let coefficients = self.coefficients(prior);
+        let coefficients = self.coefficients(prior.ttft);
         let features = self.features(uncached_tokens, cached_tokens, now, &coefficients);
+        // This request joins what runs there: the engine's count, or this EPP's
+        // when it knows of more (sent since the scrape).
+        let itl_features = ItlFeatures {
+            running: self.running.max(self.pending.len() as f64) + 1.0,
+            kv_usage: self.kv_usage,
+        };
         Prediction {
             ttft: coefficients.predict(&features),
             features,
+            itl: self.itl.coefficients(prior.itl).predict(&itl_features),
+            itl_features,
         }
     }
 
@@ -165,6 +211,8 @@ impl PodLatency {
             predicted_ttft: prediction.ttft,
             prompt_tokens: prompt_tokens as f64,
             first_token: None,
+            itl_features: prediction.itl_features,
+            predicted_itl: prediction.itl,
         });
         self.next_id
     }
@@ -184,6 +232,25 @@ impl PodLatency {
         Some(Observed {
             predicted,
             actual,
+            features,
+            update,
+        })
+    }
+
+    /// Request `id` decoded with a mean inter-token latency of `mean_itl` seconds:
+    /// learns from it. `None` for an unknown id.
+    pub fn decoded(
+        &mut self,
+        id: u64,
+        mean_itl: f64,
+        prior: &ItlCoefficients,
+    ) -> Option<ItlObserved> {
+        let p = self.pending.iter().find(|p| p.id == id)?;
+        let (features, predicted) = (p.itl_features, p.predicted_itl);
+        let update = self.itl.observe(&features, mean_itl, prior);
+        Some(ItlObserved {
+            predicted,
+            actual: mean_itl,
             features,
             update,
         })
@@ -215,6 +282,10 @@ mod tests {
     use super::*;
 
     const PRIOR: Coefficients = Coefficients([0.005, 0.4, 0.0, 1.0, 0.0]);
+    const PRIORS: Priors<'static> = Priors {
+        ttft: &PRIOR,
+        itl: &ItlCoefficients::UNINFORMED,
+    };
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
@@ -224,8 +295,8 @@ mod tests {
     fn queued_prefill_counts_until_the_first_token() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        let a = pod.dispatch(pod.predict(1000, 0, t0, &PRIOR), 1000, t0);
-        let _b = pod.dispatch(pod.predict(500, 0, t0, &PRIOR), 500, t0);
+        let a = pod.dispatch(pod.predict(1000, 0, t0, PRIORS), 1000, t0);
+        let _b = pod.dispatch(pod.predict(500, 0, t0, PRIORS), 500, t0);
         assert_eq!(
             pod.features(10, 0, t0, &PRIOR).queued_prefill_tokens,
             1500.0
@@ -237,10 +308,10 @@ mod tests {
     #[test]
     fn slots_are_learned_from_scrapes_that_show_a_queue() {
         let mut pod = PodLatency::default();
-        pod.observe_scrape(3.0, 0.0);
+        pod.observe_scrape(3.0, 0.0, 0.0);
         assert_eq!(pod.slots(), None, "no queue: the limit is not reached");
-        pod.observe_scrape(4.0, 2.0);
-        pod.observe_scrape(2.0, 1.0);
+        pod.observe_scrape(4.0, 2.0, 0.0);
+        pod.observe_scrape(2.0, 1.0, 0.0);
         assert_eq!(pod.slots(), Some(4));
     }
 
@@ -248,24 +319,24 @@ mod tests {
     fn with_every_slot_busy_the_wait_is_until_the_earliest_end() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        pod.observe_scrape(2.0, 1.0);
+        pod.observe_scrape(2.0, 1.0, 0.0);
         // A long prefill (0.805 s) and a short one (0.045 s) hold both slots.
-        pod.dispatch(pod.predict(2000, 0, t0, &PRIOR), 2000, t0);
+        pod.dispatch(pod.predict(2000, 0, t0, PRIORS), 2000, t0);
         assert_eq!(
             pod.features(0, 0, t0, &PRIOR).slot_wait,
             0.0,
             "one slot still free"
         );
-        pod.dispatch(pod.predict(100, 0, t0, &PRIOR), 100, t0);
+        pod.dispatch(pod.predict(100, 0, t0, PRIORS), 100, t0);
         let wait = pod.features(0, 0, t0, &PRIOR).slot_wait;
         assert!((wait - 0.045).abs() < 1e-6, "{wait}");
         // A third (5 ms) request takes the short one's slot at 45 ms; the next
         // waits for it, not for the long one.
-        pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0);
+        pod.dispatch(pod.predict(0, 0, t0, PRIORS), 0, t0);
         let wait = pod.features(0, 0, t0, &PRIOR).slot_wait;
         assert!((wait - 0.05).abs() < 1e-6, "{wait}");
         // A fourth takes that slot at 50 ms in turn.
-        pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0);
+        pod.dispatch(pod.predict(0, 0, t0, PRIORS), 0, t0);
         let wait = pod.features(0, 0, t0, &PRIOR).slot_wait;
         assert!((wait - 0.055).abs() < 1e-6, "{wait}");
     }
@@ -274,11 +345,11 @@ mod tests {
     fn decode_time_keeps_slots_busy_after_the_first_token() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        pod.observe_scrape(1.0, 1.0);
-        let a = pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0);
+        pod.observe_scrape(1.0, 1.0, 0.0);
+        let a = pod.dispatch(pod.predict(0, 0, t0, PRIORS), 0, t0);
         pod.first_token(a, t0 + secs(0.01), &PRIOR);
         pod.finish(a, t0 + secs(0.11));
-        let b = pod.dispatch(pod.predict(0, 0, t0, &PRIOR), 0, t0 + secs(1.0));
+        let b = pod.dispatch(pod.predict(0, 0, t0, PRIORS), 0, t0 + secs(1.0));
         pod.first_token(b, t0 + secs(1.01), &PRIOR);
         let wait = pod.features(0, 0, t0 + secs(1.01), &PRIOR).slot_wait;
         assert!((wait - 0.1).abs() < 1e-6, "decodes for 0.1 s more: {wait}");
@@ -288,9 +359,9 @@ mod tests {
     fn a_request_late_for_its_first_token_is_taken_to_prefill_its_whole_prompt() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        pod.observe_scrape(1.0, 1.0);
+        pod.observe_scrape(1.0, 1.0, 0.0);
         // Predicted to find 1,000 of its 1,000 tokens cached: 5 ms of prefill.
-        pod.dispatch(pod.predict(0, 1000, t0, &PRIOR), 1000, t0);
+        pod.dispatch(pod.predict(0, 1000, t0, PRIORS), 1000, t0);
         let on_time = pod.features(0, 0, t0, &PRIOR).slot_wait;
         assert!((on_time - 0.005).abs() < 1e-6, "{on_time}");
         // 100 ms on, no first token: the cache did not hold it; 0.405 s in all.
@@ -299,10 +370,34 @@ mod tests {
     }
 
     #[test]
+    fn decode_pressure_is_predicted_from_the_scrape_and_what_was_sent_since() {
+        let t0 = Instant::now();
+        let mut pod = PodLatency::default();
+        pod.observe_scrape(2.0, 0.0, 0.5);
+        let p = pod.predict(0, 0, t0, PRIORS);
+        assert_eq!(p.itl_features.running, 3.0, "two running and this one");
+        assert_eq!(p.itl_features.kv_usage, 0.5);
+        for _ in 0..3 {
+            pod.dispatch(pod.predict(0, 0, t0, PRIORS), 0, t0);
+        }
+        let p = pod.predict(0, 0, t0, PRIORS);
+        assert_eq!(p.itl_features.running, 4.0, "three sent since the scrape");
+        let id = pod.dispatch(p, 0, t0);
+        let seen = pod
+            .decoded(id, 0.03, &ItlCoefficients::UNINFORMED)
+            .expect("known id");
+        assert_eq!((seen.predicted, seen.actual), (0.02, 0.03));
+        assert!(
+            pod.decoded(999, 0.03, &ItlCoefficients::UNINFORMED)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn first_tokens_teach_the_regression_once() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        let a = pod.dispatch(pod.predict(1000, 0, t0, &PRIOR), 1000, t0);
+        let a = pod.dispatch(pod.predict(1000, 0, t0, PRIORS), 1000, t0);
         let seen = pod
             .first_token(a, t0 + secs(0.5), &PRIOR)
             .expect("known id");
@@ -319,7 +414,7 @@ mod tests {
     fn a_request_that_never_answers_leaves_when_it_is_finished() {
         let t0 = Instant::now();
         let mut pod = PodLatency::default();
-        let a = pod.dispatch(pod.predict(100, 0, t0, &PRIOR), 100, t0);
+        let a = pod.dispatch(pod.predict(100, 0, t0, PRIORS), 100, t0);
         pod.finish(a, t0 + secs(30.0));
         assert_eq!(pod.pending(), 0);
         assert_eq!(pod.features(0, 0, t0, &PRIOR).queued_prefill_tokens, 0.0);

@@ -1,10 +1,12 @@
 //! One routed request's place in its endpoint's latency model: dispatched when the
-//! picker chooses the endpoint, taught by the first token, finished when dropped.
+//! picker chooses the endpoint, taught by the first token and by the pace of the
+//! tokens after it, finished when dropped.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::pool::endpoint::EndpointState;
+use crate::predict::itl::{ITL_TERMS, ItlCoefficients};
 use crate::predict::regression::{Coefficients, TERMS, Update};
 use crate::predict::{FleetModel, Prediction};
 use crate::telemetry::{CoefficientLabels, OutcomeLabels, Telemetry};
@@ -14,6 +16,7 @@ pub struct Ticket {
     id: u64,
     /// The fleet's coefficients when it was dispatched, and the fleet's model.
     prior: Coefficients,
+    itl_prior: ItlCoefficients,
     fleet: Arc<FleetModel>,
     telemetry: Arc<Telemetry>,
     pub prediction: Prediction,
@@ -38,7 +41,7 @@ impl Ticket {
         fleet: Arc<FleetModel>,
         telemetry: Arc<Telemetry>,
     ) -> Ticket {
-        let prior = fleet.prior();
+        let (prior, itl_prior) = (fleet.prior(), fleet.itl_prior());
         let id = state
             .latency()
             .dispatch(prediction, prompt_tokens, Instant::now());
@@ -46,6 +49,7 @@ impl Ticket {
             state,
             id,
             prior,
+            itl_prior,
             fleet,
             telemetry,
             prediction,
@@ -87,8 +91,32 @@ impl Ticket {
             t.ttft_prediction_error
                 .observe((observed.predicted - observed.actual).abs() / observed.actual);
         }
-        for (term, value) in TERMS.into_iter().zip(coefficients.0) {
-            t.latency_model_coefficient
+        self.record_coefficients(TERMS.into_iter().zip(coefficients.0));
+    }
+
+    /// The response decoded with a mean of `mean_itl` seconds between its tokens.
+    pub fn decoded(&self, mean_itl: f64) {
+        let (observed, coefficients) = {
+            let mut model = self.state.latency();
+            let observed = model.decoded(self.id, mean_itl, &self.itl_prior);
+            (observed, model.itl_coefficients(&self.itl_prior))
+        };
+        let Some(observed) = observed else {
+            return;
+        };
+        self.fleet.observe_itl(&observed.features, observed.actual);
+        if observed.actual > 0.0 {
+            self.telemetry
+                .itl_prediction_error
+                .observe((observed.predicted - observed.actual).abs() / observed.actual);
+        }
+        self.record_coefficients(ITL_TERMS.into_iter().zip(coefficients.0));
+    }
+
+    fn record_coefficients(&self, terms: impl Iterator<Item = (&'static str, f64)>) {
+        for (term, value) in terms {
+            self.telemetry
+                .latency_model_coefficient
                 .get_or_create(&CoefficientLabels {
                     endpoint: self.state.endpoint.address.to_string(),
                     term,

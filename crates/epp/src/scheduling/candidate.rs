@@ -27,6 +27,8 @@ pub struct Candidate {
     pub matched_blocks: usize,
     /// The TTFT (seconds) its latency model predicts for this request.
     pub predicted_ttft: Option<f64>,
+    /// The mean time between this request's tokens (seconds) it predicts.
+    pub predicted_itl: Option<f64>,
 }
 
 impl Candidate {
@@ -39,6 +41,7 @@ impl Candidate {
             in_flight: 0,
             matched_blocks: 0,
             predicted_ttft: None,
+            predicted_itl: None,
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct RequestFeatures {
     pub session_endpoint: Option<String>,
     /// The request's TTFT objective in seconds, if it carries one.
     pub slo_ttft: Option<f64>,
+    /// Its time-per-output-token objective in seconds, if it carries one.
+    pub slo_tpot: Option<f64>,
 }
 
 impl RequestFeatures {

@@ -13,8 +13,8 @@
 //!
 //! - `decode`: the winner of the decode profile: its total (the weighted sum), the
 //!   fraction of the prompt's blocks it holds, and each scorer's unweighted score and
-//!   weight (in config order), and the TTFT its latency model predicted for the
-//!   request (`predictedTtftMs`); `profile` is the profile's name in the config,
+//!   weight (in config order), and the TTFT and mean time between tokens its latency
+//!   models predicted for the request (`predictedTtftMs`, `predictedItlMs`); `profile` is the profile's name in the config,
 //!   `eligible` how many candidates its filters let through to the scorers.
 //! - `decodeCandidates`: up to [`RUNNERS_UP`] other candidates, best first, same
 //!   fields but `profile` and `eligible`.
@@ -93,6 +93,8 @@ struct Entry<'a> {
     prefix_match: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     predicted_ttft_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predicted_itl_ms: Option<f64>,
     scores: Scores<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<&'a str>,
@@ -129,6 +131,7 @@ fn winner<'a>(pick: &'a ProfilePick, request: &RequestFeatures) -> Entry<'a> {
         total: round(pick.total),
         prefix_match: round(request.prefix_match(pick.matched_blocks)),
         predicted_ttft_ms: millis(pick.predicted_ttft),
+        predicted_itl_ms: millis(pick.predicted_itl),
         scores: Scores {
             scorers: &pick.scores,
             values: None,
@@ -147,6 +150,7 @@ fn runners_up<'a>(pick: &'a ProfilePick, request: &RequestFeatures, keep: usize)
             total: round(r.total),
             prefix_match: round(request.prefix_match(r.matched_blocks)),
             predicted_ttft_ms: millis(r.predicted_ttft),
+            predicted_itl_ms: millis(r.predicted_itl),
             scores: Scores {
                 scorers: &pick.scores,
                 values: Some(&r.scores),
@@ -274,6 +278,7 @@ mod tests {
             scores: scores(names, &values),
             matched_blocks: 8,
             predicted_ttft: Some(0.04123),
+            predicted_itl: None,
             eligible: losers + 1,
             runners_up: (0..losers)
                 .map(|i| RunnerUp {
@@ -282,6 +287,7 @@ mod tests {
                     scores: vec![1.0 / 3.0; names.len()],
                     matched_blocks: i,
                     predicted_ttft: None,
+                    predicted_itl: None,
                 })
                 .collect(),
         }
@@ -294,6 +300,7 @@ mod tests {
             prompt_tokens: 160,
             session_endpoint: None,
             slo_ttft: None,
+            slo_tpot: None,
         }
     }
 

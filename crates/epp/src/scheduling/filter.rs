@@ -91,6 +91,7 @@ mod tests {
             prompt_tokens: 160,
             session_endpoint: None,
             slo_ttft: None,
+            slo_tpot: None,
         }
     }
 

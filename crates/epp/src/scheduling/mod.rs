@@ -36,6 +36,7 @@ pub struct RunnerUp {
     pub scores: Vec<f64>,
     pub matched_blocks: usize,
     pub predicted_ttft: Option<f64>,
+    pub predicted_itl: Option<f64>,
 }
 
 /// The winner of one profile, with the scores that made it win.
@@ -46,8 +47,10 @@ pub struct ProfilePick {
     pub total: f64,
     pub scores: Vec<ScorerScore>,
     pub matched_blocks: usize,
-    /// The TTFT (seconds) its latency model predicted for the request.
+    /// The TTFT and mean inter-token latency (seconds) its latency models
+    /// predicted for the request.
     pub predicted_ttft: Option<f64>,
+    pub predicted_itl: Option<f64>,
     /// Candidates scored (what the filters kept).
     pub eligible: usize,
     /// The best other candidates, best first; empty unless asked for.
@@ -121,6 +124,7 @@ pub fn run_profile(
                 scores: per_scorer.iter().map(|v| v[i]).collect(),
                 matched_blocks: eligible[i].matched_blocks,
                 predicted_ttft: eligible[i].predicted_ttft,
+                predicted_itl: eligible[i].predicted_itl,
             })
             .collect()
     };
@@ -140,6 +144,7 @@ pub fn run_profile(
             .collect(),
         matched_blocks: chosen.matched_blocks,
         predicted_ttft: chosen.predicted_ttft,
+        predicted_itl: chosen.predicted_itl,
         eligible: eligible.len(),
         runners_up,
     })
@@ -207,6 +212,7 @@ mod tests {
             in_flight: 0,
             matched_blocks: matched,
             predicted_ttft: None,
+            predicted_itl: None,
         }
     }
 
@@ -217,6 +223,7 @@ mod tests {
             prompt_tokens: blocks * 16,
             session_endpoint: None,
             slo_ttft: None,
+            slo_tpot: None,
         }
     }
 

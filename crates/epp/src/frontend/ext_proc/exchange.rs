@@ -44,6 +44,8 @@ pub(super) struct Exchange {
     guard: Option<InFlightGuard>,
     /// The request's place in its endpoint's latency model, told of the first token.
     ticket: Option<Ticket>,
+    /// Routed with a prefiller: the ticket is the prefill pod's.
+    disaggregated: bool,
     /// Headers added to the response when its headers pass: the `x-llmd-explain`
     /// JSON and the predicted TTFT, when asked for.
     announced: Vec<(&'static str, String)>,
@@ -62,6 +64,7 @@ impl Exchange {
             arrived: Instant::now(),
             clock: None,
             ticket: None,
+            disaggregated: false,
             limit,
             full_duplex: true,
             headers: HashMap::new(),
@@ -219,8 +222,12 @@ impl Exchange {
 
     /// The response ended: the request no longer counts as in flight.
     fn finish(&mut self) {
-        if let Some(clock) = self.clock.take() {
-            clock.finish();
+        if let Some(clock) = self.clock.take()
+            && let (Some(itl), Some(t)) = (clock.finish(), &self.ticket)
+            && !self.disaggregated
+        {
+            // The ticket is the decode pod's own only when nothing was split off.
+            t.decoded(itl);
         }
         self.guard = None;
         self.ticket = None;
@@ -256,6 +263,7 @@ impl Exchange {
         }
         self.guard = Some(InFlightGuard::new(routing.decode.clone()));
         self.ticket = routing.ticket.take();
+        self.disaggregated = routing.prefill.is_some();
         self.clock = Some(LatencyClock::start(
             self.picker.telemetry.clone(),
             Frontend::ExtProc,

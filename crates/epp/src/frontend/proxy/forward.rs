@@ -246,8 +246,10 @@ pub async fn relay(
                 Some((Ok(Bytes::from(format!("data: {}\n\n", err.body()))), r))
             }
             None => {
-                if let Some((_, _, clock)) = r.held.take() {
-                    clock.finish();
+                if let Some(((_, ticket), _, clock)) = r.held.take()
+                    && let (Some(itl), Some(t)) = (clock.finish(), ticket)
+                {
+                    t.decoded(itl);
                 }
                 None
             }
