@@ -266,16 +266,8 @@ mod tests {
     #[test]
     fn the_median_run_is_reported_with_the_spread() {
         let run = |mean: f64| Summary {
-            label: "r".into(),
-            ttft_mean: mean,
-            ttft_p50: mean,
-            ttft_p90: mean,
-            ttft_p99: mean,
-            e2e_mean: mean,
-            throughput: 1.0,
-            ok: 1,
-            total: 1,
             note: "prefix match 50%".into(),
+            ..row("r", mean)
         };
         let m = median_run(vec![run(0.3), run(0.1), run(0.2)]).expect("runs");
         assert_eq!(m.ttft_mean, 0.2);
