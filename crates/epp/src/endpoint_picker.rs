@@ -278,7 +278,7 @@ impl EndpointPicker {
             slo_tpot: req.slo.tpot,
         };
         let now = Instant::now();
-        let (prior, itl_prior) = (self.fleet_latency.prior(), self.fleet_latency.itl_prior());
+        let (prior, itl_prior) = self.fleet_latency.priors();
         let priors = Priors {
             ttft: &prior,
             itl: &itl_prior,
@@ -316,29 +316,24 @@ impl EndpointPicker {
         if let Some(p) = &prefill {
             self.index.record(&p.endpoint.address, &blocks.hashes);
         }
+        let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);
         if let (Some(sub), Some((keys, _, _))) = (kv_events, &engine) {
             // The pod that computes the prompt stores the blocks it lacked: they count
             // as its own until its engine reports them (and it must report them).
-            let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);
-            sub.routed(
-                &computes.address,
-                keys,
-                computes.matched_blocks,
-                Instant::now(),
-            );
+            sub.routed(&computes.address, keys, computes.matched_blocks, now);
             if decision.prefill.is_some() {
                 // The decode pod receives the prompt's KV over the fabric.
                 let d = &decision.decode;
-                sub.index().speculate(&d.address, keys, Instant::now());
+                sub.index().speculate(&d.address, keys, now);
             }
         }
         // The endpoint that computes the prompt carries the prediction to learn from.
-        let computes = decision.prefill.as_ref().unwrap_or(&decision.decode);
         let ticket = position(&computes.address).map(|i| {
             Ticket::dispatch(
                 states[i].clone(),
                 predictions[i],
                 features.prompt_tokens,
+                (prior, itl_prior),
                 self.fleet_latency.clone(),
                 self.telemetry.clone(),
             )

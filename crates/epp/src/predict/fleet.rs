@@ -14,14 +14,13 @@ use crate::predict::regression::{Coefficients, Features, TtftRegression, Update}
 pub struct FleetModel(Mutex<(TtftRegression, ItlRegression)>);
 
 impl FleetModel {
-    /// The prior of every endpoint's TTFT model.
-    pub fn prior(&self) -> Coefficients {
-        self.lock().0.coefficients(&Coefficients::UNINFORMED)
-    }
-
-    /// The prior of every endpoint's inter-token model.
-    pub fn itl_prior(&self) -> ItlCoefficients {
-        self.lock().1.coefficients(&ItlCoefficients::UNINFORMED)
+    /// The priors of every endpoint's TTFT and inter-token models.
+    pub fn priors(&self) -> (Coefficients, ItlCoefficients) {
+        let models = self.lock();
+        (
+            models.0.coefficients(&Coefficients::UNINFORMED),
+            models.1.coefficients(&ItlCoefficients::UNINFORMED),
+        )
     }
 
     pub fn observe(&self, x: &Features, y: f64) -> Update {
@@ -45,7 +44,7 @@ mod tests {
     #[test]
     fn observations_of_every_endpoint_teach_the_prior() {
         let fleet = FleetModel::default();
-        assert_eq!(fleet.prior(), Coefficients::UNINFORMED);
+        assert_eq!(fleet.priors().0, Coefficients::UNINFORMED);
         for i in 0..50 {
             let x = Features {
                 uncached_tokens: (i * 40) as f64,
@@ -53,7 +52,7 @@ mod tests {
             };
             fleet.observe(&x, 0.005 + 0.0004 * x.uncached_tokens);
         }
-        let price = fleet.prior().0[1];
+        let price = fleet.priors().0.0[1];
         assert!((price - 0.4).abs() < 0.05, "{price}");
     }
 }

@@ -93,7 +93,8 @@ impl PodLatency {
         }
     }
 
-    pub fn slots(&self) -> Option<usize> {
+    #[cfg(test)]
+    fn slots(&self) -> Option<usize> {
         self.slots
     }
 
@@ -272,7 +273,8 @@ impl PodLatency {
     }
 
     /// Requests sent and not finished.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.pending.len()
     }
 }

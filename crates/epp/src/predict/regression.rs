@@ -103,8 +103,6 @@ pub struct Regression<const K: usize> {
     /// Decayed sums of x xᵀ and x y.
     xx: [[f64; K]; K],
     xy: [f64; K],
-    /// Decayed observation count.
-    weight: f64,
     /// Running mean absolute residual; `None` before the first observation.
     scale: Option<f64>,
     coefficients: Option<[f64; K]>,
@@ -115,7 +113,6 @@ impl<const K: usize> Default for Regression<K> {
         Regression {
             xx: [[0.0; K]; K],
             xy: [0.0; K],
-            weight: 0.0,
             scale: None,
             coefficients: None,
         }
@@ -131,11 +128,6 @@ impl<const K: usize> Regression<K> {
     /// Fitted coefficients, `None` before any observation.
     pub fn fitted(&self) -> Option<[f64; K]> {
         self.coefficients
-    }
-
-    /// Decayed number of observations behind the fit.
-    pub fn weight(&self) -> f64 {
-        self.weight
     }
 
     /// Learns from one latency `y` (seconds, at most `max_y`) seen with terms `v`,
@@ -166,7 +158,6 @@ impl<const K: usize> Regression<K> {
             }
             self.xy[i] = DECAY * self.xy[i] + v[i] * y;
         }
-        self.weight = DECAY * self.weight + 1.0;
         self.coefficients = Some(self.solve(prior));
         Update::Learned { clipped }
     }
@@ -220,11 +211,6 @@ impl TtftRegression {
     /// Fitted coefficients, `None` before any observation.
     pub fn fitted(&self) -> Option<Coefficients> {
         self.0.fitted().map(Coefficients)
-    }
-
-    /// Decayed number of observations behind the fit.
-    pub fn weight(&self) -> f64 {
-        self.0.weight()
     }
 
     /// Learns from one TTFT `y` (seconds) seen with features `x`, pulled towards
@@ -324,8 +310,7 @@ mod tests {
                 Update::Refused
             );
         }
-        assert_eq!(m.fitted(), None);
-        assert_eq!(m.weight(), 0.0);
+        assert_eq!(m.fitted(), None, "nothing learned");
     }
 
     #[test]

@@ -33,15 +33,16 @@ impl std::fmt::Debug for Ticket {
 }
 
 impl Ticket {
-    /// Records a request of `prompt_tokens` sent to `state` with `prediction`.
+    /// Records a request of `prompt_tokens` sent to `state` with `prediction`,
+    /// made from `priors` (the fleet's, which later observations also teach).
     pub fn dispatch(
         state: Arc<EndpointState>,
         prediction: Prediction,
         prompt_tokens: usize,
+        (prior, itl_prior): (Coefficients, ItlCoefficients),
         fleet: Arc<FleetModel>,
         telemetry: Arc<Telemetry>,
     ) -> Ticket {
-        let (prior, itl_prior) = (fleet.prior(), fleet.itl_prior());
         let id = state
             .latency()
             .dispatch(prediction, prompt_tokens, Instant::now());
