@@ -20,11 +20,12 @@
 //! tokens, which match exactly when the simulator's do.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
 
 use llmd_epp::cli::parse_duration;
 use llmd_epp::prefix::engine_tokens::sim_token_ids;
+use lru::LruCache;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal};
@@ -100,44 +101,25 @@ impl Job {
 }
 
 /// One sim's KV cache: block hashes, least recently touched evicted first.
-#[derive(Clone, Debug, Default)]
-struct Lru {
-    capacity: usize,
-    stamp_of: HashMap<u64, u64>,
-    by_stamp: BTreeMap<u64, u64>,
-    clock: u64,
-}
+#[derive(Clone, Debug)]
+struct Lru(LruCache<u64, ()>);
 
 impl Lru {
     fn new(capacity: usize) -> Self {
-        Lru {
-            capacity,
-            ..Default::default()
-        }
+        Lru(LruCache::new(
+            NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+        ))
     }
 
     /// How many of `blocks` are cached (the simulator counts every one it finds).
     fn cached(&self, blocks: &[u64]) -> usize {
-        blocks
-            .iter()
-            .filter(|b| self.stamp_of.contains_key(b))
-            .count()
+        blocks.iter().filter(|b| self.0.contains(b)).count()
     }
 
     /// Stores or touches `blocks`, the first the most recent.
     fn touch(&mut self, blocks: &[u64]) {
         for &b in blocks.iter().rev() {
-            self.clock += 1;
-            if let Some(old) = self.stamp_of.insert(b, self.clock) {
-                self.by_stamp.remove(&old);
-            }
-            self.by_stamp.insert(self.clock, b);
-        }
-        while self.stamp_of.len() > self.capacity {
-            let Some((_, oldest)) = self.by_stamp.pop_first() else {
-                break;
-            };
-            self.stamp_of.remove(&oldest);
+            self.0.put(b, ());
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Summaries and the side-by-side table.
 
 use crate::driver::Sample;
+use llmd_tuner::histogram::{Histogram, parse_family};
 
 #[derive(Clone, Debug)]
 pub struct Summary {
@@ -161,44 +162,11 @@ pub fn median_run(mut runs: Vec<Summary>) -> Option<Summary> {
 /// The median of a Prometheus histogram summed over `pages` (one per replica),
 /// interpolated linearly within its bucket; `None` without observations.
 pub fn histogram_median(pages: &[String], family: &str) -> Option<f64> {
-    let prefix = format!("{family}_bucket{{le=\"");
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in pages.iter().flat_map(|p| p.lines()) {
-        let Some(rest) = line.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some((le, count)) = rest.split_once("\"}") else {
-            continue;
-        };
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse().ok()?
-        };
-        let count: f64 = count.trim().parse().ok()?;
-        match buckets.iter_mut().find(|(b, _)| *b == le) {
-            Some((_, c)) => *c += count,
-            None => buckets.push((le, count)),
-        }
+    let mut total = Histogram::default();
+    for h in pages.iter().filter_map(|p| parse_family(p, family)) {
+        total.add(&h);
     }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let half = total / 2.0;
-    let (mut lower, mut below) = (0.0, 0.0);
-    for (le, count) in buckets {
-        if count >= half {
-            if !le.is_finite() {
-                return Some(lower);
-            }
-            let share = (half - below) / (count - below).max(f64::MIN_POSITIVE);
-            return Some(lower + share * (le - lower));
-        }
-        (lower, below) = (le, count);
-    }
-    None
+    total.quantile(0.5)
 }
 
 #[cfg(test)]
