@@ -8,6 +8,8 @@
 //! - `predict`: each endpoint's TTFT model, learned from the first tokens it sends;
 //! - `endpoint_picker`: the state (pool, index, config in force) glued to scheduling;
 //! - `frontend`: ext-proc and the HTTP proxy, sharing one request-routing path;
+//! - `pd`: the P/D two-step the proxy and the decode-side sidecar share;
+//! - `sidecar`: the decode-side routing sidecar (`llmd-sidecar`);
 //! - `config_watch`, `telemetry`, `cli`: the process around them.
 
 pub mod cli;
@@ -15,6 +17,8 @@ pub mod config_watch;
 pub mod endpoint_picker;
 pub mod frontend;
 pub mod fuzz_input;
+pub mod openai_error;
+pub mod pd;
 pub mod pool;
 pub mod predict;
 pub mod prefix;

@@ -14,6 +14,7 @@ use llmd_epp::endpoint_picker::EndpointPicker;
 use llmd_epp::frontend::admission::Admission;
 use llmd_epp::frontend::ext_proc::ExtProcService;
 use llmd_epp::frontend::proxy::ProxyState;
+use llmd_epp::pd::Legs;
 use llmd_epp::pool::endpoint::EndpointRegistry;
 use llmd_epp::pool::scrape::{self, ScrapeSettings};
 use llmd_epp::pool::{pod_watch, static_endpoints};
@@ -130,10 +131,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         &cli,
         Arc::new(ProxyState {
             picker: picker.clone(),
-            client,
+            legs: Legs {
+                client,
+                first_byte_timeout: cli.engine_first_byte_timeout,
+                metrics: telemetry.pd.clone(),
+            },
             max_body_bytes: cli.max_body_bytes,
             admission: admission.clone(),
-            first_byte_timeout: cli.engine_first_byte_timeout,
             draining: Arc::new(AtomicBool::new(false)),
         }),
         ExtProcService::server(picker, admission, cli.max_body_bytes),

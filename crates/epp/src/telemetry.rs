@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::pd::PdMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub endpoint: String,
@@ -53,13 +55,6 @@ pub struct ProxyLabels {
 pub struct FrontendLabels {
     /// `proxy` or `ext-proc`.
     pub frontend: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StageLabels {
-    /// `prefill` (the leg failed or returned no KV-transfer parameters) or `decode`
-    /// (the decode leg failed after a prefill: the KV could not be pulled or used).
-    pub stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,8 +131,9 @@ pub struct Telemetry {
     pub winner_scorer_share: Family<ScorerLabels, Histogram, fn() -> Histogram>,
     pub prefix_match_ratio: Histogram,
     pub pd_decisions: Family<OutcomeLabels, Counter>,
-    /// Disaggregated requests that failed, by stage (proxy path).
-    pub pd_failures: Family<StageLabels, Counter>,
+    /// The P/D two-step run by the proxy: failures by leg and cause, leg
+    /// durations, splits.
+    pub pd: PdMetrics,
     pub no_endpoint: Counter,
     /// Requests refused at the admission limit.
     pub shed: Counter,
@@ -199,7 +195,7 @@ impl Telemetry {
             winner_scorer_share: Family::new_with_constructor(fraction_histogram),
             prefix_match_ratio: fraction_histogram(),
             pd_decisions: Family::default(),
-            pd_failures: Family::default(),
+            pd: PdMetrics::default(),
             no_endpoint: Counter::default(),
             shed: Counter::default(),
             proxy_requests: Family::default(),
@@ -251,11 +247,9 @@ impl Telemetry {
             "P/D decider outcomes (disaggregated or aggregated)",
             t.pd_decisions.clone(),
         );
-        registry.add(
-            "pd_failures",
-            "Disaggregated requests that failed, by stage: prefill (the leg failed or returned no KV-transfer parameters) or decode (the decode leg failed after a prefill)",
-            t.pd_failures.clone(),
-        );
+        for name in t.pd.register(&mut registry.registry) {
+            registry.families.push(format!("{PREFIX}_{name}"));
+        }
         registry.add(
             "no_endpoint",
             "Requests refused because no endpoint could serve them",

@@ -205,8 +205,16 @@ fn a_refused_connection_is_retried_on_another_endpoint() {
 #[test]
 fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
     let bin = sim_bin();
-    // The prefill pod answers its metrics but fails every completion.
-    let prefill = Sim::start(&bin, &["--failure-injection-rate", "100"]);
+    // The prefill pod answers its metrics but fails every completion with a 500.
+    let prefill = Sim::start(
+        &bin,
+        &[
+            "--failure-injection-rate",
+            "100",
+            "--failure-types",
+            "server_error",
+        ],
+    );
     let decode = Sim::start(&bin, &[]);
     let epp = Epp::start(
         &format!("{}=prefill,{}=decode", prefill.address(), decode.address()),
@@ -217,12 +225,19 @@ fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
         .json(&json!({"model": "test-model", "prompt": tenant_prompt(5, 1), "max_tokens": 2}))
         .send()
         .expect("proxy answers");
-    assert!(r.status().is_server_error(), "status {}", r.status());
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().expect("an OpenAI error body");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("prefill on {}", prefill.address())),
+        "{body}"
+    );
     let metrics = epp.metrics_text();
     assert!(
-        metrics.contains("llmd_epp_pd_failures_total{stage=\"prefill\"} 1"),
+        metrics.contains("llmd_epp_pd_failures_total{stage=\"prefill\",cause=\"error_status\"} 1"),
         "{metrics}"
     );
+    assert!(metrics.contains("llmd_epp_pd_splits_total 1"), "{metrics}");
 }
 
 #[test]

@@ -1,13 +1,11 @@
 //! The OpenAI-compatible HTTP proxy: picks with the same scheduler as ext-proc,
 //! performs the P/D two-step itself and streams responses through as they arrive.
 
-mod errors;
-mod forward;
-pub mod pd_two_step;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -16,28 +14,29 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub use errors::ProxyError;
+pub use crate::openai_error::ProxyError;
 
 use llmd_api::endpoint_picker::header;
 use uuid::Uuid;
 
 use crate::endpoint_picker::{EndpointPicker, session_token_for};
 use crate::frontend::admission::{self, Admission, Admitted};
+use crate::frontend::latency::{Frontend, LatencyClock};
 use crate::frontend::request::ApiKind;
 use crate::frontend::route;
+use crate::pd::{self, Legs};
 use crate::pool::endpoint::InFlightGuard;
 use crate::scheduling::explain;
-use crate::telemetry::{ProxyLabels, StageLabels};
+use crate::telemetry::ProxyLabels;
 
 /// Shared state of the proxy.
 pub struct ProxyState {
     pub picker: Arc<EndpointPicker>,
-    pub client: reqwest::Client,
+    /// The model-server client, shared with the decode-side sidecar's code.
+    pub legs: Legs,
     pub max_body_bytes: usize,
     /// The EPP's one admission limit (shared with ext-proc).
     pub admission: Arc<Admission>,
-    /// How long a model server may take to send response headers.
-    pub first_byte_timeout: Duration,
     /// Set once the process drains: `/health` answers 503.
     pub draining: Arc<AtomicBool>,
 }
@@ -154,73 +153,81 @@ async fn route(
     let mut explanation = routing.explanation;
 
     let passed = match &prefill {
-        Some(_) => forward::pd_leg_headers(
-            &forward::passed_headers(headers),
+        Some(_) => pd::headers::pd_leg_headers(
+            &pd::headers::passed_headers(headers),
             &Uuid::new_v4().to_string(),
         ),
-        None => forward::passed_headers(headers),
+        None => pd::headers::passed_headers(headers),
     };
-    let kv_params = match &prefill {
-        Some(p) => match forward::prefill(s, p, kind, &req.body, &passed).await {
-            Ok(params) => {
-                // The prefill leg's answer is the prefiller's first token.
-                if let Some(t) = ticket.take() {
-                    t.first_token();
+    let clock = LatencyClock::start(s.picker.telemetry.clone(), Frontend::Proxy, started);
+    let (upstream, decode_guard, decode_leg) = match &prefill {
+        Some(p) => {
+            let params = {
+                let _prefilling = InFlightGuard::new(p.clone());
+                s.legs
+                    .prefill(&p.endpoint.address, kind, &req.body, &passed)
+                    .await?
+            };
+            // The prefill leg's answer is the prefiller's first token.
+            if let Some(t) = ticket.take() {
+                t.first_token();
+            }
+            let guard = InFlightGuard::new(decode.clone());
+            let (upstream, timer) = s
+                .legs
+                .decode(&decode.endpoint.address, kind, &req.body, params, &passed)
+                .await?;
+            (upstream, guard, Some(timer))
+        }
+        None => {
+            // Forwarded byte for byte as the client sent it, unless it carries
+            // kv_transfer_params.
+            let body = req
+                .without_client_kv_params()
+                .map_or_else(|| bytes.clone(), Bytes::from);
+            let guard = InFlightGuard::new(decode.clone());
+            match s
+                .legs
+                .send(&decode.endpoint.address, kind.path(), body.clone(), &passed)
+                .await
+            {
+                Ok(u) => (u, guard, None),
+                // Nothing reached the model server yet: try one other endpoint.
+                Err(e) if e.is_connect() => {
+                    tracing::warn!(endpoint = %decode.endpoint.address, error = %e, "endpoint refused; re-picking");
+                    let retry = pick(Some(&decode.endpoint.address))?;
+                    latency = route::latency_headers(&retry, &slo, explain);
+                    decode = retry.decode;
+                    explanation = retry.explanation;
+                    ticket = retry.ticket;
+                    let guard = InFlightGuard::new(decode.clone());
+                    let address = &decode.endpoint.address;
+                    let upstream = s
+                        .legs
+                        .send(address, kind.path(), body, &passed)
+                        .await
+                        .map_err(|e| e.into_proxy_error(address))?;
+                    (upstream, guard, None)
                 }
-                Some(params)
+                Err(e) => return Err(e.into_proxy_error(&decode.endpoint.address)),
             }
-            Err(e) => {
-                count_pd_failure(s, "prefill");
-                return Err(e);
-            }
-        },
-        None => None,
-    };
-    // Aggregated requests are forwarded byte for byte as the client sent them, unless
-    // they carry kv_transfer_params.
-    let decode_body = match kv_params {
-        Some(params) => forward::to_bytes(pd_two_step::decode_body(&req.body, params)),
-        None => req
-            .without_client_kv_params()
-            .map_or_else(|| bytes.clone(), Bytes::from),
-    };
-    let mut decode_guard = InFlightGuard::new(decode.clone());
-    let upstream = match forward::send_raw(
-        s,
-        &decode.endpoint.address,
-        kind,
-        decode_body.clone(),
-        &passed,
-    )
-    .await
-    {
-        Ok(u) => u,
-        // Nothing reached the model server yet: an aggregated request can safely try
-        // one other endpoint (a P/D request's KV cache waits on this decoder).
-        Err(e) if e.is_connect() && prefill.is_none() => {
-            tracing::warn!(endpoint = %decode.endpoint.address, error = %e, "decode endpoint refused; re-picking");
-            let retry = pick(Some(&decode.endpoint.address))?;
-            latency = route::latency_headers(&retry, &slo, explain);
-            decode = retry.decode;
-            explanation = retry.explanation;
-            ticket = retry.ticket;
-            decode_guard = InFlightGuard::new(decode.clone());
-            forward::send(s, &decode.endpoint.address, kind, decode_body, &passed).await?
-        }
-        Err(e) => {
-            if prefill.is_some() {
-                count_pd_failure(s, "decode");
-            }
-            return Err(e.into_proxy_error(&decode.endpoint.address));
         }
     };
-    if prefill.is_some() && upstream.status().is_server_error() {
-        count_pd_failure(s, "decode");
+    let watch = watch::Watch {
+        clock,
+        ticket,
+        decode_leg,
+        _guard: decode_guard,
+        _admitted: admitted,
+    };
+    let mut response = pd::relay(upstream, req.stream, watch).await?;
+    if slo.any() && !req.stream {
+        // A buffered answer's first byte reached the client with its last.
+        if let Ok(v) = HeaderValue::from_str(&route::milliseconds(started.elapsed().as_secs_f64()))
+        {
+            response.headers_mut().insert(header::OBSERVED_TTFT_MS, v);
+        }
     }
-
-    let held = (decode_guard, ticket);
-    let mut response =
-        forward::relay(s, upstream, req.stream, held, admitted, started, slo.any()).await?;
     let session_token = session_token_for(&decode.endpoint.address);
     let mut announced = route::endpoint_headers(
         &decode.endpoint.address,
@@ -251,7 +258,7 @@ async fn models(State(s): State<Arc<ProxyState>>) -> Response {
         return ProxyError::no_endpoint().into_response();
     };
     let url = format!("http://{}/v1/models", state.endpoint.address);
-    match s.client.get(url).send().await {
+    match s.legs.client.get(url).send().await {
         Ok(r) => {
             let status =
                 StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -271,13 +278,4 @@ pub async fn not_found(uri: Uri) -> impl IntoResponse {
         "not_found",
         format!("no route for {}", uri.path()),
     )
-}
-
-/// A disaggregated request failed at `stage`.
-fn count_pd_failure(s: &ProxyState, stage: &'static str) {
-    s.picker
-        .telemetry
-        .pd_failures
-        .get_or_create(&StageLabels { stage })
-        .inc();
 }

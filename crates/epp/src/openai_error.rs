@@ -1,4 +1,4 @@
-//! OpenAI-style error responses of the proxy.
+//! OpenAI-style error responses of the proxy and the sidecar.
 
 use axum::Json;
 use axum::http::StatusCode;

@@ -2,7 +2,13 @@
 //! request computes the KV cache and returns `kv_transfer_params`; the decode request
 //! carries them so the decode server pulls the KV cache instead of recomputing it.
 
+use axum::body::Bytes;
 use serde_json::{Map, Value, json};
+
+/// A rewritten body as bytes (serialising a JSON map cannot fail).
+pub fn to_bytes(body: Map<String, Value>) -> Bytes {
+    Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
+}
 
 /// The body sent to the prefiller: no stream, one token, remote decode requested.
 pub fn prefill_body(original: &Map<String, Value>) -> Map<String, Value> {
@@ -13,6 +19,8 @@ pub fn prefill_body(original: &Map<String, Value>) -> Map<String, Value> {
     if body.contains_key("max_completion_tokens") {
         body.insert("max_completion_tokens".into(), json!(1));
     }
+    // A minimum above the one token asked for would be refused.
+    body.remove("min_tokens");
     body.insert(
         "kv_transfer_params".into(),
         json!({
@@ -66,8 +74,10 @@ mod tests {
     fn prefill_asks_for_one_unstreamed_token_and_remote_decode() {
         let b = prefill_body(&body(json!({
             "model": "m", "prompt": "p", "stream": true, "max_tokens": 100,
-            "stream_options": {"include_usage": true}, "max_completion_tokens": 50
+            "stream_options": {"include_usage": true}, "max_completion_tokens": 50,
+            "min_tokens": 10
         })));
+        assert!(!b.contains_key("min_tokens"));
         assert_eq!(b["stream"], json!(false));
         assert_eq!(b["max_tokens"], json!(1));
         assert_eq!(b["max_completion_tokens"], json!(1));
