@@ -34,6 +34,9 @@ pub mod header {
     pub const REQUEST_ID: &str = "x-request-id";
     /// The client's own `x-request-id`, passed on beside the EPP's for tracing.
     pub const CLIENT_REQUEST_ID: &str = "x-client-request-id";
+    /// Response of a disaggregated request: the one request id both legs carried
+    /// (what the engines' logs and KV bookkeeping know the request by).
+    pub const PD_REQUEST_ID: &str = "x-llmd-pd-request-id";
     /// Asks for the reasons of a routing decision (request, value `true`), and
     /// carries them (response, compact JSON of at most 4 KiB: the winners and the
     /// best other candidates with each scorer's score and weight, and the P/D

@@ -14,6 +14,7 @@ pub mod images;
 pub mod inference_pool;
 pub mod labels;
 pub mod llm_deployment;
+pub mod routing_sidecar;
 pub mod status;
 
 pub use llm_deployment::*;

@@ -26,4 +26,5 @@ pub mod scheduling;
 #[cfg(test)]
 mod scripted_api;
 pub mod serve;
+pub mod sidecar;
 pub mod telemetry;

@@ -17,7 +17,7 @@ use crate::frontend::ext_proc::ExtProcService;
 use crate::frontend::proxy::{self, ProxyState};
 use crate::telemetry::Telemetry;
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
@@ -28,18 +28,19 @@ async fn raised(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|raised| *raised).await;
 }
 
-fn metrics_app(telemetry: Arc<Telemetry>) -> axum::Router {
+/// `/metrics` in the OpenMetrics text format, `encode` rendering the page.
+pub fn metrics_app(encode: impl Fn() -> String + Clone + Send + Sync + 'static) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let t = telemetry.clone();
+            let encode = encode.clone();
             async move {
                 (
                     [(
                         "content-type",
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    t.encode(),
+                    encode(),
                 )
             }
         }),
@@ -82,7 +83,7 @@ pub async fn run(
             .serve_with_shutdown(cli.grpc_health_addr, raised(stop.clone())),
     );
     let mut metrics = tokio::spawn(
-        axum::serve(metrics_listener, metrics_app(telemetry))
+        axum::serve(metrics_listener, metrics_app(move || telemetry.encode()))
             .with_graceful_shutdown(raised(stop))
             .into_future(),
     );
@@ -132,7 +133,7 @@ pub async fn run(
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

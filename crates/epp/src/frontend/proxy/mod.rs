@@ -152,11 +152,9 @@ async fn route(
     let mut decode = routing.decode;
     let mut explanation = routing.explanation;
 
-    let passed = match &prefill {
-        Some(_) => pd::headers::pd_leg_headers(
-            &pd::headers::passed_headers(headers),
-            &Uuid::new_v4().to_string(),
-        ),
+    let pd_request_id = prefill.as_ref().map(|_| Uuid::new_v4().to_string());
+    let passed = match &pd_request_id {
+        Some(id) => pd::headers::pd_leg_headers(&pd::headers::passed_headers(headers), id),
         None => pd::headers::passed_headers(headers),
     };
     let clock = LatencyClock::start(s.picker.telemetry.clone(), Frontend::Proxy, started);
@@ -234,6 +232,9 @@ async fn route(
         prefill.as_ref().map(|p| &*p.endpoint.address),
     );
     announced.push((header::SESSION, &session_token));
+    if let Some(id) = &pd_request_id {
+        announced.push((header::PD_REQUEST_ID, id));
+    }
     if let Some(json) = &explanation {
         announced.push((header::EXPLAIN, json));
     }
