@@ -38,7 +38,7 @@ demo: tools ## local demo: control plane with live GPU nodes, the operator, the 
 
 .PHONY: e2e
 e2e: tools ## e2e suite on a private local control plane (started and stopped here)
-	$(CARGO) build -p llmd-operator --bin llmd-operator --tests -p llmd-epp --bin llmd-epp -p llmd-pod-runner --bin llmd-pod-runner
+	$(CARGO) build -p llmd-operator --bin llmd-operator --tests -p llmd-epp --bin llmd-epp --bin llmd-sidecar -p llmd-pod-runner --bin llmd-pod-runner
 	$(LIVE_BIN_ENV) $(E2E_HACK)/with-cluster.sh $(CARGO) test -p llmd-operator --test e2e -- --ignored --test-threads=$(E2E_THREADS)
 
 E2E_THREADS ?= 2

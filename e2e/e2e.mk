@@ -16,9 +16,10 @@ tools: ## build the pinned e2e toolchain (kube, etcd, kwok, helm, inference-sim)
 	$(E2E_HACK)/build-tools.sh
 
 # Our binaries the local cluster runs: llmd-pod-runner (the live nodes' kubelet) and
-# the local stand-ins of our images (ghcr.io/llmd-dev/llmd-epp, .../llmd-operator).
-LIVE_BINS := -p llmd-pod-runner --bin llmd-pod-runner -p llmd-epp --bin llmd-epp -p llmd-operator --bin llmd-operator
-LIVE_BIN_ENV := LLMD_POD_RUNNER_BIN=$(TARGET_DIR)/debug/llmd-pod-runner LLMD_EPP_BIN=$(TARGET_DIR)/debug/llmd-epp LLMD_OPERATOR_BIN=$(TARGET_DIR)/debug/llmd-operator
+# the local stand-ins of our images (ghcr.io/llmd-dev/llmd-epp with llmd-sidecar,
+# .../llmd-operator).
+LIVE_BINS := -p llmd-pod-runner --bin llmd-pod-runner -p llmd-epp --bin llmd-epp --bin llmd-sidecar -p llmd-operator --bin llmd-operator
+LIVE_BIN_ENV := LLMD_POD_RUNNER_BIN=$(TARGET_DIR)/debug/llmd-pod-runner LLMD_EPP_BIN=$(TARGET_DIR)/debug/llmd-epp LLMD_SIDECAR_BIN=$(TARGET_DIR)/debug/llmd-sidecar LLMD_OPERATOR_BIN=$(TARGET_DIR)/debug/llmd-operator
 
 cluster-up: tools ## start (or reuse) the local control plane: fake GPU nodes, and live nodes (as root)
 	$(CARGO) build $(LIVE_BINS)

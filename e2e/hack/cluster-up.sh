@@ -471,6 +471,7 @@ if [[ "$LLMD_LIVE_NODES" == 1 ]]; then
     echo "- repositories: [ghcr.io/llmd-dev/llmd-epp]"
     echo "  run: binary"
     echo "  binary: \"$(abs "$LLMD_EPP_BIN")\""
+    echo "  commands: {\"/usr/local/bin/llmd-sidecar\": \"$(abs "$LLMD_SIDECAR_BIN")\"}"
     echo "- repositories: [ghcr.io/llmd-dev/llmd-operator]"
     echo "  run: binary"
     echo "  binary: \"$(abs "$LLMD_OPERATOR_BIN")\""
@@ -478,7 +479,7 @@ if [[ "$LLMD_LIVE_NODES" == 1 ]]; then
     for ((i = 0; i < LLMD_LIVE_GPU_NODES; i++)); do live_node "live-gpu-$i" 96 1Ti 8; done
     for ((i = 0; i < LLMD_LIVE_CPU_NODES; i++)); do live_node "live-cpu-$i" 32 128Gi 0; done
   } >"$STATE/pod-runner.yaml"
-  for b in "$LLMD_EPP_BIN" "$LLMD_OPERATOR_BIN"; do
+  for b in "$LLMD_EPP_BIN" "$LLMD_SIDECAR_BIN" "$LLMD_OPERATOR_BIN"; do
     [[ -x "$b" ]] || log "warning: $b missing; pods with its image wait (CreateContainerError) until it is built"
   done
   start_pod_runner

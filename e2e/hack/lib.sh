@@ -12,7 +12,7 @@
 #   LLMD_CLUSTER_TIMEOUT  seconds to wait for each readiness step (default 120)
 #   LLMD_LIVE_NODES    1: run llmd-pod-runner with live nodes (default when root), 0: not
 #   LLMD_LIVE_GPU_NODES / LLMD_LIVE_CPU_NODES   live node counts (default 4 / 1)
-#   LLMD_POD_RUNNER_BIN, LLMD_EPP_BIN, LLMD_OPERATOR_BIN   our binaries (default:
+#   LLMD_POD_RUNNER_BIN, LLMD_EPP_BIN, LLMD_SIDECAR_BIN, LLMD_OPERATOR_BIN   our binaries (default:
 #                      ${CARGO_TARGET_DIR:-<repo>/target}/debug/<name>)
 
 LLMD_HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +32,7 @@ LLMD_REPO_DIR="$(cd "$LLMD_HACK_DIR/../.." && pwd)"
 LLMD_RUST_TARGET="${CARGO_TARGET_DIR:-$LLMD_REPO_DIR/target}"
 LLMD_POD_RUNNER_BIN="${LLMD_POD_RUNNER_BIN:-$LLMD_RUST_TARGET/debug/llmd-pod-runner}"
 LLMD_EPP_BIN="${LLMD_EPP_BIN:-$LLMD_RUST_TARGET/debug/llmd-epp}"
+LLMD_SIDECAR_BIN="${LLMD_SIDECAR_BIN:-$LLMD_RUST_TARGET/debug/llmd-sidecar}"
 LLMD_OPERATOR_BIN="${LLMD_OPERATOR_BIN:-$LLMD_RUST_TARGET/debug/llmd-operator}"
 export LLMD_CACHE LLMD_CLUSTER_DIR
 

@@ -14,6 +14,7 @@ use strum::EnumIter;
 
 use crate::build::{
     Children, EndpointPicker, ModelServer, Owner, kv_transfer, model_server, network_policy,
+    routing_sidecar,
 };
 
 /// A kind of child object.
@@ -122,6 +123,7 @@ impl Children {
         let Children {
             prefill,
             decode,
+            routing_sidecar,
             kv_transfer,
             endpoint_picker,
             inference_pool,
@@ -138,6 +140,14 @@ impl Children {
             picker_config: _,
         } = endpoint_picker;
         let mut out: Vec<Child> = kv_transfer.iter().cloned().map(Child::ConfigMap).collect();
+        // The sidecar's identity before the decode pods that run as it.
+        if let Some(s) = routing_sidecar {
+            out.extend([
+                Child::ServiceAccount(s.service_account.clone()),
+                Child::Role(s.role.clone()),
+                Child::RoleBinding(s.role_binding.clone()),
+            ]);
+        }
         for ModelServer {
             stateful_set,
             service,
@@ -175,6 +185,12 @@ impl Children {
         }
         if self.kv_transfer.is_none() {
             out.push((ChildKind::ConfigMap, kv_transfer::name(owner)));
+        }
+        if self.routing_sidecar.is_none() {
+            let name = routing_sidecar::name(owner);
+            out.push((ChildKind::RoleBinding, name.clone()));
+            out.push((ChildKind::Role, name.clone()));
+            out.push((ChildKind::ServiceAccount, name));
         }
         if self.inference_pool.is_none() {
             out.push((ChildKind::InferencePool, owner.name.clone()));
@@ -257,7 +273,7 @@ mod tests {
             .collect();
         let unique: BTreeSet<String> = listed.iter().map(|(k, n)| format!("{k:?}/{n}")).collect();
         assert_eq!(unique.len(), listed.len(), "{listed:?}");
-        assert_eq!(listed.len(), 17);
+        assert_eq!(listed.len(), 20);
         assert_eq!(
             listed[0],
             (ChildKind::ConfigMap, "llama-pd-kv-transfer".into())

@@ -131,6 +131,10 @@ pub struct ImageRule {
     /// container sets itself wins.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// The image's other programs (binary images): a container whose `command`
+    /// names one of these paths runs the local program given for it.
+    #[serde(default)]
+    pub commands: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

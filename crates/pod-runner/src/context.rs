@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -95,6 +95,8 @@ pub struct PodContext {
     state: tokio::sync::Mutex<Materialised>,
 }
 
+/// Where in-cluster clients look for service-account credentials.
+const IN_CLUSTER_CREDENTIALS: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl PodContext {
@@ -123,6 +125,32 @@ impl PodContext {
 
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// A kubeconfig for a container that mounts service-account credentials at
+    /// the in-cluster path, reading the token from that mount (refreshed with the
+    /// pod's volumes); `None` without such a mount.
+    fn mounted_credentials(
+        &self,
+        container: &Container,
+        mounts: &MountMap,
+        namespace: &str,
+    ) -> Option<PathBuf> {
+        let in_container = format!("{IN_CLUSTER_CREDENTIALS}/token");
+        let token = mounts.rewrite(&in_container);
+        if token == in_container {
+            return None;
+        }
+        let api = &self.shared.config.api_server;
+        let text = token::kubeconfig(&api.url(), &api.ca_file, Path::new(&token), namespace);
+        let path = self.dir.join(format!("{}.kubeconfig", container.name));
+        match files::write_if_changed(&path, text.as_bytes()) {
+            Ok(_) => Some(path),
+            Err(e) => {
+                tracing::warn!(error = %e, container = %container.name, "cannot write the container's kubeconfig");
+                None
+            }
+        }
     }
 
     pub fn token_path(&self) -> PathBuf {
@@ -223,16 +251,6 @@ impl PodContext {
             event_reason: "NoLocalStandIn",
             message: e.to_string(),
         })?;
-        if !rule.binary.is_file() {
-            return Err(Blocked {
-                reason: "CreateContainerError",
-                event_reason: "Failed",
-                message: format!(
-                    "local program {} for image {image:?} does not exist",
-                    rule.binary.display()
-                ),
-            });
-        }
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let config_map = |name: &str| self.shared.config_map(&namespace, name);
         let secret = |name: &str| self.shared.secret(&namespace, name);
@@ -257,6 +275,16 @@ impl PodContext {
             event_reason: "Failed",
             message: e.to_string(),
         })?;
+        if !program.binary.is_file() {
+            return Err(Blocked {
+                reason: "CreateContainerError",
+                event_reason: "Failed",
+                message: format!(
+                    "local program {} for image {image:?} does not exist",
+                    program.binary.display()
+                ),
+            });
+        }
         let name = pod.metadata.name.clone().unwrap_or_default();
         let home = self.dir.join("home");
         let _ = std::fs::create_dir_all(&home);
@@ -271,11 +299,18 @@ impl PodContext {
             // The simulator names the pod in x-inference-pod/-namespace headers and
             // needs its address for KV-cache events.
             vars.set("POD_NAME", name);
-            vars.set("POD_NAMESPACE", namespace);
+            vars.set("POD_NAMESPACE", namespace.clone());
             vars.set("POD_IP", self.sandbox.ip.to_string());
         }
         if self.automount && !env.contains("KUBECONFIG") {
             vars.set("KUBECONFIG", self.kubeconfig_path().display().to_string());
+        } else if program.kind == RunKind::Binary
+            && !env.contains("KUBECONFIG")
+            && let Some(path) = self.mounted_credentials(container, &mounts, &namespace)
+        {
+            // A container that mounts a token where in-cluster clients look for
+            // one (the pod has no automounted token): its own kubeconfig.
+            vars.set("KUBECONFIG", path.display().to_string());
         }
         let cwd = container
             .working_dir

@@ -77,11 +77,17 @@ pub fn program(
         }
         RunKind::Binary => {
             // The image's entrypoint is our binary: a container `command` replaces
-            // it, so its first word is the program and the rest come before args.
+            // it, so its first word is the program (another of the image's
+            // programs when the rule names it) and the rest come before args.
+            let binary = command
+                .first()
+                .and_then(|c| rule.commands.get(c))
+                .unwrap_or(&rule.binary)
+                .clone();
             let mut all: Vec<String> = command.iter().skip(1).cloned().collect();
             all.extend(args.iter().cloned());
             Ok(Program {
-                binary: rule.binary.clone(),
+                binary,
                 args: all,
                 kind: rule.run,
                 notes: Vec::new(),
@@ -106,10 +112,25 @@ mod tests {
             run: RunKind::Binary,
             binary: "/bin/epp".into(),
             extra_args: vec![],
+            commands: [(
+                "/usr/local/bin/llmd-sidecar".to_string(),
+                "/bin/sidecar".into(),
+            )]
+            .into(),
         };
         let p = program(&rule, "x", &s(&["/llmd-epp", "--a"]), &s(&["--b", "c"])).expect("ok");
         assert_eq!(p.args, s(&["--a", "--b", "c"]));
+        assert_eq!(p.binary, std::path::PathBuf::from("/bin/epp"));
         let p = program(&rule, "x", &[], &s(&["run", "--x=1"])).expect("ok");
         assert_eq!(p.args, s(&["run", "--x=1"]));
+        let p = program(
+            &rule,
+            "x",
+            &s(&["/usr/local/bin/llmd-sidecar"]),
+            &s(&["--port=8000"]),
+        )
+        .expect("ok");
+        assert_eq!(p.binary, std::path::PathBuf::from("/bin/sidecar"));
+        assert_eq!(p.args, s(&["--port=8000"]));
     }
 }

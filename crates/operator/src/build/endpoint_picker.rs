@@ -57,6 +57,11 @@ fn grpc_health_probe(period: i32) -> Probe {
     }
 }
 
+/// The EndpointPicker's image: the spec's, else the operator's default.
+pub fn image<'a>(spec: &'a LLMDeploymentSpec, defaults: &'a EndpointPickerDefaults) -> &'a str {
+    spec.router.image.as_deref().unwrap_or(&defaults.image)
+}
+
 /// The Deployment; image and resources fall back to the operator's defaults.
 pub fn deployment(
     owner: &Owner,
@@ -67,12 +72,7 @@ pub fn deployment(
     pod_labels.insert(labels::PART_OF.to_string(), owner.name.clone());
     let container = Container {
         name: "epp".into(),
-        image: Some(
-            spec.router
-                .image
-                .clone()
-                .unwrap_or_else(|| defaults.image.clone()),
-        ),
+        image: Some(image(spec, defaults).to_string()),
         args: Some(args(owner)),
         ports: Some(vec![
             port("grpc", EXT_PROC_PORT),

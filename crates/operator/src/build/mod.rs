@@ -14,6 +14,7 @@ pub mod kv_transfer;
 pub mod meta;
 pub mod model_server;
 pub mod network_policy;
+pub mod routing_sidecar;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -33,6 +34,14 @@ pub struct ModelServer {
     pub stateful_set: StatefulSet,
     pub service: Service,
     pub disruption_budget: PodDisruptionBudget,
+}
+
+/// The routing sidecar's ServiceAccount and its read access to pods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingSidecar {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
 }
 
 /// Everything the EndpointPicker needs.
@@ -55,6 +64,8 @@ pub struct EndpointPicker {
 pub struct Children {
     pub prefill: Option<ModelServer>,
     pub decode: ModelServer,
+    /// The decode pods' routing sidecar's identity and access (P/D only).
+    pub routing_sidecar: Option<RoutingSidecar>,
     pub kv_transfer: Option<ConfigMap>,
     pub endpoint_picker: EndpointPicker,
     pub inference_pool: Option<InferencePool>,
@@ -95,9 +106,17 @@ fn model_server(
     role: ServingRole,
     role_spec: &llmd_api::RoleSpec,
     kv_hash: Option<&str>,
+    sidecar_image: &str,
 ) -> ModelServer {
     ModelServer {
-        stateful_set: model_server::stateful_set(owner, spec, role, role_spec, kv_hash),
+        stateful_set: model_server::stateful_set(
+            owner,
+            spec,
+            role,
+            role_spec,
+            kv_hash,
+            sidecar_image,
+        ),
         service: model_server::headless_service(owner, spec, role),
         disruption_budget: disruption_budget::pod_disruption_budget(
             owner,
@@ -115,6 +134,8 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
         .as_ref()
         .and_then(|cm| cm.data.as_ref())
         .map(kv_transfer::hash);
+    // The routing sidecar ships in the EndpointPicker's image.
+    let sidecar_image = endpoint_picker::image(spec, &options.epp_defaults);
     let prefill = spec.active_prefill().map(|role_spec| {
         model_server(
             owner,
@@ -122,6 +143,7 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
             ServingRole::Prefill,
             role_spec,
             kv_hash.as_deref(),
+            sidecar_image,
         )
     });
     let decode = model_server(
@@ -130,7 +152,13 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
         ServingRole::Decode,
         &spec.decode,
         kv_hash.as_deref(),
+        sidecar_image,
     );
+    let routing_sidecar = routing_sidecar::enabled(spec).then(|| RoutingSidecar {
+        service_account: routing_sidecar::service_account(owner),
+        role: routing_sidecar::role(owner),
+        role_binding: routing_sidecar::role_binding(owner),
+    });
     let weights = options
         .tuned_weights
         .as_ref()
@@ -155,6 +183,7 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
     Children {
         prefill,
         decode,
+        routing_sidecar,
         kv_transfer,
         endpoint_picker,
         inference_pool,

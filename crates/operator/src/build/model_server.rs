@@ -19,8 +19,8 @@ use llmd_api::{
     labels,
 };
 
-use super::kv_transfer;
 use super::meta::{Component, Owner, label_value};
+use super::{kv_transfer, routing_sidecar};
 
 /// Where model weights from a pvc:// or oci:// uri are mounted.
 const MODEL_MOUNT: &str = "/models";
@@ -155,20 +155,38 @@ pub fn kv_events_config(served_model: &str) -> String {
     .to_string()
 }
 
-/// vLLM arguments of one role.
+/// Whether the role's engine sits behind the routing sidecar (decode pods of a
+/// disaggregated deployment): it then serves on the sidecar's engine port.
+fn behind_sidecar(spec: &LLMDeploymentSpec, role: Role) -> bool {
+    role == Role::Decode && routing_sidecar::enabled(spec)
+}
+
+/// The port and its name the engine serves on.
+fn engine_port(spec: &LLMDeploymentSpec, role: Role) -> (&'static str, i32) {
+    if behind_sidecar(spec, role) {
+        (
+            llmd_api::routing_sidecar::ENGINE_PORT_NAME,
+            llmd_api::routing_sidecar::ENGINE_PORT,
+        )
+    } else {
+        ("http", MODEL_SERVER_PORT)
+    }
+}
+
 /// How long a model-server pod has to stop after SIGTERM.
 const TERMINATION_GRACE_SECONDS: i64 = 60;
 /// How long vLLM keeps serving the requests in flight after SIGTERM: the grace
 /// period less the time the process needs to exit.
 const SHUTDOWN_TIMEOUT_SECONDS: i64 = TERMINATION_GRACE_SECONDS - 10;
 
+/// vLLM arguments of one role.
 pub fn vllm_args(spec: &LLMDeploymentSpec, role: Role, role_spec: &RoleSpec) -> Vec<String> {
     let mut args = model_source(&spec.model.uri).args;
     args.extend([
         "--served-model-name".to_string(),
         spec.model.name.clone(),
         "--port".to_string(),
-        MODEL_SERVER_PORT.to_string(),
+        engine_port(spec, role).1.to_string(),
         "--tensor-parallel-size".to_string(),
         role_spec.parallelism.tensor.to_string(),
         // On SIGTERM, finish the requests in flight (vLLM aborts them by default).
@@ -241,11 +259,11 @@ pub fn resources(role_spec: &RoleSpec) -> ResourceRequirements {
     resources
 }
 
-fn health_probe(period: i32, failure_threshold: i32) -> Probe {
+fn health_probe(port: &str, period: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/health".into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(port.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -311,10 +329,11 @@ fn env(spec: &LLMDeploymentSpec, role: Role) -> Vec<EnvVar> {
     env
 }
 
-fn ports(spec: &LLMDeploymentSpec) -> Vec<ContainerPort> {
+fn ports(spec: &LLMDeploymentSpec, role: Role) -> Vec<ContainerPort> {
+    let (name, port) = engine_port(spec, role);
     let mut ports = vec![ContainerPort {
-        name: Some("http".into()),
-        container_port: MODEL_SERVER_PORT,
+        name: Some(name.into()),
+        container_port: port,
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }];
@@ -410,16 +429,19 @@ fn pod_security_context(spec: &LLMDeploymentSpec) -> PodSecurityContext {
 }
 
 /// The StatefulSet of one role. `kv_transfer_hash` is the hash of the KV-transfer
-/// ConfigMap when the NIXL fabric is in use.
+/// ConfigMap when the NIXL fabric is in use; `sidecar_image` runs the routing
+/// sidecar in decode pods that have one.
 pub fn stateful_set(
     owner: &Owner,
     spec: &LLMDeploymentSpec,
     role: Role,
     role_spec: &RoleSpec,
     kv_transfer_hash: Option<&str>,
+    sidecar_image: &str,
 ) -> StatefulSet {
     let name = name(owner, role);
-    let (volumes, volume_mounts) = volumes(spec, role_spec);
+    let (mut volumes, volume_mounts) = volumes(spec, role_spec);
+    let probe_port = engine_port(spec, role).0;
     let annotations = kv_transfer_hash
         .map(|hash| BTreeMap::from([(labels::KV_TRANSFER_HASH.to_string(), hash.to_string())]));
     let env_from = kv_transfer_hash.map(|_| {
@@ -437,16 +459,23 @@ pub fn stateful_set(
         args: Some(vllm_args(spec, role, role_spec)),
         env: Some(env(spec, role)),
         env_from,
-        ports: Some(ports(spec)),
+        ports: Some(ports(spec, role)),
         resources: Some(resources(role_spec)),
-        readiness_probe: Some(health_probe(5, 3)),
-        liveness_probe: Some(health_probe(10, 3)),
+        readiness_probe: Some(health_probe(probe_port, 5, 3)),
+        liveness_probe: Some(health_probe(probe_port, 10, 3)),
         // Loading weights can take long: up to an hour before liveness applies.
-        startup_probe: Some(health_probe(10, 360)),
+        startup_probe: Some(health_probe(probe_port, 10, 360)),
         volume_mounts: Some(volume_mounts),
         security_context: Some(engine_security_context()),
         ..Container::default()
     };
+    let mut containers = vec![container];
+    let mut service_account = None;
+    if behind_sidecar(spec, role) {
+        containers.push(routing_sidecar::container(owner, sidecar_image));
+        volumes.push(routing_sidecar::token_volume());
+        service_account = Some(routing_sidecar::name(owner));
+    }
     StatefulSet {
         metadata: owner.object_meta(name.clone(), role.component()),
         spec: Some(StatefulSetSpec {
@@ -464,14 +493,16 @@ pub fn stateful_set(
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    containers,
+                    service_account_name: service_account,
                     volumes: Some(volumes),
                     node_selector: non_empty_map(&role_spec.node_selector),
                     tolerations: non_empty_vec(&role_spec.tolerations),
                     affinity: role_spec.affinity.clone(),
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
-                    // The engine needs no API access, nor every Service of the
-                    // namespace in its environment.
+                    // The engine needs no API access (the sidecar's token is
+                    // projected into its container alone), nor every Service of
+                    // the namespace in its environment.
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     security_context: Some(pod_security_context(spec)),

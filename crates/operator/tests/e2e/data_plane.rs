@@ -884,3 +884,182 @@ async fn precise_prefix_routing_follows_the_engines_own_kv_events_on_every_epp_r
     )
     .await;
 }
+
+/// One ext-proc exchange as an Envoy gateway runs it: the request's headers and
+/// body go to the EndpointPicker, which answers with the headers to set (the
+/// destination endpoint and, for a split request, the prefiller).
+async fn ask_epp_as_a_gateway(epp_ip: &str, body: &Value) -> BTreeMap<String, String> {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
+    use envoy_types::pb::envoy::service::ext_proc::v3::{
+        HttpBody, HttpHeaders, ProcessingRequest, processing_request, processing_response,
+    };
+    let header = |k: &str, v: &str| HeaderValue {
+        key: k.into(),
+        raw_value: v.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let messages = vec![
+        ProcessingRequest {
+            request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![
+                        header(":path", "/v1/completions"),
+                        header(":method", "POST"),
+                        // A client's own prefiller is never passed on.
+                        header("x-prefiller-host-port", "169.254.169.254:80"),
+                    ],
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+        ProcessingRequest {
+            request: Some(processing_request::Request::RequestBody(HttpBody {
+                body: body.to_string().into_bytes(),
+                end_of_stream: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    ];
+    let mut client = ExternalProcessorClient::connect(format!("http://{epp_ip}:9002"))
+        .await
+        .expect("connect to the EndpointPicker's ext-proc port");
+    let mut stream = client
+        .process(tokio_stream::iter(messages))
+        .await
+        .expect("ext-proc stream")
+        .into_inner();
+    let mut set = BTreeMap::new();
+    let mut removed = Vec::new();
+    for _ in 0..2 {
+        let Ok(Some(m)) = stream.message().await else {
+            break;
+        };
+        let common = match m.response {
+            Some(processing_response::Response::RequestHeaders(h)) => h.response,
+            Some(processing_response::Response::RequestBody(b)) => b.response,
+            _ => None,
+        };
+        if let Some(mutation) = common.and_then(|c| c.header_mutation) {
+            for h in mutation.set_headers.into_iter().filter_map(|o| o.header) {
+                let value = String::from_utf8_lossy(&h.raw_value).into_owned();
+                set.insert(h.key, value);
+            }
+            removed.extend(mutation.remove_headers);
+        }
+    }
+    assert!(
+        removed.iter().any(|h| h == "x-prefiller-host-port") || {
+            set.get("x-prefiller-host-port")
+                .is_some_and(|v| v != "169.254.169.254:80")
+        },
+        "the client's prefiller header is dropped or replaced: {set:?} {removed:?}"
+    );
+    set
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn behind_a_gateway_the_decode_pods_sidecar_runs_the_prefill_leg_on_the_prefill_pod() {
+    let manifest = format!(
+        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: gw\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  engine:\n    args: [--enable-request-id-headers]\n  prefill:\n    replicas: 1\n  decode:\n    replicas: 1\n  router:\n    disaggregation:\n      nonCachedTokens: 64\n"
+    );
+    let stack = LiveStack::start("e2e-dp-gateway", "gw", &manifest).await;
+    let epp = stack.epp_ip().await;
+    let prefill = stack.role("prefill").await.remove(0);
+    let decode = stack.role("decode").await.remove(0);
+    let (p0, d0) = (served_count(&prefill).await, served_count(&decode).await);
+    let body = json!({"model": MODEL, "prompt": tenant_prompt(11, 0), "max_tokens": 4, "ignore_eos": true});
+
+    // The gateway asks the EndpointPicker where the request goes...
+    let headers = ask_epp_as_a_gateway(&epp, &body).await;
+    let destination = headers
+        .get("x-gateway-destination-endpoint")
+        .cloned()
+        .expect("a destination");
+    assert_eq!(destination, format!("{}:8000", pod_ip(&decode)));
+    let prefiller = headers
+        .get("x-prefiller-host-port")
+        .cloned()
+        .expect("a long prompt is split");
+    assert_eq!(prefiller, format!("{}:8000", pod_ip(&prefill)));
+
+    // ...and sends it there with the headers it was given: the decode pod's sidecar.
+    let response = pod_http()
+        .post(format!("http://{destination}/v1/completions"))
+        .header("x-prefiller-host-port", &prefiller)
+        .header("x-request-id", "client-gw-1")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the decode pod answers");
+    assert_eq!(response.status(), 200);
+    let id = header(&response, "x-llmd-pd-request-id").expect("the legs' request id");
+    assert_eq!(
+        header(&response, "x-request-id").as_deref(),
+        Some(id.as_str()),
+        "the decode engine served the leg under that id"
+    );
+    assert_eq!(
+        header(&response, "x-inference-pod"),
+        Some(pod_name(&decode))
+    );
+    assert_eq!(served_count(&prefill).await - p0, 1.0, "one prefill leg");
+    assert_eq!(served_count(&decode).await - d0, 1.0, "one decode leg");
+    // The prefill engine logged the same id on its leg.
+    let log = live_pod_dir(
+        &stack.ns.name,
+        &pod_name(&prefill),
+        prefill.metadata.uid.as_deref().expect("uid"),
+    )
+    .join("vllm.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&id) && l.contains("do_remote_decode")),
+        "the prefill pod's log names the leg's id {id}: {}",
+        log.display()
+    );
+
+    // Addresses outside the pool are refused without being contacted.
+    for outside in [format!("{epp}:8080"), format!("{}:5600", pod_ip(&prefill))] {
+        let refused = pod_http()
+            .post(format!("http://{destination}/v1/completions"))
+            .header("x-prefiller-host-port", &outside)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the decode pod answers");
+        assert_eq!(refused.status(), 403, "{outside}");
+        let error: Value = serde_json::from_str(&refused.text().await.unwrap_or_default())
+            .expect("an OpenAI error");
+        assert_eq!(error["error"]["type"], "prefiller_not_allowed", "{error}");
+    }
+    assert_eq!(
+        served_count(&prefill).await - p0,
+        1.0,
+        "nothing more prefilled"
+    );
+    let metrics = pod_http()
+        .get(format!("http://{}:9095/metrics", pod_ip(&decode)))
+        .send()
+        .await
+        .expect("sidecar metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        sum_metric(&metrics, "llmd_sidecar_pd_splits_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum_metric(&metrics, "llmd_sidecar_pd_failures_total"),
+        2.0,
+        "the two refusals, counted: {metrics}"
+    );
+}

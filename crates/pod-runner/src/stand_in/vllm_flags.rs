@@ -73,6 +73,11 @@ const VLLM_FLAGS: &[(&str, Action, Value)] = &[
     ),
     ("--max-loras", Action::Map("--max-loras"), Value::Int),
     ("--seed", Action::Map("--seed"), Value::Int),
+    (
+        "--enable-request-id-headers",
+        Action::Map("--enable-request-id-headers"),
+        Value::None,
+    ),
     // The simulator handles P/D from the request's kv_transfer_params.
     ("--kv-transfer-config", Action::Validate, Value::Json),
     ("--kv-events-config", Action::KvEvents, Value::Json),
@@ -477,6 +482,15 @@ mod tests {
     fn gpu_block_override_becomes_the_kv_cache_size() {
         let out = args_of(&["--model", "m", "--num-gpu-blocks-override", "512"]);
         assert!(out.ends_with(&s(&["--kv-cache-size", "512"])), "{out:?}");
+    }
+
+    #[test]
+    fn request_id_headers_switch_reaches_the_simulator() {
+        let out = args_of(&["--model", "m", "--enable-request-id-headers"]);
+        assert!(
+            out.contains(&"--enable-request-id-headers".to_string()),
+            "{out:?}"
+        );
     }
 
     #[test]
