@@ -964,7 +964,7 @@ async fn ask_epp_as_a_gateway(epp_ip: &str, body: &Value) -> BTreeMap<String, St
 #[ignore = "needs a cluster: make e2e"]
 async fn behind_a_gateway_the_decode_pods_sidecar_runs_the_prefill_leg_on_the_prefill_pod() {
     let manifest = format!(
-        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: gw\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  engine:\n    args: [--enable-request-id-headers]\n  prefill:\n    replicas: 1\n  decode:\n    replicas: 1\n  router:\n    disaggregation:\n      nonCachedTokens: 64\n"
+        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: gw\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  engine:\n    args: [--enable-request-id-headers, --enable-log-requests]\n  prefill:\n    replicas: 1\n  decode:\n    replicas: 1\n  router:\n    disaggregation:\n      nonCachedTokens: 64\n"
     );
     let stack = LiveStack::start("e2e-dp-gateway", "gw", &manifest).await;
     let epp = stack.epp_ip().await;
@@ -1020,8 +1020,9 @@ async fn behind_a_gateway_the_decode_pods_sidecar_runs_the_prefill_leg_on_the_pr
     assert!(
         text.lines()
             .any(|l| l.contains(&id) && l.contains("do_remote_decode")),
-        "the prefill pod's log names the leg's id {id}: {}",
-        log.display()
+        "the prefill pod's log names the leg's id {id}: {} ends with {}",
+        log.display(),
+        &text[text.len().saturating_sub(3000)..]
     );
 
     // Addresses outside the pool are refused without being contacted.

@@ -78,6 +78,13 @@ const VLLM_FLAGS: &[(&str, Action, Value)] = &[
         Action::Map("--enable-request-id-headers"),
         Value::None,
     ),
+    // vLLM logs each request it receives (with its id); the simulator its HTTP
+    // requests, headers included.
+    (
+        "--enable-log-requests",
+        Action::Map("--log-http"),
+        Value::None,
+    ),
     // The simulator handles P/D from the request's kv_transfer_params.
     ("--kv-transfer-config", Action::Validate, Value::Json),
     ("--kv-events-config", Action::KvEvents, Value::Json),
@@ -485,12 +492,18 @@ mod tests {
     }
 
     #[test]
-    fn request_id_headers_switch_reaches_the_simulator() {
-        let out = args_of(&["--model", "m", "--enable-request-id-headers"]);
+    fn request_id_and_request_log_switches_reach_the_simulator() {
+        let out = args_of(&[
+            "--model",
+            "m",
+            "--enable-request-id-headers",
+            "--enable-log-requests",
+        ]);
         assert!(
             out.contains(&"--enable-request-id-headers".to_string()),
             "{out:?}"
         );
+        assert!(out.contains(&"--log-http".to_string()), "{out:?}");
     }
 
     #[test]
