@@ -23,6 +23,14 @@ pub const MANAGER: &str = "llmd-operator";
 /// of the fabric rolls the model-server pods.
 pub const KV_TRANSFER_HASH: &str = "llmd.dev/kv-transfer-hash";
 
+/// Pod label: the hash of what decides whether two engines can hand each other KV
+/// cache (engine image, model, KV block size, dtypes, the KV-transfer fabric).
+/// The EndpointPicker pairs a prefill pod only with decode pods of the same value.
+pub const KV_COMPATIBILITY: &str = "llmd.dev/kv-compatibility";
+/// Pod label `"true"` on decode pods whose serving port is the routing sidecar's:
+/// a P/D request is sent to it with `x-prefiller-host-port` and it runs the legs.
+pub const ROUTING_SIDECAR: &str = "llmd.dev/routing-sidecar";
+
 pub const ROLE_PREFILL: &str = "prefill";
 pub const ROLE_DECODE: &str = "decode";
 pub const ROLE_BOTH: &str = "both";

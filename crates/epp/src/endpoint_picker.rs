@@ -231,6 +231,7 @@ impl EndpointPicker {
                     matched_blocks,
                     predicted_ttft: None,
                     predicted_itl: None,
+                    kv_compatibility: s.endpoint.kv_compatibility.clone(),
                 }
             })
             .collect();
@@ -401,6 +402,8 @@ impl EndpointPicker {
         }
         let outcome = if decision.prefill.is_some() {
             "disaggregated"
+        } else if decision.no_compatible_prefill {
+            "aggregated_no_kv_compatible_prefill"
         } else {
             "aggregated"
         };

@@ -417,3 +417,92 @@ fn bad_prefillers_and_failed_legs_get_clear_errors() {
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 }
+
+#[test]
+fn the_epp_proxy_hands_a_split_to_a_decode_pods_sidecar_and_pairs_only_kv_compatible_pods() {
+    // Recording engines: the prefill pod, and the decode engine behind its sidecar.
+    let prefill = Recorder::start();
+    let stale_prefill = Recorder::start();
+    let decode = Recorder::start();
+    let decode_port: u16 = decode
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let sidecar = Sidecar::start(decode_port);
+    let epp = Epp::start(
+        &format!(
+            "{}=prefill;kv=v2,{}=prefill;kv=v1,127.0.0.1:{}=decode;kv=v2;sidecar",
+            prefill.address, stale_prefill.address, sidecar.port
+        ),
+        Some(&pd_config(32)),
+    );
+    for i in 0..6 {
+        let r = http()
+            .post(epp.url("/v1/completions"))
+            .json(&json!({"model": "test-model", "prompt": format!("{i} {}", "word ".repeat(200)), "max_tokens": 2}))
+            .send()
+            .expect("proxy answers");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            header(&r, "x-prefiller-host-port").as_deref(),
+            Some(prefill.address.as_str()),
+            "only the KV-compatible prefill pod"
+        );
+        assert!(
+            header(&r, "x-llmd-pd-request-id").is_some(),
+            "the sidecar ran the legs"
+        );
+    }
+    assert!(stale_prefill.seen().is_empty());
+    assert_eq!(prefill.seen().len(), 6);
+    // The decode engine got the prefiller's parameters through the sidecar.
+    for seen in decode.seen() {
+        assert_eq!(
+            seen.body["kv_transfer_params"]["remote_engine_id"], "recorder",
+            "{:?}",
+            seen.body
+        );
+    }
+    let metrics = sidecar.metrics_text();
+    assert!(
+        metrics.contains("llmd_sidecar_pd_splits_total 6"),
+        "{metrics}"
+    );
+    assert!(
+        epp.metrics_text().contains("llmd_epp_pd_splits_total 0"),
+        "the EPP ran no legs itself"
+    );
+}
+
+#[test]
+fn with_only_kv_incompatible_prefill_pods_requests_are_served_aggregated() {
+    let bin = sim_bin();
+    let prefill = Sim::start(&bin, &[]);
+    let decode = Sim::start(&bin, &[]);
+    let epp = Epp::start(
+        &format!(
+            "{}=prefill;kv=v1,{}=decode;kv=v2",
+            prefill.address(),
+            decode.address()
+        ),
+        Some(&pd_config(32)),
+    );
+    let p0 = served(&prefill);
+    let r = http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({"model": "test-model", "prompt": tenant_prompt(6, 1), "max_tokens": 2}))
+        .send()
+        .expect("proxy answers");
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-prefiller-host-port"), None);
+    assert_eq!(served(&prefill), p0, "the incompatible prefill pod idles");
+    let metrics = epp.metrics_text();
+    assert!(
+        metrics.contains(
+            "llmd_epp_pd_decisions_total{outcome=\"aggregated_no_kv_compatible_prefill\"} 1"
+        ),
+        "{metrics}"
+    );
+}

@@ -64,6 +64,11 @@ pub struct Endpoint {
     /// `host:port`, the value of `x-gateway-destination-endpoint`.
     pub address: Arc<str>,
     pub role: Role,
+    /// The pod's KV-compatibility value: a prefill endpoint is paired only with
+    /// decode endpoints of the same value (`None` pairs with `None`).
+    pub kv_compatibility: Option<Arc<str>>,
+    /// Its serving port is the routing sidecar's: the P/D legs run there.
+    pub sidecar: bool,
 }
 
 impl Endpoint {
@@ -71,7 +76,19 @@ impl Endpoint {
         Endpoint {
             address: address.into(),
             role,
+            kv_compatibility: None,
+            sidecar: false,
         }
+    }
+
+    pub fn with_kv_compatibility(mut self, value: impl Into<Arc<str>>) -> Self {
+        self.kv_compatibility = Some(value.into());
+        self
+    }
+
+    pub fn with_sidecar(mut self) -> Self {
+        self.sidecar = true;
+        self
     }
 }
 

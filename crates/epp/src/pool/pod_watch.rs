@@ -53,7 +53,15 @@ pub fn endpoint_of(pod: &Pod, target_port: u16) -> Option<Endpoint> {
     } else {
         format!("{ip}:{target_port}")
     };
-    Some(Endpoint::new(address, role))
+    let label = |key: &str| pod.metadata.labels.as_ref().and_then(|l| l.get(key));
+    let mut endpoint = Endpoint::new(address, role);
+    if let Some(value) = label(labels::KV_COMPATIBILITY) {
+        endpoint = endpoint.with_kv_compatibility(value.as_str());
+    }
+    if label(labels::ROUTING_SIDECAR).is_some_and(|v| v == "true") {
+        endpoint = endpoint.with_sidecar();
+    }
+    Some(endpoint)
 }
 
 /// Watches pods forever, replacing the registry's set on every change.

@@ -29,6 +29,8 @@ pub struct Candidate {
     pub predicted_ttft: Option<f64>,
     /// The mean time between this request's tokens (seconds) it predicts.
     pub predicted_itl: Option<f64>,
+    /// Its KV-compatibility value: prefill and decode are paired only when equal.
+    pub kv_compatibility: Option<Arc<str>>,
 }
 
 impl Candidate {
@@ -42,6 +44,7 @@ impl Candidate {
             matched_blocks: 0,
             predicted_ttft: None,
             predicted_itl: None,
+            kv_compatibility: None,
         }
     }
 }

@@ -313,6 +313,7 @@ mod tests {
     #[test]
     fn explains_winners_candidates_and_the_pd_inputs() {
         let decision = Decision {
+            no_compatible_prefill: false,
             decode: pick("decode", "10.0.0.1:8000", &SCORERS, 3),
             prefill: Some(pick("prefill", "10.0.0.2:8000", &SCORERS, 1)),
             pd: Some(PdInputs {
@@ -354,6 +355,7 @@ mod tests {
     #[test]
     fn an_aggregated_decision_has_no_prefill_and_pd_only_when_configured() {
         let decision = Decision {
+            no_compatible_prefill: false,
             decode: pick("default", "a:1", &SCORERS, 0),
             prefill: None,
             pd: None,
@@ -381,6 +383,7 @@ mod tests {
             .collect();
         let names: Vec<&str> = long.iter().map(String::as_str).collect();
         let decision = Decision {
+            no_compatible_prefill: false,
             decode: pick("decode", "10.0.0.1:8000", &names, 3),
             prefill: Some(pick("prefill", "10.0.0.2:8000", &names, 3)),
             pd: Some(PdInputs {
@@ -410,6 +413,7 @@ mod tests {
             .collect();
         let names: Vec<&str> = long.iter().map(String::as_str).collect();
         let decision = Decision {
+            no_compatible_prefill: false,
             decode: pick("decode", "10.0.0.1:8000", &names, 3),
             prefill: Some(pick("prefill", "10.0.0.2:8000", &names, 3)),
             pd: None,
@@ -425,6 +429,7 @@ mod tests {
     #[test]
     fn names_outside_ascii_are_escaped_into_a_valid_header_value() {
         let decision = Decision {
+            no_compatible_prefill: false,
             decode: pick("décode", "a:1", &["scörer-😀"], 1),
             prefill: None,
             pd: None,

@@ -65,6 +65,9 @@ pub struct Decision {
     pub prefill: Option<ProfilePick>,
     /// What the P/D decider weighed; `None` without a prefill profile.
     pub pd: Option<PdInputs>,
+    /// The decider asked for a split but no prefill endpoint can hand the chosen
+    /// decode endpoint its KV cache (none has its KV-compatibility value).
+    pub no_compatible_prefill: bool,
 }
 
 /// Indices of the `k` highest `totals` other than `winner`, best first. Runs only
@@ -165,6 +168,7 @@ pub fn schedule(
             decode,
             prefill: None,
             pd: None,
+            no_compatible_prefill: false,
         });
     };
     let pd = PdInputs::new(
@@ -172,15 +176,31 @@ pub fn schedule(
         decode.matched_blocks * request.block_size_tokens,
         config.non_cached_tokens,
     );
+    let mut no_compatible_prefill = false;
     let prefill = if pd.disaggregate() {
-        run_profile(
+        // Only engines that can hand the decode engine their KV cache prefill for
+        // it (during an upgrade, old and new engines are never paired).
+        let kv = candidates
+            .iter()
+            .find(|c| c.address == decode.address)
+            .and_then(|c| c.kv_compatibility.clone());
+        let compatible: Vec<Candidate> = candidates
+            .iter()
+            .filter(|c| c.kv_compatibility == kv)
+            .cloned()
+            .collect();
+        let pick = run_profile(
             profile,
-            candidates,
+            &compatible,
             request,
             Some(&decode.address),
             runners_up,
             rng,
-        )
+        );
+        no_compatible_prefill = pick.is_none()
+            && compatible.len() < candidates.len()
+            && run_profile(profile, candidates, request, Some(&decode.address), 0, rng).is_some();
+        pick
     } else {
         None
     };
@@ -188,6 +208,7 @@ pub fn schedule(
         decode,
         prefill,
         pd: Some(pd),
+        no_compatible_prefill,
     })
 }
 
@@ -213,6 +234,7 @@ mod tests {
             matched_blocks: matched,
             predicted_ttft: None,
             predicted_itl: None,
+            kv_compatibility: None,
         }
     }
 
@@ -292,6 +314,39 @@ mod tests {
             d.prefill.map(|p| p.address.to_string()),
             Some("p".to_string())
         );
+    }
+
+    #[test]
+    fn prefill_is_paired_only_with_a_kv_compatible_decode_endpoint() {
+        let kv = |mut c: Candidate, v: &str| {
+            c.kv_compatibility = Some(Arc::from(v));
+            c
+        };
+        // Mid-upgrade: the old prefill pod is idle, the new one busy.
+        let cands = [
+            kv(cand("d-new", Role::Decode, 0.0, 0), "new"),
+            kv(cand("p-old", Role::Prefill, 0.0, 0), "old"),
+            kv(cand("p-new", Role::Prefill, 9.0, 0), "new"),
+        ];
+        for seed in 0..20 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let d = schedule(&pd_config(64), &cands, &features(10), 0, &mut rng).expect("decision");
+            assert_eq!(
+                d.prefill.map(|p| p.address.to_string()).as_deref(),
+                Some("p-new")
+            );
+            assert!(!d.no_compatible_prefill);
+        }
+        // Only the old prefill pod is left: served aggregated, and said why.
+        let mut rng = StdRng::seed_from_u64(3);
+        let d =
+            schedule(&pd_config(64), &cands[..2], &features(10), 0, &mut rng).expect("decision");
+        assert!(d.prefill.is_none());
+        assert!(d.no_compatible_prefill);
+        // No prefill endpoint at all is not an incompatibility.
+        let d =
+            schedule(&pd_config(64), &cands[..1], &features(10), 0, &mut rng).expect("decision");
+        assert!(d.prefill.is_none() && !d.no_compatible_prefill);
     }
 
     #[test]

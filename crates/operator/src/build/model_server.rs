@@ -65,6 +65,42 @@ pub fn pod_labels(owner: &Owner, spec: &LLMDeploymentSpec, role: Role) -> BTreeM
     labels
 }
 
+/// The last value an argument list gives `flag` (`--flag v` or `--flag=v`).
+fn flag_value<'a>(args: impl IntoIterator<Item = &'a String>, flag: &str) -> Option<&'a str> {
+    let mut found = None;
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        if arg == flag {
+            found = args.peek().map(|v| v.as_str());
+        } else if let Some(v) = arg.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v);
+        }
+    }
+    found
+}
+
+/// The value of [`labels::KV_COMPATIBILITY`] for a role's pods: the hash of what two
+/// engines must share to hand each other KV cache: the engine image, the model,
+/// the KV block size and dtypes the arguments set (else the engine's defaults) and
+/// the KV-transfer fabric.
+pub fn kv_compatibility(
+    spec: &LLMDeploymentSpec,
+    role_spec: &RoleSpec,
+    kv_transfer_hash: Option<&str>,
+) -> String {
+    let args: Vec<&String> = spec.engine.args.iter().chain(&role_spec.args).collect();
+    let value = |flag| flag_value(args.iter().copied(), flag).unwrap_or("");
+    let canonical = serde_json::json!({
+        "image": spec.engine.image,
+        "model": [spec.model.uri, spec.model.name],
+        "blockSize": value("--block-size"),
+        "dtype": value("--dtype"),
+        "kvCacheDtype": value("--kv-cache-dtype"),
+        "fabric": kv_transfer_hash.unwrap_or(""),
+    });
+    llmd_api::content_hash::content_hash(canonical.to_string().as_bytes())
+}
+
 /// Where the weights come from, as vLLM arguments plus the volume that holds them.
 struct ModelSource {
     args: Vec<String>,
@@ -469,9 +505,15 @@ pub fn stateful_set(
         security_context: Some(engine_security_context()),
         ..Container::default()
     };
+    let mut template_labels = pod_labels(owner, spec, role);
+    template_labels.insert(
+        labels::KV_COMPATIBILITY.to_string(),
+        kv_compatibility(spec, role_spec, kv_transfer_hash),
+    );
     let mut containers = vec![container];
     let mut service_account = None;
     if behind_sidecar(spec, role) {
+        template_labels.insert(labels::ROUTING_SIDECAR.to_string(), "true".to_string());
         containers.push(routing_sidecar::container(owner, sidecar_image));
         volumes.push(routing_sidecar::token_volume());
         service_account = Some(routing_sidecar::name(owner));
@@ -488,7 +530,7 @@ pub fn stateful_set(
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(owner, spec, role)),
+                    labels: Some(template_labels),
                     annotations,
                     ..ObjectMeta::default()
                 }),
@@ -585,6 +627,31 @@ mod tests {
             Some("registry.example/models/llama:8b".to_string())
         );
         assert_eq!(mount.mount_path, "/models");
+    }
+
+    #[test]
+    fn kv_compatibility_changes_with_what_kv_handoff_depends_on() {
+        let spec: LLMDeploymentSpec = serde_json::from_value(serde_json::json!({
+            "model": {"name": "m", "uri": "hf://org/m"},
+            "decode": {"replicas": 1},
+        }))
+        .expect("spec");
+        let base = kv_compatibility(&spec, &spec.decode, Some("f1"));
+        assert_eq!(base.len(), 16);
+        assert_eq!(base, kv_compatibility(&spec, &spec.decode, Some("f1")));
+        let mut other = spec.clone();
+        other.engine.image = "vllm/vllm-openai:v0.34.0".into();
+        assert_ne!(base, kv_compatibility(&other, &other.decode, Some("f1")));
+        assert_ne!(base, kv_compatibility(&spec, &spec.decode, Some("f2")));
+        let mut role = spec.decode.clone();
+        role.args = vec!["--block-size=32".into()];
+        let with_block = kv_compatibility(&spec, &role, Some("f1"));
+        assert_ne!(base, with_block);
+        role.args = vec!["--block-size".into(), "32".into()];
+        assert_eq!(with_block, kv_compatibility(&spec, &role, Some("f1")));
+        // What does not touch the KV layout leaves it alone.
+        role.args = vec!["--max-num-seqs".into(), "8".into()];
+        assert_eq!(base, kv_compatibility(&spec, &role, Some("f1")));
     }
 
     #[test]

@@ -152,13 +152,38 @@ async fn route(
     let mut decode = routing.decode;
     let mut explanation = routing.explanation;
 
-    let pd_request_id = prefill.as_ref().map(|_| Uuid::new_v4().to_string());
+    // A decode pod with the routing sidecar runs the legs itself, as behind a
+    // Gateway: it gets the request with the prefiller named.
+    let delegated = prefill.is_some() && decode.endpoint.sidecar;
+    let pd_request_id = prefill
+        .as_ref()
+        .filter(|_| !delegated)
+        .map(|_| Uuid::new_v4().to_string());
     let passed = match &pd_request_id {
         Some(id) => pd::headers::pd_leg_headers(&pd::headers::passed_headers(headers), id),
         None => pd::headers::passed_headers(headers),
     };
     let clock = LatencyClock::start(s.picker.telemetry.clone(), Frontend::Proxy, started);
+    let mut prefill_guard = None;
     let (upstream, decode_guard, decode_leg) = match &prefill {
+        Some(p) if delegated => {
+            prefill_guard = Some(InFlightGuard::new(p.clone()));
+            let mut headers = passed.clone();
+            if let Ok(v) = HeaderValue::from_str(&p.endpoint.address) {
+                headers.insert(header::PREFILLER, v);
+            }
+            let body = req
+                .without_client_kv_params()
+                .map_or_else(|| bytes.clone(), Bytes::from);
+            let guard = InFlightGuard::new(decode.clone());
+            let address = &decode.endpoint.address;
+            let upstream = s
+                .legs
+                .send(address, kind.path(), body, &headers)
+                .await
+                .map_err(|e| e.into_proxy_error(address))?;
+            (upstream, guard, None)
+        }
         Some(p) => {
             let params = {
                 let _prefilling = InFlightGuard::new(p.clone());
@@ -215,6 +240,7 @@ async fn route(
         clock,
         ticket,
         decode_leg,
+        prefill_guard,
         _guard: decode_guard,
         _admitted: admitted,
     };

@@ -1,6 +1,6 @@
 //! What the proxy watches and holds while an answer is relayed: the latency clock,
 //! the pick's latency ticket (told of the first token and the decode speed), the
-//! decode leg's timer, the endpoint's in-flight count and the admission slot.
+//! decode leg's timer, the endpoints' in-flight counts and the admission slot.
 
 use crate::frontend::admission::Admitted;
 use crate::frontend::latency::LatencyClock;
@@ -14,6 +14,9 @@ pub struct Watch {
     /// its prefill leg).
     pub ticket: Option<Ticket>,
     pub decode_leg: Option<LegTimer>,
+    /// A prefill pod's in-flight count while a sidecar runs its leg: released at
+    /// the answer's first byte (the prefill is over by then).
+    pub prefill_guard: Option<InFlightGuard>,
     /// Held until the relay ends: the decode endpoint's in-flight count.
     pub _guard: InFlightGuard,
     /// Held until the relay ends: the admission slot.
@@ -29,6 +32,7 @@ impl RelayWatch for Watch {
             if let Some(leg) = &mut self.decode_leg {
                 leg.first_byte();
             }
+            self.prefill_guard = None;
         }
     }
 
