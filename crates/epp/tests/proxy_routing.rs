@@ -77,6 +77,19 @@ fn an_explanation_asked_for_comes_back_in_a_response_header() {
         ),
         Some(&pd_config(32)),
     );
+    // Every endpoint scraped once, so both decoders are candidates.
+    wait_for("all endpoints scraped", Duration::from_secs(10), || {
+        let m = epp.metrics_text();
+        [&prefill, &decoders[0], &decoders[1]]
+            .iter()
+            .all(|s| {
+                m.contains(&format!(
+                    "llmd_epp_endpoint_waiting_requests{{endpoint=\"{}\"}}",
+                    s.address()
+                ))
+            })
+            .then_some(())
+    });
     let request = || {
         http()
             .post(epp.url("/v1/completions"))

@@ -156,8 +156,10 @@ impl Legs {
     }
 
     /// Runs the prefill leg on `address` and returns the `kv_transfer_params` the
-    /// decode leg carries (`None`: the prefiller returned none, and the decode leg
-    /// computes the prompt itself). Counts the request as split.
+    /// decode leg carries (`None`: the decode leg computes the prompt itself, as the
+    /// prefiller returned none, or refused the connection so that nothing reached
+    /// it: a prefill pod gone a moment ago does not fail the request). Counts the
+    /// request as split.
     pub async fn prefill(
         &self,
         address: &str,
@@ -180,6 +182,11 @@ impl Legs {
                 );
                 Ok(None)
             }
+            Err((Cause::Unreachable, error)) => {
+                self.metrics.failed(Leg::Prefill, Cause::Unreachable);
+                tracing::warn!(prefiller = address, reason = %error.message, "decoding without a prefill leg");
+                Ok(None)
+            }
             Err((cause, error)) => {
                 self.metrics.failed(Leg::Prefill, cause);
                 Err(error)
@@ -198,19 +205,24 @@ impl Legs {
         let response = self
             .send(address, kind.path(), bytes, headers)
             .await
-            .map_err(|e| {
-                let cause = e.cause();
-                let error = match e {
-                    SendError::Timeout(after) => ProxyError::new(
+            .map_err(|e| match e {
+                SendError::Timeout(after) => (
+                    Cause::Timeout,
+                    ProxyError::new(
                         StatusCode::GATEWAY_TIMEOUT,
                         "prefill_timeout",
                         format!("prefill on {address} sent nothing within {after:?}"),
                     ),
-                    SendError::Http(e) => {
-                        ProxyError::upstream(format!("prefill on {address} unreachable: {e}"))
-                    }
-                };
-                (cause, error)
+                ),
+                // Refused: nothing reached the prefiller.
+                SendError::Http(e) if e.is_connect() => (
+                    Cause::Unreachable,
+                    ProxyError::upstream(format!("prefill on {address} unreachable: {e}")),
+                ),
+                SendError::Http(e) => (
+                    Cause::BadResponse,
+                    ProxyError::upstream(format!("prefill on {address} failed: {e}")),
+                ),
             })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| {

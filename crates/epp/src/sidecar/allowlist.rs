@@ -1,5 +1,6 @@
-//! SSRF protection: the prefillers the sidecar may call are the Ready prefill pods
-//! of its own pool (a pod watch on the prefill selector), at their `http` ports.
+//! SSRF protection: the prefillers the sidecar may call are the Ready (or draining)
+//! prefill pods of its own pool (a pod watch on the prefill selector), at their
+//! `http` ports.
 //! Any other address a request names is refused without being contacted.
 
 use std::collections::BTreeSet;
@@ -75,12 +76,14 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The addresses of Ready, not terminating `pods`: each pod IP with every container
-/// port named `http`.
+/// The addresses of the Ready `pods`, and of those terminating (they finish what
+/// they were sent, and an EndpointPicker may have named one a moment before it saw
+/// the deletion): each pod IP with every container port named `http`. A pod that
+/// is starting or failing its probes is not a prefiller.
 pub fn addresses<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> BTreeSet<SocketAddr> {
     let mut out = BTreeSet::new();
     for pod in pods {
-        if pod.metadata.deletion_timestamp.is_some() || !is_ready(pod) {
+        if pod.metadata.deletion_timestamp.is_none() && !is_ready(pod) {
             continue;
         }
         let Some(ip) = pod
@@ -175,17 +178,21 @@ mod tests {
     }
 
     #[test]
-    fn only_ready_running_pods_at_their_http_ports_are_allowed() {
+    fn only_ready_or_draining_pods_at_their_http_ports_are_allowed() {
         let pods = [
             pod("p0", "10.0.0.1", true, false),
             pod("p1", "10.0.0.2", false, false),
-            pod("p2", "10.0.0.3", true, true),
+            pod("p2", "10.0.0.3", false, true),
             pod("p3", "fd00::4", true, false),
         ];
         let allowed = addresses(&pods);
         assert_eq!(
             allowed,
-            BTreeSet::from([addr("10.0.0.1:8000"), addr("[fd00::4]:8000")])
+            BTreeSet::from([
+                addr("10.0.0.1:8000"),
+                addr("10.0.0.3:8000"),
+                addr("[fd00::4]:8000")
+            ])
         );
         let list = Allowlist::enforced();
         assert!(!list.is_synced());

@@ -378,7 +378,8 @@ async fn deleting_the_deployment_garbage_collects_every_child() {
     let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
     wait_for_ld(&lds, "gc", CONVERGE, "Ready", is_ready).await;
     let before = children_versions(&client, &ns.name, "gc").await;
-    assert_eq!(before.len(), 12, "children: {before:?}");
+    // Including the decode pods' routing sidecar's ServiceAccount, Role and RoleBinding.
+    assert_eq!(before.len(), 15, "children: {before:?}");
     // Stop the operator so only the garbage collector can remove children.
     operator.stop();
     lds.delete("gc", &DeleteParams::foreground())

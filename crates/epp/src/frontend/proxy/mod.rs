@@ -19,13 +19,13 @@ pub use crate::openai_error::ProxyError;
 use llmd_api::endpoint_picker::header;
 use uuid::Uuid;
 
-use crate::endpoint_picker::{EndpointPicker, session_token_for};
+use crate::endpoint_picker::{EndpointPicker, Routing, session_token_for};
 use crate::frontend::admission::{self, Admission, Admitted};
 use crate::frontend::latency::{Frontend, LatencyClock};
-use crate::frontend::request::ApiKind;
+use crate::frontend::request::{ApiKind, InferenceRequest};
 use crate::frontend::route;
 use crate::pd::{self, Legs};
-use crate::pool::endpoint::InFlightGuard;
+use crate::pool::endpoint::{EndpointState, InFlightGuard};
 use crate::scheduling::explain;
 use crate::telemetry::ProxyLabels;
 
@@ -132,7 +132,7 @@ async fn route(
     let bytes = read_body(body, s.max_body_bytes).await?;
     let req = route::parse(kind, &bytes)?;
     // Clients never steer the KV fabric: a prefiller they name is ignored (the EPP
-    // picks one), and their kv_transfer_params are dropped below.
+    // picks one), and their kv_transfer_params are dropped.
     if let Some(addr) = header_value(headers, header::PREFILLER) {
         tracing::debug!(
             prefiller = addr,
@@ -145,106 +145,32 @@ async fn route(
     let slo = route::objectives(&s.picker, |n| header_value(headers, n));
     let pick =
         |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude, explain, slo);
-    let routing = pick(None)?;
+    let mut routing = pick(None)?;
     let mut latency = route::latency_headers(&routing, &slo, explain);
-    let mut ticket = routing.ticket;
-    let prefill = routing.prefill;
-    let mut decode = routing.decode;
-    let mut explanation = routing.explanation;
-
-    // A decode pod with the routing sidecar runs the legs itself, as behind a
-    // Gateway: it gets the request with the prefiller named.
-    let delegated = prefill.is_some() && decode.endpoint.sidecar;
-    let pd_request_id = prefill
-        .as_ref()
-        .filter(|_| !delegated)
-        .map(|_| Uuid::new_v4().to_string());
-    let passed = match &pd_request_id {
-        Some(id) => pd::headers::pd_leg_headers(&pd::headers::passed_headers(headers), id),
-        None => pd::headers::passed_headers(headers),
-    };
     let clock = LatencyClock::start(s.picker.telemetry.clone(), Frontend::Proxy, started);
-    let mut prefill_guard = None;
-    let (upstream, decode_guard, decode_leg) = match &prefill {
-        Some(p) if delegated => {
-            prefill_guard = Some(InFlightGuard::new(p.clone()));
-            let mut headers = passed.clone();
-            if let Ok(v) = HeaderValue::from_str(&p.endpoint.address) {
-                headers.insert(header::PREFILLER, v);
-            }
-            let body = req
-                .without_client_kv_params()
-                .map_or_else(|| bytes.clone(), Bytes::from);
-            let guard = InFlightGuard::new(decode.clone());
-            let address = &decode.endpoint.address;
-            let upstream = s
-                .legs
-                .send(address, kind.path(), body, &headers)
+    let sent = match send_routed(s, &req, &bytes, headers, &mut routing).await {
+        Ok(sent) => sent,
+        // Nothing reached the decode endpoint: one other may safely be tried.
+        Err(Unsent::Refused(e)) => {
+            let failed = routing.decode.endpoint.address.clone();
+            tracing::warn!(endpoint = %failed, error = %e, "endpoint refused; re-picking");
+            routing = pick(Some(&failed))?;
+            latency = route::latency_headers(&routing, &slo, explain);
+            send_routed(s, &req, &bytes, headers, &mut routing)
                 .await
-                .map_err(|e| e.into_proxy_error(address))?;
-            (upstream, guard, None)
+                .map_err(|u| u.into_error(&routing.decode.endpoint.address))?
         }
-        Some(p) => {
-            let params = {
-                let _prefilling = InFlightGuard::new(p.clone());
-                s.legs
-                    .prefill(&p.endpoint.address, kind, &req.body, &passed)
-                    .await?
-            };
-            // The prefill leg's answer is the prefiller's first token.
-            if let Some(t) = ticket.take() {
-                t.first_token();
-            }
-            let guard = InFlightGuard::new(decode.clone());
-            let (upstream, timer) = s
-                .legs
-                .decode(&decode.endpoint.address, kind, &req.body, params, &passed)
-                .await?;
-            (upstream, guard, Some(timer))
-        }
-        None => {
-            // Forwarded byte for byte as the client sent it, unless it carries
-            // kv_transfer_params.
-            let body = req
-                .without_client_kv_params()
-                .map_or_else(|| bytes.clone(), Bytes::from);
-            let guard = InFlightGuard::new(decode.clone());
-            match s
-                .legs
-                .send(&decode.endpoint.address, kind.path(), body.clone(), &passed)
-                .await
-            {
-                Ok(u) => (u, guard, None),
-                // Nothing reached the model server yet: try one other endpoint.
-                Err(e) if e.is_connect() => {
-                    tracing::warn!(endpoint = %decode.endpoint.address, error = %e, "endpoint refused; re-picking");
-                    let retry = pick(Some(&decode.endpoint.address))?;
-                    latency = route::latency_headers(&retry, &slo, explain);
-                    decode = retry.decode;
-                    explanation = retry.explanation;
-                    ticket = retry.ticket;
-                    let guard = InFlightGuard::new(decode.clone());
-                    let address = &decode.endpoint.address;
-                    let upstream = s
-                        .legs
-                        .send(address, kind.path(), body, &passed)
-                        .await
-                        .map_err(|e| e.into_proxy_error(address))?;
-                    (upstream, guard, None)
-                }
-                Err(e) => return Err(e.into_proxy_error(&decode.endpoint.address)),
-            }
-        }
+        Err(Unsent::Failed(e)) => return Err(e),
     };
     let watch = watch::Watch {
         clock,
-        ticket,
-        decode_leg,
-        prefill_guard,
-        _guard: decode_guard,
+        ticket: routing.ticket.take(),
+        decode_leg: sent.decode_leg,
+        prefill_guard: sent.prefill_guard,
+        _guard: sent.decode_guard,
         _admitted: admitted,
     };
-    let mut response = pd::relay(upstream, req.stream, watch).await?;
+    let mut response = pd::relay(sent.upstream, req.stream, watch).await?;
     if slo.any() && !req.stream {
         // A buffered answer's first byte reached the client with its last.
         if let Ok(v) = HeaderValue::from_str(&route::milliseconds(started.elapsed().as_secs_f64()))
@@ -252,16 +178,17 @@ async fn route(
             response.headers_mut().insert(header::OBSERVED_TTFT_MS, v);
         }
     }
-    let session_token = session_token_for(&decode.endpoint.address);
+    let decode = &routing.decode.endpoint.address;
+    let session_token = session_token_for(decode);
     let mut announced = route::endpoint_headers(
-        &decode.endpoint.address,
-        prefill.as_ref().map(|p| &*p.endpoint.address),
+        decode,
+        routing.prefill.as_ref().map(|p| &*p.endpoint.address),
     );
     announced.push((header::SESSION, &session_token));
-    if let Some(id) = &pd_request_id {
+    if let Some(id) = &sent.pd_request_id {
         announced.push((header::PD_REQUEST_ID, id));
     }
-    if let Some(json) = &explanation {
+    if let Some(json) = &routing.explanation {
         announced.push((header::EXPLAIN, json));
     }
     announced.extend(latency.iter().map(|(name, value)| (*name, value.as_str())));
@@ -272,6 +199,125 @@ async fn route(
         }
     }
     Ok(response)
+}
+
+/// A routed request on its way: the decode endpoint's answer (its headers; the
+/// body follows) and what is held until it ends.
+struct Sent {
+    upstream: reqwest::Response,
+    decode_guard: InFlightGuard,
+    decode_leg: Option<pd::LegTimer>,
+    prefill_guard: Option<InFlightGuard>,
+    /// The id the P/D legs carried, when this proxy ran them.
+    pd_request_id: Option<String>,
+}
+
+/// Why a routed request got no answer.
+enum Unsent {
+    /// The decode endpoint refused the connection before anything reached it.
+    Refused(pd::SendError),
+    Failed(ProxyError),
+}
+
+impl Unsent {
+    fn into_error(self, address: &str) -> ProxyError {
+        match self {
+            Unsent::Refused(e) => e.into_proxy_error(address),
+            Unsent::Failed(e) => e,
+        }
+    }
+}
+
+/// Sends the request to `decode` as the client sent it (without a client's
+/// kv_transfer_params).
+async fn send_as_sent(
+    s: &ProxyState,
+    decode: &Arc<EndpointState>,
+    req: &InferenceRequest,
+    bytes: &Bytes,
+    headers: HeaderMap,
+) -> Result<(reqwest::Response, InFlightGuard), Unsent> {
+    let address = &decode.endpoint.address;
+    let body = req
+        .without_client_kv_params()
+        .map_or_else(|| bytes.clone(), Bytes::from);
+    let guard = InFlightGuard::new(decode.clone());
+    match s.legs.send(address, req.kind.path(), body, &headers).await {
+        Ok(upstream) => Ok((upstream, guard)),
+        Err(e) if e.is_connect() => Err(Unsent::Refused(e)),
+        Err(e) => Err(Unsent::Failed(e.into_proxy_error(address))),
+    }
+}
+
+/// Sends a routed request: aggregated, forwarded as the client sent it; split, to
+/// a decode pod's routing sidecar with the prefiller named (the sidecar runs the
+/// legs, as behind a Gateway), else through both legs from here.
+async fn send_routed(
+    s: &ProxyState,
+    req: &InferenceRequest,
+    bytes: &Bytes,
+    client_headers: &HeaderMap,
+    routing: &mut Routing,
+) -> Result<Sent, Unsent> {
+    let kind = req.kind;
+    let decode = routing.decode.clone();
+    let address = &decode.endpoint.address;
+    let passed = pd::headers::passed_headers(client_headers);
+    match routing.prefill.clone() {
+        None => {
+            let (upstream, decode_guard) = send_as_sent(s, &decode, req, bytes, passed).await?;
+            Ok(Sent {
+                upstream,
+                decode_guard,
+                decode_leg: None,
+                prefill_guard: None,
+                pd_request_id: None,
+            })
+        }
+        Some(p) if decode.endpoint.sidecar => {
+            let prefill_guard = Some(InFlightGuard::new(p.clone()));
+            let mut headers = passed;
+            if let Ok(v) = HeaderValue::from_str(&p.endpoint.address) {
+                headers.insert(header::PREFILLER, v);
+            }
+            let (upstream, decode_guard) = send_as_sent(s, &decode, req, bytes, headers).await?;
+            Ok(Sent {
+                upstream,
+                decode_guard,
+                decode_leg: None,
+                prefill_guard,
+                pd_request_id: None,
+            })
+        }
+        Some(p) => {
+            let id = Uuid::new_v4().to_string();
+            let legs = pd::headers::pd_leg_headers(&passed, &id);
+            let params = {
+                let _prefilling = InFlightGuard::new(p.clone());
+                s.legs
+                    .prefill(&p.endpoint.address, kind, &req.body, &legs)
+                    .await
+                    .map_err(Unsent::Failed)?
+            };
+            // The prefill leg's answer is the prefiller's first token.
+            if let Some(t) = routing.ticket.take() {
+                t.first_token();
+            }
+            let decode_guard = InFlightGuard::new(decode.clone());
+            let (upstream, timer) = s
+                .legs
+                .decode(address, kind, &req.body, params, &legs)
+                .await
+                .map_err(Unsent::Failed)?;
+            Ok(Sent {
+                upstream,
+                decode_guard,
+                decode_leg: Some(timer),
+                prefill_guard: None,
+                pd_request_id: Some(id),
+            })
+        }
+    }
 }
 
 /// `/v1/models` from any endpoint of the pool.
