@@ -61,13 +61,17 @@ pub struct Routing {
 
 /// Keeps only endpoints with fresh metrics when any has them: an endpoint whose
 /// `/metrics` stopped answering for longer than the staleness limit is presumed down
-/// (or not yet up). When none has fresh metrics (start-up, scrape trouble) all stay,
-/// so routing never stops for lack of signals.
+/// (or not yet up). When that would leave no endpoint that serves decode (start-up,
+/// scrape trouble, a rolling update whose new pod is Ready but not scraped yet)
+/// all stay, so routing never stops for lack of signals.
 fn drop_unhealthy(
     candidates: Vec<Candidate>,
     states: Vec<Arc<EndpointState>>,
 ) -> (Vec<Candidate>, Vec<Arc<EndpointState>>) {
-    if candidates.iter().all(|c| c.load.is_some()) || candidates.iter().all(|c| c.load.is_none()) {
+    let fresh_decoder = candidates
+        .iter()
+        .any(|c| c.load.is_some() && c.role.serves_decode());
+    if !fresh_decoder || candidates.iter().all(|c| c.load.is_some()) {
         return (candidates, states);
     }
     candidates
@@ -527,6 +531,16 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(&*c[0].address, "up:1");
         assert_eq!(&*s[0].endpoint.address, "up:1");
+    }
+
+    #[test]
+    fn a_fresh_prefill_endpoint_alone_does_not_drop_an_unscraped_decoder() {
+        // Mid-upgrade: the new decode pod is Ready but not scraped yet.
+        let p = picker(&[("p:1", Role::Prefill), ("new:1", Role::Decode)]);
+        let prefill = p.registry.get("p:1").expect("present");
+        p.record_scrape(&prefill, Default::default());
+        let (c, _) = p.candidates(&[], None);
+        assert_eq!(c.len(), 2, "the decoder stays: routing never stops");
     }
 
     #[test]

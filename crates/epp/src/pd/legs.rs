@@ -88,8 +88,15 @@ impl SendError {
                 "upstream_timeout",
                 format!("model server {address} sent nothing within {after:?}"),
             ),
+            // Nothing reached it (starting, or gone after draining): the caller
+            // may try elsewhere, as a 503 tells clients.
+            SendError::Http(e) if e.is_connect() => ProxyError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                format!("model server {address} refused the connection: {e}"),
+            ),
             SendError::Http(e) => {
-                ProxyError::upstream(format!("model server {address} unreachable: {e}"))
+                ProxyError::upstream(format!("model server {address} failed: {e}"))
             }
         }
     }

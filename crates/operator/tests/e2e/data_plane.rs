@@ -1064,3 +1064,192 @@ async fn behind_a_gateway_the_decode_pods_sidecar_runs_the_prefill_leg_on_the_pr
         "the two refusals, counted: {metrics}"
     );
 }
+
+/// What one request through the EPP saw: its status, the prefill and decode
+/// endpoints named in the answer, and the body of a failure.
+struct Outcome {
+    status: u16,
+    prefiller: Option<String>,
+    destination: Option<String>,
+    error: String,
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn an_engine_upgrade_of_a_p_d_deployment_fails_no_request_and_never_pairs_old_with_new() {
+    let stack = LiveStack::start(
+        "e2e-dp-upgrade",
+        "upgrade",
+        // Four decode pods roll one after another while the one prefill pod is
+        // replaced at once: for most of the roll, old decode engines run beside a
+        // new prefill engine.
+        &manifest(
+            "upgrade",
+            1,
+            4,
+            "    disaggregation:\n      nonCachedTokens: 64\n",
+        ),
+    )
+    .await;
+    let epp = stack.epp_ip().await;
+    let selector = format!("app.kubernetes.io/instance={}", stack.name);
+    let compat = |p: &Pod| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("llmd.dev/kv-compatibility"))
+            .cloned()
+    };
+    let old = compat(&stack.role("prefill").await[0]).expect("labelled");
+
+    // Every pod address seen during the run, with its KV-compatibility value.
+    let stop = Arc::new(AtomicBool::new(false));
+    let labels: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
+    let watcher = {
+        let (pods, stop, labels, selector) = (
+            stack.pods.clone(),
+            stop.clone(),
+            labels.clone(),
+            selector.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+                    let mut seen = labels.lock().await;
+                    for p in &list.items {
+                        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+                        if let (Some(ip), Some(value)) = (ip, compat(p)) {
+                            seen.entry(format!("{ip}:8000")).or_default().insert(value);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // Clients sending prompts no engine holds (each one would be split).
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let clients: Vec<_> = (0..4)
+        .map(|worker| {
+            let (stop, outcomes, epp) = (stop.clone(), outcomes.clone(), epp.clone());
+            tokio::spawn(async move {
+                let mut q = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = complete(&epp, &tenant_prompt(1000 + worker * 10_000 + q, q), 4).await;
+                    let outcome = Outcome {
+                        status: r.status().as_u16(),
+                        prefiller: header(&r, "x-prefiller-host-port"),
+                        destination: header(&r, "x-gateway-destination-endpoint"),
+                        error: if r.status().is_success() {
+                            String::new()
+                        } else {
+                            r.text().await.unwrap_or_default()
+                        },
+                    };
+                    outcomes.lock().await.push(outcome);
+                    q += 1;
+                }
+            })
+        })
+        .collect();
+    let splits_with = |value: String| {
+        let (outcomes, labels) = (outcomes.clone(), labels.clone());
+        move || {
+            let (outcomes, labels, value) = (outcomes.clone(), labels.clone(), value.clone());
+            async move {
+                let labels = labels.lock().await;
+                let n = outcomes
+                    .lock()
+                    .await
+                    .iter()
+                    .filter_map(|o| o.prefiller.as_ref())
+                    .filter(|p| labels.get(*p).is_some_and(|v| v.contains(&value)))
+                    .count();
+                (n >= 3).then_some(())
+            }
+        }
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "splits on the old engines",
+        splits_with(old.clone()),
+    )
+    .await;
+
+    stack
+        .patch_spec(json!({"engine": {"image": "vllm/vllm-openai:v0.33.1"}}))
+        .await;
+    let new = wait_until(
+        Duration::from_secs(240),
+        "every engine pod replaced and Ready",
+        || async {
+            let pods = stack.ready_pods(&selector).await;
+            let engines: Vec<&Pod> = pods.iter().filter(|p| compat(p).is_some()).collect();
+            let values: BTreeSet<String> = engines.iter().filter_map(|p| compat(p)).collect();
+            let all = stack
+                .pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let terminating = all
+                .items
+                .iter()
+                .any(|p| p.metadata.deletion_timestamp.is_some());
+            (engines.len() == 5 && values.len() == 1 && !values.contains(&old) && !terminating)
+                .then(|| values.into_iter().next())
+                .flatten()
+        },
+    )
+    .await;
+    stack.wait_for_epp_endpoints().await;
+    wait_until(
+        Duration::from_secs(60),
+        "splits on the new engines",
+        splits_with(new.clone()),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let _ = watcher.await;
+
+    let outcomes = outcomes.lock().await;
+    let labels = labels.lock().await;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.status != 200)
+        .map(|o| format!("{} {}", o.status, o.error))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the upgrade: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+    let mut pairs = 0;
+    for o in outcomes.iter() {
+        let (Some(p), Some(d)) = (&o.prefiller, &o.destination) else {
+            continue;
+        };
+        let (pl, dl) = (labels.get(p), labels.get(d));
+        assert!(
+            pl.is_some_and(|v| v.len() == 1) && pl == dl,
+            "a mixed pair: prefill {p} {pl:?}, decode {d} {dl:?}"
+        );
+        pairs += 1;
+    }
+    assert!(pairs >= 6, "{pairs} split requests of {}", outcomes.len());
+    // The roll did run old and new engines side by side: requests the decider
+    // would have split were served whole for want of a compatible prefill pod.
+    let metrics = metrics_of(&epp).await;
+    let unpaired = sum_metric(
+        &metrics
+            .lines()
+            .filter(|l| l.contains("aggregated_no_kv_compatible_prefill"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "llmd_epp_pd_decisions_total",
+    );
+    assert!(unpaired > 0.0, "no request met a mixed fleet: {metrics}");
+}

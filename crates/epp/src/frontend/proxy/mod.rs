@@ -150,15 +150,15 @@ async fn route(
     let clock = LatencyClock::start(s.picker.telemetry.clone(), Frontend::Proxy, started);
     let sent = match send_routed(s, &req, &bytes, headers, &mut routing).await {
         Ok(sent) => sent,
-        // Nothing reached the decode endpoint: one other may safely be tried.
+        // The decode endpoint took nothing on: one other may safely be tried.
         Err(Unsent::Refused(e)) => {
             let failed = routing.decode.endpoint.address.clone();
-            tracing::warn!(endpoint = %failed, error = %e, "endpoint refused; re-picking");
+            tracing::warn!(endpoint = %failed, reason = %e.message, "endpoint refused; re-picking");
             routing = pick(Some(&failed))?;
             latency = route::latency_headers(&routing, &slo, explain);
             send_routed(s, &req, &bytes, headers, &mut routing)
                 .await
-                .map_err(|u| u.into_error(&routing.decode.endpoint.address))?
+                .map_err(Unsent::into_error)?
         }
         Err(Unsent::Failed(e)) => return Err(e),
     };
@@ -214,16 +214,16 @@ struct Sent {
 
 /// Why a routed request got no answer.
 enum Unsent {
-    /// The decode endpoint refused the connection before anything reached it.
-    Refused(pd::SendError),
+    /// The decode endpoint took nothing on: it refused the connection, or answered
+    /// 503 (an engine draining on shutdown refuses new requests so).
+    Refused(ProxyError),
     Failed(ProxyError),
 }
 
 impl Unsent {
-    fn into_error(self, address: &str) -> ProxyError {
+    fn into_error(self) -> ProxyError {
         match self {
-            Unsent::Refused(e) => e.into_proxy_error(address),
-            Unsent::Failed(e) => e,
+            Unsent::Refused(e) | Unsent::Failed(e) => e,
         }
     }
 }
@@ -243,8 +243,19 @@ async fn send_as_sent(
         .map_or_else(|| bytes.clone(), Bytes::from);
     let guard = InFlightGuard::new(decode.clone());
     match s.legs.send(address, req.kind.path(), body, &headers).await {
+        Ok(upstream) if upstream.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+            let text = upstream.text().await.unwrap_or_default();
+            Err(Unsent::Refused(ProxyError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                format!(
+                    "model server {address} is not taking requests: {}",
+                    text.chars().take(512).collect::<String>()
+                ),
+            )))
+        }
         Ok(upstream) => Ok((upstream, guard)),
-        Err(e) if e.is_connect() => Err(Unsent::Refused(e)),
+        Err(e) if e.is_connect() => Err(Unsent::Refused(e.into_proxy_error(address))),
         Err(e) => Err(Unsent::Failed(e.into_proxy_error(address))),
     }
 }
