@@ -14,6 +14,9 @@ import json
 
 EPP = 'namespace="$namespace", llmd_deployment="$deployment", llmd_component="endpoint-picker"'
 ENGINE = 'namespace="$namespace", llmd_deployment="$deployment", llmd_component=~"decode|prefill"'
+# P/D legs run by the EndpointPicker's proxy (llmd_epp_pd_*) and the decode pods'
+# routing sidecars (llmd_sidecar_pd_*): one family name pattern, both sources.
+PD = 'namespace="$namespace", llmd_deployment="$deployment"'
 RATE = "$__rate_interval"
 
 
@@ -48,7 +51,7 @@ FLEET = [
         (f'sum by (code) (rate(llmd_epp_proxy_requests_total{{{EPP}, code=~"5.."}}[{RATE}]))', "HTTP {{code}}"),
         (f"sum (rate(llmd_epp_requests_shed_total{{{EPP}}}[{RATE}]))", "shed (429)"),
         (f"sum (rate(llmd_epp_no_endpoint_total{{{EPP}}}[{RATE}]))", "no endpoint"),
-        (f"sum by (stage) (rate(llmd_epp_pd_failures_total{{{EPP}}}[{RATE}]))", "P/D {{stage}} failed"),
+        (f'sum by (stage, cause) (rate({{__name__=~"llmd_(epp|sidecar)_pd_failures_total", {PD}}}[{RATE}]))', "P/D {{stage}}: {{cause}}"),
     ], "Server errors, requests shed at the admission limit, requests no pod could serve, failed P/D legs."),
     ("Model-server pods in the pool", "short", [
         (f"max by (role) (llmd_epp_endpoints{{{EPP}}})", "{{role}}"),
@@ -84,6 +87,10 @@ ROUTING = [
     ("Prefill/decode split", "reqps", [
         (f"sum by (outcome) (rate(llmd_epp_pd_decisions_total{{{EPP}}}[{RATE}]))", "{{outcome}}"),
     ], "Requests split into prefill + decode, and served aggregated."),
+    ("P/D legs", "s", [
+        (f'histogram_quantile(0.9, sum by (le, leg) (rate({{__name__=~"llmd_(epp|sidecar)_pd_leg_duration_seconds_bucket", {PD}}}[{RATE}])))', "p90 {{leg}}"),
+        (f'histogram_quantile(0.5, sum by (le, leg) (rate({{__name__=~"llmd_(epp|sidecar)_pd_leg_duration_seconds_bucket", {PD}}}[{RATE}])))', "p50 {{leg}}"),
+    ], "Prefill leg until the prefiller's answer; decode leg until the first byte of the decode answer (the KV pull and the first token). From the EndpointPicker's proxy and the decode pods' routing sidecars."),
     ("Share of the winner's score per scorer", "percentunit", [
         (mean("llmd_epp_winner_scorer_share", EPP, "scorer"), "{{scorer}}"),
     ], "What each scorer contributed to the chosen pod's total (weight x score / total)."),

@@ -210,7 +210,8 @@ class Chart(unittest.TestCase):
                       "prometheusRule.enabled=true", "watchNamespace=apps")
         monitors = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "PodMonitor")}
         self.assertEqual(sorted(monitors), ["rel-llmd-operator-endpoint-pickers",
-                                            "rel-llmd-operator-model-servers"])
+                                            "rel-llmd-operator-model-servers",
+                                            "rel-llmd-operator-routing-sidecars"])
         for spec in monitors.values():
             self.assertEqual(spec["namespaceSelector"], {"matchNames": ["apps"]})
             targets = [r["targetLabel"] for r in spec["podMetricsEndpoints"][0]["relabelings"]]
@@ -219,6 +220,8 @@ class Chart(unittest.TestCase):
                          "metrics")
         self.assertEqual(monitors["rel-llmd-operator-model-servers"]["podMetricsEndpoints"][0]["port"],
                          "http")
+        self.assertEqual(monitors["rel-llmd-operator-routing-sidecars"]["podMetricsEndpoints"][0]["port"],
+                         "sidecar-metrics")
 
         dashboards = {}
         for cm in by_kind(docs, "ConfigMap"):
