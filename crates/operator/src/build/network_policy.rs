@@ -88,6 +88,11 @@ pub fn network_policies(owner: &Owner, spec: &LLMDeploymentSpec) -> Vec<NetworkP
         (labels::INFERENCE_SERVING.to_string(), "true".to_string()),
     ]));
     let endpoint_picker = owner.selector_labels(Component::EndpointPicker);
+    // The serving port, and the routing sidecar's metrics where decode pods run one.
+    let mut serving = vec![MODEL_SERVER_PORT];
+    if super::routing_sidecar::enabled(spec) {
+        serving.push(llmd_api::routing_sidecar::METRICS_PORT);
+    }
     vec![
         policy(
             owner,
@@ -95,7 +100,7 @@ pub fn network_policies(owner: &Owner, spec: &LLMDeploymentSpec) -> Vec<NetworkP
             Component::Decode,
             model_servers,
             &isolation.allow_from,
-            &[MODEL_SERVER_PORT],
+            &serving,
         ),
         policy(
             owner,
@@ -151,7 +156,8 @@ mod tests {
             .collect();
         assert_eq!(names, ["llama-pd-model-servers", "llama-pd-epp"]);
 
-        let expected_ports = [vec![8000], vec![9002, 9003, 8080, 9090]];
+        // P/D: the decode pods' routing sidecars serve their metrics on 9095.
+        let expected_ports = [vec![8000, 9095], vec![9002, 9003, 8080, 9090]];
         for (policy, want) in policies.iter().zip(expected_ports) {
             let spec = policy.spec.as_ref().expect("spec");
             assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
