@@ -84,6 +84,14 @@ fn engine_metric(sim: &Sim, name: &str) -> f64 {
         .sum()
 }
 
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("host:port")
+}
+
 fn served(sim: &Sim) -> f64 {
     engine_metric(sim, "vllm:request_success_total")
 }
@@ -167,13 +175,7 @@ fn the_legs_carry_what_llm_d_sends_and_no_client_kv_params() {
     // Recording engines show exactly what each leg received.
     let prefill = Recorder::start();
     let decode = Recorder::start();
-    let decode_port: u16 = decode
-        .address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let sidecar = Sidecar::start(decode_port);
+    let sidecar = Sidecar::start(port_of(&decode.address));
     let r = http()
         .post(sidecar.url("/v1/chat/completions"))
         .header("x-prefiller-host-port", &prefill.address)
@@ -431,13 +433,7 @@ fn the_epp_proxy_hands_a_split_to_a_decode_pods_sidecar_and_pairs_only_kv_compat
     let prefill = Recorder::start();
     let stale_prefill = Recorder::start();
     let decode = Recorder::start();
-    let decode_port: u16 = decode
-        .address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let sidecar = Sidecar::start(decode_port);
+    let sidecar = Sidecar::start(port_of(&decode.address));
     let epp = Epp::start(
         &format!(
             "{}=prefill;kv=v2,{}=prefill;kv=v1,127.0.0.1:{}=decode;kv=v2;sidecar",

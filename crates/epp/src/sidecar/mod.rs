@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use uuid::Uuid;
 
+use crate::frontend::proxy::read_body;
 use crate::frontend::request::{ApiKind, InferenceRequest};
 use crate::openai_error::ProxyError;
 use crate::pd::{self, Cause, Leg, LegTimer, Legs, PdMetrics, RelayWatch};
@@ -149,16 +150,6 @@ async fn handle(s: Arc<SidecarState>, kind: ApiKind, headers: HeaderMap, body: B
         })
         .inc();
     response
-}
-
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ProxyError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("request body exceeds {limit} bytes or could not be read"),
-        )
-    })
 }
 
 /// The prefiller a request names, if the allowlist admits it.

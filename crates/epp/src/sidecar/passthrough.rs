@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{SidecarState, read_body};
+use super::SidecarState;
+use crate::frontend::proxy::read_body;
 use crate::frontend::request::{ApiKind, KV_TRANSFER_PARAMS};
 use crate::openai_error::ProxyError;
 use crate::pd::{self, SendError};

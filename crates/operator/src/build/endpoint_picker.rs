@@ -20,6 +20,7 @@ use llmd_api::{LLMDeploymentSpec, labels};
 use super::EndpointPickerDefaults;
 use super::endpoint_picker_config;
 use super::meta::{Component, Owner};
+use super::pod_parts::tcp_port;
 
 /// Name of the Deployment, Service, ServiceAccount, Role and RoleBinding.
 pub fn name(owner: &Owner) -> String {
@@ -38,12 +39,7 @@ pub fn args(owner: &Owner) -> Vec<String> {
 }
 
 fn port(name: &str, number: u16) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.into()),
-        container_port: i32::from(number),
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    }
+    tcp_port(name, i32::from(number))
 }
 
 fn grpc_health_probe(period: i32) -> Probe {

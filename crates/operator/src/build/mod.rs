@@ -14,6 +14,7 @@ pub mod kv_transfer;
 pub mod meta;
 pub mod model_server;
 pub mod network_policy;
+pub mod pod_parts;
 pub mod routing_sidecar;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ImageVolumeSource, ObjectFieldSelector,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ImageVolumeSource,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
     ServiceSpec, Volume, VolumeMount,
@@ -20,6 +20,7 @@ use llmd_api::{
 };
 
 use super::meta::{Component, Owner, label_value};
+use super::pod_parts::{field_env, tcp_port};
 use super::{kv_transfer, routing_sidecar};
 
 /// Where model weights from a pvc:// or oci:// uri are mounted.
@@ -310,17 +311,7 @@ fn health_probe(port: &str, period: i32, failure_threshold: i32) -> Probe {
 }
 
 fn pod_ip_env(name: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "status.podIP".into(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
+    field_env(name, "status.podIP")
 }
 
 /// Seconds a prefill pod keeps an idle HTTP connection (vLLM's default is 5): the
@@ -367,27 +358,12 @@ fn env(spec: &LLMDeploymentSpec, role: Role) -> Vec<EnvVar> {
 
 fn ports(spec: &LLMDeploymentSpec, role: Role) -> Vec<ContainerPort> {
     let (name, port) = engine_port(spec, role);
-    let mut ports = vec![ContainerPort {
-        name: Some(name.into()),
-        container_port: port,
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    }];
+    let mut ports = vec![tcp_port(name, port)];
     if spec.effective_connector() == KvConnector::Nixl {
-        ports.push(ContainerPort {
-            name: Some("nixl".into()),
-            container_port: spec.kv_transfer.side_channel_port,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        });
+        ports.push(tcp_port("nixl", spec.kv_transfer.side_channel_port));
     }
     if precise(spec) {
-        ports.push(ContainerPort {
-            name: Some("kv-events".into()),
-            container_port: KV_EVENTS_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        });
+        ports.push(tcp_port("kv-events", KV_EVENTS_PORT));
     }
     ports
 }

@@ -7,18 +7,19 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
-    DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccount,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use llmd_api::routing_sidecar::{self, flag};
 use llmd_api::{LLMDeploymentSpec, labels};
 
 use super::meta::{Component, Owner};
+use super::pod_parts::{self, field_env, read_rule, tcp_port};
 
 /// The pod volume holding the sidecar's credentials.
 const TOKEN_VOLUME: &str = "routing-sidecar-token";
@@ -53,15 +54,6 @@ fn args(owner: &Owner) -> Vec<String> {
         format!("--{}={}", flag::PREFILL_SELECTOR, prefill_selector(owner)),
         format!("--{}={}", flag::METRICS_PORT, routing_sidecar::METRICS_PORT),
     ]
-}
-
-fn port(name: &str, number: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.into()),
-        container_port: number,
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    }
 }
 
 /// Ready once it has listed the prefill pods (its `/health` is its own; the
@@ -104,20 +96,10 @@ pub fn container(owner: &Owner, image: &str) -> Container {
         image: Some(image.into()),
         command: Some(vec![routing_sidecar::COMMAND.into()]),
         args: Some(args(owner)),
-        env: Some(vec![EnvVar {
-            name: "POD_NAMESPACE".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.namespace".into(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![field_env("POD_NAMESPACE", "metadata.namespace")]),
         ports: Some(vec![
-            port("http", routing_sidecar::PORT),
-            port(
+            tcp_port("http", routing_sidecar::PORT),
+            tcp_port(
                 routing_sidecar::METRICS_PORT_NAME,
                 routing_sidecar::METRICS_PORT,
             ),
@@ -208,31 +190,12 @@ pub fn service_account(owner: &Owner) -> ServiceAccount {
 pub fn role(owner: &Owner) -> Role {
     Role {
         metadata: owner.object_meta(name(owner), Component::Decode),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["pods".into()]),
-            verbs: ["get", "list", "watch"].map(String::from).to_vec(),
-            ..PolicyRule::default()
-        }]),
+        rules: Some(vec![read_rule("", "pods")]),
     }
 }
 
 pub fn role_binding(owner: &Owner) -> RoleBinding {
-    let name = name(owner);
-    RoleBinding {
-        metadata: owner.object_meta(name.clone(), Component::Decode),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: name.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name,
-            namespace: Some(owner.namespace.clone()),
-            ..Subject::default()
-        }]),
-    }
+    pod_parts::role_binding(owner, name(owner), Component::Decode)
 }
 
 /// Whether decode pods run the sidecar: whenever prefill pods can hand them KV

@@ -107,7 +107,8 @@ async fn handle(s: Arc<ProxyState>, kind: ApiKind, headers: HeaderMap, body: Bod
     response
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+/// The request body, at most `limit` bytes (an OpenAI-style 413 beyond).
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ProxyError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
