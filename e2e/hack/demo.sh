@@ -89,6 +89,25 @@ ask "long uncached prompt" "$long. Summarise the agreement."
 echo "  the EndpointPicker's P/D decisions:"
 curl -fsS --noproxy '*' "http://$EPP_IP:9090/metrics" | grep '^llmd_epp_pd_decisions' | sed 's/^/    /'
 
+# As a Gateway does after the EndpointPicker's ext-proc answer: the request goes to
+# the decode pod named, with the prefill pod named; its routing sidecar runs the legs.
+DECODE_IP="$(kubectl get pods -n "$NS" -l "app.kubernetes.io/instance=$NAME,llm-d.ai/role=decode" \
+  -o jsonpath='{.items[0].status.podIP}')"
+PREFILL_IP="$(kubectl get pods -n "$NS" -l "app.kubernetes.io/instance=$NAME,llm-d.ai/role=prefill" \
+  -o jsonpath='{.items[0].status.podIP}')"
+say "as a Gateway: to the decode pod's routing sidecar ($DECODE_IP:8000), prefill on $PREFILL_IP:8000"
+gateway_headers="$LLMD_CLUSTER_DIR/demo-gateway-headers"
+curl -fsS --noproxy '*' -o /dev/null -D "$gateway_headers" "http://$DECODE_IP:8000/v1/chat/completions" \
+  -H 'content-type: application/json' -H "x-prefiller-host-port: $PREFILL_IP:8000" \
+  -d "{\"model\":\"$MODEL\",\"max_tokens\":8,\"messages\":[{\"role\":\"user\",\"content\":\"$long\"}]}"
+printf '  served by %s; both legs carried request id %s\n' \
+  "$(sed -n 's/^x-inference-pod: *//Ip' "$gateway_headers" | tr -d '\r')" \
+  "$(sed -n 's/^x-llmd-pd-request-id: *//Ip' "$gateway_headers" | tr -d '\r')"
+outside="$(curl -sS --noproxy '*' -o /dev/null -w '%{http_code}' "http://$DECODE_IP:8000/v1/chat/completions" \
+  -H 'content-type: application/json' -H "x-prefiller-host-port: $EPP_IP:8080" \
+  -d "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}")"
+echo "  a prefiller outside the pool ($EPP_IP:8080): HTTP $outside, not contacted"
+
 say "status.routing (the tuner's, every 10 s)"
 tuned_from_pods() {
   [[ "$(kubectl get llmd "$NAME" -n "$NS" -o jsonpath='{.status.routing.reason}')" != *" 0 model server"* ]]
@@ -107,6 +126,9 @@ The demo is up ($((SECONDS - started)) s). Use it as a user would:
   # with a TTFT objective: the answer says what the EPP predicted and what it saw
   curl -s -D - -o /dev/null $PROXY/v1/chat/completions -H 'content-type: application/json' \\
     -H 'x-llm-d-slo-ttft-ms: 500' -d '{"model":"$MODEL","messages":[{"role":"user","content":"hi"}]}' | grep -i ttft
+  # as a Gateway: the decode pod's routing sidecar runs the prefill leg on the pod named
+  curl -s -D - http://$DECODE_IP:8000/v1/chat/completions -H 'content-type: application/json' \\
+    -H 'x-prefiller-host-port: $PREFILL_IP:8000' -d '{"model":"$MODEL","messages":[{"role":"user","content":"hi"}]}'
   kubectl patch llmd $NAME -n $NS --type merge -p '{"spec":{"decode":{"replicas":5}}}'
   kubectl delete pod $NAME-decode-0 -n $NS   # the runner stops it, the StatefulSet brings it back
 Pod logs: $LLMD_POD_RUNNER_STATE/pods/<namespace>_<pod>_<uid>/<container>.log
