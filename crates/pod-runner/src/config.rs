@@ -131,8 +131,9 @@ pub struct ImageRule {
     /// container sets itself wins.
     #[serde(default)]
     pub extra_args: Vec<String>,
-    /// The image's other programs (binary images): a container whose `command`
-    /// names one of these paths runs the local program given for it.
+    /// The image's other programs: a container whose `command` names one of these
+    /// (e.g. the engine image's `python3`) runs the local program given for it,
+    /// with its arguments as they are.
     #[serde(default)]
     pub commands: BTreeMap<String, PathBuf>,
 }

@@ -193,7 +193,13 @@ impl ContainerTask {
                 exit_code: code,
                 signal,
                 reason: if code == 0 { "Completed" } else { "Error" }.into(),
-                message: None,
+                message: termination_message(
+                    &spec.termination_log,
+                    (code != 0
+                        && self.spec.termination_message_policy.as_deref()
+                            == Some("FallbackToLogsOnError"))
+                    .then_some(spec.log.as_path()),
+                ),
                 started_at: Some(proc.started_at),
                 finished_at: Timestamp::now(),
                 container_id: self.view.container_id.clone(),
@@ -299,6 +305,28 @@ impl ContainerTask {
 }
 
 /// The pod's terminationGracePeriodSeconds (default 30).
+/// Most bytes of a termination message the kubelet keeps.
+const TERMINATION_MESSAGE_BYTES: usize = 4096;
+
+/// What the container wrote to its termination message file, as the kubelet
+/// reports it (at most 4 KiB); else, with `fallback_log`, the end of its log.
+pub fn termination_message(
+    file: &std::path::Path,
+    fallback_log: Option<&std::path::Path>,
+) -> Option<String> {
+    let tail = |bytes: Vec<u8>| {
+        let start = bytes.len().saturating_sub(TERMINATION_MESSAGE_BYTES);
+        String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+    };
+    let written = std::fs::read(file).ok().map(tail).filter(|m| !m.is_empty());
+    written.or_else(|| {
+        fallback_log
+            .and_then(|log| std::fs::read(log).ok())
+            .map(tail)
+            .filter(|m| !m.is_empty())
+    })
+}
+
 pub fn termination_grace(pod: &Pod) -> Duration {
     let secs = pod
         .spec
@@ -311,6 +339,24 @@ pub fn termination_grace(pod: &Pod) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_termination_message_is_the_files_else_the_logs_end() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (file, log) = (dir.path().join("t"), dir.path().join("log"));
+        std::fs::write(&log, "starting\nfailed: no route\n").expect("log");
+        assert_eq!(termination_message(&file, None), None);
+        assert_eq!(
+            termination_message(&file, Some(&log)).as_deref(),
+            Some("starting\nfailed: no route")
+        );
+        std::fs::write(&file, format!("{{\"ok\":true}}{}", " ".repeat(5000))).expect("file");
+        let m = termination_message(&file, Some(&log)).expect("written");
+        assert!(m.len() <= 4096);
+        std::fs::write(&file, "x".repeat(5000) + "END").expect("file");
+        let m = termination_message(&file, None).expect("written");
+        assert!(m.ends_with("END") && m.len() == 4096, "the end is kept");
+    }
 
     #[test]
     fn restart_policy_decides_whether_an_exit_restarts() {

@@ -95,6 +95,8 @@ pub struct PodContext {
     state: tokio::sync::Mutex<Materialised>,
 }
 
+/// Where a container writes its termination message unless it says otherwise.
+const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// Where in-cluster clients look for service-account credentials.
 const IN_CLUSTER_CREDENTIALS: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -260,7 +262,17 @@ impl PodContext {
             event_reason: "Failed",
             message: format!("Error: {e}"),
         })?;
-        let mounts = MountMap::new(container, &volume_dirs);
+        let mut mounts = MountMap::new(container, &volume_dirs);
+        // The termination message file the kubelet would mount.
+        let termination_log = self.dir.join(format!("{}.termination-log", container.name));
+        let _ = std::fs::remove_file(&termination_log);
+        mounts.add_file(
+            container
+                .termination_message_path
+                .as_deref()
+                .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
+            termination_log.clone(),
+        );
         let command = mounts.rewrite_all(&env::expand_all(
             container.command.as_deref().unwrap_or_default(),
             &env,
@@ -331,6 +343,7 @@ impl PodContext {
             pid_file: self.pid_path(&container.name),
             notes: program.notes,
             kv_events_port: program.kv_events_port,
+            termination_log,
         };
         Ok((spec, program.kind))
     }

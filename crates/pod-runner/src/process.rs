@@ -29,6 +29,8 @@ pub struct LaunchSpec {
     pub notes: Vec<String>,
     /// A simulator's KV-events port to bind and forward ([`crate::kv_forwarder`]).
     pub kv_events_port: Option<u16>,
+    /// Where the container's `terminationMessagePath` is (emptied before each start).
+    pub termination_log: PathBuf,
 }
 
 /// A running container process (the leader of its own process group).

@@ -46,6 +46,19 @@ pub fn program(
     command: &[String],
     args: &[String],
 ) -> Result<Program, StandInError> {
+    // Another of the image's programs, named by the container's command (the
+    // engine image's python3 for the fabric probe): run as it is.
+    if let Some(binary) = command.first().and_then(|c| rule.commands.get(c)) {
+        let mut all: Vec<String> = command.iter().skip(1).cloned().collect();
+        all.extend(args.iter().cloned());
+        return Ok(Program {
+            binary: binary.clone(),
+            args: all,
+            kind: RunKind::Binary,
+            notes: Vec::new(),
+            kv_events_port: None,
+        });
+    }
     match rule.run {
         RunKind::Simulator => {
             let t = translate_vllm(command, args, &rule.extra_args).map_err(|source| {
@@ -77,17 +90,11 @@ pub fn program(
         }
         RunKind::Binary => {
             // The image's entrypoint is our binary: a container `command` replaces
-            // it, so its first word is the program (another of the image's
-            // programs when the rule names it) and the rest come before args.
-            let binary = command
-                .first()
-                .and_then(|c| rule.commands.get(c))
-                .unwrap_or(&rule.binary)
-                .clone();
+            // it, so its first word is the program and the rest come before args.
             let mut all: Vec<String> = command.iter().skip(1).cloned().collect();
             all.extend(args.iter().cloned());
             Ok(Program {
-                binary,
+                binary: rule.binary.clone(),
                 args: all,
                 kind: rule.run,
                 notes: Vec::new(),
@@ -132,5 +139,25 @@ mod tests {
         .expect("ok");
         assert_eq!(p.binary, std::path::PathBuf::from("/bin/sidecar"));
         assert_eq!(p.args, s(&["--port=8000"]));
+        // The engine image's other programs run as they are, not as the simulator.
+        let engine = ImageRule {
+            repositories: s(&["vllm/vllm-openai"]),
+            run: RunKind::Simulator,
+            binary: "/bin/sim".into(),
+            extra_args: vec![],
+            commands: [("python3".to_string(), "/venv/bin/python3".into())].into(),
+        };
+        let p = program(
+            &engine,
+            "vllm/vllm-openai",
+            &s(&["python3", "/probe.py"]),
+            &s(&["send"]),
+        )
+        .expect("ok");
+        assert_eq!(p.binary, std::path::PathBuf::from("/venv/bin/python3"));
+        assert_eq!(
+            (p.kind, p.args),
+            (RunKind::Binary, s(&["/probe.py", "send"]))
+        );
     }
 }

@@ -36,6 +36,14 @@ impl MountMap {
         Self { entries }
     }
 
+    /// One file the runner provides at `container_path` (a termination log).
+    pub fn add_file(&mut self, container_path: &str, host: PathBuf) {
+        self.entries
+            .push((container_path.trim_end_matches('/').to_string(), host));
+        self.entries
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    }
+
     fn rewrite_path(&self, word: &str) -> Option<String> {
         self.entries.iter().find_map(|(mount, dir)| {
             let rest = word.strip_prefix(mount.as_str())?;
