@@ -14,6 +14,7 @@ KUBECONFIG_E2E ?= $(E2E_CLUSTER_DIR)/kubeconfig
 .PHONY: tools cluster-up cluster-down
 tools: ## build the pinned e2e toolchain (kube, etcd, kwok, helm, inference-sim) into the cache
 	$(E2E_HACK)/build-tools.sh
+	$(E2E_HACK)/nixl-venv.sh >/dev/null
 
 # Our binaries the local cluster runs: llmd-pod-runner (the live nodes' kubelet) and
 # the local stand-ins of our images (ghcr.io/llmd-dev/llmd-epp with llmd-sidecar,

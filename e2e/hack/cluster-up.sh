@@ -437,6 +437,8 @@ await kube-controller-manager "namespace default and ServiceAccount default/defa
 # --- live nodes -------------------------------------------------------------------
 if [[ "$LLMD_LIVE_NODES" == 1 ]]; then
   abs() { realpath -m "$1"; }
+  # Real NIXL for the engine image's python3 (built once into the cache; about 340 MB).
+  NIXL_PYTHON="$("$LLMD_HACK_DIR/nixl-venv.sh" | tail -n 1)"
   SIM_ARGS="${LLMD_SIM_ARGS:---latency-calculator per-token --prefill-overhead 10ms --prefill-time-per-token 1ms --inter-token-latency 5ms --enable-kvcache --kv-cache-size 1024 --block-size 16}"
   yaml_list() { local w out=""; for w in $1; do out+="\"$w\", "; done; echo "[${out%, }]"; }
   # live_node <name> <cpu> <memory> <gpus>
@@ -467,6 +469,8 @@ if [[ "$LLMD_LIVE_NODES" == 1 ]]; then
     echo "- repositories: [vllm/vllm-openai]"
     echo "  run: simulator"
     echo "  binary: \"$BIN/llm-d-inference-sim\""
+    # The engine image's python3, with real NIXL (the KV fabric probe Jobs).
+    echo "  commands: {python3: \"$NIXL_PYTHON\"}"
     echo "  extraArgs: $(yaml_list "$SIM_ARGS")"
     echo "- repositories: [ghcr.io/llmd-dev/llmd-epp]"
     echo "  run: binary"
