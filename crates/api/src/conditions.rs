@@ -31,6 +31,12 @@ pub mod reason {
     pub const NIXL_CONFIGURED: &str = "NixlConfigured";
     pub const CONNECTOR_DISABLED: &str = "ConnectorDisabled";
     pub const KV_PEERS_NOT_READY: &str = "KVPeersNotReady";
+    /// A real NIXL transfer between a prefill and a decode node succeeded.
+    pub const KV_TRANSFER_PROVEN: &str = "KVTransferProven";
+    /// The fabric probe is running; the EndpointPicker serves whole requests.
+    pub const KV_TRANSFER_PROBING: &str = "KVTransferProbing";
+    /// The fabric probe failed (its message names the cause); whole requests only.
+    pub const KV_TRANSFER_PROBE_FAILED: &str = "KVTransferProbeFailed";
     pub const RECONCILED: &str = "Reconciled";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const APPLY_FAILED: &str = "ApplyFailed";

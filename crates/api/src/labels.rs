@@ -31,6 +31,14 @@ pub const KV_COMPATIBILITY: &str = "llmd.dev/kv-compatibility";
 /// a P/D request is sent to it with `x-prefiller-host-port` and it runs the legs.
 pub const ROUTING_SIDECAR: &str = "llmd.dev/routing-sidecar";
 
+/// On the KV fabric probe's Jobs and pods: `server` or `sender`.
+pub const FABRIC_PROBE: &str = "llmd.dev/fabric-probe";
+/// On the KV fabric probe's Jobs and pods: the hash of the probe's key (the fabric
+/// config, and a reprobe request).
+pub const FABRIC_PROBE_KEY: &str = "llmd.dev/fabric-probe-key";
+/// LLMDeployment annotation: a new value runs the KV fabric probe again.
+pub const REPROBE_FABRIC: &str = "llmd.dev/reprobe-fabric";
+
 pub const ROLE_PREFILL: &str = "prefill";
 pub const ROLE_DECODE: &str = "decode";
 pub const ROLE_BOTH: &str = "both";

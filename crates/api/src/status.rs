@@ -35,6 +35,30 @@ pub struct LLMDeploymentStatus {
     /// Scorer weights in force and why (written by the tuner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingStatus>,
+
+    /// The last KV fabric probe: a real NIXL transfer between a prefill node and a
+    /// decode node, run once per fabric config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_transfer: Option<KvTransferStatus>,
+}
+
+/// What the KV fabric probe found.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KvTransferStatus {
+    /// The fabric the probe ran for (the hash of the KV-transfer ConfigMap, and the
+    /// `llmd.dev/reprobe-fabric` annotation's value when set).
+    pub probed: String,
+    /// A transfer succeeded.
+    pub proven: bool,
+    /// The measurement, or why the probe failed.
+    pub message: String,
+    /// Transfer throughput in GB/s, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gb_per_second: Option<f64>,
+    /// When the probe finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probed_at: Option<String>,
 }
 
 /// Replica counts of one role.

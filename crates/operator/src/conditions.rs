@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use llmd_api::conditions::{self as types, reason};
 
+use crate::fabric_probe::Probe;
 use crate::observe::{KvFabric, Observed, Workload};
 
 /// A condition before timestamps: type, status, reason, message.
@@ -87,38 +88,64 @@ fn kv_verdict(observed: &Observed) -> Verdict {
             side_channel_port,
             config_present,
         } => {
+            let fabric =
+                format!("side channel port {side_channel_port}, UCX transports {transports}");
             let prefill_ready = observed.prefill.as_ref().is_some_and(|p| p.ready > 0);
             let decode_ready = observed.decode.ready > 0;
-            let rolled_out = observed
-                .prefill
-                .as_ref()
-                .is_none_or(|p| p.updated >= p.desired)
-                && observed.decode.updated >= observed.decode.desired;
+            let verdict = |status, reason, message: String| {
+                Verdict::new(types::KV_TRANSFER_READY, status, reason, message)
+            };
             if !config_present {
-                Verdict::new(
-                    types::KV_TRANSFER_READY,
+                verdict(
                     false,
                     reason::KV_PEERS_NOT_READY,
-                    "kv-transfer ConfigMap not created yet",
+                    "kv-transfer ConfigMap not created yet".into(),
                 )
-            } else if prefill_ready && decode_ready && rolled_out {
-                Verdict::new(
-                    types::KV_TRANSFER_READY,
-                    true,
-                    reason::NIXL_CONFIGURED,
-                    format!(
-                        "NixlConnector on prefill and decode pods; side channel port {side_channel_port}, UCX transports {transports}"
-                    ),
-                )
-            } else {
-                Verdict::new(
-                    types::KV_TRANSFER_READY,
+            } else if !observed.kv_peers_ready() {
+                let rolled_out = observed
+                    .prefill
+                    .as_ref()
+                    .is_none_or(|p| p.updated >= p.desired)
+                    && observed.decode.updated >= observed.decode.desired;
+                verdict(
                     false,
                     reason::KV_PEERS_NOT_READY,
                     format!(
                         "NIXL needs ready prefill and decode pods running the current fabric config (prefill ready: {prefill_ready}, decode ready: {decode_ready}, rolled out: {rolled_out})"
                     ),
                 )
+            } else {
+                match &observed.kv_probe {
+                    Probe::Done(s) if s.proven => verdict(
+                        true,
+                        reason::KV_TRANSFER_PROVEN,
+                        format!(
+                            "{}; NixlConnector on prefill and decode pods, {fabric}",
+                            s.message
+                        ),
+                    ),
+                    Probe::Done(s) => verdict(
+                        false,
+                        reason::KV_TRANSFER_PROBE_FAILED,
+                        format!(
+                            "{}; the EndpointPicker serves whole requests (fix the fabric, or give the annotation {} a new value to probe again); {fabric}",
+                            s.message,
+                            llmd_api::labels::REPROBE_FABRIC
+                        ),
+                    ),
+                    Probe::Probing(what) => verdict(
+                        false,
+                        reason::KV_TRANSFER_PROBING,
+                        format!(
+                            "probing the KV fabric with a real NIXL transfer ({what}); the EndpointPicker serves whole requests until one succeeds"
+                        ),
+                    ),
+                    Probe::NotRequired => verdict(
+                        true,
+                        reason::NIXL_CONFIGURED,
+                        format!("NixlConnector on prefill and decode pods; {fabric}"),
+                    ),
+                }
             }
         }
     }
@@ -280,6 +307,7 @@ mod tests {
                 config_present: true,
             },
             kv_events: None,
+            kv_probe: Probe::NotRequired,
         }
     }
 
@@ -304,6 +332,59 @@ mod tests {
         );
         assert!(!find(&v, types::PROGRESSING).status);
         assert!(!find(&v, types::DEGRADED).status);
+    }
+
+    #[test]
+    fn the_fabric_probe_decides_kv_transfer_ready() {
+        let proven = llmd_api::KvTransferStatus {
+            probed: "k".into(),
+            proven: true,
+            message: "NIXL wrote 64 MiB from node a to node b in 14.3 ms (4.71 GB/s)".into(),
+            gb_per_second: Some(4.71),
+            probed_at: None,
+        };
+        let mut observed = pd(2, 2);
+        observed.kv_probe = Probe::Probing("transferring".into());
+        let v = compute(&observed, None);
+        let kv = find(&v, types::KV_TRANSFER_READY);
+        assert!(!kv.status);
+        assert_eq!(kv.reason, reason::KV_TRANSFER_PROBING);
+        assert!(
+            kv.message.contains("serves whole requests"),
+            "{}",
+            kv.message
+        );
+        assert!(!find(&v, types::READY).status);
+
+        observed.kv_probe = Probe::Done(proven.clone());
+        let v = compute(&observed, None);
+        let kv = find(&v, types::KV_TRANSFER_READY);
+        assert!(kv.status);
+        assert_eq!(kv.reason, reason::KV_TRANSFER_PROVEN);
+        assert!(kv.message.starts_with("NIXL wrote 64 MiB") && kv.message.contains("4.71 GB/s"));
+        assert!(find(&v, types::READY).status);
+
+        observed.kv_probe = Probe::Done(llmd_api::KvTransferStatus {
+            proven: false,
+            message: "probe NIXL handshake refused (sender): ...".into(),
+            gb_per_second: None,
+            ..proven
+        });
+        let v = compute(&observed, None);
+        let kv = find(&v, types::KV_TRANSFER_READY);
+        assert!(!kv.status);
+        assert_eq!(kv.reason, reason::KV_TRANSFER_PROBE_FAILED);
+        assert!(
+            kv.message.contains("handshake refused")
+                && kv.message.contains("llmd.dev/reprobe-fabric")
+        );
+        // Peers not ready: that is the reason, whatever the probe says.
+        let mut waiting = pd(0, 2);
+        waiting.kv_probe = Probe::Probing("waiting".into());
+        assert_eq!(
+            find(&compute(&waiting, None), types::KV_TRANSFER_READY).reason,
+            reason::KV_PEERS_NOT_READY
+        );
     }
 
     #[test]

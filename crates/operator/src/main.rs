@@ -11,6 +11,7 @@ mod discovery;
 mod epp_scrape;
 mod error;
 mod events;
+mod fabric_probe;
 mod kv_events_seen;
 mod leader_election;
 mod metrics;

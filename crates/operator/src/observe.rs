@@ -13,6 +13,7 @@ use crate::build::{Component, Owner, endpoint_picker, kv_transfer, model_server}
 use crate::children::Child;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::fabric_probe::Probe;
 use crate::kv_events_seen::{self, KvEventsSeen};
 
 /// Replica counts of one StatefulSet or Deployment.
@@ -88,7 +89,7 @@ pub enum KvFabric {
 }
 
 /// Everything conditions are computed from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     pub prefill: Option<Workload>,
     pub decode: Workload,
@@ -96,6 +97,8 @@ pub struct Observed {
     pub kv_fabric: KvFabric,
     /// In precise prefix-cache mode, whose KV events reach the EndpointPicker.
     pub kv_events: Option<KvEventsSeen>,
+    /// Where the KV fabric probe stands.
+    pub kv_probe: Probe,
 }
 
 /// The scheduler's message for the first unschedulable pod among `pods`.
@@ -186,6 +189,7 @@ impl Observed {
             endpoint_picker,
             kv_fabric: kv_fabric(spec, config_present),
             kv_events: None,
+            kv_probe: Probe::NotRequired,
         }
     }
 
@@ -234,6 +238,7 @@ impl Observed {
             endpoint_picker,
             kv_fabric: kv_fabric(spec, config_present),
             kv_events: None,
+            kv_probe: Probe::NotRequired,
         })
     }
 
@@ -277,6 +282,23 @@ impl Observed {
             .iter()
             .chain([&self.decode, &self.endpoint_picker])
             .all(Workload::settled)
+    }
+
+    /// Prefill and decode pods are Ready on the current fabric config: the KV
+    /// fabric can be probed.
+    pub fn kv_peers_ready(&self) -> bool {
+        let prefill_ready = self.prefill.as_ref().is_some_and(|p| p.ready > 0);
+        let rolled_out = self.prefill.as_ref().is_none_or(|p| p.updated >= p.desired)
+            && self.decode.updated >= self.decode.desired;
+        matches!(
+            self.kv_fabric,
+            KvFabric::Nixl {
+                config_present: true,
+                ..
+            }
+        ) && prefill_ready
+            && self.decode.ready > 0
+            && rolled_out
     }
 }
 

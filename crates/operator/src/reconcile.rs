@@ -18,16 +18,37 @@ use crate::build::{self, BuildOptions, Owner};
 use crate::conditions::Failure;
 use crate::context::Context;
 use crate::error::{Category, Error, Result};
+use crate::fabric_probe::{self, Probe};
 use crate::leader_election::ensure_leading;
 use crate::observe::Observed;
 use crate::status::{self, Facts};
 use crate::{apply, discovery, events, validate};
+
+/// Where the KV fabric probe stands, advanced one step when the fabric can be
+/// probed (valid spec, Ready prefill and decode pods on the current config).
+async fn probe_fabric(
+    ctx: &Context,
+    owner: &Owner,
+    ld: &LLMDeployment,
+    observed: &Observed,
+    invalid: bool,
+) -> Result<Probe> {
+    if fabric_probe::current_key(ld).is_none() || (!invalid && observed.kv_peers_ready()) {
+        return fabric_probe::advance(ctx, owner, ld).await;
+    }
+    Ok(match fabric_probe::recorded(ld) {
+        Some(done) => Probe::Done(done.clone()),
+        None => Probe::Probing("waiting for Ready prefill and decode pods".into()),
+    })
+}
 
 /// How often a settled deployment is looked at again without any event.
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a deployment that is still rolling out, or has an object in the way of a
 /// child, is looked at again.
 const PROGRESS_CHECK: Duration = Duration::from_secs(10);
+/// How often a running KV fabric probe is looked at.
+const PROBE_CHECK: Duration = Duration::from_secs(1);
 /// How often the EndpointPicker is asked again while some pod's KV events have not
 /// reached it (an engine publishes only once it serves).
 const KV_EVENTS_CHECK: Duration = Duration::from_secs(30);
@@ -67,12 +88,13 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     }
 
     // build
-    let options = BuildOptions {
+    let mut options = BuildOptions {
         epp_defaults: ctx.epp_defaults.clone(),
         inference_pool_served: pool_served,
         tuned_weights: ld.tuned_weights(),
+        fabric_unproven: !fabric_probe::splitting_allowed(ld),
     };
-    let children = build::build(&owner, &ld.spec, &options);
+    let mut children = build::build(&owner, &ld.spec, &options);
 
     // apply
     let mut refused = None;
@@ -103,6 +125,16 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     };
     observed.find_unschedulable(ctx, &owner).await?;
     observed.find_kv_events(ctx, &owner, &ld.spec).await?;
+    observed.kv_probe = probe_fabric(ctx, &owner, ld, &observed, failure.is_some()).await?;
+    // A probe that just finished changes what the EndpointPicker may do: apply that
+    // now, so no status says the fabric is proven while its config says otherwise.
+    let unproven = !observed.kv_probe.allows_splitting();
+    if failure.is_none() && unproven != options.fabric_unproven {
+        options.fabric_unproven = unproven;
+        children = build::build(&owner, &ld.spec, &options);
+        apply::apply(ctx, &owner, &children, pool_served).await?;
+        ensure_leading()?;
+    }
 
     // status
     let facts = Facts::of(&owner, &ld.spec, pool_served, &children);
@@ -125,11 +157,15 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         info!(name = %owner.name, namespace = %owner.namespace, "spec cannot be served; waiting for a change");
         return Ok(Action::await_change());
     }
-    Ok(Action::requeue(if !observed.settled() {
-        PROGRESS_CHECK
-    } else if observed.kv_events.as_ref().is_some_and(|k| !k.complete()) {
-        KV_EVENTS_CHECK
-    } else {
-        RESYNC
-    }))
+    Ok(Action::requeue(
+        if matches!(observed.kv_probe, Probe::Probing(_)) {
+            PROBE_CHECK
+        } else if !observed.settled() {
+            PROGRESS_CHECK
+        } else if observed.kv_events.as_ref().is_some_and(|k| !k.complete()) {
+            KV_EVENTS_CHECK
+        } else {
+            RESYNC
+        },
+    ))
 }

@@ -14,6 +14,7 @@ use crate::apply::FIELD_MANAGER;
 use crate::build::{Children, Component, Owner, endpoint_picker_service};
 use crate::conditions::{self, Failure};
 use crate::error::{Error, Result};
+use crate::fabric_probe::Probe;
 use crate::observe::{Observed, Workload};
 
 /// What the reconcile learned, beyond the workloads.
@@ -106,6 +107,12 @@ pub fn desired(
             endpoint: facts.router_endpoint.clone(),
             inference_pool: facts.inference_pool.map(str::to_string),
         }),
+        // The probe's last result stays until a new one replaces it.
+        kv_transfer: match &observed.kv_probe {
+            Probe::Done(result) => Some(result.clone()),
+            Probe::Probing(_) => previous.kv_transfer.clone(),
+            Probe::NotRequired => None,
+        },
         // While autoTune is on, status.routing belongs to the tuner.
         routing: if ld.spec.router.auto_tune.enabled {
             previous.routing.clone()

@@ -9,6 +9,7 @@ pub mod endpoint_picker_config;
 pub mod endpoint_picker_rbac;
 pub mod endpoint_picker_service;
 mod engine_contract;
+pub mod fabric_probe;
 pub mod inference_pool;
 pub mod kv_transfer;
 pub mod meta;
@@ -99,6 +100,23 @@ pub struct BuildOptions {
     pub inference_pool_served: bool,
     /// Weights chosen by the tuner; the spec's when `None`.
     pub tuned_weights: Option<ScorerWeights>,
+    /// The KV fabric is not proven (its probe runs or failed): the EndpointPicker
+    /// serves whole requests.
+    pub fabric_unproven: bool,
+}
+
+/// The EndpointPicker's config: the spec's routing with `weights`, splitting into
+/// prefill and decode only once the KV fabric is proven.
+pub fn epp_config(
+    spec: &LLMDeploymentSpec,
+    weights: &ScorerWeights,
+    fabric_unproven: bool,
+) -> EndpointPickerConfig {
+    if fabric_unproven {
+        EndpointPickerConfig::for_router(&spec.router, weights, false)
+    } else {
+        EndpointPickerConfig::for_spec(spec, weights)
+    }
 }
 
 fn model_server(
@@ -164,7 +182,7 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
         .tuned_weights
         .as_ref()
         .unwrap_or(&spec.router.scorers);
-    let epp_config = EndpointPickerConfig::for_spec(spec, weights);
+    let epp_config = epp_config(spec, weights, options.fabric_unproven);
     let endpoint_picker = EndpointPicker {
         deployment: endpoint_picker::deployment(owner, spec, &options.epp_defaults),
         service: endpoint_picker_service::service(owner),

@@ -6,7 +6,6 @@
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
-use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use llmd_api::{LLMDeployment, RoutingChange, RoutingStatus, ScorerWeights};
 use llmd_tuner::candidates::describe_change;
 use llmd_tuner::{Outcome, Step};
@@ -47,7 +46,14 @@ pub async fn first(
     }
     let routing = RoutingStatus {
         weights: in_force.by_plugin(),
-        config_hash: Some(EndpointPickerConfig::for_spec(&ld.spec, in_force).hash()),
+        config_hash: Some(
+            crate::build::epp_config(
+                &ld.spec,
+                in_force,
+                !crate::fabric_probe::splitting_allowed(ld),
+            )
+            .hash(),
+        ),
         last_updated: Some(now()),
         reason: Some("autoTune: measuring the weights in force".into()),
         incumbent: None,
@@ -73,7 +79,14 @@ pub async fn holding(
         return Ok(());
     }
     routing.weights = in_force.by_plugin();
-    routing.config_hash = Some(EndpointPickerConfig::for_spec(&ld.spec, in_force).hash());
+    routing.config_hash = Some(
+        crate::build::epp_config(
+            &ld.spec,
+            in_force,
+            !crate::fabric_probe::splitting_allowed(ld),
+        )
+        .hash(),
+    );
     routing.reason = Some(reason);
     if routing.last_updated.is_none() {
         routing.last_updated = Some(now());
@@ -116,7 +129,14 @@ pub async fn step(
         routing.history.drain(..excess);
     }
     routing.weights = step.weights.by_plugin();
-    routing.config_hash = Some(EndpointPickerConfig::for_spec(&ld.spec, &step.weights).hash());
+    routing.config_hash = Some(
+        crate::build::epp_config(
+            &ld.spec,
+            &step.weights,
+            !crate::fabric_probe::splitting_allowed(ld),
+        )
+        .hash(),
+    );
     routing.incumbent = (step.weights != *incumbent).then(|| incumbent.by_plugin());
     routing.reason = Some(reason.clone());
     if moved {
