@@ -45,15 +45,17 @@ pub async fn transitions(ctx: &Context, ld: &LLMDeployment, new: &LLMDeploymentS
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     for condition in &new.conditions {
-        let watched =
-            condition.type_ == conditions::READY || condition.type_ == conditions::DEGRADED;
+        // The KV fabric probe's verdicts are news too (proven, failed, probing).
+        let watched = condition.type_ == conditions::READY
+            || condition.type_ == conditions::DEGRADED
+            || condition.type_ == conditions::KV_TRANSFER_READY;
         let before = old.iter().find(|c| c.type_ == condition.type_);
         let flipped =
             before.is_none_or(|b| b.status != condition.status || b.reason != condition.reason);
         if !watched || !flipped {
             continue;
         }
-        let healthy = (condition.type_ == conditions::READY) == (condition.status == "True");
+        let healthy = (condition.type_ != conditions::DEGRADED) == (condition.status == "True");
         if healthy && before.is_none() && condition.type_ == conditions::DEGRADED {
             continue;
         }

@@ -255,7 +255,14 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
     let Some(server_job) = ensure_job(ctx, owner, ld, Side::Server, &key, None).await? else {
         return Ok(Probing("replacing the probe of an earlier fabric".into()));
     };
-    let done = |side, f: Finished<'_>| Probe::Done(fabric_probe::result(&key, side, &f, &now()));
+    let done = |side, f: Finished<'_>| {
+        let result = fabric_probe::result(&key, side, &f, &now());
+        tracing::info!(
+            name = %owner.name, namespace = %owner.namespace, proven = result.proven,
+            "KV fabric probe finished: {}", result.message
+        );
+        Probe::Done(result)
+    };
     let Some(server) = pod_of(ctx, owner, Side::Server, &key).await? else {
         if let Some(why) = job_failure(&server_job) {
             let f = Finished {

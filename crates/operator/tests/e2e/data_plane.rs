@@ -50,7 +50,42 @@ impl LiveStack {
             _operator: operator,
         };
         stack.wait_for_epp_endpoints().await;
+        stack.wait_for_epp_config().await;
         stack
+    }
+
+    /// Until the EPP pod runs the config the status says is in force (splitting
+    /// requests once the KV fabric is proven).
+    async fn wait_for_epp_config(&self) {
+        let ld = self.lds.get(self.name).await.expect("get");
+        let Some(hash) = ld
+            .status
+            .as_ref()
+            .and_then(|s| s.routing.as_ref())
+            .and_then(|r| r.config_hash.clone())
+        else {
+            return;
+        };
+        let epp = self.epp_ip().await;
+        wait_until(
+            Duration::from_secs(30),
+            "the EPP pod runs the config in status",
+            || {
+                let (epp, hash) = (epp.clone(), hash.clone());
+                async move {
+                    metrics_of(&epp)
+                        .await
+                        .lines()
+                        .any(|l| {
+                            l.starts_with("llmd_epp_config_info")
+                                && l.contains(&hash)
+                                && l.ends_with(" 1")
+                        })
+                        .then_some(())
+                }
+            },
+        )
+        .await;
     }
 
     /// Ready pods with `labels`.
@@ -1252,4 +1287,103 @@ async fn an_engine_upgrade_of_a_p_d_deployment_fails_no_request_and_never_pairs_
         "llmd_epp_pd_decisions_total",
     );
     assert!(unpaired > 0.0, "no request met a mixed fleet: {metrics}");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn a_real_nixl_transfer_proves_the_kv_fabric_and_a_failed_one_stops_splitting() {
+    let stack = LiveStack::start(
+        "e2e-dp-fabric",
+        "fabric",
+        &manifest(
+            "fabric",
+            1,
+            1,
+            "    disaggregation:\n      nonCachedTokens: 64\n",
+        ),
+    )
+    .await;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(client().await, &stack.ns.name);
+    let prefill = stack.role("prefill").await.remove(0);
+    let decode = stack.role("decode").await.remove(0);
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .expect("node")
+    };
+
+    // Ready includes the fabric proven by the probe Jobs, beside the two roles' pods.
+    let ld = stack.lds.get(stack.name).await.expect("get");
+    let kv = condition(&ld, "KVTransferReady").expect("KVTransferReady");
+    assert_eq!(
+        (kv.status.as_str(), kv.reason.as_str()),
+        ("True", "KVTransferProven")
+    );
+    let expected = format!(
+        "NIXL wrote 64 MiB from node {} to node {} in ",
+        node(&decode),
+        node(&prefill)
+    );
+    assert!(kv.message.starts_with(&expected), "{}", kv.message);
+    assert!(kv.message.contains(" GB/s)"), "{}", kv.message);
+    let probed = ld
+        .status
+        .as_ref()
+        .and_then(|s| s.kv_transfer.clone())
+        .expect("status.kvTransfer");
+    assert!(probed.proven && probed.gb_per_second.is_some_and(|g| g > 0.0));
+    assert!(
+        jobs.list(&ListParams::default())
+            .await
+            .expect("jobs")
+            .items
+            .is_empty(),
+        "a finished probe leaves no Job behind"
+    );
+    let epp = stack.epp_ip().await;
+    let long = complete(&epp, &tenant_prompt(21, 0), 4).await;
+    assert!(
+        header(&long, "x-prefiller-host-port").is_some(),
+        "proven: split"
+    );
+
+    // A transport this machine does not have (RDMA): the engines roll onto the new
+    // fabric, the probe fails naming the cause, and requests are served whole.
+    stack
+        .patch_spec(json!({"kvTransfer": {"ucx": {"transports": "rc"}}}))
+        .await;
+    let ld = wait_for_ld(
+        &stack.lds,
+        stack.name,
+        Duration::from_secs(180),
+        "KVTransferReady False from the probe",
+        |ld| {
+            condition(ld, "KVTransferReady")
+                .is_some_and(|c| c.status == "False" && c.reason == "KVTransferProbeFailed")
+        },
+    )
+    .await;
+    let kv = condition(&ld, "KVTransferReady").expect("KVTransferReady");
+    assert!(
+        kv.message.contains("UCX transport unavailable")
+            && kv.message.contains("serves whole requests"),
+        "{}",
+        kv.message
+    );
+    assert!(!is_ready(&ld));
+    stack.wait_for_epp_endpoints().await;
+    // The EndpointPicker has the config without the prefill profile in force.
+    stack.wait_for_epp_config().await;
+    let prefill = stack.role("prefill").await.remove(0);
+    let before = served_count(&prefill).await;
+    let long = complete(&epp, &tenant_prompt(22, 0), 4).await;
+    assert_eq!(long.status(), 200);
+    assert_eq!(header(&long, "x-prefiller-host-port"), None, "not split");
+    assert_eq!(
+        served_count(&prefill).await,
+        before,
+        "the prefill pod idles"
+    );
 }
