@@ -20,6 +20,7 @@ Exit status 0 on success, 1 on failure.
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -37,7 +38,10 @@ def emit(result, path):
 
 
 def fail(cause, detail, path):
-    return emit({"ok": False, "cause": cause, "detail": str(detail)[:400]}, path)
+    detail = str(detail)
+    if cause == "transport_unavailable":
+        detail += f" (UCX_TLS={os.environ.get('UCX_TLS', 'unset')})"
+    return emit({"ok": False, "cause": cause, "detail": detail[:400]}, path)
 
 
 def load_nixl():
