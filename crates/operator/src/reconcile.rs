@@ -157,15 +157,16 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         info!(name = %owner.name, namespace = %owner.namespace, "spec cannot be served; waiting for a change");
         return Ok(Action::await_change());
     }
-    Ok(Action::requeue(
-        if matches!(observed.kv_probe, Probe::Probing(_)) {
-            PROBE_CHECK
-        } else if !observed.settled() {
-            PROGRESS_CHECK
-        } else if observed.kv_events.as_ref().is_some_and(|k| !k.complete()) {
-            KV_EVENTS_CHECK
-        } else {
-            RESYNC
-        },
-    ))
+    // A running probe is looked at every second (its Jobs are not watched); one
+    // waiting for Ready pods follows the rollout's pace.
+    let probe_running = matches!(observed.kv_probe, Probe::Probing(_)) && observed.kv_peers_ready();
+    Ok(Action::requeue(if probe_running {
+        PROBE_CHECK
+    } else if !observed.settled() {
+        PROGRESS_CHECK
+    } else if observed.kv_events.as_ref().is_some_and(|k| !k.complete()) {
+        KV_EVENTS_CHECK
+    } else {
+        RESYNC
+    }))
 }
