@@ -208,7 +208,7 @@ fn waiting_reason(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-/// A Job that failed without a pod telling why (deadline, pod deleted).
+/// Why a Job failed, when it did.
 fn job_failure(job: &Job) -> Option<String> {
     job.status
         .as_ref()?
@@ -263,14 +263,19 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
         );
         Probe::Done(result)
     };
-    let Some(server) = pod_of(ctx, owner, Side::Server, &key).await? else {
-        if let Some(why) = job_failure(&server_job) {
+    // A Job that failed without a pod telling why (deadline, pod deleted).
+    let job_failed = |side, job: &Job| {
+        job_failure(job).map(|why| {
             let f = Finished {
                 message: Some(why.as_str()),
                 exit_code: 1,
                 ..Finished::default()
             };
-            let result = done(Side::Server, f);
+            done(side, f)
+        })
+    };
+    let Some(server) = pod_of(ctx, owner, Side::Server, &key).await? else {
+        if let Some(result) = job_failed(Side::Server, &server_job) {
             clean_up(ctx, owner).await?;
             return Ok(result);
         }
@@ -324,13 +329,7 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
                 return Ok(Probing("replacing the probe of an earlier fabric".into()));
             };
             let Some(sender) = pod_of(ctx, owner, Side::Sender, &key).await? else {
-                if let Some(why) = job_failure(&sender_job) {
-                    let f = Finished {
-                        message: Some(why.as_str()),
-                        exit_code: 1,
-                        ..Finished::default()
-                    };
-                    let result = done(Side::Sender, f);
+                if let Some(result) = job_failed(Side::Sender, &sender_job) {
                     clean_up(ctx, owner).await?;
                     return Ok(result);
                 }

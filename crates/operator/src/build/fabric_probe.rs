@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container,
-    EnvFromSource, PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SecurityContext, Volume, VolumeMount,
+    Affinity, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, EnvFromSource,
+    PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec, ResourceRequirements, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::kv_transfer;
 use super::meta::{Component, Owner};
 use super::model_server::Role;
+use super::pod_parts::unprivileged;
 
 /// The probe program (Python, on the engine image with NIXL).
 pub const SCRIPT: &str = include_str!("fabric_probe.py");
@@ -194,14 +195,7 @@ pub fn job(
             read_only: Some(true),
             ..VolumeMount::default()
         }]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(unprivileged()),
         termination_message_path: Some(RESULT_FILE.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()

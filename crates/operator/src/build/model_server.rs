@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ImageVolumeSource,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ImageVolumeSource, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,7 +19,7 @@ use llmd_api::{
 };
 
 use super::meta::{Component, Owner, label_value};
-use super::pod_parts::{field_env, tcp_port};
+use super::pod_parts::{field_env, tcp_port, unprivileged};
 use super::{kv_transfer, routing_sidecar};
 
 /// Where model weights from a pvc:// or oci:// uri are mounted.
@@ -417,14 +416,7 @@ fn volumes(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> (Vec<Volume>, Vec<
 /// filesystem, so a read-only root filesystem is not imposed; a non-root user is the
 /// spec's `engine.podSecurityContext`.)
 fn engine_security_context() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
-        }),
-        ..SecurityContext::default()
-    }
+    unprivileged()
 }
 
 /// The pods' security context: the spec's, with the runtime's default seccomp profile

@@ -1,7 +1,9 @@
 //! Small pieces every pod builder uses: named TCP ports, environment variables from
 //! the pod's own fields, and the RBAC of a pod's ServiceAccount.
 
-use k8s_openapi::api::core::v1::{ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, SecurityContext,
+};
 use k8s_openapi::api::rbac::v1::{PolicyRule, RoleBinding, RoleRef, Subject};
 
 use super::meta::{Component, Owner};
@@ -29,6 +31,19 @@ pub fn field_env(name: &str, field_path: &str) -> EnvVar {
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
+    }
+}
+
+/// A container with no privilege it could gain or use: no capability, no
+/// escalation.
+pub fn unprivileged() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
     }
 }
 

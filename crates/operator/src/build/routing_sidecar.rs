@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume,
-    VolumeMount, VolumeProjection,
+    ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, HTTPGetAction,
+    KeyToPath, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -19,7 +19,7 @@ use llmd_api::routing_sidecar::{self, flag};
 use llmd_api::{LLMDeploymentSpec, labels};
 
 use super::meta::{Component, Owner};
-use super::pod_parts::{self, field_env, read_rule, tcp_port};
+use super::pod_parts::{self, field_env, read_rule, tcp_port, unprivileged};
 
 /// The pod volume holding the sidecar's credentials.
 const TOKEN_VOLUME: &str = "routing-sidecar-token";
@@ -114,16 +114,11 @@ pub fn container(owner: &Owner, image: &str) -> Container {
             ..VolumeMount::default()
         }]),
         security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
             // The image's user (distroless nonroot).
             run_as_user: Some(65532),
-            ..SecurityContext::default()
+            ..unprivileged()
         }),
         ..Container::default()
     }
