@@ -197,7 +197,7 @@ fn side_channel_port_must_not_clash_with_the_server_port() {
 #[test]
 fn ucx_transports_are_a_list() {
     let mut ld = sample(PD_NIXL);
-    ld.spec.kv_transfer.ucx.transports = "cuda_ipc;tcp".into();
+    ld.spec.kv_transfer.ucx.transports = Some("cuda_ipc;tcp".into());
     refused(
         &ld,
         "spec.kvTransfer.ucx.transports must be a comma-separated list",

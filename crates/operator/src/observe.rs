@@ -139,7 +139,12 @@ fn kv_fabric(spec: &LLMDeploymentSpec, config_present: bool) -> KvFabric {
     match spec.effective_connector() {
         KvConnector::None => KvFabric::NotRequired,
         KvConnector::Nixl => KvFabric::Nixl {
-            transports: spec.kv_transfer.ucx.transports.clone(),
+            transports: spec
+                .kv_transfer
+                .ucx
+                .transports
+                .clone()
+                .unwrap_or_else(|| "as UCX picks".into()),
             side_channel_port: spec.kv_transfer.side_channel_port,
             config_present,
         },

@@ -58,6 +58,7 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
         ));
     }
     if spec.effective_connector() == KvConnector::Nixl {
+        side_channel_range(&mut problems, spec);
         for var in &spec.engine.env {
             if MANAGED_ENV.contains(&var.name.as_str()) {
                 problems.push(format!(
@@ -68,6 +69,46 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The ports the pods serve on besides NIXL's side channel.
+const OTHER_POD_PORTS: [(i32, &str); 4] = [
+    (llmd_api::MODEL_SERVER_PORT, "the model-server port"),
+    (
+        llmd_api::routing_sidecar::ENGINE_PORT,
+        "the engine port behind the routing sidecar",
+    ),
+    (
+        llmd_api::routing_sidecar::METRICS_PORT,
+        "the routing sidecar's metrics port",
+    ),
+    (llmd_api::KV_EVENTS_PORT, "the KV-events port"),
+];
+
+/// Each data-parallel rank has its own side-channel port (the base plus the rank):
+/// the range must stay below 65536 and clear of the pods' other ports.
+fn side_channel_range(problems: &mut Vec<String>, spec: &LLMDeploymentSpec) {
+    let base = spec.kv_transfer.side_channel_port;
+    let roles = spec.active_prefill().into_iter().chain([&spec.decode]);
+    let ranks = roles.map(|r| r.parallelism.data.max(1)).max().unwrap_or(1);
+    let last = base + ranks - 1;
+    if last > 65535 {
+        problems.push(format!(
+            "spec.kvTransfer.sideChannelPort {base} with {ranks} data-parallel ranks needs ports up to {last}, beyond 65535"
+        ));
+    }
+    for (port, what) in OTHER_POD_PORTS {
+        if !(base..=last).contains(&port) {
+            continue;
+        }
+        problems.push(if ranks == 1 {
+            format!("spec.kvTransfer.sideChannelPort {base} is {what}")
+        } else {
+            format!(
+                "spec.kvTransfer.sideChannelPort {base}: the {ranks} data-parallel ranks' side-channel ports {base}-{last} include {what} {port}"
+            )
+        });
+    }
 }
 
 /// Is `text` a Kubernetes quantity: a decimal number with an optional binary (Ki..Ei),
@@ -224,6 +265,29 @@ mod tests {
         assert_eq!(
             problems(&spec),
             ["spec.router.resources.requests.cpu: \"lots\" is not a quantity (e.g. 500m, 4, 16Gi)"]
+        );
+    }
+
+    #[test]
+    fn side_channel_ports_per_rank_stay_clear_of_the_pods_other_ports() {
+        let mut spec = sample(PD_NIXL).spec;
+        assert!(problems(&spec).is_empty(), "{:?}", problems(&spec));
+        spec.decode.parallelism.data = 4;
+        spec.decode.resources = None;
+        spec.kv_transfer.side_channel_port = 8198;
+        let p = problems(&spec).join("; ");
+        assert!(
+            p.contains("side-channel ports 8198-8201 include the engine port behind the routing sidecar 8200"),
+            "{p}"
+        );
+        spec.kv_transfer.side_channel_port = 65534;
+        assert!(problems(&spec).join("; ").contains("beyond 65535"));
+        spec.decode.parallelism.data = 1;
+        spec.kv_transfer.side_channel_port = 5556;
+        assert!(
+            problems(&spec)
+                .join("; ")
+                .contains("sideChannelPort 5556 is the KV-events port")
         );
     }
 

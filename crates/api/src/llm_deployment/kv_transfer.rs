@@ -119,25 +119,14 @@ pub enum KvBufferDevice {
 }
 
 /// UCX settings.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct UcxSpec {
     /// UCX transports (UCX_TLS), comma separated, e.g. cuda_ipc,cuda_copy,tcp or, with
-    /// RDMA, sm,cuda_ipc,cuda_copy,rc,tcp.
-    #[serde(default = "default_transports")]
+    /// RDMA, sm,cuda_ipc,cuda_copy,rc,tcp. Unset: UCX picks from what each node
+    /// has (RDMA included), as vLLM and llm-d leave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z_]+(,[a-z_]+)*$')").message("spec.kvTransfer.ucx.transports must be a comma-separated list of UCX transports, e.g. cuda_ipc,cuda_copy,tcp"))]
-    pub transports: String,
-}
-
-fn default_transports() -> String {
-    "cuda_ipc,cuda_copy,tcp".to_string()
-}
-
-impl Default for UcxSpec {
-    fn default() -> Self {
-        Self {
-            transports: default_transports(),
-        }
-    }
+    pub transports: Option<String>,
 }

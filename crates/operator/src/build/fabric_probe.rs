@@ -15,12 +15,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use llmd_api::content_hash::content_hash;
-use llmd_api::{KvTransferStatus, LLMDeploymentSpec, RoleSpec, labels};
+use llmd_api::{KvTransferStatus, LLMDeploymentSpec, labels};
 use serde_json::Value;
 
 use super::kv_transfer;
 use super::meta::{Component, Owner};
-use super::model_server::Role;
+use super::model_server::{Role, role_spec};
 use super::pod_parts::unprivileged;
 
 /// The probe program (Python, on the engine image with NIXL).
@@ -118,13 +118,6 @@ fn beside(owner: &Owner, role: Role) -> Affinity {
             ..PodAffinity::default()
         }),
         ..Affinity::default()
-    }
-}
-
-fn role_spec(spec: &LLMDeploymentSpec, role: Role) -> &RoleSpec {
-    match (role, &spec.prefill) {
-        (Role::Prefill, Some(p)) => p,
-        _ => &spec.decode,
     }
 }
 

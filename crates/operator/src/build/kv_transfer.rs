@@ -76,16 +76,20 @@ pub fn data(spec: &KvTransferSpec, per_role: bool) -> BTreeMap<String, String> {
             vllm_kv_transfer_config(spec, kv_role(role, per_role)).to_string(),
         )
     };
-    BTreeMap::from([
+    let mut data = BTreeMap::from([
         config(Role::Prefill),
         config(Role::Decode),
         (
             SIDE_CHANNEL_PORT_ENV.to_string(),
             spec.side_channel_port.to_string(),
         ),
-        (UCX_TLS_ENV.to_string(), spec.ucx.transports.clone()),
         (UCX_SOCKADDR_TLS_PRIORITY_ENV.to_string(), "tcp".to_string()),
-    ])
+    ]);
+    // Unset, UCX picks from what each node has (a fixed list could rule out RDMA).
+    if let Some(transports) = &spec.ucx.transports {
+        data.insert(UCX_TLS_ENV.to_string(), transports.clone());
+    }
+    data
 }
 
 /// Content hash of the data, for the pod-template annotation.
@@ -133,7 +137,7 @@ mod tests {
     fn hash_changes_with_any_value() {
         let base = data(&KvTransferSpec::default(), true);
         let mut other_spec = KvTransferSpec::default();
-        other_spec.ucx.transports = "sm,cuda_ipc,cuda_copy,rc,tcp".into();
+        other_spec.ucx.transports = Some("sm,cuda_ipc,cuda_copy,rc,tcp".into());
         assert_ne!(hash(&base), hash(&data(&other_spec, true)));
         assert_ne!(hash(&base), hash(&data(&KvTransferSpec::default(), false)));
         assert_eq!(hash(&base), hash(&data(&KvTransferSpec::default(), true)));

@@ -51,6 +51,31 @@ impl Role {
     }
 }
 
+/// The spec of a role (the decode role's when asked for a prefill role the spec
+/// lacks).
+pub fn role_spec(spec: &LLMDeploymentSpec, role: Role) -> &RoleSpec {
+    match (role, &spec.prefill) {
+        (Role::Prefill, Some(p)) => p,
+        _ => &spec.decode,
+    }
+}
+
+/// The NIXL side-channel ports of a role's pods, named: vLLM gives each
+/// data-parallel rank its own, the base port plus the rank.
+pub fn side_channel_ports(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> Vec<(String, i32)> {
+    let base = spec.kv_transfer.side_channel_port;
+    (0..role_spec.parallelism.data.max(1))
+        .map(|rank| {
+            let name = if rank == 0 {
+                "nixl".to_string()
+            } else {
+                format!("nixl-{rank}")
+            };
+            (name, base + rank)
+        })
+        .collect()
+}
+
 /// Name of the StatefulSet and of its headless Service.
 pub fn name(owner: &Owner, role: Role) -> String {
     owner.child_name(role.component().as_str())
@@ -359,7 +384,9 @@ fn ports(spec: &LLMDeploymentSpec, role: Role) -> Vec<ContainerPort> {
     let (name, port) = engine_port(spec, role);
     let mut ports = vec![tcp_port(name, port)];
     if spec.effective_connector() == KvConnector::Nixl {
-        ports.push(tcp_port("nixl", spec.kv_transfer.side_channel_port));
+        for (name, port) in side_channel_ports(spec, role_spec(spec, role)) {
+            ports.push(tcp_port(&name, port));
+        }
     }
     if precise(spec) {
         ports.push(tcp_port("kv-events", KV_EVENTS_PORT));
@@ -535,13 +562,15 @@ pub fn headless_service(owner: &Owner, spec: &LLMDeploymentSpec, role: Role) -> 
         ..ServicePort::default()
     }];
     if spec.effective_connector() == KvConnector::Nixl {
-        ports.push(ServicePort {
-            name: Some("nixl".into()),
-            port: spec.kv_transfer.side_channel_port,
-            target_port: Some(IntOrString::String("nixl".into())),
-            protocol: Some("TCP".into()),
-            ..ServicePort::default()
-        });
+        for (name, port) in side_channel_ports(spec, role_spec(spec, role)) {
+            ports.push(ServicePort {
+                name: Some(name.clone()),
+                port,
+                target_port: Some(IntOrString::String(name)),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            });
+        }
     }
     Service {
         metadata: owner.object_meta(name(owner, role), role.component()),
@@ -620,6 +649,49 @@ mod tests {
         // What does not touch the KV layout leaves it alone.
         role.args = vec!["--max-num-seqs".into(), "8".into()];
         assert_eq!(base, kv_compatibility(&spec, &role, Some("f1")));
+    }
+
+    #[test]
+    fn each_data_parallel_rank_declares_its_own_side_channel_port() {
+        let mut ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
+        ld.spec.decode.parallelism.data = 3;
+        let owner = Owner::of(&ld).expect("owner");
+        let sts = stateful_set(
+            &owner,
+            &ld.spec,
+            Role::Decode,
+            &ld.spec.decode,
+            Some("h"),
+            "epp",
+        );
+        let pod = sts.spec.and_then(|s| s.template.spec).expect("pod");
+        let nixl: Vec<(String, i32)> = pod.containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.name.as_deref().is_some_and(|n| n.starts_with("nixl")))
+            .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+            .collect();
+        assert_eq!(
+            nixl,
+            [
+                ("nixl".into(), 5600),
+                ("nixl-1".into(), 5601),
+                ("nixl-2".into(), 5602)
+            ]
+        );
+        let svc = headless_service(&owner, &ld.spec, Role::Decode);
+        let ports = svc.spec.and_then(|s| s.ports).unwrap_or_default();
+        assert_eq!(
+            ports
+                .iter()
+                .filter(|p| p.port >= 5600 && p.port <= 5602)
+                .count(),
+            3
+        );
+        // Prefill keeps one rank.
+        let prefill = crate::build::model_server::role_spec(&ld.spec, Role::Prefill);
+        assert_eq!(side_channel_ports(&ld.spec, prefill).len(), 1);
     }
 
     #[test]

@@ -643,7 +643,7 @@ fn changing_the_kv_fabric_changes_the_pod_template() {
     let owner = Owner::of(&ld).expect("owner");
     let before = build(&owner, &ld.spec, &BuildOptions::default());
     let mut changed = ld.spec.clone();
-    changed.kv_transfer.ucx.transports = "sm,cuda_ipc,cuda_copy,rc,tcp".into();
+    changed.kv_transfer.ucx.transports = Some("sm,cuda_ipc,cuda_copy,rc,tcp".into());
     let after = build(&owner, &changed, &BuildOptions::default());
     let template = |c: &Children| {
         c.decode
