@@ -79,6 +79,9 @@ ask() {
   printf '\n    answer: %s\n' "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["choices"][0]["message"]["content"])' "$body")"
 }
 
+say "the KV fabric, proven by a real NIXL transfer between a prefill and a decode node"
+echo "  $(kubectl get llmd "$NAME" -n "$NS" -o jsonpath='{.status.conditions[?(@.type=="KVTransferReady")].message}')"
+
 say "requests through the EndpointPicker pod ($PROXY)"
 ask "short question 1" "What is the capital of France?"
 echo "  (time to the first answer: $((SECONDS - started)) s)"
