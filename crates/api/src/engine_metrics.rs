@@ -16,9 +16,30 @@ pub struct EngineMetrics {
     /// From `vllm:cache_config_info`.
     pub block_size: Option<u64>,
     pub num_gpu_blocks: Option<u64>,
+    /// From `vllm:lora_requests_info`: the LoRA adapters with requests in flight.
+    pub lora: Option<LoraState>,
     /// Samples of the families above that were ignored: NaN or infinite, negative,
     /// or beyond any real engine (a broken or hostile exporter).
     pub rejected_samples: u32,
+}
+
+/// The adapters an engine is running requests for, those waiting, and how many it
+/// can hold at once (vLLM's `--max-loras`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoraState {
+    pub running: Vec<String>,
+    pub waiting: Vec<String>,
+    pub max_loras: u32,
+}
+
+impl LoraState {
+    /// Adapters running or waiting, each once.
+    pub fn active_count(&self) -> usize {
+        let mut all: Vec<&String> = self.running.iter().chain(&self.waiting).collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    }
 }
 
 /// More requests, blocks or tokens than any engine holds: a value beyond this is
@@ -42,6 +63,9 @@ const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
 const PREFIX_HITS_BARE: &str = "vllm:prefix_cache_hits";
 const PREFIX_QUERIES_BARE: &str = "vllm:prefix_cache_queries";
 const CACHE_CONFIG: &str = "vllm:cache_config_info";
+/// One sample per state the engine went through, valued with the time it was set:
+/// the latest is the current one.
+const LORA_INFO: &str = "vllm:lora_requests_info";
 
 /// The engine's metric names read here, as vLLM publishes them (dashboards may name
 /// only these).
@@ -52,12 +76,16 @@ pub const READ: &[&str] = &[
     PREFIX_HITS,
     PREFIX_QUERIES,
     CACHE_CONFIG,
+    LORA_INFO,
 ];
 
 /// Parses a Prometheus text page. Unknown or malformed lines are skipped.
 pub fn parse(text: &str) -> EngineMetrics {
     let mut m = EngineMetrics::default();
     let mut kv_new_seen = false;
+    let mut lora_at = f64::NEG_INFINITY;
+    // The states set at the latest time (several when set within one clock tick).
+    let mut lora_latest: Vec<LoraState> = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -77,6 +105,7 @@ pub fn parse(text: &str) -> EngineMetrics {
                 | PREFIX_QUERIES
                 | PREFIX_QUERIES_BARE
                 | CACHE_CONFIG
+                | LORA_INFO
         );
         if known && !(value.is_finite() && (0.0..=ABSURD).contains(&value)) {
             m.rejected_samples += 1;
@@ -104,11 +133,58 @@ pub fn parse(text: &str) -> EngineMetrics {
                 m.block_size = positive("block_size");
                 m.num_gpu_blocks = positive("num_gpu_blocks");
             }
+            LORA_INFO => {
+                let list = |key| {
+                    label(labels, key)
+                        .map(|v| {
+                            v.split(',')
+                                .map(str::trim)
+                                .filter(|a| !a.is_empty())
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let state = LoraState {
+                    running: list("running_lora_adapters"),
+                    waiting: list("waiting_lora_adapters"),
+                    max_loras: label(labels, "max_lora")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                };
+                if value > lora_at {
+                    lora_at = value;
+                    lora_latest.clear();
+                }
+                if value >= lora_at {
+                    lora_latest.push(state);
+                }
+            }
             _ => {}
         }
     }
     m.kv_usage = m.kv_usage.clamp(0.0, 1.0);
+    m.lora = current_lora(lora_latest, m.running, m.waiting);
     m
+}
+
+/// The current LoRA state among those stamped with the same latest time (an
+/// exporter with a coarse clock), checked against the request counts: an engine
+/// running nothing runs no adapter, one with nothing waiting has none waiting.
+fn current_lora(mut latest: Vec<LoraState>, running: f64, waiting: f64) -> Option<LoraState> {
+    let busy = running > 0.0;
+    let pick = latest
+        .iter()
+        .rposition(|s| s.running.is_empty() != busy)
+        .unwrap_or(latest.len().checked_sub(1)?);
+    let mut state = latest.swap_remove(pick);
+    if !busy {
+        state.running.clear();
+    }
+    if waiting <= 0.0 {
+        state.waiting.clear();
+    }
+    Some(state)
 }
 
 /// `name{labels} value [timestamp]` -> (name, labels, value).
@@ -217,6 +293,40 @@ vllm:time_to_first_token_seconds_bucket{le="0.1"} 7
             None,
             "a zero block size is no capacity"
         );
+    }
+
+    #[test]
+    fn the_latest_lora_state_is_the_current_one() {
+        let m = parse(concat!(
+            "vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"sql,chat\",waiting_lora_adapters=\"\"} 1.7e9\n",
+            "vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"sql\",waiting_lora_adapters=\"chat\"} 1.8e9\n",
+            "vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} 1.6e9\n",
+            "vllm:num_requests_running 1\nvllm:num_requests_waiting 1\n",
+        ));
+        let lora = m.lora.expect("reported");
+        assert_eq!(lora.running, ["sql"]);
+        assert_eq!(lora.waiting, ["chat"]);
+        assert_eq!((lora.max_loras, lora.active_count()), (2, 2));
+        assert_eq!(
+            parse(PAGE).lora,
+            None,
+            "an engine without LoRA reports none"
+        );
+    }
+
+    #[test]
+    fn states_set_within_one_clock_tick_are_told_apart_by_the_request_counts() {
+        let page = |running: u32| {
+            format!(
+                "vllm:lora_requests_info{{max_lora=\"1\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"}} 1.8e9\n\
+                 vllm:lora_requests_info{{max_lora=\"1\",running_lora_adapters=\"sql\",waiting_lora_adapters=\"\"}} 1.8e9\n\
+                 vllm:num_requests_running {running}\n"
+            )
+        };
+        let busy = parse(&page(1)).lora.expect("reported");
+        assert_eq!(busy.running, ["sql"]);
+        let idle = parse(&page(0)).lora.expect("reported");
+        assert!(idle.running.is_empty(), "nothing runs: no adapter runs");
     }
 
     #[test]

@@ -227,6 +227,11 @@ impl EndpointPicker {
                         kv_usage: m.metrics.kv_usage,
                     })
                 });
+                let lora = s.metrics.load().as_ref().and_then(|m| {
+                    (now.saturating_duration_since(m.at) <= self.staleness)
+                        .then(|| m.metrics.lora.clone())
+                        .flatten()
+                });
                 Candidate {
                     address: s.endpoint.address.clone(),
                     role: s.endpoint.role,
@@ -236,6 +241,7 @@ impl EndpointPicker {
                     predicted_ttft: None,
                     predicted_itl: None,
                     kv_compatibility: s.endpoint.kv_compatibility.clone(),
+                    lora,
                 }
             })
             .collect();
@@ -275,6 +281,7 @@ impl EndpointPicker {
             None => (blocks.hashes.len(), blocks.block_size, blocks.total_tokens),
         };
         let features = RequestFeatures {
+            model: req.model.to_string(),
             prompt_blocks,
             block_size_tokens,
             prompt_tokens,

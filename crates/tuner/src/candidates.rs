@@ -36,6 +36,7 @@ fn short(scorer: Scorer) -> &'static str {
         Scorer::ActiveRequest => "active",
         Scorer::SessionAffinity => "session",
         Scorer::Latency => "latency",
+        Scorer::LoraAffinity => "lora",
     }
 }
 
@@ -47,6 +48,7 @@ fn set(weights: &mut ScorerWeights, scorer: Scorer, value: f64) {
         Scorer::ActiveRequest => weights.active_requests = value,
         Scorer::SessionAffinity => weights.session_affinity = value,
         Scorer::Latency => weights.latency = value,
+        Scorer::LoraAffinity => weights.lora_affinity = value,
     }
 }
 

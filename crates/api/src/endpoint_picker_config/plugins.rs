@@ -17,6 +17,9 @@ pub mod plugin {
     pub const SESSION_AFFINITY_SCORER: &str = "session-affinity-scorer";
     /// Scores each endpoint by the TTFT the request is predicted to see there.
     pub const LATENCY_SCORER: &str = "latency-scorer";
+    /// Prefers endpoints running the request's LoRA adapter, then those with room
+    /// to load it (from `vllm:lora_requests_info`).
+    pub const LORA_AFFINITY_SCORER: &str = "lora-affinity-scorer";
     /// Learns each endpoint's latency model from the TTFTs the EPP observes.
     pub const PREDICTED_LATENCY_PRODUCER: &str = "predicted-latency-producer";
     pub const DECODE_FILTER: &str = "decode-filter";
@@ -50,17 +53,21 @@ pub enum Scorer {
     SessionAffinity,
     /// latency-scorer: the predicted TTFT on each endpoint (its own latency model).
     Latency,
+    /// lora-affinity-scorer: the request's adapter already running there (1), room
+    /// to load it (0.8), only waiting there (0.6), neither (0).
+    LoraAffinity,
 }
 
 impl Scorer {
     /// Every scorer, in the order configs list them.
-    pub const ALL: [Scorer; 6] = [
+    pub const ALL: [Scorer; 7] = [
         Scorer::PrefixCache,
         Scorer::Queue,
         Scorer::KvCacheUtilization,
         Scorer::ActiveRequest,
         Scorer::SessionAffinity,
         Scorer::Latency,
+        Scorer::LoraAffinity,
     ];
 
     pub fn plugin_type(self) -> &'static str {
@@ -71,6 +78,7 @@ impl Scorer {
             Scorer::ActiveRequest => plugin::ACTIVE_REQUEST_SCORER,
             Scorer::SessionAffinity => plugin::SESSION_AFFINITY_SCORER,
             Scorer::Latency => plugin::LATENCY_SCORER,
+            Scorer::LoraAffinity => plugin::LORA_AFFINITY_SCORER,
         }
     }
 
@@ -272,6 +280,7 @@ impl ScorerWeights {
             active_requests: 0.0,
             session_affinity: 0.0,
             latency: 0.0,
+            lora_affinity: 0.0,
         }
     }
 
@@ -284,6 +293,7 @@ impl ScorerWeights {
             Scorer::ActiveRequest => self.active_requests,
             Scorer::SessionAffinity => self.session_affinity,
             Scorer::Latency => self.latency,
+            Scorer::LoraAffinity => self.lora_affinity,
         }
     }
 
@@ -306,7 +316,8 @@ impl ScorerWeights {
     }
 
     /// The weights from a map by plugin type; `None` unless every scorer is in it
-    /// (the latency scorer, newer than the others, counts as 0 when absent).
+    /// (the latency and LoRA-affinity scorers, newer than the others, count as 0 when
+    /// absent).
     pub fn from_plugins(weights: &BTreeMap<String, f64>) -> Option<ScorerWeights> {
         let get = |s: Scorer| weights.get(s.plugin_type()).copied();
         Some(ScorerWeights {
@@ -316,6 +327,7 @@ impl ScorerWeights {
             active_requests: get(Scorer::ActiveRequest)?,
             session_affinity: get(Scorer::SessionAffinity)?,
             latency: get(Scorer::Latency).unwrap_or(0.0),
+            lora_affinity: get(Scorer::LoraAffinity).unwrap_or(0.0),
         })
     }
 }
@@ -351,6 +363,7 @@ mod tests {
             active_requests: 0.0,
             session_affinity: 4.0,
             latency: 0.0,
+            lora_affinity: 0.0,
         };
         assert_eq!(
             weights.active(),
@@ -370,10 +383,11 @@ mod tests {
             ..ScorerWeights::default()
         };
         let mut map = tuned.by_plugin();
-        assert_eq!(map.len(), 6);
+        assert_eq!(map.len(), 7);
         assert_eq!(ScorerWeights::from_plugins(&map), Some(tuned.clone()));
         // Recorded before the latency scorer existed: it counts as off.
         map.remove(plugin::LATENCY_SCORER);
+        map.remove(plugin::LORA_AFFINITY_SCORER);
         assert_eq!(ScorerWeights::from_plugins(&map), Some(tuned));
         map.remove(plugin::QUEUE_SCORER);
         assert_eq!(ScorerWeights::from_plugins(&map), None);

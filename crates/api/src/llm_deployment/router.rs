@@ -86,7 +86,7 @@ impl Default for RouterSpec {
 /// Weights of the EndpointPicker scorers (each score is in [0, 1]; 0 turns a scorer off).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("self.prefixCache + self.queue + self.kvCacheUtilization + self.activeRequests + self.sessionAffinity + self.latency > 0.0").message("spec.router.scorers: at least one scorer weight must be greater than 0"))]
+#[x_kube(validation = kube::core::Rule::new("self.prefixCache + self.queue + self.kvCacheUtilization + self.activeRequests + self.sessionAffinity + self.latency + self.loraAffinity > 0.0").message("spec.router.scorers: at least one scorer weight must be greater than 0"))]
 pub struct ScorerWeights {
     /// Weight of the prefix-cache scorer (share of the prompt the pod probably holds).
     #[serde(default = "default_prefix_weight")]
@@ -114,6 +114,13 @@ pub struct ScorerWeights {
     #[serde(default)]
     #[schemars(range(min = 0.0, max = 100.0))]
     pub latency: f64,
+    /// Weight of the LoRA-affinity scorer (llm-d's lora-affinity-scorer): a request
+    /// for an adapter goes where that adapter already runs, else where there is room
+    /// to load it (from the engines' `vllm:lora_requests_info`). Worth setting when
+    /// serving `spec.model.adapters`.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub lora_affinity: f64,
 }
 
 fn default_prefix_weight() -> f64 {
@@ -133,6 +140,7 @@ impl Default for ScorerWeights {
             active_requests: 0.0,
             session_affinity: 0.0,
             latency: 0.0,
+            lora_affinity: 0.0,
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use llmd_api::engine_metrics::LoraState;
+
 use crate::pool::endpoint::Role;
 
 /// Load signals from a fresh scrape.
@@ -31,6 +33,8 @@ pub struct Candidate {
     pub predicted_itl: Option<f64>,
     /// Its KV-compatibility value: prefill and decode are paired only when equal.
     pub kv_compatibility: Option<Arc<str>>,
+    /// The LoRA adapters it runs, from a fresh scrape.
+    pub lora: Option<LoraState>,
 }
 
 impl Candidate {
@@ -45,6 +49,7 @@ impl Candidate {
             predicted_ttft: None,
             predicted_itl: None,
             kv_compatibility: None,
+            lora: None,
         }
     }
 }
@@ -52,6 +57,8 @@ impl Candidate {
 /// What scheduling needs of a request.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RequestFeatures {
+    /// The model the request names (a LoRA adapter's name for adapter requests).
+    pub model: String,
     /// Full prompt blocks hashed (capped by `maxPrefixBlocksToMatch`).
     pub prompt_blocks: usize,
     pub block_size_tokens: usize,

@@ -295,6 +295,7 @@ mod tests {
 
     fn request() -> RequestFeatures {
         RequestFeatures {
+            model: String::new(),
             prompt_blocks: 10,
             block_size_tokens: 16,
             prompt_tokens: 160,

@@ -86,6 +86,7 @@ mod tests {
 
     fn ten_blocks() -> RequestFeatures {
         RequestFeatures {
+            model: String::new(),
             prompt_blocks: 10,
             block_size_tokens: 16,
             prompt_tokens: 160,

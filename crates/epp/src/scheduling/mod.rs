@@ -235,11 +235,13 @@ mod tests {
             predicted_ttft: None,
             predicted_itl: None,
             kv_compatibility: None,
+            lora: None,
         }
     }
 
     fn features(blocks: usize) -> RequestFeatures {
         RequestFeatures {
+            model: String::new(),
             prompt_blocks: blocks,
             block_size_tokens: 16,
             prompt_tokens: blocks * 16,

@@ -745,6 +745,7 @@ fn rendered_children_of_every_sample_match_the_golden_files() {
             active_requests: 0.5,
             session_affinity: 0.0,
             latency: 0.0,
+            lora_affinity: 0.0,
         }),
         ..BuildOptions::default()
     };

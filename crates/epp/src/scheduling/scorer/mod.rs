@@ -4,6 +4,7 @@
 pub mod active_request;
 pub mod kv_cache_utilization;
 pub mod latency;
+pub mod lora_affinity;
 pub mod prefix_cache;
 pub mod queue;
 pub mod session_affinity;
@@ -21,6 +22,7 @@ pub fn score(scorer: Scorer, candidates: &[&Candidate], request: &RequestFeature
         Scorer::ActiveRequest => active_request::score(candidates),
         Scorer::SessionAffinity => session_affinity::score(candidates, request),
         Scorer::Latency => latency::score(candidates, request),
+        Scorer::LoraAffinity => lora_affinity::score(candidates, request),
     }
 }
 
