@@ -261,6 +261,12 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
             name = %owner.name, namespace = %owner.namespace, proven = result.proven,
             "KV fabric probe finished: {}", result.message
         );
+        ctx.metrics
+            .fabric_probes
+            .get_or_create(&crate::metrics::OutcomeLabel {
+                outcome: if result.proven { "proven" } else { "failed" },
+            })
+            .inc();
         Probe::Done(result)
     };
     // A Job that failed without a pod telling why (deadline, pod deleted).

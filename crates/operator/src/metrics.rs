@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Ended tuning experiments by outcome (kept, rolled back, stopped early,
     /// abandoned), all deployments together.
     pub tuner_verdicts: Family<OutcomeLabel, Counter>,
+    /// KV fabric probes finished, by outcome (proven or failed).
+    pub fabric_probes: Family<OutcomeLabel, Counter>,
     pub leader: Gauge,
 }
 
@@ -55,6 +57,7 @@ impl Default for Metrics {
         let tuner_rounds = Counter::default();
         let tuner_writes = Counter::default();
         let tuner_verdicts = Family::<OutcomeLabel, Counter>::default();
+        let fabric_probes = Family::<OutcomeLabel, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -98,6 +101,11 @@ impl Default for Metrics {
             tuner_verdicts.clone(),
         );
         registry.register(
+            "kv_fabric_probes",
+            "KV fabric probes (a real NIXL transfer between a prefill and a decode node) finished, by outcome: proven or failed",
+            fabric_probes.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this process holds the leader lease",
             leader.clone(),
@@ -113,6 +121,7 @@ impl Default for Metrics {
             tuner_rounds,
             tuner_writes,
             tuner_verdicts,
+            fabric_probes,
             leader,
         }
     }
@@ -179,6 +188,9 @@ mod tests {
         }
         m.tuner_verdicts
             .get_or_create(&OutcomeLabel { outcome: "Kept" })
+            .inc();
+        m.fabric_probes
+            .get_or_create(&OutcomeLabel { outcome: "failed" })
             .inc();
         let text = m.encode();
         let families: Vec<&str> = text

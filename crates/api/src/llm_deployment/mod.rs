@@ -58,6 +58,7 @@ pub const KV_EVENTS_PORT: i32 = 5556;
     printcolumn(name = "Router", type_ = "string", description = "EndpointPicker endpoint", json_path = ".status.router.endpoint"),
     printcolumn(name = "Model", type_ = "string", priority = 1, json_path = ".spec.model.name"),
     printcolumn(name = "Reason", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "KV GB/s", type_ = "number", priority = 1, description = "bandwidth of the last KV fabric probe", json_path = ".status.kvTransfer.gbPerSecond"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = kube::core::Rule::new("size(self.metadata.name) <= 42").message("metadata.name must be at most 42 characters so that child names such as <name>-epp-config and pod names fit Kubernetes limits")
 )]
