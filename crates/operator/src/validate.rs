@@ -48,6 +48,11 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
         "spec.router.resources",
         spec.router.resources.as_ref(),
     );
+    quantities(
+        &mut problems,
+        "spec.router.sidecar.resources",
+        spec.router.sidecar.resources.as_ref(),
+    );
     if let (Some(prefill), KvConnector::Nixl) = (spec.active_prefill(), spec.effective_connector())
     {
         let version = llmd_api::engine_version::assumed(&spec.engine.image);

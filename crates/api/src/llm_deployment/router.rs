@@ -48,6 +48,45 @@ pub struct RouterSpec {
     /// predicted to meet is still served, and counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloSpec>,
+
+    /// The routing sidecar in decode pods (when prefill pods hand them KV cache): it
+    /// runs the P/D legs for requests a Gateway sends with the EndpointPicker's
+    /// prefiller header.
+    #[serde(default, skip_serializing_if = "RoutingSidecarSpec::is_default")]
+    pub sidecar: RoutingSidecarSpec,
+}
+
+/// The decode pods' routing sidecar.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingSidecarSpec {
+    /// Off: decode pods serve on their own port, P/D runs only through the
+    /// EndpointPicker's OpenAI proxy (behind a Gateway requests are served whole).
+    #[serde(default = "default_sidecar_enabled")]
+    pub enabled: bool,
+    /// The sidecar container's resources (default: 100m CPU and 64Mi requested,
+    /// 512Mi memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_sidecar_enabled() -> bool {
+    true
+}
+
+impl Default for RoutingSidecarSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            resources: None,
+        }
+    }
+}
+
+impl RoutingSidecarSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Latency objectives in milliseconds.
@@ -79,6 +118,7 @@ impl Default for RouterSpec {
             prefix_cache: PrefixCacheSpec::default(),
             auto_tune: AutoTuneSpec::default(),
             slo: None,
+            sidecar: RoutingSidecarSpec::default(),
         }
     }
 }

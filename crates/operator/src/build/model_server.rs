@@ -509,7 +509,7 @@ pub fn stateful_set(
     let mut service_account = None;
     if behind_sidecar(spec, role) {
         template_labels.insert(labels::ROUTING_SIDECAR.to_string(), "true".to_string());
-        containers.push(routing_sidecar::container(owner, sidecar_image));
+        containers.push(routing_sidecar::container(owner, spec, sidecar_image));
         volumes.push(routing_sidecar::token_volume());
         service_account = Some(routing_sidecar::name(owner));
     }
@@ -649,6 +649,57 @@ mod tests {
         // What does not touch the KV layout leaves it alone.
         role.args = vec!["--max-num-seqs".into(), "8".into()];
         assert_eq!(base, kv_compatibility(&spec, &role, Some("f1")));
+    }
+
+    #[test]
+    fn the_routing_sidecar_can_be_sized_or_switched_off() {
+        let mut ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
+        let owner = Owner::of(&ld).expect("owner");
+        let pod = |ld: &llmd_api::LLMDeployment| {
+            stateful_set(
+                &owner,
+                &ld.spec,
+                Role::Decode,
+                &ld.spec.decode,
+                Some("h"),
+                "epp",
+            )
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod")
+        };
+        ld.spec.router.sidecar.resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity("250m".into()))])),
+            ..ResourceRequirements::default()
+        });
+        let with = pod(&ld);
+        assert_eq!(with.containers.len(), 2);
+        assert_eq!(
+            with.containers[1]
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("cpu")),
+            Some(&Quantity("250m".into()))
+        );
+        ld.spec.router.sidecar.enabled = false;
+        let without = pod(&ld);
+        assert_eq!(without.containers.len(), 1, "no sidecar");
+        assert_eq!(without.service_account_name, None);
+        let ports = without.containers[0].ports.clone().unwrap_or_default();
+        assert_eq!(
+            (ports[0].name.as_deref(), ports[0].container_port),
+            (Some("http"), 8000)
+        );
+        let children = crate::build::build(&owner, &ld.spec, &Default::default());
+        assert!(children.routing_sidecar.is_none());
+        assert!(
+            children
+                .undesired(&owner)
+                .iter()
+                .any(|(_, name)| name == "llama-pd-routing-sidecar"),
+            "its ServiceAccount and RBAC are pruned"
+        );
     }
 
     #[test]

@@ -72,7 +72,11 @@ fn probe(period: i32) -> Probe {
     }
 }
 
-fn resources() -> ResourceRequirements {
+/// The spec's resources for the sidecar, else a small default.
+fn resources(spec: &LLMDeploymentSpec) -> ResourceRequirements {
+    if let Some(r) = &spec.router.sidecar.resources {
+        return r.clone();
+    }
     let quantities = |cpu: &str, memory: &str| {
         BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.into())),
@@ -90,7 +94,7 @@ fn resources() -> ResourceRequirements {
 }
 
 /// The sidecar container, running `image` (the EndpointPicker's).
-pub fn container(owner: &Owner, image: &str) -> Container {
+pub fn container(owner: &Owner, spec: &LLMDeploymentSpec, image: &str) -> Container {
     Container {
         name: routing_sidecar::CONTAINER.into(),
         image: Some(image.into()),
@@ -106,7 +110,7 @@ pub fn container(owner: &Owner, image: &str) -> Container {
         ]),
         readiness_probe: Some(probe(5)),
         liveness_probe: Some(probe(10)),
-        resources: Some(resources()),
+        resources: Some(resources(spec)),
         volume_mounts: Some(vec![VolumeMount {
             name: TOKEN_VOLUME.into(),
             mount_path: routing_sidecar::CREDENTIALS_DIR.into(),
@@ -195,7 +199,7 @@ pub fn role_binding(owner: &Owner) -> RoleBinding {
 
 /// Whether decode pods run the sidecar: whenever prefill pods can hand them KV
 /// (the NIXL fabric is in force), so P/D works behind a Gateway as well as
-/// through the EndpointPicker's own proxy.
+/// through the EndpointPicker's own proxy, unless `spec.router.sidecar` says no.
 pub fn enabled(spec: &LLMDeploymentSpec) -> bool {
-    spec.effective_connector() == llmd_api::KvConnector::Nixl
+    spec.effective_connector() == llmd_api::KvConnector::Nixl && spec.router.sidecar.enabled
 }
