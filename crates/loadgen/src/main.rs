@@ -27,6 +27,9 @@ struct Args {
     /// llmd-epp binary.
     #[arg(long, default_value = "target/release/llmd-epp")]
     epp_bin: PathBuf,
+    /// llmd-sidecar binary (the overhead workload's decode-pod hop).
+    #[arg(long, default_value = "target/release/llmd-sidecar")]
+    sidecar_bin: PathBuf,
     /// llm-d-inference-sim binary.
     #[arg(long, env = "LLMD_SIM_BIN")]
     sim_bin: PathBuf,
@@ -368,6 +371,7 @@ async fn main() -> ExitCode {
     }
     let bins = Binaries {
         epp: &args.epp_bin,
+        sidecar: &args.sidecar_bin,
         vllm_router,
         sglang_router,
         kv_events_port: None,
@@ -404,9 +408,13 @@ async fn main() -> ExitCode {
         if w == "overhead" {
             match overhead::measure(&args.sim_bin, &MODEL, &bins, &client, 1000).await {
                 Ok(o) => println!(
-                    "\n### proxy overhead (1000 sequential 1-token requests, one sim)\n\n| path | p50 ms | p99 ms |\n|---|---:|---:|\n| direct to the sim | {:.2} | {:.2} |\n| through llmd-epp | {:.2} | {:.2} |\n| added by llmd-epp | {:.2} | {:.2} |\n",
+                    "\n### proxy overhead (1000 sequential 1-token requests, one sim)\n\n| path | p50 ms | p99 ms |\n|---|---:|---:|\n| direct to the sim | {:.2} | {:.2} |\n| through llmd-sidecar (a decode pod's hop) | {:.2} | {:.2} |\n| added by llmd-sidecar | {:.2} | {:.2} |\n| through llmd-epp | {:.2} | {:.2} |\n| added by llmd-epp | {:.2} | {:.2} |\n",
                     o.direct_p50 * 1e3,
                     o.direct_p99 * 1e3,
+                    o.sidecar_p50 * 1e3,
+                    o.sidecar_p99 * 1e3,
+                    (o.sidecar_p50 - o.direct_p50) * 1e3,
+                    (o.sidecar_p99 - o.direct_p99) * 1e3,
                     o.proxy_p50 * 1e3,
                     o.proxy_p99 * 1e3,
                     (o.proxy_p50 - o.direct_p50) * 1e3,

@@ -121,6 +121,8 @@ impl Drop for Router {
 #[derive(Clone, Copy)]
 pub struct Binaries<'a> {
     pub epp: &'a Path,
+    /// llmd-sidecar (the overhead benchmark's pass-through hop).
+    pub sidecar: &'a Path,
     pub vllm_router: Option<&'a Path>,
     /// sglang-router's `smg`.
     pub sglang_router: Option<&'a Path>,
