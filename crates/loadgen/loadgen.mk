@@ -24,7 +24,7 @@ bench: tools ## routing benchmark on a fleet of llm-d-inference-sim (peers inclu
 	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
 	LLMD_SIM_BIN="$(BENCH_SIM_BIN)" VLLM_ROUTER_BIN="$(BENCH_VENV)/bin/vllm-router" \
 	  SGLANG_ROUTER_BIN="$(BENCH_SGLANG_VENV)/bin/smg" \
-	  $(BENCH_RELEASE)/llmd-loadgen --epp-bin $(BENCH_RELEASE)/llmd-epp $(BENCH_ARGS)
+	  $(BENCH_RELEASE)/llmd-loadgen --epp-bin $(BENCH_RELEASE)/llmd-epp --sidecar-bin $(BENCH_RELEASE)/llmd-sidecar $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-pick
 
 .PHONY: bench-pick
