@@ -90,8 +90,6 @@ fn kv_verdict(observed: &Observed) -> Verdict {
         } => {
             let fabric =
                 format!("side channel port {side_channel_port}, UCX transports {transports}");
-            let prefill_ready = observed.prefill.as_ref().is_some_and(|p| p.ready > 0);
-            let decode_ready = observed.decode.ready > 0;
             let verdict = |status, reason, message: String| {
                 Verdict::new(types::KV_TRANSFER_READY, status, reason, message)
             };
@@ -102,16 +100,13 @@ fn kv_verdict(observed: &Observed) -> Verdict {
                     "kv-transfer ConfigMap not created yet".into(),
                 )
             } else if !observed.kv_peers_ready() {
-                let rolled_out = observed
-                    .prefill
-                    .as_ref()
-                    .is_none_or(|p| p.updated >= p.desired)
-                    && observed.decode.updated >= observed.decode.desired;
+                let p = observed.kv_peers();
                 verdict(
                     false,
                     reason::KV_PEERS_NOT_READY,
                     format!(
-                        "NIXL needs ready prefill and decode pods running the current fabric config (prefill ready: {prefill_ready}, decode ready: {decode_ready}, rolled out: {rolled_out})"
+                        "NIXL needs ready prefill and decode pods running the current fabric config (prefill ready: {}, decode ready: {}, rolled out: {})",
+                        p.prefill_ready, p.decode_ready, p.rolled_out
                     ),
                 )
             } else {

@@ -33,13 +33,11 @@ impl Probe {
     pub fn allows_splitting(&self) -> bool {
         match self {
             Probe::NotRequired => true,
-            Probing(_) => false,
+            Probe::Probing(_) => false,
             Probe::Done(s) => s.proven,
         }
     }
 }
-
-use Probe::Probing;
 
 /// The probe key of a deployment's current fabric, `None` without NIXL.
 pub fn current_key(ld: &LLMDeployment) -> Option<String> {
@@ -242,21 +240,8 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
     if let Some(done) = recorded(ld) {
         return Ok(Probe::Done(done.clone()));
     }
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let cm = fabric_probe::config_map(owner);
-    cms.patch(
-        &fabric_probe::config_map_name(owner),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .map_err(kube_err("apply the fabric probe ConfigMap".into()))?;
-
-    let Some(server_job) = ensure_job(ctx, owner, ld, Side::Server, &key, None).await? else {
-        return Ok(Probing("replacing the probe of an earlier fabric".into()));
-    };
-    let done = |side, f: Finished<'_>| {
-        let result = fabric_probe::result(&key, side, &f, &now());
+    let probe = step(ctx, owner, ld, &key).await?;
+    if let Probe::Done(result) = &probe {
         tracing::info!(
             name = %owner.name, namespace = %owner.namespace, proven = result.proven,
             "KV fabric probe finished: {}", result.message
@@ -267,8 +252,30 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
                 outcome: if result.proven { "proven" } else { "failed" },
             })
             .inc();
-        Probe::Done(result)
+        clean_up(ctx, owner).await?;
+    }
+    Ok(probe)
+}
+
+/// One step of a probe not finished before: start what is missing, or read what
+/// finished.
+async fn step(ctx: &Context, owner: &Owner, ld: &LLMDeployment, key: &str) -> Result<Probe> {
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let cm = fabric_probe::config_map(owner);
+    cms.patch(
+        &fabric_probe::config_map_name(owner),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .map_err(kube_err("apply the fabric probe ConfigMap".into()))?;
+
+    let Some(server_job) = ensure_job(ctx, owner, ld, Side::Server, key, None).await? else {
+        return Ok(Probe::Probing(
+            "replacing the probe of an earlier fabric".into(),
+        ));
     };
+    let done = |side, f: Finished<'_>| Probe::Done(fabric_probe::result(key, side, &f, &now()));
     // A Job that failed without a pod telling why (deadline, pod deleted).
     let job_failed = |side, job: &Job| {
         job_failure(job).map(|why| {
@@ -280,12 +287,11 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
             done(side, f)
         })
     };
-    let Some(server) = pod_of(ctx, owner, Side::Server, &key).await? else {
+    let Some(server) = pod_of(ctx, owner, Side::Server, key).await? else {
         if let Some(result) = job_failed(Side::Server, &server_job) {
-            clean_up(ctx, owner).await?;
             return Ok(result);
         }
-        return Ok(Probing(
+        return Ok(Probe::Probing(
             "starting the probe server beside a prefill pod".into(),
         ));
     };
@@ -293,7 +299,7 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
     match (phase(&server), server_ip) {
         ("Failed", _) => {
             let (message, exit_code) = finished(&server);
-            let result = done(
+            Ok(done(
                 Side::Server,
                 Finished {
                     message,
@@ -301,14 +307,12 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
                     from_node: None,
                     to_node: node(&server),
                 },
-            );
-            clean_up(ctx, owner).await?;
-            Ok(result)
+            ))
         }
         ("Succeeded", _) => {
             // It finished before any sender reached it: it ran nothing (a node
             // that only simulates pods), or its sender's result is the one.
-            let sender = pod_of(ctx, owner, Side::Sender, &key).await?;
+            let sender = pod_of(ctx, owner, Side::Sender, key).await?;
             let pod = sender.as_ref().unwrap_or(&server);
             let (message, exit_code) = finished(pod);
             let side = if sender.is_some() {
@@ -316,7 +320,7 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
             } else {
                 Side::Server
             };
-            let result = done(
+            Ok(done(
                 side,
                 Finished {
                     message,
@@ -324,29 +328,27 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
                     from_node: sender.as_ref().and_then(node),
                     to_node: node(&server),
                 },
-            );
-            clean_up(ctx, owner).await?;
-            Ok(result)
+            ))
         }
         ("Running", Some(ip)) => {
-            let Some(sender_job) =
-                ensure_job(ctx, owner, ld, Side::Sender, &key, Some(&ip)).await?
+            let Some(sender_job) = ensure_job(ctx, owner, ld, Side::Sender, key, Some(&ip)).await?
             else {
-                return Ok(Probing("replacing the probe of an earlier fabric".into()));
+                return Ok(Probe::Probing(
+                    "replacing the probe of an earlier fabric".into(),
+                ));
             };
-            let Some(sender) = pod_of(ctx, owner, Side::Sender, &key).await? else {
+            let Some(sender) = pod_of(ctx, owner, Side::Sender, key).await? else {
                 if let Some(result) = job_failed(Side::Sender, &sender_job) {
-                    clean_up(ctx, owner).await?;
                     return Ok(result);
                 }
-                return Ok(Probing(
+                return Ok(Probe::Probing(
                     "starting the probe sender beside a decode pod".into(),
                 ));
             };
             match phase(&sender) {
                 "Succeeded" | "Failed" => {
                     let (message, exit_code) = finished(&sender);
-                    let result = done(
+                    Ok(done(
                         Side::Sender,
                         Finished {
                             message,
@@ -354,17 +356,15 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
                             from_node: node(&sender),
                             to_node: node(&server),
                         },
-                    );
-                    clean_up(ctx, owner).await?;
-                    Ok(result)
+                    ))
                 }
-                _ => Ok(Probing(format!(
+                _ => Ok(Probe::Probing(format!(
                     "transferring from a decode node to {ip}{}",
                     waiting_reason(&sender)
                 ))),
             }
         }
-        _ => Ok(Probing(format!(
+        _ => Ok(Probe::Probing(format!(
             "the probe server pod is not running yet{}",
             waiting_reason(&server)
         ))),

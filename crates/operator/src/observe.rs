@@ -88,6 +88,14 @@ pub enum KvFabric {
     },
 }
 
+/// The two sides of the KV fabric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvPeers {
+    pub prefill_ready: bool,
+    pub decode_ready: bool,
+    pub rolled_out: bool,
+}
+
 /// Everything conditions are computed from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
@@ -289,21 +297,29 @@ impl Observed {
             .all(Workload::settled)
     }
 
+    /// Whether prefill and decode pods are Ready, and all on the current template.
+    pub fn kv_peers(&self) -> KvPeers {
+        KvPeers {
+            prefill_ready: self.prefill.as_ref().is_some_and(|p| p.ready > 0),
+            decode_ready: self.decode.ready > 0,
+            rolled_out: self.prefill.as_ref().is_none_or(|p| p.updated >= p.desired)
+                && self.decode.updated >= self.decode.desired,
+        }
+    }
+
     /// Prefill and decode pods are Ready on the current fabric config: the KV
     /// fabric can be probed.
     pub fn kv_peers_ready(&self) -> bool {
-        let prefill_ready = self.prefill.as_ref().is_some_and(|p| p.ready > 0);
-        let rolled_out = self.prefill.as_ref().is_none_or(|p| p.updated >= p.desired)
-            && self.decode.updated >= self.decode.desired;
+        let p = self.kv_peers();
         matches!(
             self.kv_fabric,
             KvFabric::Nixl {
                 config_present: true,
                 ..
             }
-        ) && prefill_ready
-            && self.decode.ready > 0
-            && rolled_out
+        ) && p.prefill_ready
+            && p.decode_ready
+            && p.rolled_out
     }
 }
 

@@ -68,22 +68,25 @@ def pattern(size):
     return (np.arange(size, dtype=np.uint64) % 251).astype(np.uint8)
 
 
+def agent_with(buf, name, port):
+    """A NIXL agent listening on `port` (0: any) with `buf` registered; its
+    transfer descriptors. Raises when UCX or the listener cannot start."""
+    nixl_agent, nixl_agent_config = load_nixl()
+    agent = nixl_agent(name, nixl_agent_config(True, True, port))
+    addr, size = buf.ctypes.data, buf.nbytes
+    agent.register_memory(agent.get_reg_descs([(addr, size, 0, "")], "DRAM"))
+    return agent, agent.get_xfer_descs([(addr, size, 0)], "DRAM")
+
+
 def serve(args):
     import numpy as np
 
-    nixl_agent, nixl_agent_config = load_nixl()
     size = args.size_mib << 20
+    buf = np.zeros(size, dtype=np.uint8)
     try:
-        agent = nixl_agent("probe-server", nixl_agent_config(True, True, args.port))
+        agent, descs = agent_with(buf, "probe-server", args.port)
     except Exception as e:  # the listener could not bind, or no UCX
         return fail("transport_unavailable", e, args.result_file)
-    buf = np.zeros(size, dtype=np.uint8)
-    reg = agent.get_reg_descs([(buf.ctypes.data, size, 0, "")], "DRAM")
-    try:
-        agent.register_memory(reg)
-    except Exception as e:
-        return fail("transport_unavailable", e, args.result_file)
-    descs = agent.get_xfer_descs([(buf.ctypes.data, size, 0)], "DRAM")
     # The sender announces itself through the listener; then it gets the buffer.
     if not wait(lambda: agent.check_remote_metadata("probe-sender"), args.timeout):
         return fail("timeout", f"no sender handshake on port {args.port} within {args.timeout}s", args.result_file)
@@ -106,19 +109,12 @@ def serve(args):
 
 
 def send(args):
-    nixl_agent, nixl_agent_config = load_nixl()
     size = args.size_mib << 20
-    try:
-        agent = nixl_agent("probe-sender", nixl_agent_config(True, True, 0))
-    except Exception as e:
-        return fail("transport_unavailable", e, args.result_file)
     buf = pattern(size)
-    reg = agent.get_reg_descs([(buf.ctypes.data, size, 0, "")], "DRAM")
     try:
-        agent.register_memory(reg)
+        agent, local = agent_with(buf, "probe-sender", 0)
     except Exception as e:
         return fail("transport_unavailable", e, args.result_file)
-    local = agent.get_xfer_descs([(buf.ctypes.data, size, 0)], "DRAM")
 
     started = time.monotonic()
     agent.fetch_remote_metadata("probe-server", args.target, args.port)

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ImageVolumeSource, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVarSource, ImageVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -19,7 +19,7 @@ use llmd_api::{
 };
 
 use super::meta::{Component, Owner, label_value};
-use super::pod_parts::{field_env, tcp_port, unprivileged};
+use super::pod_parts::{self, field_env, tcp_port, unprivileged};
 use super::{kv_transfer, routing_sidecar};
 
 /// Where model weights from a pvc:// or oci:// uri are mounted.
@@ -321,17 +321,7 @@ pub fn resources(role_spec: &RoleSpec) -> ResourceRequirements {
 }
 
 fn health_probe(port: &str, period: i32, failure_threshold: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some("/health".into()),
-            port: IntOrString::String(port.into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failure_threshold),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
+    pod_parts::health_probe(port, period, failure_threshold, 5)
 }
 
 fn pod_ip_env(name: &str) -> EnvVar {

@@ -7,14 +7,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, HTTPGetAction,
-    KeyToPath, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements,
-    SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath,
+    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+    ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use llmd_api::routing_sidecar::{self, flag};
 use llmd_api::{LLMDeploymentSpec, labels};
 
@@ -59,17 +57,7 @@ fn args(owner: &Owner) -> Vec<String> {
 /// Ready once it has listed the prefill pods (its `/health` is its own; the
 /// engine's container has its probes).
 fn probe(period: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some("/health".into()),
-            port: IntOrString::String("http".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(3),
-        timeout_seconds: Some(2),
-        ..Probe::default()
-    }
+    pod_parts::health_probe("http", period, 3, 2)
 }
 
 /// The spec's resources for the sidecar, else a small default.
