@@ -216,6 +216,13 @@ impl Epp {
                 .ok()
                 .filter(|r| r.status().is_success())
         });
+        // The gRPC listeners come up on their own tasks: wait for them too,
+        // so a test's first ext-proc stream is never refused.
+        for port in [grpc, health] {
+            wait_for("epp gRPC listener", Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+            });
+        }
         epp
     }
 
