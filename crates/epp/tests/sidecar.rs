@@ -252,6 +252,20 @@ fn everything_else_passes_through_to_the_engine() {
         .and_then(|r| r.text())
         .expect("engine metrics");
     assert!(metrics.contains("vllm:num_requests_running"), "{metrics}");
+    // As Prometheus asks for it: compressed, and said so (the body is relayed as it
+    // came, so its encoding must come with it or the scrape cannot parse it).
+    let gzipped = http()
+        .get(sidecar.url("/metrics"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .expect("engine metrics, gzipped");
+    let encoding = header(&gzipped, "content-encoding");
+    let body = gzipped.bytes().expect("body");
+    assert!(
+        body.starts_with(&[0x1f, 0x8b]),
+        "the engine compresses /metrics when asked"
+    );
+    assert_eq!(encoding.as_deref(), Some("gzip"));
     let models: Value = http()
         .get(sidecar.url("/v1/models"))
         .send()

@@ -25,11 +25,13 @@ impl RelayWatch for () {
     fn end(self) {}
 }
 
-/// Content type and the engine's own `x-` headers (request ids, pod names) pass on.
+/// The body's type and encoding (it is relayed byte for byte: a gzipped /metrics
+/// page stays gzipped) and the engine's own `x-` headers (request ids, pod names)
+/// pass on.
 fn copy_headers(from: &reqwest::Response, to: &mut Response) {
     for (name, value) in from.headers() {
         let n = name.as_str();
-        if (n == "content-type" || n.starts_with("x-"))
+        if (n == "content-type" || n == "content-encoding" || n.starts_with("x-"))
             && let Ok(v) = HeaderValue::from_bytes(value.as_bytes())
         {
             to.headers_mut().insert(name.clone(), v);
