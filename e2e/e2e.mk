@@ -12,8 +12,9 @@ E2E_CLUSTER_DIR ?= $(or $(LLMD_CLUSTER_DIR),$(or $(LLMD_CACHE),$(HOME)/.cache/ll
 KUBECONFIG_E2E ?= $(E2E_CLUSTER_DIR)/kubeconfig
 
 .PHONY: tools cluster-up cluster-down
-tools: ## build the pinned e2e toolchain (kube, etcd, kwok, helm, inference-sim) into the cache
+tools: ## build the pinned e2e toolchain (kube, etcd, kwok, helm, inference-sim, prometheus) into the cache
 	$(E2E_HACK)/build-tools.sh
+	$(E2E_HACK)/build-prometheus.sh
 	$(E2E_HACK)/nixl-venv.sh >/dev/null
 
 # Our binaries the local cluster runs: llmd-pod-runner (the live nodes' kubelet) and

@@ -50,6 +50,25 @@ json.dump(d, sys.stdout)' \
 kubectl wait -n "$NS" --for=condition=Ready "llmd/$NAME" --timeout=180s
 kubectl get llmd -n "$NS" -o wide
 
+say "Prometheus: the chart's monitors and alert rules on a real server"
+prometheus="$(LLMD_PROMETHEUS_RELEASE_NAMESPACE="$SYSTEM_NS" "$LLMD_HACK_DIR/prometheus-up.sh")" \
+  || die "Prometheus did not start"
+export "${prometheus##*$'\n'}"
+echo "  $LLMD_PROMETHEUS_URL scrapes the operator, the EndpointPicker, the engines and the sidecars"
+# prom_query <promql>: the result rows, one per line ("labels => value").
+prom_query() {
+  curl -fsS --noproxy '*' "$LLMD_PROMETHEUS_URL/api/v1/query" --data-urlencode "query=$1" \
+    | python3 -c 'import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(r["metric"].items()))
+    value = r["value"][1]
+    print(f"    {{{labels}}} => {value}")'
+}
+# Requests start once the EndpointPicker has been scraped, so their rates show.
+epp_scraped() { [[ -n "$(prom_query "up{namespace=\"$NS\", llmd_component=\"endpoint-picker\"} == 1")" ]]; }
+wait_until 60 "Prometheus to scrape the EndpointPicker" epp_scraped \
+  || die "Prometheus at $LLMD_PROMETHEUS_URL does not scrape the EndpointPicker; see $LLMD_PROMETHEUS_URL/api/v1/targets"
+
 say "the pods: real processes on live nodes"
 kubectl get pods -n "$NS" -o wide -L llm-d.ai/role
 EPP_IP="$(kubectl get pods -n "$NS" \
@@ -111,6 +130,17 @@ outside="$(curl -sS --noproxy '*' -o /dev/null -w '%{http_code}' "http://$DECODE
   -d "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}")"
 echo "  a prefiller outside the pool ($EPP_IP:8080): HTTP $outside, not contacted"
 
+say "Prometheus ($LLMD_PROMETHEUS_URL): what it has scraped"
+TARGETS_QUERY="sum by (job) (up{namespace=~\"$NS|$SYSTEM_NS\"})"
+TTFT_QUERY="histogram_quantile(0.9, sum by (le) (rate(llmd_epp_time_to_first_token_seconds_bucket{namespace=\"$NS\"}[5m])))"
+ttft_scraped() { [[ -n "$(prom_query "$TTFT_QUERY" | grep -v NaN)" ]]; }
+wait_until 60 "Prometheus to scrape the requests' TTFT" ttft_scraped \
+  || die "Prometheus at $LLMD_PROMETHEUS_URL has no TTFT of the requests; its targets: $LLMD_PROMETHEUS_URL/api/v1/targets"
+echo "  $TARGETS_QUERY"
+prom_query "$TARGETS_QUERY"
+echo "  $TTFT_QUERY"
+prom_query "$TTFT_QUERY"
+
 say "status.routing (the tuner's, every 10 s)"
 tuned_from_pods() {
   [[ "$(kubectl get llmd "$NAME" -n "$NS" -o jsonpath='{.status.routing.reason}')" != *" 0 model server"* ]]
@@ -134,6 +164,8 @@ The demo is up ($((SECONDS - started)) s). Use it as a user would:
     -H 'x-prefiller-host-port: $PREFILL_IP:8000' -d '{"model":"$MODEL","messages":[{"role":"user","content":"hi"}]}'
   kubectl patch llmd $NAME -n $NS --type merge -p '{"spec":{"decode":{"replicas":5}}}'
   kubectl delete pod $NAME-decode-0 -n $NS   # the runner stops it, the StatefulSet brings it back
+  # Prometheus: the P90 time to first token through the EndpointPicker, last 5 minutes
+  curl -s $LLMD_PROMETHEUS_URL/api/v1/query --data-urlencode 'query=$TTFT_QUERY'
 Pod logs: $LLMD_POD_RUNNER_STATE/pods/<namespace>_<pod>_<uid>/<container>.log
 
 Stop everything (control plane, operator, the pods' processes and network):

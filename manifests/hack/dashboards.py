@@ -70,11 +70,11 @@ LOAD = [
     ], "Share of the engine's KV-cache blocks in use."),
     ("Prefix-cache hit ratio per pod", "percentunit", [
         (
-            f"sum by (pod) (rate(vllm:prefix_cache_hits_total{{{ENGINE}}}[{RATE}])) / "
-            f"sum by (pod) (rate(vllm:prefix_cache_queries_total{{{ENGINE}}}[{RATE}]))",
+            f'sum by (pod) (rate({{__name__=~"vllm:prefix_cache_hits(_total)?", {ENGINE}}}[{RATE}])) / '
+            f'sum by (pod) (rate({{__name__=~"vllm:prefix_cache_queries(_total)?", {ENGINE}}}[{RATE}]))',
             "{{pod}}",
         ),
-    ], "Prompt tokens the engine found cached."),
+    ], "Prompt tokens the engine found cached (vLLM's counters, with or without the _total suffix)."),
     ("Waiting requests per pod, as the EndpointPicker sees them", "short", [
         (f"max by (endpoint) (llmd_epp_endpoint_waiting_requests{{{EPP}}})", "{{endpoint}}"),
     ], "From the EndpointPicker's last scrape of each pod (what its queue scorer reads)."),

@@ -67,14 +67,16 @@ const CACHE_CONFIG: &str = "vllm:cache_config_info";
 /// the latest is the current one.
 const LORA_INFO: &str = "vllm:lora_requests_info";
 
-/// The engine's metric names read here, as vLLM publishes them (dashboards may name
-/// only these).
+/// The engine's metric names read here, as vLLM (or the simulator) publishes them
+/// (dashboards may name only these).
 pub const READ: &[&str] = &[
     WAITING,
     RUNNING,
     KV_USAGE,
     PREFIX_HITS,
     PREFIX_QUERIES,
+    PREFIX_HITS_BARE,
+    PREFIX_QUERIES_BARE,
     CACHE_CONFIG,
     LORA_INFO,
 ];

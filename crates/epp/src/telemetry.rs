@@ -222,6 +222,16 @@ impl Telemetry {
             registry: Registry::default(),
             families: Vec::new(),
         };
+        // Every objective and header starts at 0: the SLO panels find their series
+        // before the first miss or bad header.
+        for (objective, headers) in crate::frontend::slo::OBJECTIVES {
+            t.slo_predicted_misses
+                .get_or_create(&ObjectiveLabels { objective });
+            for header in headers {
+                t.slo_headers_invalid
+                    .get_or_create(&HeaderLabels { header });
+            }
+        }
         registry.add(
             "scheduling_decisions",
             "Requests routed, per endpoint and scheduling profile",
@@ -443,5 +453,18 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn event_counters_start_at_zero_for_every_label_value() {
+        let text = Telemetry::new().encode();
+        for line in [
+            "llmd_epp_slo_predicted_misses_total{objective=\"tpot\"} 0",
+            "llmd_epp_slo_headers_invalid_total{header=\"x-slo-ttft-ms\"} 0",
+            "llmd_epp_pd_failures_total{stage=\"decode\",cause=\"unreachable\"} 0",
+            "llmd_epp_pd_failures_total{stage=\"prefill\",cause=\"no_kv_transfer_params\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -49,6 +49,13 @@ pub enum Category {
 }
 
 impl Category {
+    pub const ALL: [Category; 4] = [
+        Self::InvalidSpec,
+        Self::Refused,
+        Self::Transient,
+        Self::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidSpec => "invalid_spec",

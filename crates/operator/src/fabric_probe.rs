@@ -249,7 +249,7 @@ pub async fn advance(ctx: &Context, owner: &Owner, ld: &LLMDeployment) -> Result
         ctx.metrics
             .fabric_probes
             .get_or_create(&crate::metrics::OutcomeLabel {
-                outcome: if result.proven { "proven" } else { "failed" },
+                outcome: crate::metrics::probe_outcome(result.proven),
             })
             .inc();
         clean_up(ctx, owner).await?;

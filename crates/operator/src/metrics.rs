@@ -45,6 +45,11 @@ pub struct Metrics {
     pub leader: Gauge,
 }
 
+/// A finished KV fabric probe's outcome label.
+pub fn probe_outcome(proven: bool) -> &'static str {
+    if proven { "proven" } else { "failed" }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("llmd_operator");
@@ -59,6 +64,24 @@ impl Default for Metrics {
         let tuner_verdicts = Family::<OutcomeLabel, Counter>::default();
         let fabric_probes = Family::<OutcomeLabel, Counter>::default();
         let leader = Gauge::default();
+        // Every label value these counters can take starts at 0, so dashboards and
+        // alert rules find their series (and rate() its first increase) before the
+        // first error, verdict or probe.
+        for category in Category::ALL {
+            errors.get_or_create(&CategoryLabel {
+                category: category.as_str(),
+            });
+        }
+        for outcome in llmd_tuner::Outcome::ALL {
+            tuner_verdicts.get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            });
+        }
+        for proven in [true, false] {
+            fabric_probes.get_or_create(&OutcomeLabel {
+                outcome: probe_outcome(proven),
+            });
+        }
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -172,6 +195,21 @@ mod tests {
             text.contains("llmd_operator_reconcile_duration_seconds_count 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn event_counters_start_at_zero_for_every_label_value() {
+        let text = Metrics::default().encode();
+        for line in [
+            "llmd_operator_reconcile_errors_total{category=\"internal\"} 0",
+            "llmd_operator_reconcile_errors_total{category=\"invalid_spec\"} 0",
+            "llmd_operator_tuner_verdicts_total{outcome=\"RolledBack\"} 0",
+            "llmd_operator_tuner_verdicts_total{outcome=\"StoppedEarly\"} 0",
+            "llmd_operator_kv_fabric_probes_total{outcome=\"failed\"} 0",
+            "llmd_operator_kv_fabric_probes_total{outcome=\"proven\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     /// The chart's dashboards and alert rules name only `llmd_operator_*` families

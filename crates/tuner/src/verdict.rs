@@ -29,6 +29,25 @@ pub enum Outcome {
     Abandoned,
 }
 
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Kept,
+        Outcome::RolledBack,
+        Outcome::StoppedEarly,
+        Outcome::Abandoned,
+    ];
+
+    /// Its name, as the operator's metric labels and Events spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Kept => "Kept",
+            Outcome::RolledBack => "RolledBack",
+            Outcome::StoppedEarly => "StoppedEarly",
+            Outcome::Abandoned => "Abandoned",
+        }
+    }
+}
+
 /// An experiment's end, with its evidence.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {

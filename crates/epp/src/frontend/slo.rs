@@ -6,6 +6,11 @@
 use llmd_api::endpoint_picker::header;
 use llmd_api::endpoint_picker_config::DefaultSlo;
 
+/// The headers of each objective (its metric label), llm-d's name first.
+pub const TTFT_HEADERS: [&str; 2] = [header::SLO_TTFT_MS, header::LEGACY_SLO_TTFT_MS];
+pub const TPOT_HEADERS: [&str; 2] = [header::SLO_TPOT_MS, header::LEGACY_SLO_TPOT_MS];
+pub const OBJECTIVES: [(&str, [&str; 2]); 2] = [("ttft", TTFT_HEADERS), ("tpot", TPOT_HEADERS)];
+
 /// Longest objective taken as meant (one hour).
 const MAX_MS: f64 = 3_600_000.0;
 
@@ -46,8 +51,8 @@ pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> (Objectives, V
         }
     };
     let objectives = Objectives {
-        ttft: read([header::SLO_TTFT_MS, header::LEGACY_SLO_TTFT_MS]),
-        tpot: read([header::SLO_TPOT_MS, header::LEGACY_SLO_TPOT_MS]),
+        ttft: read(TTFT_HEADERS),
+        tpot: read(TPOT_HEADERS),
     };
     (objectives, invalid)
 }

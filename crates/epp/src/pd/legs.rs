@@ -21,6 +21,8 @@ pub enum Leg {
 }
 
 impl Leg {
+    pub const ALL: [Leg; 2] = [Leg::Prefill, Leg::Decode];
+
     pub fn label(self) -> &'static str {
         match self {
             Leg::Prefill => "prefill",
@@ -48,6 +50,15 @@ pub enum Cause {
 }
 
 impl Cause {
+    pub const ALL: [Cause; 6] = [
+        Cause::Unreachable,
+        Cause::Timeout,
+        Cause::Status,
+        Cause::BadResponse,
+        Cause::NoKvParams,
+        Cause::PrefillerNotAllowed,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Cause::Unreachable => "unreachable",

@@ -40,8 +40,19 @@ pub struct PdMetrics {
 
 impl Default for PdMetrics {
     fn default() -> Self {
+        let failures = Family::<FailureLabels, Counter>::default();
+        // Every (leg, cause) starts at 0: the KV-transfer alert and the error panels
+        // find their series before the first failure.
+        for leg in Leg::ALL {
+            for cause in Cause::ALL {
+                failures.get_or_create(&FailureLabels {
+                    stage: leg.label(),
+                    cause: cause.label(),
+                });
+            }
+        }
         PdMetrics {
-            failures: Family::default(),
+            failures,
             leg_seconds: Family::new_with_constructor(leg_histogram),
             splits: Counter::default(),
         }

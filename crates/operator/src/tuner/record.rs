@@ -145,15 +145,11 @@ pub async fn step(
     write(ctx, ld, routing).await?;
     *recorded = Some(step.weights.clone());
     if let Some(v) = &step.verdict {
-        let outcome = match v.outcome {
-            Outcome::Kept => "Kept",
-            Outcome::RolledBack => "RolledBack",
-            Outcome::StoppedEarly => "StoppedEarly",
-            Outcome::Abandoned => "Abandoned",
-        };
         ctx.metrics
             .tuner_verdicts
-            .get_or_create(&OutcomeLabel { outcome })
+            .get_or_create(&OutcomeLabel {
+                outcome: v.outcome.as_str(),
+            })
             .inc();
     }
     let event_reason = match step.verdict.as_ref().map(|v| v.outcome) {
