@@ -9,12 +9,15 @@
 #
 # The server listens on 127.0.0.1 (a free port), keeps its data in the cluster's state
 # and is registered like every other process there: cluster-down stops it. When it
-# already runs, nothing is restarted. Prints `LLMD_PROMETHEUS_URL=http://...` last.
+# already runs it is reloaded if the configuration changed (another release
+# namespace, an edited chart). Prints `LLMD_PROMETHEUS_URL=http://...` last.
 #
-# Env: LLMD_PROMETHEUS_RELEASE_NAMESPACE  the chart's release namespace (default llmd-system)
+# Env: LLMD_PROMETHEUS_RELEASE            the chart's release name (default llmd-operator)
+#      LLMD_PROMETHEUS_RELEASE_NAMESPACE  its namespace (default llmd-system)
 #      LLMD_PROMETHEUS_SCRAPE_INTERVAL    scrape and rule evaluation interval (default 5s)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+RELEASE="${LLMD_PROMETHEUS_RELEASE:-llmd-operator}"
 RELEASE_NS="${LLMD_PROMETHEUS_RELEASE_NAMESPACE:-llmd-system}"
 INTERVAL="${LLMD_PROMETHEUS_SCRAPE_INTERVAL:-5s}"
 PYTHON="${PYTHON:-python3}"
@@ -26,22 +29,30 @@ source "$STATE/env"
 DIR="$STATE/prometheus"
 URL_FILE="$DIR/url"
 
-if pid_alive "$STATE/pids/prometheus.pid" && [[ -f "$URL_FILE" ]]; then
-  echo "LLMD_PROMETHEUS_URL=$(cat "$URL_FILE")"
-  exit 0
-fi
-
 PROM_BIN="$("$LLMD_HACK_DIR/build-prometheus.sh" | tail -1)"
-mkdir -p "$DIR/data"
-"$LLMD_BIN_DIR/helm" template llmd-operator "$LLMD_REPO_DIR/manifests/charts/llmd-operator" \
+mkdir -p "$DIR/data" "$DIR/next"
+"$LLMD_BIN_DIR/helm" template "$RELEASE" "$LLMD_REPO_DIR/manifests/charts/llmd-operator" \
   --namespace "$RELEASE_NS" \
   --set podMonitors.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true \
-  >"$DIR/rendered.yaml"
+  >"$DIR/next/rendered.yaml"
 PYTHONDONTWRITEBYTECODE=1 "$PYTHON" "$LLMD_REPO_DIR/manifests/hack/prometheus_config.py" \
-  --rendered "$DIR/rendered.yaml" --out "$DIR" --kubeconfig "$KUBECONFIG" \
+  --rendered "$DIR/next/rendered.yaml" --out "$DIR/next" --kubeconfig "$KUBECONFIG" \
   --scrape-interval "$INTERVAL"
-"$PROM_BIN/promtool" check config "$DIR/prometheus.yml" >&2
-"$PROM_BIN/promtool" check rules "$DIR/rules.yml" >&2
+"$PROM_BIN/promtool" check config --syntax-only "$DIR/next/prometheus.yml" >&2
+"$PROM_BIN/promtool" check rules "$DIR/next/rules.yml" >&2
+unchanged() { cmp -s "$DIR/next/$1" "$DIR/$1"; }
+if pid_alive "$STATE/pids/prometheus.pid" && [[ -f "$URL_FILE" ]]; then
+  url="$(cat "$URL_FILE")"
+  if ! unchanged prometheus.yml || ! unchanged rules.yml; then
+    cp "$DIR/next/prometheus.yml" "$DIR/next/rules.yml" "$DIR/"
+    curl -fsS --noproxy '*' -X POST "$url/-/reload" >/dev/null \
+      || die "Prometheus at $url did not reload $DIR/prometheus.yml"
+    log "Prometheus at $url reloaded (release $RELEASE in $RELEASE_NS)"
+  fi
+  echo "LLMD_PROMETHEUS_URL=$url"
+  exit 0
+fi
+cp "$DIR/next/prometheus.yml" "$DIR/next/rules.yml" "$DIR/"
 
 port="$(free_port)"
 url="http://127.0.0.1:$port"

@@ -226,10 +226,12 @@ impl Telemetry {
         // before the first miss or bad header.
         for (objective, headers) in crate::frontend::slo::OBJECTIVES {
             t.slo_predicted_misses
-                .get_or_create(&ObjectiveLabels { objective });
+                .get_or_create(&ObjectiveLabels { objective })
+                .inc_by(0);
             for header in headers {
                 t.slo_headers_invalid
-                    .get_or_create(&HeaderLabels { header });
+                    .get_or_create(&HeaderLabels { header })
+                    .inc_by(0);
             }
         }
         registry.add(

@@ -68,19 +68,25 @@ impl Default for Metrics {
         // alert rules find their series (and rate() its first increase) before the
         // first error, verdict or probe.
         for category in Category::ALL {
-            errors.get_or_create(&CategoryLabel {
-                category: category.as_str(),
-            });
+            errors
+                .get_or_create(&CategoryLabel {
+                    category: category.as_str(),
+                })
+                .inc_by(0);
         }
         for outcome in llmd_tuner::Outcome::ALL {
-            tuner_verdicts.get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            });
+            tuner_verdicts
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.as_str(),
+                })
+                .inc_by(0);
         }
         for proven in [true, false] {
-            fabric_probes.get_or_create(&OutcomeLabel {
-                outcome: probe_outcome(proven),
-            });
+            fabric_probes
+                .get_or_create(&OutcomeLabel {
+                    outcome: probe_outcome(proven),
+                })
+                .inc_by(0);
         }
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(

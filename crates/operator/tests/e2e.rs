@@ -17,6 +17,7 @@ mod e2e {
     mod invalid_manifests;
     mod leader_election;
     mod lifecycle;
+    mod observability;
     mod pod_runner;
     mod scheduling;
     mod tuner;

@@ -45,10 +45,12 @@ impl Default for PdMetrics {
         // find their series before the first failure.
         for leg in Leg::ALL {
             for cause in Cause::ALL {
-                failures.get_or_create(&FailureLabels {
-                    stage: leg.label(),
-                    cause: cause.label(),
-                });
+                failures
+                    .get_or_create(&FailureLabels {
+                        stage: leg.label(),
+                        cause: cause.label(),
+                    })
+                    .inc_by(0);
             }
         }
         PdMetrics {
