@@ -222,6 +222,14 @@ impl Telemetry {
             registry: Registry::default(),
             families: Vec::new(),
         };
+        // The latency histograms of both front ends start empty, so the first
+        // requests show as an increase (rate() skips a series' first sample).
+        for frontend in crate::frontend::latency::Frontend::ALL {
+            let labels = frontend.label();
+            drop(t.ttft.get_or_create(&labels));
+            drop(t.inter_token_latency.get_or_create(&labels));
+            drop(t.request_duration.get_or_create(&labels));
+        }
         // Every objective and header starts at 0: the SLO panels find their series
         // before the first miss or bad header.
         for (objective, headers) in crate::frontend::slo::OBJECTIVES {
@@ -465,6 +473,8 @@ mod tests {
             "llmd_epp_slo_headers_invalid_total{header=\"x-slo-ttft-ms\"} 0",
             "llmd_epp_pd_failures_total{stage=\"decode\",cause=\"unreachable\"} 0",
             "llmd_epp_pd_failures_total{stage=\"prefill\",cause=\"no_kv_transfer_params\"} 0",
+            "llmd_epp_time_to_first_token_seconds_count{frontend=\"ext-proc\"} 0",
+            "llmd_epp_request_duration_seconds_count{frontend=\"proxy\"} 0",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

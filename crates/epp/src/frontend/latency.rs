@@ -15,7 +15,9 @@ pub enum Frontend {
 }
 
 impl Frontend {
-    fn label(self) -> FrontendLabels {
+    pub const ALL: [Frontend; 2] = [Frontend::Proxy, Frontend::ExtProc];
+
+    pub fn label(self) -> FrontendLabels {
         FrontendLabels {
             frontend: match self {
                 Frontend::Proxy => "proxy",

@@ -292,8 +292,9 @@ async fn one_pod_ip(namespace: &str, labels: &str) -> String {
 
 /// Traffic on every path a dashboard shows: streamed and whole completions through
 /// the EndpointPicker (long ones split into prefill and decode), one with a TTFT
-/// objective, and one sent to a decode pod's sidecar as a Gateway would.
-async fn drive_traffic(namespace: &str) {
+/// objective, and one sent to a decode pod's sidecar as a Gateway would. Returns the
+/// number of requests the EndpointPicker answered.
+async fn drive_traffic(namespace: &str, round: usize) -> usize {
     let epp = one_pod_ip(
         namespace,
         &format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/component=endpoint-picker"),
@@ -311,7 +312,7 @@ async fn drive_traffic(namespace: &str) {
     .await;
     let long = |i: usize| {
         let clauses: Vec<String> = (0..60)
-            .map(|c| format!("clause {c} of contract {i} applies"))
+            .map(|c| format!("clause {c} of contract {i} in round {round} applies"))
             .collect();
         clauses.join(" ")
     };
@@ -329,7 +330,7 @@ async fn drive_traffic(namespace: &str) {
     };
     let completions = format!("http://{epp}:8080/v1/completions");
     for i in 0..6 {
-        let body = json!({"model": MODEL, "prompt": format!("short question {i}"), "max_tokens": 6, "stream": true});
+        let body = json!({"model": MODEL, "prompt": format!("short question {i} of round {round}"), "max_tokens": 6, "stream": true});
         send(
             completions.clone(),
             body,
@@ -348,6 +349,16 @@ async fn drive_traffic(namespace: &str) {
         vec![("x-prefiller-host-port", format!("{prefill}:8000"))],
     )
     .await;
+    9
+}
+
+/// The number of series `expr` counts (0 when there are none).
+async fn count(prometheus: &Prometheus, expr: &str) -> f64 {
+    let series = prometheus.query(expr).await.unwrap_or_default();
+    series
+        .first()
+        .and_then(|s| s["value"][1].as_str()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn helm_ok(args: &[&str]) {
@@ -415,7 +426,7 @@ async fn prometheus_scrapes_the_live_stack_and_every_dashboard_query_and_alert_f
         prometheus.url
     );
 
-    drive_traffic(&ns.name).await;
+    let mut answered = drive_traffic(&ns.name, 1).await;
 
     // Until every query and rule checks out (scrapes and rule evaluations run every
     // 5 s); then the last round's findings are the verdict.
@@ -473,6 +484,28 @@ async fn prometheus_scrapes_the_live_stack_and_every_dashboard_query_and_alert_f
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+
+    // Label cardinality is per pod, never per request: the same traffic again, with
+    // new prompts and request ids, adds no series of ours once it is scraped.
+    let ours = format!("{{namespace=\"{}\", __name__=~\"llmd_.+\"}}", ns.name);
+    let before = count(&prometheus, &format!("count({ours})")).await;
+    answered += drive_traffic(&ns.name, 2).await;
+    let scraped = format!(
+        "sum(llmd_epp_request_duration_seconds_count{{namespace=\"{}\"}}) >= {answered}",
+        ns.name
+    );
+    wait_until(Duration::from_secs(30), "the second round scraped", || {
+        let (p, q) = (&prometheus, scraped.clone());
+        async move { (count(p, &q).await > 0.0).then_some(()) }
+    })
+    .await;
+    let after = count(&prometheus, &format!("count({ours})")).await;
+    assert!(before > 50.0, "our series are scraped: {before}");
+    assert_eq!(
+        before, after,
+        "a second round of requests added series: {ours} counted {before}, then {after}"
+    );
+    eprintln!("{before} series of ours, unchanged by a second round of requests");
 
     helm_ok(&["uninstall", RELEASE, "--namespace", &ns.name, "--wait"]);
 }
