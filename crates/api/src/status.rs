@@ -40,6 +40,37 @@ pub struct LLMDeploymentStatus {
     /// decode node, run once per fabric config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_transfer: Option<KvTransferStatus>,
+
+    /// The autoscaler's decisions, per role with `spec.<role>.autoscaling` (written
+    /// by the operator's embedded scheduler; the StatefulSets follow them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// The autoscaler's decisions.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<RoleScaling>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<RoleScaling>,
+}
+
+/// One role's autoscaling decision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleScaling {
+    /// Pods the autoscaler decided on (within minReplicas and maxReplicas).
+    pub replicas: i32,
+    /// The signal it last measured, against its target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
+    /// Why the role has this many pods, in numbers.
+    pub reason: String,
+    /// When the replicas last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
 }
 
 /// What the KV fabric probe found.

@@ -239,3 +239,60 @@ fn name_must_leave_room_for_child_names() {
     ld.metadata.name = Some("n".repeat(43));
     refused(&ld, "metadata.name must be at most 42 characters");
 }
+
+fn autoscaling(json: serde_json::Value) -> Option<llmd_api::AutoscalingSpec> {
+    Some(serde_json::from_value(json).expect("autoscaling parses"))
+}
+
+#[test]
+fn autoscaling_bounds_are_ordered_and_name_one_target() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.decode.autoscaling = autoscaling(serde_json::json!({
+        "minReplicas": 1, "maxReplicas": 4, "target": {"waitingPerPod": 2}
+    }));
+    assert!(validate_cel(&ld).is_ok());
+    ld.spec.decode.autoscaling = autoscaling(serde_json::json!({
+        "minReplicas": 5, "maxReplicas": 4, "target": {"waitingPerPod": 2}
+    }));
+    refused(
+        &ld,
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+    );
+    ld.spec.decode.autoscaling = autoscaling(serde_json::json!({
+        "maxReplicas": 4, "target": {"waitingPerPod": 2, "kvCacheUtilization": 0.8}
+    }));
+    refused(&ld, "autoscaling.target must set exactly one of");
+    ld.spec.decode.autoscaling = autoscaling(serde_json::json!({
+        "maxReplicas": 4, "target": {}
+    }));
+    refused(&ld, "autoscaling.target must set exactly one of");
+}
+
+#[test]
+fn prefill_scales_on_ttft_and_decode_on_its_own_signals() {
+    let mut ld = sample(PD_NIXL);
+    let on = |target: serde_json::Value| {
+        autoscaling(serde_json::json!({"maxReplicas": 8, "target": target}))
+    };
+    if let Some(p) = ld.spec.prefill.as_mut() {
+        p.autoscaling = on(serde_json::json!({"ttftMs": 500}));
+    }
+    ld.spec.decode.autoscaling = on(serde_json::json!({"interTokenLatencyMs": 40}));
+    assert!(validate_cel(&ld).is_ok());
+    if let Some(p) = ld.spec.prefill.as_mut() {
+        p.autoscaling = on(serde_json::json!({"waitingPerPod": 2}));
+    }
+    refused(
+        &ld,
+        "spec.prefill.autoscaling.target: prefill pods scale on ttftMs",
+    );
+    if let Some(p) = ld.spec.prefill.as_mut() {
+        p.autoscaling = None;
+    }
+    ld.spec.decode.autoscaling = on(serde_json::json!({"ttftMs": 500}));
+    refused(&ld, "spec.decode.autoscaling.target: with prefill pods");
+    // Without prefill pods, decode pods do the prefill: TTFT is theirs.
+    let mut aggregated = sample(AGGREGATED);
+    aggregated.spec.decode.autoscaling = on(serde_json::json!({"ttftMs": 500}));
+    assert!(validate_cel(&aggregated).is_ok());
+}

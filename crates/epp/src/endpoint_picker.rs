@@ -183,6 +183,9 @@ impl EndpointPicker {
         t.endpoint_running
             .get_or_create(&labels)
             .set(metrics.running as i64);
+        t.endpoint_kv_cache_usage
+            .get_or_create(&labels)
+            .set(metrics.kv_usage);
         state.metrics.store(Some(Arc::new(ScrapedMetrics {
             metrics,
             at: Instant::now(),

@@ -156,6 +156,9 @@ pub struct Telemetry {
     pub rejected_samples: Counter,
     pub endpoint_waiting: Family<EndpointLabels, Gauge>,
     pub endpoint_running: Family<EndpointLabels, Gauge>,
+    /// KV-cache use per endpoint (0..1), from its last scrape: the autoscaler's
+    /// kvCacheUtilization signal.
+    pub endpoint_kv_cache_usage: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
     /// 1 while an endpoint's prefix matches come from its engine's KV events, 0
     /// while the approximate index stands in (only with `--kv-events-port`).
     pub endpoint_prefix_precise: Family<EndpointLabels, Gauge>,
@@ -210,6 +213,7 @@ impl Telemetry {
             rejected_samples: Counter::default(),
             endpoint_waiting: Family::default(),
             endpoint_running: Family::default(),
+            endpoint_kv_cache_usage: Family::default(),
             endpoint_prefix_precise: Family::default(),
             kv_events_refused: Family::default(),
             kv_events_messages: Family::default(),
@@ -339,6 +343,11 @@ impl Telemetry {
             "endpoint_running_requests",
             "Running requests per endpoint, from its last scrape",
             t.endpoint_running.clone(),
+        );
+        registry.add(
+            "endpoint_kv_cache_usage",
+            "KV-cache use (0 to 1) per endpoint, from its last scrape",
+            t.endpoint_kv_cache_usage.clone(),
         );
         registry.add(
             "endpoint_prefix_precise",

@@ -114,8 +114,13 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let controller = Controller::new(lds, watcher::Config::default());
-    // The tuner reads the controller's cache and stops with it.
+    // The tuner and the autoscaler read the controller's cache and stop with it.
     let tuner = AbortOnDrop(tokio::spawn(crate::tuner::run(
+        ctx.clone(),
+        controller.store(),
+        stop_rx.clone(),
+    )));
+    let autoscaler = AbortOnDrop(tokio::spawn(crate::autoscaler::run(
         ctx.clone(),
         controller.store(),
         stop_rx,
@@ -174,6 +179,7 @@ pub async fn run(
         })
         .await;
     drop(tuner);
+    drop(autoscaler);
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `llmd-operator`: turns LLMDeployment resources into llm-d style inference stacks.
 
 mod apply;
+mod autoscaler;
 mod build;
 mod children;
 mod conditions;

@@ -93,6 +93,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         inference_pool_served: pool_served,
         tuned_weights: ld.tuned_weights(),
         fabric_unproven: !fabric_probe::splitting_allowed(ld),
+        autoscaled: ld.status.as_ref().and_then(|s| s.autoscaling.clone()),
     };
     let mut children = build::build(&owner, &ld.spec, &options);
 

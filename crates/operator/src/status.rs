@@ -113,6 +113,8 @@ pub fn desired(
             Probe::Probing(_) => previous.kv_transfer.clone(),
             Probe::NotRequired => None,
         },
+        // status.autoscaling belongs to the autoscaler.
+        autoscaling: previous.autoscaling.clone(),
         // While autoTune is on, status.routing belongs to the tuner.
         routing: if ld.spec.router.auto_tune.enabled {
             previous.routing.clone()
@@ -137,9 +139,11 @@ pub async fn write(
         what: "status",
         message: e.to_string(),
     })?;
-    if ld.spec.router.auto_tune.enabled {
-        // Not ours to write while the tuner owns it.
-        if let Some(object) = status_json.as_object_mut() {
+    if let Some(object) = status_json.as_object_mut() {
+        // The autoscaler's, always.
+        object.remove("autoscaling");
+        if ld.spec.router.auto_tune.enabled {
+            // Not ours to write while the tuner owns it.
             object.remove("routing");
         }
     }

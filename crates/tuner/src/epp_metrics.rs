@@ -13,6 +13,21 @@ pub const TTFT: &str = "llmd_epp_time_to_first_token_seconds";
 pub const PREFIX_MATCH: &str = "llmd_epp_prefix_match_ratio";
 /// Waiting requests per endpoint, from its last scrape.
 pub const WAITING: &str = "llmd_epp_endpoint_waiting_requests";
+/// KV-cache use per endpoint (0..1), from its last scrape.
+pub const KV_CACHE_USAGE: &str = "llmd_epp_endpoint_kv_cache_usage";
+/// Time between streamed chunks, per front end, as the EPP measures it.
+pub const INTER_TOKEN_LATENCY: &str = "llmd_epp_inter_token_latency_seconds";
+
+/// Gauge `name`'s value per `endpoint` label (`ip:port`) in a Prometheus page.
+pub fn per_endpoint(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(crate::histogram::sample)
+        .filter(|(n, _, _)| *n == name)
+        .filter_map(|(_, labels, v)| {
+            Some((crate::histogram::label(labels, "endpoint")?.to_string(), v))
+        })
+        .collect()
+}
 
 /// One scrape of one or more EPP replicas.
 #[derive(Clone, Debug, Default, PartialEq)]

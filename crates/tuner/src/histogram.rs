@@ -156,7 +156,7 @@ fn parse_bound(text: &str) -> Option<f64> {
 }
 
 /// `name{labels} value` -> (name, labels, value); finite values only.
-fn sample(line: &str) -> Option<(&str, &str, f64)> {
+pub(crate) fn sample(line: &str) -> Option<(&str, &str, f64)> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
@@ -175,7 +175,7 @@ fn sample(line: &str) -> Option<(&str, &str, f64)> {
     value.is_finite().then_some((name, labels, value))
 }
 
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     labels.split(',').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k.trim() == key).then(|| v.trim().trim_matches('"'))

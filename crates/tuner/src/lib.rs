@@ -4,7 +4,9 @@
 //! the incumbent and kept only when it measurably wins. No I/O: the operator feeds it
 //! the EndpointPicker's metrics every `autoTune.interval`, and the `bench-tuner`
 //! benchmark feeds it the same way on a compressed clock, so both run this code.
+//! [`autoscale`] holds the autoscaler's decision, fed the same way.
 
+pub mod autoscale;
 pub mod candidates;
 pub mod epp_metrics;
 pub mod experiment;

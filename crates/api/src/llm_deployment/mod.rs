@@ -7,11 +7,13 @@
 //! schema, cross-field rules in CEL (`x-kubernetes-validations`) so that a bad spec
 //! is refused at `kubectl apply` with a message that names the field.
 
+mod autoscaling;
 mod kv_transfer;
 mod model;
 mod roles;
 mod router;
 
+pub use autoscaling::*;
 pub use kv_transfer::*;
 pub use model::*;
 pub use roles::*;
@@ -69,6 +71,12 @@ pub const KV_EVENTS_PORT: i32 = 5556;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.router) || !has(self.router.prefixCache) || !has(self.router.prefixCache.mode) || self.router.prefixCache.mode != 'Precise' || [has(self.engine) && has(self.engine.args) ? self.engine.args : [], has(self.prefill) && has(self.prefill.args) ? self.prefill.args : [], has(self.decode.args) ? self.decode.args : []].all(l, !l.exists(a, a == '--kv-events-config' || a.startsWith('--kv-events-config=')))"
 ).message("spec.router.prefixCache.mode Precise: engine and role args must not set --kv-events-config, the operator renders it (ZeroMQ on port 5556)").field_path(".router.prefixCache.mode"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.prefill) || !has(self.prefill.autoscaling) || has(self.prefill.autoscaling.target.ttftMs)"
+).message("spec.prefill.autoscaling.target: prefill pods scale on ttftMs (their work is the time to first token)").field_path(".prefill.autoscaling.target"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.decode.autoscaling) || !has(self.decode.autoscaling.target.ttftMs) || !has(self.prefill) || self.prefill.replicas == 0"
+).message("spec.decode.autoscaling.target: with prefill pods, decode pods scale on interTokenLatencyMs, kvCacheUtilization or waitingPerPod (ttftMs is the prefill pods' signal)").field_path(".decode.autoscaling.target"))]
 pub struct LLMDeploymentSpec {
     /// The model to serve: its served name, where its weights come from, and its context length.
     pub model: ModelSpec,

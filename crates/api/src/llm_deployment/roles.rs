@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+
+use super::AutoscalingSpec;
+use crate::status::RoleScaling;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +53,25 @@ pub struct RoleSpec {
         "self.all(a, !['--port', '--model', '--served-model-name', '--tensor-parallel-size', '--data-parallel-size', '--kv-transfer-config'].exists(f, a == f || a.startsWith(f + '=') || a.startsWith(f + '.')))"
     ).message("args must not set --port, --model, --served-model-name, --tensor-parallel-size, --data-parallel-size or --kv-transfer-config: the operator derives them from the spec"))]
     pub args: Vec<String>,
+
+    /// Built-in autoscaling: the operator decides this role's pods from the
+    /// EndpointPicker's metrics, within [minReplicas, maxReplicas], starting from
+    /// `replicas`. Off: `replicas` is the count (and the LLMDeployment's /scale
+    /// subresource lets an HPA or KEDA set decode's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+impl RoleSpec {
+    /// The pods the role's StatefulSet should have: with autoscaling, the
+    /// autoscaler's last decision (`replicas` until it made one), kept within the
+    /// bounds; without, `replicas`.
+    pub fn desired_replicas(&self, decision: Option<&RoleScaling>) -> i32 {
+        match &self.autoscaling {
+            Some(a) => a.clamp(decision.map_or(self.replicas, |d| d.replicas)),
+            None => self.replicas,
+        }
+    }
 }
 
 fn default_replicas() -> i32 {
@@ -71,6 +93,7 @@ impl Default for RoleSpec {
             tolerations: Vec::new(),
             affinity: None,
             args: Vec::new(),
+            autoscaling: None,
         }
     }
 }

@@ -55,6 +55,7 @@ pub async fn run(picker: Arc<EndpointPicker>, client: reqwest::Client, settings:
                 };
                 picker.telemetry.endpoint_waiting.remove(&labels);
                 picker.telemetry.endpoint_running.remove(&labels);
+                picker.telemetry.endpoint_kv_cache_usage.remove(&labels);
             }
             keep
         });

@@ -103,6 +103,9 @@ pub struct BuildOptions {
     /// The KV fabric is not proven (its probe runs or failed): the EndpointPicker
     /// serves whole requests.
     pub fabric_unproven: bool,
+    /// The autoscaler's decisions (`status.autoscaling`): the replicas of roles with
+    /// `spec.<role>.autoscaling`.
+    pub autoscaled: Option<llmd_api::AutoscalingStatus>,
 }
 
 /// The EndpointPicker's config: the spec's routing with `weights`, splitting into
@@ -126,16 +129,20 @@ fn model_server(
     role_spec: &llmd_api::RoleSpec,
     kv_hash: Option<&str>,
     sidecar_image: &str,
+    autoscaled: Option<&llmd_api::AutoscalingStatus>,
 ) -> ModelServer {
+    let mut stateful_set =
+        model_server::stateful_set(owner, spec, role, role_spec, kv_hash, sidecar_image);
+    // With autoscaling, the autoscaler's decision (within the spec's bounds).
+    let decision = autoscaled.and_then(|a| match role {
+        ServingRole::Prefill => a.prefill.as_ref(),
+        ServingRole::Decode => a.decode.as_ref(),
+    });
+    if let Some(s) = stateful_set.spec.as_mut() {
+        s.replicas = Some(role_spec.desired_replicas(decision));
+    }
     ModelServer {
-        stateful_set: model_server::stateful_set(
-            owner,
-            spec,
-            role,
-            role_spec,
-            kv_hash,
-            sidecar_image,
-        ),
+        stateful_set,
         service: model_server::headless_service(owner, spec, role),
         disruption_budget: disruption_budget::pod_disruption_budget(
             owner,
@@ -163,6 +170,7 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
             role_spec,
             kv_hash.as_deref(),
             sidecar_image,
+            options.autoscaled.as_ref(),
         )
     });
     let decode = model_server(
@@ -172,6 +180,7 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
         &spec.decode,
         kv_hash.as_deref(),
         sidecar_image,
+        options.autoscaled.as_ref(),
     );
     let routing_sidecar = routing_sidecar::enabled(spec).then(|| RoutingSidecar {
         service_account: routing_sidecar::service_account(owner),

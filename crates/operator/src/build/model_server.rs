@@ -28,7 +28,7 @@ const MODEL_MOUNT: &str = "/models";
 const HF_HOME: &str = "/cache/huggingface";
 
 /// The role a set of model servers plays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Prefill,
     Decode,
