@@ -9,6 +9,7 @@
 
 mod e2e {
     mod adoption;
+    mod autoscaling;
     mod data_plane;
     mod degraded;
     pub mod harness;

@@ -69,6 +69,15 @@ pub struct Decision {
     pub observed: Option<String>,
 }
 
+/// "1 pod", "3 pods".
+fn pods(n: i32) -> String {
+    if n == 1 {
+        "1 pod".into()
+    } else {
+        format!("{n} pods")
+    }
+}
+
 /// One role's recommendations over the longer of its windows.
 #[derive(Clone, Debug, Default)]
 pub struct Autoscaler {
@@ -85,7 +94,7 @@ impl Autoscaler {
                 return Decision {
                     replicas: current,
                     kind: Kind::NoMetrics,
-                    reason: format!("holding {current} pods: no metrics ({why})"),
+                    reason: format!("holding {}: no metrics ({why})", pods(current)),
                     observed: None,
                 };
             }
@@ -93,16 +102,16 @@ impl Autoscaler {
                 return Decision {
                     replicas: current,
                     kind: Kind::NoMetrics,
-                    reason: format!("holding {current} pods: none is Ready to measure"),
+                    reason: format!("holding {}: none is Ready to measure", pods(current)),
                     observed: None,
                 };
             }
             (Ok(v), _) => *v,
         };
         let observed = format!(
-            "{} on {} Ready pods (target {})",
+            "{} on {} Ready (target {})",
             policy.target.with(value).describe(),
-            seen.ready,
+            pods(seen.ready),
             policy.target.describe()
         );
         let ratio = value / target;
@@ -141,7 +150,8 @@ impl Autoscaler {
                     current,
                     Kind::Unschedulable,
                     format!(
-                        "holding {current} pods, {up} wanted: {} pending (no node can schedule them)",
+                        "holding {}, {up} wanted: {} pending (no node can schedule them)",
+                        pods(current),
                         seen.pending
                     ),
                 );
@@ -149,14 +159,14 @@ impl Autoscaler {
             return decision(
                 up,
                 Kind::ScaledUp,
-                format!("scaled up from {current} to {up} pods: {observed}"),
+                format!("scaled up from {current} to {}: {observed}", pods(up)),
             );
         }
         if down < current {
             return decision(
                 down,
                 Kind::ScaledDown,
-                format!("scaled down from {current} to {down} pods: {observed}"),
+                format!("scaled down from {current} to {}: {observed}", pods(down)),
             );
         }
         if recommended < current {
@@ -164,7 +174,8 @@ impl Autoscaler {
                 current,
                 Kind::Stabilising,
                 format!(
-                    "holding {current} pods: {recommended} would do, but the last {:.0} s wanted {down}",
+                    "holding {}: {recommended} would do, but the last {:.0} s wanted {down}",
+                    pods(current),
                     policy.down_window
                 ),
             );
@@ -174,7 +185,8 @@ impl Autoscaler {
                 current,
                 Kind::Stabilising,
                 format!(
-                    "holding {current} pods: {recommended} wanted, but the last {:.0} s wanted as few as {up}",
+                    "holding {}: {recommended} wanted, but the last {:.0} s wanted as few as {up}",
+                    pods(current),
                     policy.up_window
                 ),
             );
@@ -188,13 +200,13 @@ impl Autoscaler {
             return decision(
                 current,
                 Kind::AtBound,
-                format!("holding {current} pods ({edge}): {observed}"),
+                format!("holding {} ({edge}): {observed}", pods(current)),
             );
         }
         decision(
             current,
             Kind::AtTarget,
-            format!("holding {current} pods: {observed}"),
+            format!("holding {}: {observed}", pods(current)),
         )
     }
 }
@@ -294,7 +306,7 @@ mod tests {
         assert_eq!((d.replicas, d.kind), (3, Kind::ScaledUp), "{d:?}");
         assert!(
             d.reason.contains(
-                "from 1 to 3 pods: 5.0 waiting requests per pod on 1 Ready pods (target 2.0 waiting"
+                "from 1 to 3 pods: 5.0 waiting requests per pod on 1 pod Ready (target 2.0 waiting"
             ),
             "{}",
             d.reason

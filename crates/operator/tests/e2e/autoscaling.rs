@@ -1,0 +1,176 @@
+//! Built-in autoscaling on the live stack: decode pods that queue requests (one
+//! sequence at a time) scale up under a surge sent through the EndpointPicker pod and
+//! back down after it, the decisions in `status.autoscaling` and in `kubectl
+//! describe`, the spec untouched.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use llmd_api::{LLMDeployment, RoleScaling};
+use serde_json::json;
+
+use super::harness::*;
+
+const NAME: &str = "elastic";
+const MODEL: &str = "test/model";
+
+fn decision(ld: &LLMDeployment) -> Option<RoleScaling> {
+    ld.status.as_ref()?.autoscaling.as_ref()?.decode.clone()
+}
+
+async fn epp_ip(pods: &Api<Pod>) -> String {
+    let list = pods
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={NAME},app.kubernetes.io/component=endpoint-picker"
+        )))
+        .await
+        .expect("list pods");
+    pod_ip(
+        list.items
+            .iter()
+            .find(|p| is_pod_ready(p))
+            .expect("a Ready EndpointPicker pod"),
+    )
+}
+
+async fn ready_decode_pods(pods: &Api<Pod>) -> usize {
+    pods.list(&ListParams::default().labels(&format!(
+        "app.kubernetes.io/instance={NAME},llm-d.ai/role=decode"
+    )))
+    .await
+    .map(|l| {
+        l.items
+            .iter()
+            .filter(|p| is_pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+            .count()
+    })
+    .unwrap_or(0)
+}
+
+/// `clients` clients sending completions back to back through the EPP pod.
+fn surge(epp: &str, clients: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<usize>> {
+    (0..clients)
+        .map(|c| {
+            let (epp, stop) = (epp.to_string(), stop.clone());
+            tokio::spawn(async move {
+                let http = pod_http();
+                let mut served = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = json!({"model": MODEL, "prompt": format!("client {c} request {served}"),
+                                      "max_tokens": 60, "ignore_eos": true});
+                    let ok = http
+                        .post(format!("http://{epp}:8080/v1/completions"))
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    served += usize::from(ok);
+                }
+                served
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_in_describe() {
+    install_crds().await;
+    let ns = TestNamespace::create_live("e2e-autoscaling").await;
+    let _operator = Operator::start(&ns.name, "op", &[]);
+    let manifest = format!(
+        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {NAME}\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  decode:\n    replicas: 1\n    args: [--max-num-seqs, \"1\"]\n    autoscaling:\n      minReplicas: 1\n      maxReplicas: 3\n      target: {{waitingPerPod: 1}}\n      intervalSeconds: 5\n      scaleDownStabilizationSeconds: 15\n"
+    );
+    let applied = apply_yaml(&ns.name, &manifest);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let client = client().await;
+    let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let sets: Api<StatefulSet> = Api::namespaced(client, &ns.name);
+    wait_for_ld(&lds, NAME, Duration::from_secs(120), "Ready", is_ready).await;
+    // Calm: the autoscaler holds one pod and says why.
+    let calm = wait_for_ld(
+        &lds,
+        NAME,
+        Duration::from_secs(30),
+        "a first autoscaling decision",
+        |ld| decision(ld).is_some_and(|d| d.replicas == 1),
+    )
+    .await;
+    eprintln!("calm: {:?}", decision(&calm));
+
+    // A surge: six clients against one engine that runs one sequence at a time.
+    let epp = epp_ip(&pods).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = surge(&epp, 6, stop.clone());
+    let up = wait_for_ld(
+        &lds,
+        NAME,
+        Duration::from_secs(60),
+        "decode scaled up",
+        |ld| decision(ld).is_some_and(|d| d.replicas >= 2),
+    )
+    .await;
+    let up = decision(&up).expect("a decision");
+    assert!(up.reason.contains("scaled up from 1 to"), "{up:?}");
+    assert!(
+        up.observed
+            .as_deref()
+            .is_some_and(|o| o.contains("waiting requests per pod")),
+        "{up:?}"
+    );
+    let ld = lds.get(NAME).await.expect("get");
+    assert_eq!(ld.spec.decode.replicas, 1, "the spec is left alone");
+    wait_until(Duration::from_secs(60), "the new decode pods Ready", || {
+        let pods = pods.clone();
+        let want = up.replicas as usize;
+        async move { (ready_decode_pods(&pods).await >= want).then_some(()) }
+    })
+    .await;
+
+    // Calm again: down after the 15 s window, to minReplicas.
+    stop.store(true, Ordering::Relaxed);
+    let mut served = 0;
+    for c in clients {
+        served += c.await.expect("client");
+    }
+    assert!(served > 20, "the surge was served: {served} requests");
+    let down = wait_for_ld(
+        &lds,
+        NAME,
+        Duration::from_secs(90),
+        "decode scaled back down",
+        |ld| decision(ld).is_some_and(|d| d.replicas == 1),
+    )
+    .await;
+    let down = decision(&down).expect("a decision");
+    assert!(down.reason.contains("scaled down from"), "{down:?}");
+    assert!(down.last_scale_time.is_some(), "{down:?}");
+    wait_until(
+        Duration::from_secs(30),
+        "the StatefulSet back to one pod",
+        || {
+            let sets = sets.clone();
+            async move {
+                let s = sets.get(&format!("{NAME}-decode")).await.ok()?;
+                (s.spec?.replicas == Some(1)).then_some(())
+            }
+        },
+    )
+    .await;
+    let described = kubectl_ok(&["describe", "llmd", NAME, "-n", &ns.name]);
+    for needle in ["ScaledUp", "ScaledDown", "decode: scaled up from 1 to"] {
+        assert!(described.contains(needle), "{needle} in:\n{described}");
+    }
+    eprintln!("up: {}\ndown: {}", up.reason, down.reason);
+}
