@@ -273,12 +273,14 @@ async fn record(
         },
     });
     write(ctx, ld, status).await?;
+    // Metrics missing before the first ever reading (pods still starting) is no news.
+    let had_metrics = state.written.is_some_and(|k| k != Kind::NoMetrics);
     state.written = Some(decision.kind);
     let event = match decision.kind {
         Kind::ScaledUp => Some((EventType::Normal, "ScaledUp")),
         Kind::ScaledDown => Some((EventType::Normal, "ScaledDown")),
         Kind::Unschedulable => Some((EventType::Warning, "ScaleUpBlocked")),
-        Kind::NoMetrics => Some((EventType::Warning, "AutoscalingHeld")),
+        Kind::NoMetrics if had_metrics => Some((EventType::Warning, "AutoscalingHeld")),
         _ => None,
     };
     info!(name = %ld.name_any(), role = role.label(), replicas = decision.replicas, "{}", decision.reason);

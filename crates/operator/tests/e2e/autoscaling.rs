@@ -1,7 +1,7 @@
 //! Built-in autoscaling on the live stack: decode pods that queue requests (one
 //! sequence at a time) scale up under a surge sent through the EndpointPicker pod and
-//! back down after it, the decisions in `status.autoscaling` and in `kubectl
-//! describe`, the spec untouched.
+//! back down after it, and prefill pods on time to first token the same way; the
+//! decisions in `status.autoscaling` and in `kubectl describe`, the spec untouched.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,10 +23,14 @@ fn decision(ld: &LLMDeployment) -> Option<RoleScaling> {
     ld.status.as_ref()?.autoscaling.as_ref()?.decode.clone()
 }
 
-async fn epp_ip(pods: &Api<Pod>) -> String {
+fn prefill_decision(ld: &LLMDeployment) -> Option<RoleScaling> {
+    ld.status.as_ref()?.autoscaling.as_ref()?.prefill.clone()
+}
+
+async fn epp_ip(pods: &Api<Pod>, name: &str) -> String {
     let list = pods
         .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={NAME},app.kubernetes.io/component=endpoint-picker"
+            "app.kubernetes.io/instance={name},app.kubernetes.io/component=endpoint-picker"
         )))
         .await
         .expect("list pods");
@@ -38,9 +42,9 @@ async fn epp_ip(pods: &Api<Pod>) -> String {
     )
 }
 
-async fn ready_decode_pods(pods: &Api<Pod>) -> usize {
+async fn ready_pods(pods: &Api<Pod>, name: &str, role: &str) -> usize {
     pods.list(&ListParams::default().labels(&format!(
-        "app.kubernetes.io/instance={NAME},llm-d.ai/role=decode"
+        "app.kubernetes.io/instance={name},llm-d.ai/role={role}"
     )))
     .await
     .map(|l| {
@@ -52,8 +56,14 @@ async fn ready_decode_pods(pods: &Api<Pod>) -> usize {
     .unwrap_or(0)
 }
 
-/// `clients` clients sending completions back to back through the EPP pod.
-fn surge(epp: &str, clients: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<usize>> {
+/// `clients` clients sending completions (`prompt(client, n)`) back to back through
+/// the EPP pod.
+fn surge(
+    epp: &str,
+    clients: usize,
+    prompt: fn(usize, usize) -> String,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<usize>> {
     (0..clients)
         .map(|c| {
             let (epp, stop) = (epp.to_string(), stop.clone());
@@ -61,7 +71,7 @@ fn surge(epp: &str, clients: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::J
                 let http = pod_http();
                 let mut served = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let body = json!({"model": MODEL, "prompt": format!("client {c} request {served}"),
+                    let body = json!({"model": MODEL, "prompt": prompt(c, served),
                                       "max_tokens": 60, "ignore_eos": true});
                     let ok = http
                         .post(format!("http://{epp}:8080/v1/completions"))
@@ -110,9 +120,14 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
     eprintln!("calm: {:?}", decision(&calm));
 
     // A surge: six clients against one engine that runs one sequence at a time.
-    let epp = epp_ip(&pods).await;
+    let epp = epp_ip(&pods, NAME).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = surge(&epp, 6, stop.clone());
+    let clients = surge(
+        &epp,
+        6,
+        |c, n| format!("client {c} request {n}"),
+        stop.clone(),
+    );
     let up = wait_for_ld(
         &lds,
         NAME,
@@ -134,7 +149,7 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
     wait_until(Duration::from_secs(60), "the new decode pods Ready", || {
         let pods = pods.clone();
         let want = up.replicas as usize;
-        async move { (ready_decode_pods(&pods).await >= want).then_some(()) }
+        async move { (ready_pods(&pods, NAME, "decode").await >= want).then_some(()) }
     })
     .await;
 
@@ -173,4 +188,114 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
         assert!(described.contains(needle), "{needle} in:\n{described}");
     }
     eprintln!("up: {}\ndown: {}", up.reason, down.reason);
+}
+
+/// Until the EPP pod runs the config status names (splitting long prompts once the
+/// KV fabric is proven).
+async fn wait_for_epp_config(lds: &Api<LLMDeployment>, name: &str, epp: &str) {
+    let ld = lds.get(name).await.expect("get");
+    let hash = ld
+        .status
+        .and_then(|s| s.routing)
+        .and_then(|r| r.config_hash)
+        .expect("a config hash in status.routing");
+    wait_until(
+        Duration::from_secs(30),
+        "the EPP pod runs the config in status",
+        || {
+            let (url, hash) = (format!("http://{epp}:9090/metrics"), hash.clone());
+            async move {
+                let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("llmd_epp_config_info")
+                            && l.contains(&hash)
+                            && l.ends_with(" 1")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// A long prompt no engine has cached: split into a prefill and a decode leg.
+fn long_prompt(client: usize, n: usize) -> String {
+    (0..50)
+        .map(|i| format!("clause {i} of contract {n} for client {client} applies"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn prefill_scales_on_time_to_first_token_and_back_down() {
+    const PD: &str = "elastic-pd";
+    install_crds().await;
+    let ns = TestNamespace::create_live("e2e-autoscaling-pd").await;
+    let _operator = Operator::start(&ns.name, "op", &[]);
+    let manifest = format!(
+        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {PD}\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  prefill:\n    replicas: 1\n    args: [--max-num-seqs, \"1\"]\n    autoscaling:\n      maxReplicas: 2\n      target: {{ttftMs: 100}}\n      intervalSeconds: 5\n      scaleDownStabilizationSeconds: 10\n  decode:\n    replicas: 1\n  router:\n    disaggregation:\n      nonCachedTokens: 64\n"
+    );
+    let applied = apply_yaml(&ns.name, &manifest);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let client = client().await;
+    let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client, &ns.name);
+    wait_for_ld(&lds, PD, Duration::from_secs(120), "Ready", is_ready).await;
+    let epp = epp_ip(&pods, PD).await;
+    wait_for_epp_config(&lds, PD, &epp).await;
+
+    // Long uncached prompts, prefilled one at a time: TTFT far above 100 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = surge(&epp, 4, long_prompt, stop.clone());
+    let up = wait_for_ld(
+        &lds,
+        PD,
+        Duration::from_secs(60),
+        "prefill scaled up",
+        |ld| prefill_decision(ld).is_some_and(|d| d.replicas == 2),
+    )
+    .await;
+    let up = prefill_decision(&up).expect("a decision");
+    assert!(
+        up.reason.contains("scaled up from 1 to 2 pods: mean TTFT"),
+        "{up:?}"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the second prefill pod Ready",
+        || {
+            let pods = pods.clone();
+            async move { (ready_pods(&pods, PD, "prefill").await == 2).then_some(()) }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    // No requests: no time to first token to hold up, down to one after the window.
+    let down = wait_for_ld(
+        &lds,
+        PD,
+        Duration::from_secs(60),
+        "prefill scaled down",
+        |ld| prefill_decision(ld).is_some_and(|d| d.replicas == 1),
+    )
+    .await;
+    let down = prefill_decision(&down).expect("a decision");
+    assert!(
+        down.reason.contains("scaled down from 2 to 1 pod"),
+        "{down:?}"
+    );
+    assert!(
+        decision(&lds.get(PD).await.expect("get")).is_none(),
+        "decode is not autoscaled: no decision for it"
+    );
+    eprintln!("prefill up: {}\nprefill down: {}", up.reason, down.reason);
 }
