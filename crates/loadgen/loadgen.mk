@@ -43,3 +43,9 @@ bench-tuner: tools ## the tuner vs fixed weightings on phased workloads: [WORKLO
 	  LLMD_SIM_BIN="$(BENCH_SIM_BIN)" $(BENCH_RELEASE)/llmd-bench-tuner --epp-bin $(BENCH_RELEASE)/llmd-epp \
 	    --workload "$$w" --out "$$out" --repeats $(REPEATS); \
 	  echo "result: $$out"; done
+
+.PHONY: bench-autoscale
+bench-autoscale: tools ## built-in autoscaling of prefill/decode vs fixed splits of the same GPUs, on a private live cluster (root): [BENCH_ARGS="--only autoscaled"] (about 12 minutes)
+	$(CARGO) build $(LIVE_BINS) -p llmd-loadgen --bin llmd-bench-autoscale
+	$(LIVE_BIN_ENV) $(E2E_HACK)/with-cluster.sh $(E2E_HACK)/bench-autoscale.sh $(TARGET_DIR)/debug/llmd-bench-autoscale \
+	  --out $(TARGET_DIR)/bench-autoscale.json $(BENCH_ARGS)

@@ -256,14 +256,22 @@ pub fn measure(
     let mean = |family: &str| {
         let before = before.ok_or("a first scrape: the next interval has a window")?;
         let mut window = Histogram::default();
+        let mut replicas = 0;
         for (pod, page) in now {
             let Some(earlier) = before.get(pod) else {
                 continue;
             };
+            replicas += 1;
             if let (Some(a), Some(b)) = (parse_family(page, family), parse_family(earlier, family))
             {
                 window.add(&a.since(&b));
             }
+        }
+        if replicas == 0 {
+            // New EndpointPicker replicas: no window yet (not "no requests").
+            return Err(
+                "the EndpointPicker replicas changed: the next interval has a window".into(),
+            );
         }
         Ok(window.mean().unwrap_or(0.0))
     };
@@ -428,5 +436,8 @@ mod tests {
         );
         assert_eq!(measure(Signal::Ttft(0.5), &now, Some(&now), &[]), Ok(0.0));
         assert!(measure(Signal::Ttft(0.5), &now, None, &[]).is_err());
+        // A restarted EndpointPicker (another pod name) has no window yet.
+        let restarted = BTreeMap::from([("epp-1".to_string(), now["epp-0"].clone())]);
+        assert!(measure(Signal::Ttft(0.5), &restarted, Some(&before), &[]).is_err());
     }
 }

@@ -88,16 +88,19 @@ fn surge(
         .collect()
 }
 
-#[tokio::test]
-#[ignore = "needs a cluster: make e2e"]
-async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_in_describe() {
+/// A namespace on live nodes with its own operator and one Ready LLMDeployment.
+struct Stack {
+    ns: TestNamespace,
+    _operator: Operator,
+    lds: Api<LLMDeployment>,
+    pods: Api<Pod>,
+}
+
+async fn start(namespace: &str, name: &str, manifest: &str) -> Stack {
     install_crds().await;
-    let ns = TestNamespace::create_live("e2e-autoscaling").await;
-    let _operator = Operator::start(&ns.name, "op", &[]);
-    let manifest = format!(
-        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {NAME}\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  decode:\n    replicas: 1\n    args: [--max-num-seqs, \"1\"]\n    autoscaling:\n      minReplicas: 1\n      maxReplicas: 3\n      target: {{waitingPerPod: 1}}\n      intervalSeconds: 5\n      scaleDownStabilizationSeconds: 15\n"
-    );
-    let applied = apply_yaml(&ns.name, &manifest);
+    let ns = TestNamespace::create_live(namespace).await;
+    let operator = Operator::start(&ns.name, "op", &[]);
+    let applied = apply_yaml(&ns.name, manifest);
     assert!(
         applied.status.success(),
         "{}",
@@ -105,12 +108,27 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
     );
     let client = client().await;
     let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let sets: Api<StatefulSet> = Api::namespaced(client, &ns.name);
-    wait_for_ld(&lds, NAME, Duration::from_secs(120), "Ready", is_ready).await;
+    wait_for_ld(&lds, name, Duration::from_secs(120), "Ready", is_ready).await;
+    Stack {
+        pods: Api::namespaced(client, &ns.name),
+        ns,
+        _operator: operator,
+        lds,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e"]
+async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_in_describe() {
+    let manifest = format!(
+        "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {NAME}\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  decode:\n    replicas: 1\n    args: [--max-num-seqs, \"1\"]\n    autoscaling:\n      minReplicas: 1\n      maxReplicas: 3\n      target: {{waitingPerPod: 1}}\n      intervalSeconds: 5\n      scaleDownStabilizationSeconds: 15\n"
+    );
+    let stack = start("e2e-autoscaling", NAME, &manifest).await;
+    let (lds, pods) = (&stack.lds, &stack.pods);
+    let sets: Api<StatefulSet> = Api::namespaced(client().await, &stack.ns.name);
     // Calm: the autoscaler holds one pod and says why.
     let calm = wait_for_ld(
-        &lds,
+        lds,
         NAME,
         Duration::from_secs(30),
         "a first autoscaling decision",
@@ -120,7 +138,7 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
     eprintln!("calm: {:?}", decision(&calm));
 
     // A surge: six clients against one engine that runs one sequence at a time.
-    let epp = epp_ip(&pods, NAME).await;
+    let epp = epp_ip(pods, NAME).await;
     let stop = Arc::new(AtomicBool::new(false));
     let clients = surge(
         &epp,
@@ -129,7 +147,7 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
         stop.clone(),
     );
     let up = wait_for_ld(
-        &lds,
+        lds,
         NAME,
         Duration::from_secs(60),
         "decode scaled up",
@@ -161,7 +179,7 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
     }
     assert!(served > 20, "the surge was served: {served} requests");
     let down = wait_for_ld(
-        &lds,
+        lds,
         NAME,
         Duration::from_secs(90),
         "decode scaled back down",
@@ -183,40 +201,11 @@ async fn decode_scales_up_under_a_surge_and_back_down_after_it_with_the_reasons_
         },
     )
     .await;
-    let described = kubectl_ok(&["describe", "llmd", NAME, "-n", &ns.name]);
+    let described = kubectl_ok(&["describe", "llmd", NAME, "-n", &stack.ns.name]);
     for needle in ["ScaledUp", "ScaledDown", "decode: scaled up from 1 to"] {
         assert!(described.contains(needle), "{needle} in:\n{described}");
     }
     eprintln!("up: {}\ndown: {}", up.reason, down.reason);
-}
-
-/// Until the EPP pod runs the config status names (splitting long prompts once the
-/// KV fabric is proven).
-async fn wait_for_epp_config(lds: &Api<LLMDeployment>, name: &str, epp: &str) {
-    let ld = lds.get(name).await.expect("get");
-    let hash = ld
-        .status
-        .and_then(|s| s.routing)
-        .and_then(|r| r.config_hash)
-        .expect("a config hash in status.routing");
-    wait_until(
-        Duration::from_secs(30),
-        "the EPP pod runs the config in status",
-        || {
-            let (url, hash) = (format!("http://{epp}:9090/metrics"), hash.clone());
-            async move {
-                let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
-                text.lines()
-                    .any(|l| {
-                        l.starts_with("llmd_epp_config_info")
-                            && l.contains(&hash)
-                            && l.ends_with(" 1")
-                    })
-                    .then_some(())
-            }
-        },
-    )
-    .await;
 }
 
 /// A long prompt no engine has cached: split into a prefill and a decode leg.
@@ -231,30 +220,19 @@ fn long_prompt(client: usize, n: usize) -> String {
 #[ignore = "needs a cluster: make e2e"]
 async fn prefill_scales_on_time_to_first_token_and_back_down() {
     const PD: &str = "elastic-pd";
-    install_crds().await;
-    let ns = TestNamespace::create_live("e2e-autoscaling-pd").await;
-    let _operator = Operator::start(&ns.name, "op", &[]);
     let manifest = format!(
         "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {PD}\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  prefill:\n    replicas: 1\n    args: [--max-num-seqs, \"1\"]\n    autoscaling:\n      maxReplicas: 2\n      target: {{ttftMs: 100}}\n      intervalSeconds: 5\n      scaleDownStabilizationSeconds: 10\n  decode:\n    replicas: 1\n  router:\n    disaggregation:\n      nonCachedTokens: 64\n"
     );
-    let applied = apply_yaml(&ns.name, &manifest);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let client = client().await;
-    let lds: Api<LLMDeployment> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client, &ns.name);
-    wait_for_ld(&lds, PD, Duration::from_secs(120), "Ready", is_ready).await;
-    let epp = epp_ip(&pods, PD).await;
-    wait_for_epp_config(&lds, PD, &epp).await;
+    let stack = start("e2e-autoscaling-pd", PD, &manifest).await;
+    let (lds, pods) = (&stack.lds, &stack.pods);
+    let epp = epp_ip(pods, PD).await;
+    wait_for_epp_config(lds, PD, &epp).await;
 
     // Long uncached prompts, prefilled one at a time: TTFT far above 100 ms.
     let stop = Arc::new(AtomicBool::new(false));
     let clients = surge(&epp, 4, long_prompt, stop.clone());
     let up = wait_for_ld(
-        &lds,
+        lds,
         PD,
         Duration::from_secs(60),
         "prefill scaled up",
@@ -281,7 +259,7 @@ async fn prefill_scales_on_time_to_first_token_and_back_down() {
     }
     // No requests: no time to first token to hold up, down to one after the window.
     let down = wait_for_ld(
-        &lds,
+        lds,
         PD,
         Duration::from_secs(60),
         "prefill scaled down",

@@ -57,35 +57,7 @@ impl LiveStack {
     /// Until the EPP pod runs the config the status says is in force (splitting
     /// requests once the KV fabric is proven).
     async fn wait_for_epp_config(&self) {
-        let ld = self.lds.get(self.name).await.expect("get");
-        let Some(hash) = ld
-            .status
-            .as_ref()
-            .and_then(|s| s.routing.as_ref())
-            .and_then(|r| r.config_hash.clone())
-        else {
-            return;
-        };
-        let epp = self.epp_ip().await;
-        wait_until(
-            Duration::from_secs(30),
-            "the EPP pod runs the config in status",
-            || {
-                let (epp, hash) = (epp.clone(), hash.clone());
-                async move {
-                    metrics_of(&epp)
-                        .await
-                        .lines()
-                        .any(|l| {
-                            l.starts_with("llmd_epp_config_info")
-                                && l.contains(&hash)
-                                && l.ends_with(" 1")
-                        })
-                        .then_some(())
-                }
-            },
-        )
-        .await;
+        wait_for_epp_config(&self.lds, self.name, &self.epp_ip().await).await;
     }
 
     /// Ready pods with `labels`.

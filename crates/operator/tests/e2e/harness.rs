@@ -512,3 +512,36 @@ pub fn restart_count(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
         .map(|cs| cs.iter().map(|c| c.restart_count).sum())
         .unwrap_or(0)
 }
+
+/// Until the EndpointPicker pod at `epp_ip` runs the config whose hash the
+/// LLMDeployment's status names (splitting long prompts once the KV fabric is
+/// proven). Nothing to wait for while status names none.
+pub async fn wait_for_epp_config(lds: &Api<LLMDeployment>, name: &str, epp_ip: &str) {
+    let ld = lds.get(name).await.expect("get");
+    let Some(hash) = ld
+        .status
+        .and_then(|s| s.routing)
+        .and_then(|r| r.config_hash)
+    else {
+        return;
+    };
+    let url = format!("http://{epp_ip}:9090/metrics");
+    wait_until(
+        Duration::from_secs(30),
+        "the EPP pod runs the config in status",
+        || {
+            let (url, hash) = (url.clone(), hash.clone());
+            async move {
+                let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("llmd_epp_config_info")
+                            && l.contains(&hash)
+                            && l.ends_with(" 1")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
