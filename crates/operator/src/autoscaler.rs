@@ -10,7 +10,7 @@
 //! Scale-down drains: the StatefulSet removes its highest pods, whose deletion the
 //! EndpointPicker sees at once, so it stops choosing them while they finish.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +83,9 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let mut memory: HashMap<ObjectRef<LLMDeployment>, Memory> = HashMap::new();
+    // Deployments whose status.autoscaling this process has cleared (once: what
+    // another field manager owns stays, and is not retried every second).
+    let mut cleared: HashSet<ObjectRef<LLMDeployment>> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -96,27 +99,29 @@ pub async fn run(
             .filter(|ld| ld.metadata.deletion_timestamp.is_none())
             .collect();
         memory.retain(|key, _| live.iter().any(|ld| ObjectRef::from(ld.as_ref()) == *key));
+        cleared.retain(|key| live.iter().any(|ld| ObjectRef::from(ld.as_ref()) == *key));
         for ld in live {
             let recorded = ld.status.as_ref().and_then(|s| s.autoscaling.clone());
             let roles: Vec<Role> = [Role::Prefill, Role::Decode]
                 .into_iter()
                 .filter(|r| autoscaled(&ld, *r).is_some())
                 .collect();
+            let key = ObjectRef::from(ld.as_ref());
             if roles.is_empty() {
-                memory.remove(&ObjectRef::from(ld.as_ref()));
+                memory.remove(&key);
                 if recorded.is_some()
+                    && cleared.insert(key)
                     && let Err(e) = write(&ctx, &ld, &AutoscalingStatus::default()).await
                 {
                     warn!(name = %ld.name_any(), error = %e, "clearing status.autoscaling failed");
                 }
                 continue;
             }
-            let deployment = memory
-                .entry(ObjectRef::from(ld.as_ref()))
-                .or_insert_with(|| Memory {
-                    roles: HashMap::new(),
-                    status: recorded.clone().unwrap_or_default(),
-                });
+            cleared.remove(&key);
+            let deployment = memory.entry(key).or_insert_with(|| Memory {
+                roles: HashMap::new(),
+                status: recorded.clone().unwrap_or_default(),
+            });
             // A role no longer autoscaled leaves status.
             let mut cleared = false;
             for role in [Role::Prefill, Role::Decode] {

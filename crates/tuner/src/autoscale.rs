@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use llmd_api::Signal;
 
-use crate::epp_metrics::{INTER_TOKEN_LATENCY, KV_CACHE_USAGE, TTFT, WAITING, per_endpoint};
+use crate::epp_metrics::{
+    INTER_TOKEN_LATENCY, KV_CACHE_USAGE, RUNNING, TTFT, WAITING, per_endpoint,
+};
 use crate::histogram::{Histogram, parse_family};
 
 /// A change smaller than this share of the target is not worth a pod.
@@ -217,7 +219,9 @@ pub type Pages = BTreeMap<String, String>;
 /// The role's signal, from the EndpointPicker replicas' pages now and one interval
 /// ago (`before`): per-pod gauges (queue, KV-cache use) averaged over the role's
 /// Ready pods (`pod_ips`), latencies as the mean over the interval (0 without
-/// requests: nothing to serve).
+/// requests: nothing to serve). TTFT is stretched by the role's queue: a request
+/// arriving behind W waiting requests per pod, R running, waits about W/R more
+/// service times, so a surge counts before its queued requests report their own.
 pub fn measure(
     target: Signal,
     now: &Pages,
@@ -278,7 +282,16 @@ pub fn measure(
     match target {
         Signal::WaitingPerPod(_) => per_pod(WAITING, "queue"),
         Signal::KvCacheUtilization(_) => per_pod(KV_CACHE_USAGE, "KV-cache use"),
-        Signal::Ttft(_) => mean(TTFT),
+        Signal::Ttft(_) => {
+            let served = mean(TTFT)?;
+            match (
+                per_pod(WAITING, "queue"),
+                per_pod(RUNNING, "running requests"),
+            ) {
+                (Ok(waiting), Ok(running)) => Ok(served * (1.0 + waiting / running.max(1.0))),
+                _ => Ok(served),
+            }
+        }
         Signal::InterTokenLatency(_) => mean(INTER_TOKEN_LATENCY),
     }
 }
@@ -434,6 +447,16 @@ mod tests {
             measure(Signal::Ttft(0.5), &now, Some(&before), &[]),
             Ok(0.3)
         );
+        // Six waiting behind two running on the role's pod: about four service times.
+        let mut queued = now.clone();
+        if let Some(p) = queued.get_mut("epp-0") {
+            p.push_str(&format!(
+                "{WAITING}{{endpoint=\"10.0.0.1:8000\"}} 6\n{RUNNING}{{endpoint=\"10.0.0.1:8000\"}} 2\n"
+            ));
+        }
+        let ips = ["10.0.0.1".to_string()];
+        let stretched = measure(Signal::Ttft(0.5), &queued, Some(&before), &ips);
+        assert!((stretched.expect("ttft") - 1.2).abs() < 1e-9);
         assert_eq!(measure(Signal::Ttft(0.5), &now, Some(&now), &[]), Ok(0.0));
         assert!(measure(Signal::Ttft(0.5), &now, None, &[]).is_err());
         // A restarted EndpointPicker (another pod name) has no window yet.

@@ -13,6 +13,8 @@ pub const TTFT: &str = "llmd_epp_time_to_first_token_seconds";
 pub const PREFIX_MATCH: &str = "llmd_epp_prefix_match_ratio";
 /// Waiting requests per endpoint, from its last scrape.
 pub const WAITING: &str = "llmd_epp_endpoint_waiting_requests";
+/// Running requests per endpoint, from its last scrape.
+pub const RUNNING: &str = "llmd_epp_endpoint_running_requests";
 /// KV-cache use per endpoint (0..1), from its last scrape.
 pub const KV_CACHE_USAGE: &str = "llmd_epp_endpoint_kv_cache_usage";
 /// Time between streamed chunks, per front end, as the EPP measures it.

@@ -48,7 +48,10 @@ pub struct AutoscalingSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingTarget {
-    /// Mean time to first token over the last interval, in milliseconds.
+    /// Time to first token, in milliseconds: the mean over the last interval,
+    /// stretched by the role's queue (a request arriving behind W waiting requests on
+    /// a pod running R waits about W/R service times more), so that a surge counts
+    /// before its queued requests report their own TTFT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3_600_000))]
     pub ttft_ms: Option<i64>,
@@ -132,7 +135,7 @@ impl Signal {
     /// How a value of this signal reads in a reason.
     pub fn describe(self) -> String {
         match self {
-            Signal::Ttft(v) => format!("mean TTFT {:.0} ms", v * 1000.0),
+            Signal::Ttft(v) => format!("TTFT {:.0} ms", v * 1000.0),
             Signal::InterTokenLatency(v) => {
                 format!("mean inter-token latency {:.1} ms", v * 1000.0)
             }

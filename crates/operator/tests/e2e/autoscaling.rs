@@ -241,7 +241,7 @@ async fn prefill_scales_on_time_to_first_token_and_back_down() {
     .await;
     let up = prefill_decision(&up).expect("a decision");
     assert!(
-        up.reason.contains("scaled up from 1 to 2 pods: mean TTFT"),
+        up.reason.contains("scaled up from 1 to 2 pods: TTFT"),
         "{up:?}"
     );
     wait_until(
