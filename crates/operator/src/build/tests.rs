@@ -767,3 +767,50 @@ fn rendered_children_of_every_sample_match_the_golden_files() {
         check_golden(&file.replace(".yaml", ".epp-config.yaml"), config);
     }
 }
+
+#[test]
+fn autoscaled_roles_follow_the_autoscalers_decision_within_their_bounds() {
+    let mut ld = sample(PD_NIXL);
+    ld.spec.decode.autoscaling = Some(
+        serde_json::from_value(serde_json::json!({
+            "minReplicas": 2, "maxReplicas": 6, "target": {"waitingPerPod": 2}
+        }))
+        .expect("autoscaling"),
+    );
+    let owner = Owner::of(&ld).expect("owner");
+    let replicas = |options: &BuildOptions| {
+        let c = build(&owner, &ld.spec, options);
+        let of = |s: &ModelServer| s.stateful_set.spec.as_ref().and_then(|s| s.replicas);
+        (c.prefill.as_ref().and_then(of), of(&c.decode))
+    };
+    let spec_prefill = Some(ld.spec.active_prefill().expect("prefill").replicas);
+    // No decision yet: the spec's count, within the bounds (the sample's 4).
+    assert_eq!(replicas(&BuildOptions::default()), (spec_prefill, Some(4)));
+    let decided = |n: i32| BuildOptions {
+        autoscaled: Some(llmd_api::AutoscalingStatus {
+            decode: Some(llmd_api::RoleScaling {
+                replicas: n,
+                reason: "test".into(),
+                ..Default::default()
+            }),
+            // A decision for a role without autoscaling is ignored.
+            prefill: Some(llmd_api::RoleScaling {
+                replicas: 9,
+                reason: "stale".into(),
+                ..Default::default()
+            }),
+        }),
+        ..BuildOptions::default()
+    };
+    assert_eq!(replicas(&decided(5)), (spec_prefill, Some(5)));
+    assert_eq!(
+        replicas(&decided(1)),
+        (spec_prefill, Some(2)),
+        "minReplicas"
+    );
+    assert_eq!(
+        replicas(&decided(40)),
+        (spec_prefill, Some(6)),
+        "maxReplicas"
+    );
+}
