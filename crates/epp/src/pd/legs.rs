@@ -352,14 +352,7 @@ mod tests {
 
     #[test]
     fn causes_have_distinct_labels() {
-        let all = [
-            Cause::Unreachable,
-            Cause::Timeout,
-            Cause::Status,
-            Cause::BadResponse,
-            Cause::NoKvParams,
-            Cause::PrefillerNotAllowed,
-        ];
+        let all = Cause::ALL;
         let labels: std::collections::BTreeSet<_> = all.iter().map(|c| c.label()).collect();
         assert_eq!(labels.len(), all.len());
     }

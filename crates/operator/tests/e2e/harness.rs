@@ -545,3 +545,18 @@ pub async fn wait_for_epp_config(lds: &Api<LLMDeployment>, name: &str, epp_ip: &
     )
     .await;
 }
+
+/// helm with the cluster's kubeconfig; panics with its output on failure.
+pub fn helm_ok(args: &[&str]) {
+    let out = Command::new(bin("helm"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -361,20 +361,6 @@ async fn count(prometheus: &Prometheus, expr: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn helm_ok(args: &[&str]) {
-    let out = Command::new(bin("helm"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 #[ignore = "needs a cluster: make e2e"]
 async fn prometheus_scrapes_the_live_stack_and_every_dashboard_query_and_alert_finds_series() {

@@ -647,21 +647,6 @@ spec:
     assert_eq!(restart_count(&bad), 0, "restartPolicy Never: not restarted");
 }
 
-/// helm with the cluster's kubeconfig; panics with its output on failure.
-fn helm_ok(args: &[&str]) {
-    let out = std::process::Command::new(bin("helm"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 #[ignore = "needs a cluster: make e2e"]
 async fn chart_operator_pod_reconciles_with_the_charts_rbac() {
