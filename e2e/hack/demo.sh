@@ -136,6 +136,13 @@ TTFT_QUERY="histogram_quantile(0.9, sum by (le) (rate(llmd_epp_time_to_first_tok
 ttft_scraped() { [[ -n "$(prom_query "$TTFT_QUERY" | grep -v NaN)" ]]; }
 wait_until 60 "Prometheus to scrape the requests' TTFT" ttft_scraped \
   || die "Prometheus at $LLMD_PROMETHEUS_URL has no TTFT of the requests; its targets: $LLMD_PROMETHEUS_URL/api/v1/targets"
+# Every job with a healthy target: the operator (its Service's EndpointSlice), the
+# EndpointPicker, the engines and the sidecars.
+all_jobs_up() {
+  [[ "$(prom_query "count(count by (job) (up{namespace=~\"$NS|$SYSTEM_NS\"} == 1))")" == *"=> 4" ]]
+}
+wait_until 60 "Prometheus to scrape every job" all_jobs_up \
+  || die "Prometheus at $LLMD_PROMETHEUS_URL does not scrape every job; see $LLMD_PROMETHEUS_URL/api/v1/targets"
 echo "  $TARGETS_QUERY"
 prom_query "$TARGETS_QUERY"
 echo "  $TTFT_QUERY"
