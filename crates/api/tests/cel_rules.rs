@@ -8,6 +8,7 @@ use llmd_api::{KvConnector, LLMDeployment, RoleSpec};
 const PD_NIXL: &str = include_str!("../../../config/samples/llmd_v1alpha1_pd_nixl.yaml");
 const AGGREGATED: &str = include_str!("../../../config/samples/llmd_v1alpha1_aggregated.yaml");
 const AUTOTUNED: &str = include_str!("../../../config/samples/llmd_v1alpha1_autotuned_router.yaml");
+const AUTOSCALED: &str = include_str!("../../../config/samples/llmd_v1alpha1_autoscaled_pd.yaml");
 
 fn sample(yaml: &str) -> LLMDeployment {
     serde_yaml::from_str(yaml).expect("sample parses")
@@ -29,7 +30,7 @@ fn refused(ld: &LLMDeployment, expected: &str) {
 
 #[test]
 fn samples_pass_every_rule() {
-    for yaml in [PD_NIXL, AGGREGATED, AUTOTUNED] {
+    for yaml in [PD_NIXL, AGGREGATED, AUTOTUNED, AUTOSCALED] {
         let ld = sample(yaml);
         if let Err(e) = validate_cel(&ld) {
             panic!("{:?} refused: {e:?}", ld.metadata.name);

@@ -15,6 +15,8 @@ pub(crate) const PD_NIXL: &str =
     include_str!("../../../../config/samples/llmd_v1alpha1_pd_nixl.yaml");
 pub(crate) const AUTOTUNED: &str =
     include_str!("../../../../config/samples/llmd_v1alpha1_autotuned_router.yaml");
+pub(crate) const AUTOSCALED: &str =
+    include_str!("../../../../config/samples/llmd_v1alpha1_autoscaled_pd.yaml");
 
 /// A sample as the API server would hand it to the operator.
 pub(crate) fn sample(yaml: &str) -> LLMDeployment {
@@ -754,6 +756,7 @@ fn rendered_children_of_every_sample_match_the_golden_files() {
         ("pd_nixl.yaml", PD_NIXL, &served),
         ("autotuned_router.yaml", AUTOTUNED, &served),
         ("autotuned_router_tuned.yaml", AUTOTUNED, &tuned),
+        ("autoscaled_pd.yaml", AUTOSCALED, &served),
         (
             "pd_nixl_no_pool_crd.yaml",
             PD_NIXL,
