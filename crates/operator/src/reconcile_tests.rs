@@ -434,3 +434,25 @@ async fn an_unwanted_object_we_do_not_control_is_not_deleted() {
     assert!(!fake.writes().iter().any(|w| w.starts_with("DELETE")));
     assert!(fake.get(&kv).is_some());
 }
+
+#[tokio::test]
+async fn an_autoscaled_role_follows_the_decision_in_status_and_the_reconcile_leaves_it_be() {
+    let (fake, ctx, path) = setup(AGGREGATED);
+    fake.edit(&path, |ld| {
+        ld["spec"]["decode"]["autoscaling"] =
+            json!({"maxReplicas": 8, "target": {"waitingPerPod": 2}});
+        ld["status"] = json!({"autoscaling": {"decode": {
+            "replicas": 6, "reason": "scaled up from 4 to 6 pods"
+        }}});
+    });
+    run(&fake, &ctx, &path).await;
+    let sts = fake
+        .get("/apis/apps/v1/namespaces/inference/statefulsets/llama-aggregated-decode")
+        .expect("sts");
+    assert_eq!(sts["spec"]["replicas"], 6, "the decision, not spec's 4");
+    // The reconcile's own status apply names no autoscaling field: it belongs to the
+    // autoscaler's field manager (this fake replaces status with what is applied).
+    let ld = fake.get(&path).expect("ld");
+    assert!(ld["status"]["autoscaling"].is_null(), "{}", ld["status"]);
+    assert_eq!(ld["spec"]["decode"]["replicas"], 4, "spec is never written");
+}
