@@ -120,57 +120,87 @@ pub async fn run(
             cleared.remove(&key);
             let deployment = memory.entry(key).or_insert_with(|| Memory {
                 roles: HashMap::new(),
-                status: recorded.clone().unwrap_or_default(),
+                status: recorded.unwrap_or_default(),
             });
             // A role no longer autoscaled leaves status.
-            let mut cleared = false;
+            let mut dropped = false;
             for role in [Role::Prefill, Role::Decode] {
                 if !roles.contains(&role) {
                     deployment.roles.remove(&role);
-                    cleared |= entry(&mut deployment.status, role).take().is_some();
+                    dropped |= entry(&mut deployment.status, role).take().is_some();
                 }
             }
-            if cleared && let Err(e) = write(&ctx, &ld, &deployment.status).await {
+            if dropped && let Err(e) = write(&ctx, &ld, &deployment.status).await {
                 warn!(name = %ld.name_any(), error = %e, "clearing a role's autoscaling failed");
             }
-            for role in roles {
-                let Some((role_spec, settings)) = autoscaled(&ld, role) else {
-                    continue;
-                };
-                let Some(policy) = policy(settings) else {
-                    continue;
-                };
-                let state = deployment.roles.entry(role).or_default();
-                if state.next_run.is_some_and(|t| t > now) {
-                    continue;
-                }
-                state.next_run =
-                    Some(now + Duration::from_secs(settings.interval_seconds.max(5) as u64));
-                let seconds = (now - started).as_secs_f64();
-                let decision = match round(
-                    &ctx,
-                    &ld,
-                    role,
-                    role_spec,
-                    &policy,
-                    state,
-                    &deployment.status,
-                    seconds,
-                )
-                .await
-                {
-                    Ok(d) => d,
-                    Err(e) => {
-                        warn!(name = %ld.name_any(), role = role.label(), error = %e, "autoscaling round failed");
-                        continue;
-                    }
-                };
-                if let Err(e) =
-                    record(&ctx, &ld, role, decision, state, &mut deployment.status).await
-                {
-                    warn!(name = %ld.name_any(), role = role.label(), error = %e, "recording an autoscaling decision failed");
-                }
+            step(
+                &ctx,
+                &ld,
+                &roles,
+                deployment,
+                now,
+                (now - started).as_secs_f64(),
+            )
+            .await;
+        }
+    }
+}
+
+/// The roles of one deployment whose interval is up: one scrape of its
+/// EndpointPicker replicas serves them all, then each decides and records.
+async fn step(
+    ctx: &Context,
+    ld: &LLMDeployment,
+    roles: &[Role],
+    deployment: &mut Memory,
+    now: Instant,
+    seconds: f64,
+) {
+    let due: Vec<(Role, &RoleSpec, Policy)> = roles
+        .iter()
+        .filter_map(|role| {
+            let (role_spec, settings) = autoscaled(ld, *role)?;
+            let state = deployment.roles.entry(*role).or_default();
+            if state.next_run.is_some_and(|t| t > now) {
+                return None;
             }
+            state.next_run =
+                Some(now + Duration::from_secs(settings.interval_seconds.max(5) as u64));
+            Some((*role, role_spec, policy(settings)?))
+        })
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let namespace = ld.namespace().unwrap_or_default();
+    let pages = match epp_scrape::scrape(ctx, &namespace, &ld.name_any()).await {
+        Ok(Scrape::Complete(pages)) => Ok(pages),
+        Ok(Scrape::Partial(why)) => Err(why),
+        Err(e) => Err(e.to_string()),
+    };
+    for (role, role_spec, policy) in due {
+        let state = deployment.roles.entry(role).or_default();
+        let decision = match round(
+            ctx,
+            ld,
+            role,
+            role_spec,
+            &policy,
+            state,
+            &deployment.status,
+            &pages,
+            seconds,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(name = %ld.name_any(), role = role.label(), error = %e, "autoscaling round failed");
+                continue;
+            }
+        };
+        if let Err(e) = record(ctx, ld, role, decision, state, &mut deployment.status).await {
+            warn!(name = %ld.name_any(), role = role.label(), error = %e, "recording an autoscaling decision failed");
         }
     }
 }
@@ -210,6 +240,7 @@ async fn pods(ctx: &Context, ld: &LLMDeployment, role: Role) -> Result<(Vec<Stri
     Ok((ready, pending))
 }
 
+/// One role's decision from this round's scrape (`pages`, or why there is none).
 #[allow(clippy::too_many_arguments)]
 async fn round(
     ctx: &Context,
@@ -219,19 +250,19 @@ async fn round(
     policy: &Policy,
     state: &mut RoleMemory,
     status: &AutoscalingStatus,
+    pages: &std::result::Result<Pages, String>,
     seconds: f64,
 ) -> Result<Decision> {
-    let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let (ready, pending) = pods(ctx, ld, role).await?;
-    let signal = match epp_scrape::scrape(ctx, &namespace, &ld.name_any()).await? {
-        Scrape::Complete(pages) => {
-            let measured = measure(policy.target, &pages, state.previous.as_ref(), &ready);
-            state.previous = Some(pages);
+    let signal = match pages {
+        Ok(pages) => {
+            let measured = measure(policy.target, pages, state.previous.as_ref(), &ready);
+            state.previous = Some(pages.clone());
             measured
         }
-        Scrape::Partial(why) => {
+        Err(why) => {
             state.previous = None;
-            Err(why)
+            Err(why.clone())
         }
     };
     let current = match role {

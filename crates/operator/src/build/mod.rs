@@ -131,18 +131,21 @@ fn model_server(
     sidecar_image: &str,
     autoscaled: Option<&llmd_api::AutoscalingStatus>,
 ) -> ModelServer {
-    let mut stateful_set =
-        model_server::stateful_set(owner, spec, role, role_spec, kv_hash, sidecar_image);
     // With autoscaling, the autoscaler's decision (within the spec's bounds).
     let decision = autoscaled.and_then(|a| match role {
         ServingRole::Prefill => a.prefill.as_ref(),
         ServingRole::Decode => a.decode.as_ref(),
     });
-    if let Some(s) = stateful_set.spec.as_mut() {
-        s.replicas = Some(role_spec.desired_replicas(decision));
-    }
     ModelServer {
-        stateful_set,
+        stateful_set: model_server::stateful_set(
+            owner,
+            spec,
+            role,
+            role_spec,
+            role_spec.desired_replicas(decision),
+            kv_hash,
+            sidecar_image,
+        ),
         service: model_server::headless_service(owner, spec, role),
         disruption_budget: disruption_budget::pod_disruption_budget(
             owner,

@@ -457,6 +457,7 @@ pub fn stateful_set(
     spec: &LLMDeploymentSpec,
     role: Role,
     role_spec: &RoleSpec,
+    replicas: i32,
     kv_transfer_hash: Option<&str>,
     sidecar_image: &str,
 ) -> StatefulSet {
@@ -506,7 +507,7 @@ pub fn stateful_set(
     StatefulSet {
         metadata: owner.object_meta(name.clone(), role.component()),
         spec: Some(StatefulSetSpec {
-            replicas: Some(role_spec.replicas),
+            replicas: Some(replicas),
             service_name: Some(name),
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
@@ -641,22 +642,28 @@ mod tests {
         assert_eq!(base, kv_compatibility(&spec, &role, Some("f1")));
     }
 
+    /// The decode StatefulSet of `ld` with the spec's replicas.
+    fn decode_set(owner: &Owner, ld: &llmd_api::LLMDeployment) -> StatefulSet {
+        stateful_set(
+            owner,
+            &ld.spec,
+            Role::Decode,
+            &ld.spec.decode,
+            ld.spec.decode.replicas,
+            Some("h"),
+            "epp",
+        )
+    }
+
     #[test]
     fn the_routing_sidecar_can_be_sized_or_switched_off() {
         let mut ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
         let owner = Owner::of(&ld).expect("owner");
         let pod = |ld: &llmd_api::LLMDeployment| {
-            stateful_set(
-                &owner,
-                &ld.spec,
-                Role::Decode,
-                &ld.spec.decode,
-                Some("h"),
-                "epp",
-            )
-            .spec
-            .and_then(|s| s.template.spec)
-            .expect("pod")
+            decode_set(&owner, ld)
+                .spec
+                .and_then(|s| s.template.spec)
+                .expect("pod")
         };
         ld.spec.router.sidecar.resources = Some(ResourceRequirements {
             requests: Some(BTreeMap::from([("cpu".into(), Quantity("250m".into()))])),
@@ -697,14 +704,7 @@ mod tests {
         let mut ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
         ld.spec.decode.parallelism.data = 3;
         let owner = Owner::of(&ld).expect("owner");
-        let sts = stateful_set(
-            &owner,
-            &ld.spec,
-            Role::Decode,
-            &ld.spec.decode,
-            Some("h"),
-            "epp",
-        );
+        let sts = decode_set(&owner, &ld);
         let pod = sts.spec.and_then(|s| s.template.spec).expect("pod");
         let nixl: Vec<(String, i32)> = pod.containers[0]
             .ports

@@ -560,3 +560,21 @@ pub fn helm_ok(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `helm install` of the chart as `release` into `namespace`, the operator watching
+/// only that namespace; waits (up to `timeout`, e.g. "90s") for its pod to be Ready.
+pub fn install_chart_operator(release: &str, namespace: &str, timeout: &str) {
+    let chart = repo().join("manifests/charts/llmd-operator");
+    helm_ok(&[
+        "install",
+        release,
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        namespace,
+        "--set",
+        &format!("watchNamespace={namespace}"),
+        "--wait",
+        "--timeout",
+        timeout,
+    ]);
+}

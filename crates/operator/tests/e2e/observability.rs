@@ -366,19 +366,7 @@ async fn count(prometheus: &Prometheus, expr: &str) -> f64 {
 async fn prometheus_scrapes_the_live_stack_and_every_dashboard_query_and_alert_finds_series() {
     install_crds().await;
     let ns = TestNamespace::create_live("e2e-observability").await;
-    let chart = repo().join("manifests/charts/llmd-operator");
-    helm_ok(&[
-        "install",
-        RELEASE,
-        chart.to_str().expect("utf-8 path"),
-        "--namespace",
-        &ns.name,
-        "--set",
-        &format!("watchNamespace={}", ns.name),
-        "--wait",
-        "--timeout",
-        "120s",
-    ]);
+    install_chart_operator(RELEASE, &ns.name, "120s");
     let manifest = format!(
         "apiVersion: llmd.dev/v1alpha1\nkind: LLMDeployment\nmetadata:\n  name: {NAME}\nspec:\n  model:\n    name: {MODEL}\n    uri: hf://{MODEL}\n  prefill:\n    replicas: 1\n  decode:\n    replicas: 1\n  router:\n    prefixCache: {{mode: Precise}}\n    disaggregation:\n      nonCachedTokens: 64\n"
     );

@@ -653,21 +653,9 @@ async fn chart_operator_pod_reconciles_with_the_charts_rbac() {
     install_crds().await;
     let ns = TestNamespace::create_live("e2e-live-chart").await;
     let release = "live-e2e";
-    let chart = repo().join("manifests/charts/llmd-operator");
     // The operator pod itself runs llmd-operator as the chart's ServiceAccount;
     // --wait holds until its readiness probe (/readyz) passes.
-    helm_ok(&[
-        "install",
-        release,
-        chart.to_str().expect("utf-8 path"),
-        "--namespace",
-        &ns.name,
-        "--set",
-        &format!("watchNamespace={}", ns.name),
-        "--wait",
-        "--timeout",
-        "90s",
-    ]);
+    install_chart_operator(release, &ns.name, "90s");
     apply_ok(&ns.name, &small_spec("by-pod", 0, 1));
     let lds: Api<LLMDeployment> = Api::namespaced(client().await, &ns.name);
     let result = tokio::spawn({
