@@ -79,12 +79,33 @@ pub enum SendError {
     Http(reqwest::Error),
 }
 
-impl SendError {
-    /// Nothing reached the model server: another may safely be tried.
-    pub fn is_connect(&self) -> bool {
-        matches!(self, SendError::Http(e) if e.is_connect())
+/// The server closed or reset the connection before any answer: a server going
+/// away (a pod stopping) or a pooled connection it had already dropped.
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = s.source();
     }
+    false
+}
 
+impl SendError {
     fn cause(&self) -> Cause {
         match self {
             SendError::Timeout(_) => Cause::Timeout,
@@ -105,6 +126,13 @@ impl SendError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
                 format!("model server {address} refused the connection: {e}"),
+            ),
+            // It went away before answering (a pod stopping mid-rollout): also a
+            // 503, which the EndpointPicker's proxy answers by picking again.
+            SendError::Http(e) if closed_before_answer(&e) => ProxyError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                format!("model server {address} closed the connection before answering: {e}"),
             ),
             SendError::Http(e) => {
                 ProxyError::upstream(format!("model server {address} failed: {e}"))
@@ -355,5 +383,31 @@ mod tests {
         let all = Cause::ALL;
         let labels: std::collections::BTreeSet<_> = all.iter().map(|c| c.label()).collect();
         assert_eq!(labels.len(), all.len());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_before_answering_is_unavailable_not_a_bad_gateway() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            // Read the request, then go away without a word (a pod stopping).
+            if let Ok((mut conn, _)) = listener.accept() {
+                let _ = conn.read(&mut [0u8; 4096]);
+            }
+        });
+        let sent = reqwest::Client::new()
+            .post(format!("http://{address}/v1/completions"))
+            .body("{}")
+            .send()
+            .await
+            .expect_err("no answer");
+        let e = SendError::Http(sent).into_proxy_error(&address);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{}", e.message);
+        assert!(
+            e.message.contains("closed the connection before answering"),
+            "{}",
+            e.message
+        );
     }
 }

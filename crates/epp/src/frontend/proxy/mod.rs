@@ -256,8 +256,13 @@ async fn send_as_sent(
             )))
         }
         Ok(upstream) => Ok((upstream, guard)),
-        Err(e) if e.is_connect() => Err(Unsent::Refused(e.into_proxy_error(address))),
-        Err(e) => Err(Unsent::Failed(e.into_proxy_error(address))),
+        // Refused, or gone before answering (503): another pod may take it.
+        Err(e) => match e.into_proxy_error(address) {
+            unavailable if unavailable.status == StatusCode::SERVICE_UNAVAILABLE => {
+                Err(Unsent::Refused(unavailable))
+            }
+            failed => Err(Unsent::Failed(failed)),
+        },
     }
 }
 
