@@ -124,7 +124,7 @@ fn token_secret_and_cache_claim_must_be_object_names() {
 }
 
 #[test]
-fn lora_adapters_have_unique_names_and_hf_sources() {
+fn lora_adapters_have_unique_names_hf_sources_and_fit_max_loras() {
     let adapter = |name: &str, source: &str| llmd_api::LoraAdapterSpec {
         name: name.into(),
         source: source.into(),
@@ -138,6 +138,19 @@ fn lora_adapters_have_unique_names_and_hf_sources() {
     refused(&ld, "spec.model.adapters[].name must be letters");
     ld.spec.model.adapters = vec![adapter("sql", "hf://org/sql")];
     assert!(kube::core::cel::validate_cel(&ld).is_ok());
+    // No more than an engine holds at once (--max-loras, default 4).
+    let many: Vec<_> = (0..5)
+        .map(|i| adapter(&format!("a{i}"), "hf://org/a"))
+        .collect();
+    ld.spec.model.adapters = many[..4].to_vec();
+    assert!(kube::core::cel::validate_cel(&ld).is_ok());
+    ld.spec.model.adapters = many.clone();
+    refused(&ld, "more adapters than spec.model.maxLoras");
+    ld.spec.model.max_loras = Some(5);
+    assert!(kube::core::cel::validate_cel(&ld).is_ok());
+    ld.spec.model.max_loras = Some(2);
+    ld.spec.model.adapters = many[..3].to_vec();
+    refused(&ld, "more adapters than spec.model.maxLoras");
 }
 
 #[test]

@@ -272,13 +272,13 @@ impl EndpointPicker {
         });
         let precise = engine.as_ref().map(|(keys, _, _)| keys.as_slice());
         let (mut candidates, mut states) = self.candidates(&blocks.hashes, precise);
-        if let Some(excluded) = req.exclude {
-            (candidates, states) = candidates
-                .into_iter()
-                .zip(states)
-                .filter(|(c, _)| &*c.address != excluded)
-                .unzip();
-        }
+        // Never the excluded endpoint; for a model (an adapter loaded at run time),
+        // only endpoints that list it or have not said what they serve.
+        (candidates, states) = candidates
+            .into_iter()
+            .zip(states)
+            .filter(|(c, s)| req.exclude != Some(&*c.address) && s.may_serve(req.model))
+            .unzip();
         let (prompt_blocks, block_size_tokens, prompt_tokens) = match &engine {
             Some((keys, tokens, block)) => (keys.len(), *block, *tokens),
             None => (blocks.hashes.len(), blocks.block_size, blocks.total_tokens),
@@ -506,6 +506,41 @@ mod tests {
                 .expect("routed");
             assert_eq!(&*r.decision.decode.address, "b:1");
         }
+    }
+
+    #[test]
+    fn an_adapter_goes_only_where_it_is_loaded_until_every_endpoint_says() {
+        let p = picker(&[("a:1", Role::Decode), ("b:1", Role::Decode)]);
+        let lists = |address: &str, models: &[&str]| {
+            let state = p.registry.get(address).expect("registered");
+            state.models.store(Some(Arc::new(
+                models.iter().map(|m| m.to_string()).collect(),
+            )));
+        };
+        let pick = |model: &str, prompt: &str| {
+            p.pick(PickRequest {
+                model,
+                prompt,
+                ..PickRequest::default()
+            })
+            .map(|r| r.decision.decode.address.to_string())
+        };
+        lists("a:1", &["base"]);
+        // b has not answered /v1/models yet: it may serve anything.
+        for i in 0..8 {
+            assert_eq!(pick("sql", &format!("q{i}")).as_deref(), Some("b:1"));
+        }
+        lists("b:1", &["base"]);
+        assert_eq!(pick("sql", "q"), None, "nobody lists the adapter");
+        lists("a:1", &["base", "sql"]);
+        for i in 0..8 {
+            assert_eq!(pick("sql", &format!("r{i}")).as_deref(), Some("a:1"));
+        }
+        // The base model (and a request naming none) goes anywhere.
+        let spread: std::collections::HashSet<String> = (0..40)
+            .filter_map(|i| pick(if i % 2 == 0 { "base" } else { "" }, &format!("s{i}")))
+            .collect();
+        assert_eq!(spread.len(), 2, "{spread:?}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ fn lora_sim(bin: &std::path::Path) -> Sim {
 /// Routing by the LoRA-affinity scorer alone.
 fn config() -> String {
     let weights = ScorerWeights {
-        lora_affinity: 1.0,
+        lora_affinity: Some(1.0),
         ..ScorerWeights::of(0.0, 0.0, 0.0)
     };
     EndpointPickerConfig::for_router(&Default::default(), &weights, false).to_yaml()

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 CONTRACT = Path(__file__).resolve().parents[1] / "src/build/engine_contract.yaml"
-SECTIONS = ("flags", "values", "config_keys", "env")
+SECTIONS = ("flags", "values", "config_keys", "env", "endpoints")
 
 
 def main() -> int:
@@ -52,7 +52,7 @@ def main() -> int:
     if bad:
         print(f"engine contract: {bad} item(s) not in vLLM {args.version}", file=sys.stderr)
         return 1
-    print(f"engine contract: every flag, value, key and env var is in vLLM {args.version}")
+    print(f"engine contract: every flag, value, key, env var and endpoint is in vLLM {args.version}")
     return 0
 
 

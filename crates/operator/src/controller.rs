@@ -114,13 +114,18 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let controller = Controller::new(lds, watcher::Config::default());
-    // The tuner and the autoscaler read the controller's cache and stop with it.
+    // The tuner, the autoscaler and the adapter loader read the controller's cache and stop with it.
     let tuner = AbortOnDrop(tokio::spawn(crate::tuner::run(
         ctx.clone(),
         controller.store(),
         stop_rx.clone(),
     )));
     let autoscaler = AbortOnDrop(tokio::spawn(crate::autoscaler::run(
+        ctx.clone(),
+        controller.store(),
+        stop_rx.clone(),
+    )));
+    let adapter_loader = AbortOnDrop(tokio::spawn(crate::adapter_loader::run(
         ctx.clone(),
         controller.store(),
         stop_rx,
@@ -180,6 +185,7 @@ pub async fn run(
         .await;
     drop(tuner);
     drop(autoscaler);
+    drop(adapter_loader);
 }
 
 #[cfg(test)]

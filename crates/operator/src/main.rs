@@ -1,5 +1,6 @@
 //! `llmd-operator`: turns LLMDeployment resources into llm-d style inference stacks.
 
+mod adapter_loader;
 mod apply;
 mod autoscaler;
 mod build;

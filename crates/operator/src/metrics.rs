@@ -42,6 +42,9 @@ pub struct Metrics {
     pub tuner_verdicts: Family<OutcomeLabel, Counter>,
     /// KV fabric probes finished, by outcome (proven or failed).
     pub fabric_probes: Family<OutcomeLabel, Counter>,
+    /// Runtime LoRA adapter operations on engines, by outcome (loaded, unloaded,
+    /// failed).
+    pub adapter_operations: Family<OutcomeLabel, Counter>,
     pub leader: Gauge,
 }
 
@@ -49,6 +52,9 @@ pub struct Metrics {
 pub fn probe_outcome(proven: bool) -> &'static str {
     if proven { "proven" } else { "failed" }
 }
+
+/// The outcomes of `adapter_operations`.
+pub const ADAPTER_OUTCOMES: [&str; 3] = ["loaded", "unloaded", "failed"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -63,6 +69,7 @@ impl Default for Metrics {
         let tuner_writes = Counter::default();
         let tuner_verdicts = Family::<OutcomeLabel, Counter>::default();
         let fabric_probes = Family::<OutcomeLabel, Counter>::default();
+        let adapter_operations = Family::<OutcomeLabel, Counter>::default();
         let leader = Gauge::default();
         // Every label value these counters can take starts at 0, so dashboards and
         // alert rules find their series (and rate() its first increase) before the
@@ -134,6 +141,16 @@ impl Default for Metrics {
             "KV fabric probes (a real NIXL transfer between a prefill and a decode node) finished, by outcome: proven or failed",
             fabric_probes.clone(),
         );
+        for outcome in ADAPTER_OUTCOMES {
+            adapter_operations
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc_by(0);
+        }
+        registry.register(
+            "adapter_operations",
+            "Runtime LoRA adapter loads and unloads on engines, by outcome: loaded, unloaded or failed",
+            adapter_operations.clone(),
+        );
         registry.register(
             "leader",
             "1 while this process holds the leader lease",
@@ -151,6 +168,7 @@ impl Default for Metrics {
             tuner_writes,
             tuner_verdicts,
             fabric_probes,
+            adapter_operations,
             leader,
         }
     }

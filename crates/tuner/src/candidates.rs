@@ -48,7 +48,7 @@ fn set(weights: &mut ScorerWeights, scorer: Scorer, value: f64) {
         Scorer::ActiveRequest => weights.active_requests = value,
         Scorer::SessionAffinity => weights.session_affinity = value,
         Scorer::Latency => weights.latency = value,
-        Scorer::LoraAffinity => weights.lora_affinity = value,
+        Scorer::LoraAffinity => weights.lora_affinity = Some(value),
     }
 }
 

@@ -280,7 +280,7 @@ impl ScorerWeights {
             active_requests: 0.0,
             session_affinity: 0.0,
             latency: 0.0,
-            lora_affinity: 0.0,
+            lora_affinity: None,
         }
     }
 
@@ -293,7 +293,7 @@ impl ScorerWeights {
             Scorer::ActiveRequest => self.active_requests,
             Scorer::SessionAffinity => self.session_affinity,
             Scorer::Latency => self.latency,
-            Scorer::LoraAffinity => self.lora_affinity,
+            Scorer::LoraAffinity => self.lora_affinity.unwrap_or(0.0),
         }
     }
 
@@ -327,7 +327,7 @@ impl ScorerWeights {
             active_requests: get(Scorer::ActiveRequest)?,
             session_affinity: get(Scorer::SessionAffinity)?,
             latency: get(Scorer::Latency).unwrap_or(0.0),
-            lora_affinity: get(Scorer::LoraAffinity).unwrap_or(0.0),
+            lora_affinity: Some(get(Scorer::LoraAffinity).unwrap_or(0.0)),
         })
     }
 }
@@ -363,7 +363,7 @@ mod tests {
             active_requests: 0.0,
             session_affinity: 4.0,
             latency: 0.0,
-            lora_affinity: 0.0,
+            lora_affinity: Some(0.0),
         };
         assert_eq!(
             weights.active(),
@@ -377,9 +377,11 @@ mod tests {
 
     #[test]
     fn status_weights_round_trip_and_need_every_scorer() {
+        // Weights in status are resolved: the LoRA-affinity weight is a number.
         let tuned = ScorerWeights {
             prefix_cache: 5.0,
             queue: 0.0,
+            lora_affinity: Some(0.0),
             ..ScorerWeights::default()
         };
         let mut map = tuned.by_plugin();

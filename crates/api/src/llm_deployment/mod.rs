@@ -175,6 +175,24 @@ impl LLMDeploymentSpec {
         self.prefill.as_ref().filter(|p| p.replicas > 0)
     }
 
+    /// `spec.router.scorers` as the EndpointPicker runs them: an unset LoRA-affinity
+    /// weight is [`DEFAULT_LORA_AFFINITY_WEIGHT`] when adapters are served, else 0.
+    pub fn scorer_weights(&self) -> ScorerWeights {
+        let lora = self
+            .router
+            .scorers
+            .lora_affinity
+            .unwrap_or(if self.model.adapters.is_empty() {
+                0.0
+            } else {
+                DEFAULT_LORA_AFFINITY_WEIGHT
+            });
+        ScorerWeights {
+            lora_affinity: Some(lora),
+            ..self.router.scorers.clone()
+        }
+    }
+
     /// The connector in force: an explicit one, else Nixl when prefill pods exist.
     pub fn effective_connector(&self) -> KvConnector {
         match self.kv_transfer.connector {

@@ -16,9 +16,18 @@ pub const MANAGED_ENGINE_FLAGS: [&str; 6] = [
     "--kv-transfer-config",
 ];
 
+/// How many adapters one engine holds at once (vLLM's `--max-loras`) unless
+/// `spec.model.maxLoras` says otherwise.
+pub const DEFAULT_MAX_LORAS: u32 = 4;
+
+/// The pod condition (and readiness gate) the operator sets True once an engine has
+/// loaded every adapter of `spec.model.adapters`.
+pub const ADAPTERS_LOADED_CONDITION: &str = "llmd.dev/adapters-loaded";
+
 /// The model to serve.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.adapters) || size(self.adapters) <= (has(self.maxLoras) ? self.maxLoras : 4)").message("spec.model.adapters: more adapters than spec.model.maxLoras (vLLM's --max-loras, default 4) lets an engine hold at once; raise maxLoras (which restarts the pods)"))]
 pub struct ModelSpec {
     /// Name clients send in the OpenAI `model` field (vLLM `--served-model-name`),
     /// e.g. meta-llama/Llama-3.1-8B-Instruct.
@@ -55,13 +64,36 @@ pub struct ModelSpec {
     pub cache_claim: Option<String>,
 
     /// LoRA adapters served beside the base model: clients name an adapter in the
-    /// OpenAI `model` field. Rendered as vLLM's `--enable-lora`, `--max-loras` and
-    /// `--lora-modules`; the EndpointPicker routes adapter names to pods that list
-    /// them in `/v1/models`.
+    /// OpenAI `model` field. The engines run with vLLM's `--enable-lora` and
+    /// `--max-loras` and runtime LoRA updating; the operator loads each adapter into
+    /// every engine through vLLM's `/v1/load_lora_adapter` (and unloads removed ones),
+    /// so adding or removing an adapter restarts no pod. A new pod is Ready once its
+    /// adapters are loaded (readiness gate `llmd.dev/adapters-loaded`). The
+    /// EndpointPicker sends an adapter's requests only to pods that list it in
+    /// `/v1/models`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(validation = kube::core::Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("spec.model.adapters: adapter names must be unique"))]
     pub adapters: Vec<LoraAdapterSpec>,
+
+    /// How many adapters an engine holds at once (vLLM's `--max-loras`; default 4).
+    /// `spec.model.adapters` may list no more. Changing it restarts the pods; adding
+    /// adapters up to it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_loras: Option<u32>,
+}
+
+impl ModelSpec {
+    /// vLLM's `--max-loras` for this spec.
+    pub fn max_loras(&self) -> u32 {
+        self.max_loras.unwrap_or(DEFAULT_MAX_LORAS)
+    }
+
+    /// Where vLLM loads adapter `a` from: the Hugging Face repository of its hf:// source.
+    pub fn adapter_path(a: &LoraAdapterSpec) -> &str {
+        a.source.strip_prefix("hf://").unwrap_or(&a.source)
+    }
 }
 
 /// One LoRA adapter.

@@ -126,7 +126,7 @@ impl Default for RouterSpec {
 /// Weights of the EndpointPicker scorers (each score is in [0, 1]; 0 turns a scorer off).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("self.prefixCache + self.queue + self.kvCacheUtilization + self.activeRequests + self.sessionAffinity + self.latency + self.loraAffinity > 0.0").message("spec.router.scorers: at least one scorer weight must be greater than 0"))]
+#[x_kube(validation = kube::core::Rule::new("self.prefixCache + self.queue + self.kvCacheUtilization + self.activeRequests + self.sessionAffinity + self.latency + (has(self.loraAffinity) ? self.loraAffinity : 0.0) > 0.0").message("spec.router.scorers: at least one scorer weight must be greater than 0"))]
 pub struct ScorerWeights {
     /// Weight of the prefix-cache scorer (share of the prompt the pod probably holds).
     #[serde(default = "default_prefix_weight")]
@@ -156,12 +156,17 @@ pub struct ScorerWeights {
     pub latency: f64,
     /// Weight of the LoRA-affinity scorer (llm-d's lora-affinity-scorer): a request
     /// for an adapter goes where that adapter already runs, else where there is room
-    /// to load it (from the engines' `vllm:lora_requests_info`). Worth setting when
-    /// serving `spec.model.adapters`.
-    #[serde(default)]
+    /// to load it (from the engines' `vllm:lora_requests_info`). Unset, it is
+    /// [`DEFAULT_LORA_AFFINITY_WEIGHT`] (2) when `spec.model.adapters` lists any and
+    /// off otherwise; 0 turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 100.0))]
-    pub lora_affinity: f64,
+    pub lora_affinity: Option<f64>,
 }
+
+/// The LoRA-affinity weight of a deployment that serves adapters and leaves
+/// `spec.router.scorers.loraAffinity` unset.
+pub const DEFAULT_LORA_AFFINITY_WEIGHT: f64 = 2.0;
 
 fn default_prefix_weight() -> f64 {
     3.0
@@ -180,7 +185,7 @@ impl Default for ScorerWeights {
             active_requests: 0.0,
             session_affinity: 0.0,
             latency: 0.0,
-            lora_affinity: 0.0,
+            lora_affinity: None,
         }
     }
 }

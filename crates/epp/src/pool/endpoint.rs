@@ -116,6 +116,18 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
+    /// Whether `model` may be sent here: it is listed in the endpoint's
+    /// `/v1/models`, or the endpoint has not answered that yet (nothing to go on), or
+    /// no model is named.
+    pub fn may_serve(&self, model: &str) -> bool {
+        model.is_empty()
+            || self
+                .models
+                .load()
+                .as_ref()
+                .is_none_or(|models| models.iter().any(|m| m == model))
+    }
+
     pub fn new(endpoint: Endpoint) -> Self {
         EndpointState {
             endpoint,

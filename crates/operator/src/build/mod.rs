@@ -192,9 +192,9 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
     });
     let weights = options
         .tuned_weights
-        .as_ref()
-        .unwrap_or(&spec.router.scorers);
-    let epp_config = epp_config(spec, weights, options.fabric_unproven);
+        .clone()
+        .unwrap_or_else(|| spec.scorer_weights());
+    let epp_config = epp_config(spec, &weights, options.fabric_unproven);
     let endpoint_picker = EndpointPicker {
         deployment: endpoint_picker::deployment(owner, spec, &options.epp_defaults),
         service: endpoint_picker_service::service(owner),

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, ImageVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVarSource, ImageVolumeSource, PersistentVolumeClaimVolumeSource, PodReadinessGate,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -275,31 +275,24 @@ pub fn vllm_args(spec: &LLMDeploymentSpec, role: Role, role_spec: &RoleSpec) -> 
             kv_events_config(&spec.model.name),
         ]);
     }
-    args.extend(lora_args(&spec.model.adapters));
+    args.extend(lora_args(&spec.model));
     args.extend(spec.engine.args.iter().cloned());
     args.extend(role_spec.args.iter().cloned());
     args
 }
 
-/// At most this many adapters share a batch (vLLM's `--max-loras`).
-const MAX_LORAS: usize = 8;
-
-/// vLLM's LoRA flags for the spec's adapters (none without adapters).
-fn lora_args(adapters: &[llmd_api::LoraAdapterSpec]) -> Vec<String> {
-    if adapters.is_empty() {
+/// vLLM's LoRA flags when the spec serves adapters (none otherwise). The adapters
+/// themselves are not flags: the operator loads them at run time (see
+/// `adapter_loader`), so adding one restarts no pod.
+fn lora_args(model: &llmd_api::ModelSpec) -> Vec<String> {
+    if model.adapters.is_empty() {
         return Vec::new();
     }
-    let mut args = vec![
+    vec![
         "--enable-lora".to_string(),
         "--max-loras".to_string(),
-        adapters.len().min(MAX_LORAS).to_string(),
-        "--lora-modules".to_string(),
-    ];
-    args.extend(adapters.iter().map(|a| {
-        let repo = a.source.strip_prefix("hf://").unwrap_or(&a.source);
-        format!("{}={repo}", a.name)
-    }));
-    args
+        model.max_loras().to_string(),
+    ]
 }
 
 /// Container resources: the user's, with the GPU resource set in both requests and
@@ -365,6 +358,14 @@ fn env(spec: &LLMDeploymentSpec, role: Role) -> Vec<EnvVar> {
     }
     if precise(spec) {
         env.push(pod_ip_env(POD_IP_ENV));
+    }
+    if !spec.model.adapters.is_empty() {
+        // vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter.
+        env.push(EnvVar {
+            name: "VLLM_ALLOW_RUNTIME_LORA_UPDATING".into(),
+            value: Some("True".into()),
+            ..EnvVar::default()
+        });
     }
     env.extend(spec.engine.env.iter().cloned());
     env
@@ -534,6 +535,12 @@ pub fn stateful_set(
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     security_context: Some(pod_security_context(spec)),
+                    // Ready once the operator has loaded the adapters into the engine.
+                    readiness_gates: (!spec.model.adapters.is_empty()).then(|| {
+                        vec![PodReadinessGate {
+                            condition_type: llmd_api::ADAPTERS_LOADED_CONDITION.into(),
+                        }]
+                    }),
                     ..PodSpec::default()
                 }),
             },

@@ -486,26 +486,81 @@ fn nixl_roles_follow_the_engine_version_unless_the_spec_picks() {
 }
 
 #[test]
-fn lora_adapters_become_vllms_lora_flags() {
-    let yaml = AGGREGATED.replace(
-        "    uri: hf://",
-        "    adapters:\n    - {name: sql-lora, source: hf://org/sql-lora}\n    - {name: chat-lora, source: hf://org/chat}\n    uri: hf://",
+fn lora_adapters_enable_runtime_loading_and_gate_readiness_without_naming_adapters() {
+    let with = |adapters: &str| {
+        AGGREGATED.replace(
+            "    uri: hf://",
+            &format!("    adapters:\n{adapters}    uri: hf://"),
+        )
+    };
+    let one = with("    - {name: sql-lora, source: hf://org/sql-lora}\n");
+    let two = with(
+        "    - {name: sql-lora, source: hf://org/sql-lora}\n    - {name: chat-lora, source: hf://org/chat}\n",
     );
-    let (_, with_adapters) = children(&yaml, &BuildOptions::default());
+    let (_, with_adapters) = children(&one, &BuildOptions::default());
     let container = vllm(&with_adapters.decode);
     let args = container.args.clone().unwrap_or_default();
     assert!(args.contains(&"--enable-lora".to_string()));
-    assert_eq!(arg_after(container, "--max-loras"), Some("2"));
-    let at = args
-        .iter()
-        .position(|a| a == "--lora-modules")
-        .expect("--lora-modules");
+    assert_eq!(arg_after(container, "--max-loras"), Some("4"));
+    assert!(!args.iter().any(|a| a == "--lora-modules"), "{args:?}");
+    let env = container.env.clone().unwrap_or_default();
+    assert!(env.iter().any(
+        |e| e.name == "VLLM_ALLOW_RUNTIME_LORA_UPDATING" && e.value.as_deref() == Some("True")
+    ));
+    let pod = |c: &Children| {
+        c.decode
+            .stateful_set
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod spec")
+    };
+    let gates = pod(&with_adapters).readiness_gates.unwrap_or_default();
+    assert_eq!(gates.len(), 1);
+    assert_eq!(gates[0].condition_type, llmd_api::ADAPTERS_LOADED_CONDITION);
+    // Adding an adapter changes nothing in the pods: it is loaded at run time.
+    let (_, with_more) = children(&two, &BuildOptions::default());
     assert_eq!(
-        args[at + 1..at + 3],
-        ["sql-lora=org/sql-lora", "chat-lora=org/chat"]
+        with_adapters.decode.stateful_set.spec,
+        with_more.decode.stateful_set.spec
     );
+    // maxLoras is the one LoRA setting in the pod.
+    let (_, eight) = children(
+        &one.replace("    adapters:\n", "    maxLoras: 8\n    adapters:\n"),
+        &BuildOptions::default(),
+    );
+    assert_eq!(arg_after(vllm(&eight.decode), "--max-loras"), Some("8"));
     let (_, plain) = children(AGGREGATED, &BuildOptions::default());
     assert_eq!(arg_after(vllm(&plain.decode), "--enable-lora"), None);
+    assert_eq!(pod(&plain).readiness_gates, None);
+}
+
+#[test]
+fn serving_adapters_turns_the_lora_affinity_scorer_on_unless_the_spec_says_0() {
+    let weight = |yaml: &str| {
+        let ld = sample(yaml);
+        ld.spec
+            .scorer_weights()
+            .get(llmd_api::endpoint_picker_config::Scorer::LoraAffinity)
+    };
+    let adapters = AGGREGATED.replace(
+        "    uri: hf://",
+        "    adapters:\n    - {name: sql, source: hf://org/sql}\n    uri: hf://",
+    );
+    assert_eq!(weight(AGGREGATED), 0.0);
+    assert_eq!(weight(&adapters), llmd_api::DEFAULT_LORA_AFFINITY_WEIGHT);
+    let mut off = sample(&adapters);
+    off.spec.router.scorers.lora_affinity = Some(0.0);
+    assert_eq!(
+        off.spec
+            .scorer_weights()
+            .get(llmd_api::endpoint_picker_config::Scorer::LoraAffinity),
+        0.0
+    );
+    // The EndpointPicker runs the scorer.
+    let (_, children) = children(&adapters, &BuildOptions::default());
+    let config = serde_yaml::to_string(&epp_config(&children)).expect("yaml");
+    assert!(config.contains("lora-affinity-scorer"), "{config}");
 }
 
 #[test]
@@ -747,7 +802,7 @@ fn rendered_children_of_every_sample_match_the_golden_files() {
             active_requests: 0.5,
             session_affinity: 0.0,
             latency: 0.0,
-            lora_affinity: 0.0,
+            lora_affinity: Some(0.0),
         }),
         ..BuildOptions::default()
     };

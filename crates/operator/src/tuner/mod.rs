@@ -46,7 +46,7 @@ impl Memory {
     /// A fresh memory, seeded from what status.routing says, so a restarted operator
     /// carries on from the incumbent (an experiment in flight is dropped).
     fn seeded(ld: &LLMDeployment, now: Instant) -> Memory {
-        let spec = ld.spec.router.scorers.clone();
+        let spec = ld.spec.scorer_weights();
         let routing = ld.status.as_ref().and_then(|s| s.routing.as_ref());
         let in_force = routing.and_then(|r| ScorerWeights::from_plugins(&r.weights));
         let incumbent = routing
@@ -96,7 +96,7 @@ pub async fn run(
             entry.next_run = now + settings::slice(&ld.spec.router.auto_tune);
             entry.tuner.reconfigure(
                 settings::of(&ld.spec.router.auto_tune),
-                ld.spec.router.scorers.clone(),
+                ld.spec.scorer_weights(),
             );
             ctx.metrics.tuner_rounds.inc();
             if let Err(e) = round(&ctx, &ld, entry, now).await {
