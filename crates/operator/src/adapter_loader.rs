@@ -11,8 +11,9 @@
 //! ([`llmd_api::ADAPTERS_LOADED_CONDITION`]) turns True once every declared adapter
 //! is loaded, so a new pod takes traffic only then; it is never turned False again
 //! on a serving pod (an adapter added later is routed only to pods that list it,
-//! by the EndpointPicker, until every pod has it). Each load or unload is an Event
-//! on the deployment, each failure a Warning once per pod, adapter and message.
+//! by the EndpointPicker, until every pod has it). Loads and unloads are Events on the
+//! deployment (one series per adapter and operation), each failure a Warning once
+//! per pod, adapter and message.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -409,32 +410,34 @@ fn count(ctx: &Context, outcome: &'static str, n: usize) {
         .inc_by(n as u64);
 }
 
-/// Events: one per engine that changed, one Warning per new failure.
+/// Events, one series per adapter and operation (its count is the engines it was
+/// done on), and a Warning per new failure naming the pod.
 async fn report(ctx: &Context, ld: &LLMDeployment, outcome: &Outcome, published: &mut Published) {
-    if !outcome.loaded.is_empty() || !outcome.unloaded.is_empty() {
-        let mut parts = Vec::new();
-        if !outcome.loaded.is_empty() {
-            parts.push(format!("loaded {}", outcome.loaded.join(", ")));
+    let done = [
+        ("AdapterLoaded", "loaded into", &outcome.loaded),
+        ("AdapterUnloaded", "unloaded from", &outcome.unloaded),
+    ];
+    for (reason, verb, names) in done {
+        for name in names.iter() {
+            debug!(name = %ld.name_any(), pod = %outcome.pod, adapter = %name, "adapter {verb} a running engine");
+            ctx.publish(
+                ld,
+                Event {
+                    type_: EventType::Normal,
+                    reason: reason.into(),
+                    note: Some(format!(
+                        "adapter {name} {verb} running engines (no pod restarted); pod {} first",
+                        outcome.pod
+                    )),
+                    action: name.clone(),
+                    secondary: None,
+                },
+            )
+            .await;
         }
-        if !outcome.unloaded.is_empty() {
-            parts.push(format!("unloaded {}", outcome.unloaded.join(", ")));
-        }
-        let note = format!("{} on pod {} (no restart)", parts.join("; "), outcome.pod);
-        debug!(name = %ld.name_any(), "{note}");
-        count(ctx, "loaded", outcome.loaded.len());
-        count(ctx, "unloaded", outcome.unloaded.len());
-        ctx.publish(
-            ld,
-            Event {
-                type_: EventType::Normal,
-                reason: "AdaptersUpdated".into(),
-                note: Some(note),
-                action: "LoadAdapters".into(),
-                secondary: None,
-            },
-        )
-        .await;
     }
+    count(ctx, "loaded", outcome.loaded.len());
+    count(ctx, "unloaded", outcome.unloaded.len());
     for (adapter, why) in &outcome.failed {
         count(ctx, "failed", 1);
         if !published.insert((outcome.pod.clone(), adapter.clone(), why.clone())) {
@@ -447,7 +450,7 @@ async fn report(ctx: &Context, ld: &LLMDeployment, outcome: &Outcome, published:
                 type_: EventType::Warning,
                 reason: "AdapterLoadFailed".into(),
                 note: Some(format!("adapter {adapter} on pod {}: {why}", outcome.pod)),
-                action: "LoadAdapters".into(),
+                action: adapter.clone(),
                 secondary: None,
             },
         )

@@ -18,6 +18,7 @@ mod e2e {
     mod invalid_manifests;
     mod leader_election;
     mod lifecycle;
+    mod lora;
     mod observability;
     mod pod_runner;
     mod scheduling;

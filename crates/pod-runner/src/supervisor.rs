@@ -222,7 +222,12 @@ impl Supervisor {
                         PodMsg::Update(pod) => {
                             self.pod = pod.clone();
                             let _ = self.pod_tx.send(pod.clone());
-                            if !is_deleting(pod) { continue; }
+                            if !is_deleting(pod) {
+                                // Someone else's condition (a readiness gate) may
+                                // change Ready; an unchanged patch is not written.
+                                self.write_status().await;
+                                continue;
+                            }
                             deletion_grace(pod)
                         }
                         PodMsg::Gone => Duration::ZERO,

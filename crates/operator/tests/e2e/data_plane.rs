@@ -20,16 +20,16 @@ use super::harness::*;
 const MODEL: &str = "test/model";
 
 /// An LLMDeployment running in its own live namespace with its own operator.
-struct LiveStack {
+pub(super) struct LiveStack {
     ns: TestNamespace,
-    name: &'static str,
-    lds: Api<LLMDeployment>,
-    pods: Api<Pod>,
+    pub(super) name: &'static str,
+    pub(super) lds: Api<LLMDeployment>,
+    pub(super) pods: Api<Pod>,
     _operator: Operator,
 }
 
 impl LiveStack {
-    async fn start(namespace: &str, name: &'static str, manifest: &str) -> LiveStack {
+    pub(super) async fn start(namespace: &str, name: &'static str, manifest: &str) -> LiveStack {
         install_crds().await;
         let ns = TestNamespace::create_live(namespace).await;
         let operator = Operator::start(&ns.name, "op", &[]);
@@ -54,6 +54,10 @@ impl LiveStack {
         stack
     }
 
+    pub(super) fn namespace(&self) -> &str {
+        &self.ns.name
+    }
+
     /// Until the EPP pod runs the config the status says is in force (splitting
     /// requests once the KV fabric is proven).
     async fn wait_for_epp_config(&self) {
@@ -72,7 +76,7 @@ impl LiveStack {
             .collect()
     }
 
-    async fn role(&self, role: &str) -> Vec<Pod> {
+    pub(super) async fn role(&self, role: &str) -> Vec<Pod> {
         self.ready_pods(&format!(
             "app.kubernetes.io/instance={},llm-d.ai/role={role}",
             self.name
@@ -91,12 +95,12 @@ impl LiveStack {
         .expect("a Ready EndpointPicker pod")
     }
 
-    async fn epp_ip(&self) -> String {
+    pub(super) async fn epp_ip(&self) -> String {
         pod_ip(&self.epp_pod().await)
     }
 
     /// Until the EPP pod routes to every Ready model-server pod.
-    async fn wait_for_epp_endpoints(&self) {
+    pub(super) async fn wait_for_epp_endpoints(&self) {
         let want = self
             .ready_pods(&format!(
                 "app.kubernetes.io/instance={},llm-d.ai/inference-serving=true",
@@ -119,7 +123,7 @@ impl LiveStack {
         .await;
     }
 
-    async fn patch_spec(&self, spec: Value) {
+    pub(super) async fn patch_spec(&self, spec: Value) {
         self.lds
             .patch(
                 self.name,
@@ -131,7 +135,7 @@ impl LiveStack {
     }
 }
 
-fn pod_name(pod: &Pod) -> String {
+pub(super) fn pod_name(pod: &Pod) -> String {
     pod.metadata.name.clone().expect("pod name")
 }
 
@@ -171,7 +175,7 @@ async fn complete(epp_ip: &str, prompt: &str, max_tokens: u32) -> reqwest::Respo
         .expect("the EPP pod answers")
 }
 
-fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+pub(super) fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response
         .headers()
         .get(name)
