@@ -40,6 +40,8 @@ pub mod reason {
     pub const RECONCILED: &str = "Reconciled";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// A replica spans nodes and the cluster does not serve LeaderWorkerSets.
+    pub const LEADER_WORKER_SET_NOT_INSTALLED: &str = "LeaderWorkerSetNotInstalled";
     /// An object with a child's name exists that this LLMDeployment does not control;
     /// it is left alone.
     pub const CHILD_CONFLICT: &str = "ChildConflict";

@@ -13,6 +13,7 @@ pub mod engine_version;
 pub mod images;
 pub mod inference_pool;
 pub mod labels;
+pub mod leader_worker_set;
 pub mod llm_deployment;
 pub mod routing_sidecar;
 pub mod status;

@@ -212,6 +212,8 @@ async fn pods(ctx: &Context, ld: &LLMDeployment, role: Role) -> Result<(Vec<Stri
     let selector = selector_string(&std::collections::BTreeMap::from([
         (labels::INSTANCE.to_string(), ld.name_any()),
         (labels::ROLE.to_string(), role.label().to_string()),
+        // Serving pods only: a multi-node replica's workers are not endpoints.
+        (labels::INFERENCE_SERVING.to_string(), "true".to_string()),
     ]));
     let list = api
         .list(&ListParams::default().labels(&selector))

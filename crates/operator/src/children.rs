@@ -10,11 +10,12 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use llmd_api::inference_pool::{self, InferencePool};
+use llmd_api::leader_worker_set::{self, LeaderWorkerSet};
 use strum::EnumIter;
 
 use crate::build::{
-    Children, EndpointPicker, ModelServer, Owner, kv_transfer, model_server, network_policy,
-    routing_sidecar,
+    Children, EndpointPicker, ModelServer, Owner, RoleWorkload, kv_transfer, model_server,
+    network_policy, routing_sidecar,
 };
 
 /// A kind of child object.
@@ -30,6 +31,7 @@ pub enum ChildKind {
     PodDisruptionBudget,
     NetworkPolicy,
     InferencePool,
+    LeaderWorkerSet,
 }
 
 impl ChildKind {
@@ -46,6 +48,7 @@ impl ChildKind {
             ChildKind::PodDisruptionBudget => ("policy", "poddisruptionbudgets"),
             ChildKind::NetworkPolicy => ("networking.k8s.io", "networkpolicies"),
             ChildKind::InferencePool => (inference_pool::GROUP, inference_pool::PLURAL),
+            ChildKind::LeaderWorkerSet => (leader_worker_set::GROUP, leader_worker_set::PLURAL),
         }
     }
 }
@@ -63,6 +66,7 @@ pub enum Child {
     PodDisruptionBudget(PodDisruptionBudget),
     NetworkPolicy(NetworkPolicy),
     InferencePool(InferencePool),
+    LeaderWorkerSet(LeaderWorkerSet),
 }
 
 impl Child {
@@ -78,6 +82,7 @@ impl Child {
             Child::PodDisruptionBudget(_) => ChildKind::PodDisruptionBudget,
             Child::NetworkPolicy(_) => ChildKind::NetworkPolicy,
             Child::InferencePool(_) => ChildKind::InferencePool,
+            Child::LeaderWorkerSet(_) => ChildKind::LeaderWorkerSet,
         }
     }
 
@@ -95,6 +100,7 @@ impl Child {
             Child::PodDisruptionBudget(o) => serde_json::to_value(o),
             Child::NetworkPolicy(o) => serde_json::to_value(o),
             Child::InferencePool(o) => serde_json::to_value(o),
+            Child::LeaderWorkerSet(o) => serde_json::to_value(o),
         };
         value.expect("a child serializes")
     }
@@ -111,6 +117,7 @@ impl Child {
             Child::PodDisruptionBudget(o) => o.name_any(),
             Child::NetworkPolicy(o) => o.name_any(),
             Child::InferencePool(o) => o.name_any(),
+            Child::LeaderWorkerSet(o) => o.name_any(),
         }
     }
 }
@@ -149,13 +156,22 @@ impl Children {
             ]);
         }
         for ModelServer {
-            stateful_set,
-            service,
+            workload,
             disruption_budget,
         } in prefill.iter().chain([decode])
         {
-            out.push(Child::Service(service.clone()));
-            out.push(Child::StatefulSet(stateful_set.clone()));
+            match workload {
+                RoleWorkload::StatefulSet {
+                    stateful_set,
+                    service,
+                } => {
+                    out.push(Child::Service(service.clone()));
+                    out.push(Child::StatefulSet(stateful_set.clone()));
+                }
+                RoleWorkload::LeaderWorkerSet(lws) => {
+                    out.push(Child::LeaderWorkerSet(lws.clone()));
+                }
+            }
             out.push(Child::PodDisruptionBudget(disruption_budget.clone()));
         }
         out.extend([
@@ -177,11 +193,28 @@ impl Children {
     /// InferencePool): deleted when they exist and this deployment controls them.
     pub fn undesired(&self, owner: &Owner) -> Vec<(ChildKind, String)> {
         let mut out = Vec::new();
-        if self.prefill.is_none() {
-            let name = model_server::name(owner, model_server::Role::Prefill);
-            out.push((ChildKind::StatefulSet, name.clone()));
-            out.push((ChildKind::PodDisruptionBudget, name.clone()));
-            out.push((ChildKind::Service, name));
+        let roles = [
+            (model_server::Role::Prefill, self.prefill.as_ref()),
+            (model_server::Role::Decode, Some(&self.decode)),
+        ];
+        for (role, server) in roles {
+            let name = model_server::name(owner, role);
+            // A role's pods run as a StatefulSet or a LeaderWorkerSet, not both.
+            match server.map(|s| &s.workload) {
+                None => {
+                    out.push((ChildKind::StatefulSet, name.clone()));
+                    out.push((ChildKind::LeaderWorkerSet, name.clone()));
+                    out.push((ChildKind::PodDisruptionBudget, name.clone()));
+                    out.push((ChildKind::Service, name));
+                }
+                Some(RoleWorkload::StatefulSet { .. }) => {
+                    out.push((ChildKind::LeaderWorkerSet, name));
+                }
+                Some(RoleWorkload::LeaderWorkerSet(_)) => {
+                    out.push((ChildKind::StatefulSet, name.clone()));
+                    out.push((ChildKind::Service, name));
+                }
+            }
         }
         if self.kv_transfer.is_none() {
             out.push((ChildKind::ConfigMap, kv_transfer::name(owner)));
@@ -255,11 +288,15 @@ mod tests {
     #[test]
     fn every_sample_child_is_listed_once_and_nothing_desired_is_pruned() {
         let mut ld = crate::build::tests::sample(crate::build::tests::PD_NIXL);
-        // Every optional child on, so every kind is built and none is pruned.
+        // Every optional child on, so every kind is built and none is pruned; decode
+        // replicas span two nodes (a LeaderWorkerSet), prefill's are one pod each.
         ld.spec.network_policy = llmd_api::NetworkIsolationSpec {
             enabled: true,
             allow_from: vec![Default::default()],
         };
+        ld.spec.decode.parallelism.tensor = 8;
+        ld.spec.decode.parallelism.pipeline = 2;
+        ld.spec.decode.gpus_per_node = Some(8);
         let owner = Owner::of(&ld).expect("owner");
         let options = crate::build::BuildOptions {
             inference_pool_served: true,
@@ -273,12 +310,22 @@ mod tests {
             .collect();
         let unique: BTreeSet<String> = listed.iter().map(|(k, n)| format!("{k:?}/{n}")).collect();
         assert_eq!(unique.len(), listed.len(), "{listed:?}");
-        assert_eq!(listed.len(), 20);
+        assert_eq!(listed.len(), 19);
         assert_eq!(
             listed[0],
             (ChildKind::ConfigMap, "llama-pd-kv-transfer".into())
         );
-        assert!(children.undesired(&owner).is_empty());
+        // What is pruned is what the other kind of workload would have made.
+        let undesired = children.undesired(&owner);
+        assert!(undesired.iter().all(|u| !listed.contains(u)), "{undesired:?}");
+        assert_eq!(
+            undesired,
+            [
+                (ChildKind::LeaderWorkerSet, "llama-pd-prefill".to_string()),
+                (ChildKind::StatefulSet, "llama-pd-decode".to_string()),
+                (ChildKind::Service, "llama-pd-decode".to_string()),
+            ]
+        );
         let kinds: BTreeSet<String> = listed.iter().map(|(k, _)| format!("{k:?}")).collect();
         assert_eq!(
             kinds.len(),

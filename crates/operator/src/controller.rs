@@ -14,6 +14,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use llmd_api::inference_pool::InferencePool;
+use llmd_api::leader_worker_set::LeaderWorkerSet;
 use llmd_api::{LLMDeployment, labels};
 use strum::IntoEnumIterator;
 use tokio::task::JoinHandle;
@@ -131,12 +132,19 @@ pub async fn run(
         stop_rx,
     )));
     // Every kind of child is watched, so drift is repaired at once. InferencePools
-    // only when their CRD is served at start-up (one installed later is still
-    // reconciled, on the periodic resync).
+    // and LeaderWorkerSets only when their CRD is served at start-up (one installed
+    // later is still reconciled, on the periodic resync).
     let pools_served = match crate::discovery::inference_pool_served(&client).await {
         Ok(served) => served,
         Err(e) => {
             warn!(error = %e, "cannot tell whether InferencePools are served; not watching them");
+            false
+        }
+    };
+    let lws_served = match crate::discovery::leader_worker_set_served(&client).await {
+        Ok(served) => served,
+        Err(e) => {
+            warn!(error = %e, "cannot tell whether LeaderWorkerSets are served; not watching them");
             false
         }
     };
@@ -168,6 +176,10 @@ pub async fn run(
                 controller.owns_stream(inference_pool_triggers(&client, ns, config))
             }
             ChildKind::InferencePool => continue,
+            ChildKind::LeaderWorkerSet if lws_served => {
+                controller.owns(scoped_api::<LeaderWorkerSet>(&client, ns), config)
+            }
+            ChildKind::LeaderWorkerSet => continue,
         };
         debug!(group, resource, "watching children");
     }

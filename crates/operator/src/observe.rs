@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use llmd_api::endpoint_picker::selector_string;
-use llmd_api::{KvConnector, LLMDeploymentSpec, PrefixCacheMode};
+use llmd_api::leader_worker_set::LeaderWorkerSet;
+use llmd_api::{KvConnector, LLMDeploymentSpec, PrefixCacheMode, RoleSpec};
 
 use crate::build::{Component, Owner, endpoint_picker, kv_transfer, model_server};
 use crate::children::Child;
@@ -51,6 +52,25 @@ impl Workload {
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             generation_observed: status.observed_generation >= sts.metadata.generation,
+            unschedulable: None,
+        }
+    }
+
+    /// A LeaderWorkerSet's counts are of groups (a replica spanning nodes). It
+    /// reports no observedGeneration of its own: its conditions carry it.
+    pub fn from_leader_worker_set(lws: &LeaderWorkerSet) -> Self {
+        let status = lws.status.clone().unwrap_or_default();
+        Self {
+            name: lws.name_any(),
+            exists: true,
+            desired: lws.spec.replicas.unwrap_or(1),
+            replicas: status.replicas,
+            ready: status.ready_replicas,
+            updated: status.updated_replicas,
+            generation_observed: status
+                .conditions
+                .iter()
+                .any(|c| c.observed_generation >= lws.metadata.generation),
             unschedulable: None,
         }
     }
@@ -176,6 +196,9 @@ impl Observed {
                     Child::StatefulSet(s) if s.name_any() == name => {
                         Some(Workload::from_stateful_set(s))
                     }
+                    Child::LeaderWorkerSet(l) if l.name_any() == name => {
+                        Some(Workload::from_leader_worker_set(l))
+                    }
                     _ => None,
                 })
                 .unwrap_or_else(|| absent(name))
@@ -211,25 +234,36 @@ impl Observed {
     pub async fn read(ctx: &Context, owner: &Owner, spec: &LLMDeploymentSpec) -> Result<Observed> {
         let ns = &owner.namespace;
         let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-        let read_sts = |name: String| {
-            let api = sts_api.clone();
+        let lws_api: Api<LeaderWorkerSet> = Api::namespaced(ctx.client.clone(), ns);
+        // A role whose replica spans nodes runs as a LeaderWorkerSet (none is
+        // found while its CRD is not served).
+        let read_role = |role: model_server::Role, role_spec: &RoleSpec| {
+            let (sts_api, lws_api) = (sts_api.clone(), lws_api.clone());
+            let name = model_server::name(owner, role);
+            let multi_node = role_spec.layout().multi_node();
             async move {
-                let sts = api
+                if multi_node {
+                    let lws = lws_api
+                        .get_opt(&name)
+                        .await
+                        .map_err(|e| Error::kube(format!("get LeaderWorkerSet {name}"), e))?;
+                    return Ok::<_, Error>(lws.map_or_else(
+                        || absent(name),
+                        |l| Workload::from_leader_worker_set(&l),
+                    ));
+                }
+                let sts = sts_api
                     .get_opt(&name)
                     .await
                     .map_err(|e| Error::kube(format!("get StatefulSet {name}"), e))?;
-                Ok::<_, Error>(
-                    sts.map_or_else(|| absent(name), |s| Workload::from_stateful_set(&s)),
-                )
+                Ok(sts.map_or_else(|| absent(name), |s| Workload::from_stateful_set(&s)))
             }
         };
         let prefill = match spec.active_prefill() {
-            Some(_) => {
-                Some(read_sts(model_server::name(owner, model_server::Role::Prefill)).await?)
-            }
+            Some(role_spec) => Some(read_role(model_server::Role::Prefill, role_spec).await?),
             None => None,
         };
-        let decode = read_sts(model_server::name(owner, model_server::Role::Decode)).await?;
+        let decode = read_role(model_server::Role::Decode, &spec.decode).await?;
         let epp_name = endpoint_picker::name(owner);
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let endpoint_picker = deployments

@@ -47,6 +47,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a deployment that is still rolling out, or has an object in the way of a
 /// child, is looked at again.
 const PROGRESS_CHECK: Duration = Duration::from_secs(10);
+/// How often a deployment waiting for the LeaderWorkerSet API asks again.
+const LWS_CHECK: Duration = Duration::from_secs(15);
 /// How often a running KV fabric probe is looked at.
 const PROBE_CHECK: Duration = Duration::from_secs(1);
 /// How often the EndpointPicker is asked again while some pod's KV events have not
@@ -85,6 +87,14 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     let mut failure = validate::failure(&ld.spec);
     if failure.is_some() {
         ctx.metrics.count_error(Category::InvalidSpec);
+    }
+    // A replica spanning nodes needs the LeaderWorkerSet API: asked only then.
+    let mut lws_missing = false;
+    if failure.is_none() && !validate::multi_node_roles(&ld.spec).is_empty() {
+        lws_missing = !discovery::leader_worker_set_served(&ctx.client).await?;
+        if lws_missing {
+            failure = validate::leader_worker_set_missing(&ld.spec);
+        }
     }
 
     // build
@@ -153,6 +163,10 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     if applied.as_ref().is_some_and(|a| !a.conflicts.is_empty()) {
         // What is in the way is not ours, so no watch reports its removal: look again.
         return Ok(Action::requeue(PROGRESS_CHECK));
+    }
+    if lws_missing {
+        // Installing a CRD is no event of ours: look again.
+        return Ok(Action::requeue(LWS_CHECK));
     }
     if failure.is_some() {
         info!(name = %owner.name, namespace = %owner.namespace, "spec cannot be served; waiting for a change");

@@ -26,10 +26,60 @@ pub fn failure(spec: &LLMDeploymentSpec) -> Option<Failure> {
     })
 }
 
+/// The roles whose replicas span nodes, each described ("spec.decode: 16 GPUs per
+/// replica ... 2 pods"); empty when every replica is one pod.
+pub fn multi_node_roles(spec: &LLMDeploymentSpec) -> Vec<String> {
+    let roles = [("spec.prefill", spec.active_prefill()), ("spec.decode", Some(&spec.decode))];
+    roles
+        .into_iter()
+        .filter_map(|(field, role)| {
+            let role = role?;
+            let layout = role.layout();
+            let p = &role.parallelism;
+            layout.multi_node().then(|| {
+                format!(
+                    "{field} needs {} GPUs per replica (tensor {} x pipeline {} x data {}), more than {field}.gpusPerNode {}: each replica is a group of {} pods",
+                    p.gpus_per_replica(),
+                    p.tensor,
+                    p.pipeline,
+                    p.data,
+                    layout.gpus_per_pod,
+                    layout.nodes
+                )
+            })
+        })
+        .collect()
+}
+
+/// `Degraded` when a replica spans nodes and LeaderWorkerSets are not served.
+pub fn leader_worker_set_missing(spec: &LLMDeploymentSpec) -> Option<Failure> {
+    let roles = multi_node_roles(spec);
+    (!roles.is_empty()).then(|| Failure {
+        reason: reason::LEADER_WORKER_SET_NOT_INSTALLED,
+        message: format!(
+            "{}, which runs as a LeaderWorkerSet, and this cluster does not serve leaderworkerset.x-k8s.io/v1: install LeaderWorkerSet (kubernetes-sigs/lws); the deployment proceeds once it is served",
+            roles.join("; ")
+        ),
+    })
+}
+
+/// Data-parallel ranks of a replica spanning nodes must spread evenly over them.
+fn data_parallel_spread(problems: &mut Vec<String>, field: &str, role: &RoleSpec) {
+    let layout = role.layout();
+    let data = role.parallelism.data;
+    if layout.multi_node() && data > 1 && layout.nodes % data != 0 && data % layout.nodes != 0 {
+        problems.push(format!(
+            "{field}.parallelism.data: {data} data-parallel ranks do not spread evenly over the {} nodes a replica spans ({field}.gpusPerNode {}): make one a multiple of the other",
+            layout.nodes, layout.gpus_per_pod
+        ));
+    }
+}
+
 /// Every problem found, each naming the field; empty when the spec can be served.
 pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(prefill) = spec.active_prefill() {
+        data_parallel_spread(&mut problems, "spec.prefill", prefill);
         gpu_count(&mut problems, "spec.prefill", prefill);
         quantities(
             &mut problems,
@@ -37,6 +87,7 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
             prefill.resources.as_ref(),
         );
     }
+    data_parallel_spread(&mut problems, "spec.decode", &spec.decode);
     gpu_count(&mut problems, "spec.decode", &spec.decode);
     quantities(
         &mut problems,
@@ -172,7 +223,7 @@ fn gpu_count(problems: &mut Vec<String>, field: &str, role: &RoleSpec) {
     let Some(resources) = &role.resources else {
         return;
     };
-    let needed = role.parallelism.gpus_per_pod();
+    let needed = role.layout().gpus_per_pod;
     for (list_name, list) in [
         ("limits", &resources.limits),
         ("requests", &resources.requests),
@@ -182,8 +233,17 @@ fn gpu_count(problems: &mut Vec<String>, field: &str, role: &RoleSpec) {
         };
         if quantity.0.parse::<i64>().ok() != Some(needed) {
             problems.push(format!(
-                "{field}.resources.{list_name} sets {}: {} but parallelism needs {needed} (tensor {} x data {})",
-                role.gpu_resource_name, quantity.0, role.parallelism.tensor, role.parallelism.data
+                "{field}.resources.{list_name} sets {}: {} but each pod needs {needed} (tensor {} x pipeline {} x data {}{})",
+                role.gpu_resource_name,
+                quantity.0,
+                role.parallelism.tensor,
+                role.parallelism.pipeline,
+                role.parallelism.data,
+                if role.layout().multi_node() {
+                    " over gpusPerNode"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -240,8 +300,53 @@ mod tests {
         assert_eq!(
             problems(&spec),
             [
-                "spec.decode.resources.limits sets nvidia.com/gpu: 1 but parallelism needs 2 (tensor 2 x data 1)"
+                "spec.decode.resources.limits sets nvidia.com/gpu: 1 but each pod needs 2 (tensor 2 x pipeline 1 x data 1)"
             ]
+        );
+    }
+
+    #[test]
+    fn a_replica_spanning_nodes_is_described_and_its_data_ranks_must_spread_evenly() {
+        let mut spec = sample(AGGREGATED).spec;
+        assert!(multi_node_roles(&spec).is_empty());
+        assert!(leader_worker_set_missing(&spec).is_none());
+        spec.decode.parallelism.tensor = 8;
+        spec.decode.parallelism.pipeline = 2;
+        spec.decode.gpus_per_node = Some(8);
+        assert_eq!(
+            multi_node_roles(&spec),
+            ["spec.decode needs 16 GPUs per replica (tensor 8 x pipeline 2 x data 1), more than spec.decode.gpusPerNode 8: each replica is a group of 2 pods"]
+        );
+        let missing = leader_worker_set_missing(&spec).expect("Degraded");
+        assert_eq!(missing.reason, reason::LEADER_WORKER_SET_NOT_INSTALLED);
+        assert!(missing.message.contains("install LeaderWorkerSet"), "{}", missing.message);
+        assert!(problems(&spec).is_empty());
+        // 3 data-parallel replicas of 8 GPUs over 8-GPU nodes: 3 nodes, even.
+        spec.decode.parallelism = llmd_api::ParallelismSpec {
+            tensor: 8,
+            pipeline: 1,
+            data: 3,
+        };
+        assert!(problems(&spec).is_empty());
+        // 3 ranks of 4 GPUs over 8-GPU nodes: 12 GPUs need 2 nodes, 3 ranks do
+        // not split over 2.
+        spec.decode.parallelism.tensor = 4;
+        assert_eq!(
+            problems(&spec),
+            ["spec.decode.parallelism.data: 3 data-parallel ranks do not spread evenly over the 2 nodes a replica spans (spec.decode.gpusPerNode 8): make one a multiple of the other"]
+        );
+        // A GPU count in resources is per pod, that is per node.
+        spec.decode.parallelism.data = 4;
+        spec.decode.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                "nvidia.com/gpu".to_string(),
+                Quantity("16".into()),
+            )])),
+            ..ResourceRequirements::default()
+        });
+        assert_eq!(
+            problems(&spec),
+            ["spec.decode.resources.limits sets nvidia.com/gpu: 16 but each pod needs 8 (tensor 4 x pipeline 1 x data 4 over gpusPerNode)"]
         );
     }
 

@@ -16,6 +16,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Client, Resource};
 use llmd_api::conditions::reason;
 use llmd_api::inference_pool::InferencePool;
+use llmd_api::leader_worker_set::LeaderWorkerSet;
 
 use crate::build::{Children, Owner};
 use crate::children::{Child, ChildKind};
@@ -92,6 +93,7 @@ async fn apply_child(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensu
         }
         Child::NetworkPolicy(o) => ensure(ctx, owner, o).await?.map(Child::NetworkPolicy),
         Child::InferencePool(o) => ensure(ctx, owner, o).await?.map(Child::InferencePool),
+        Child::LeaderWorkerSet(o) => ensure(ctx, owner, o).await?.map(Child::LeaderWorkerSet),
     })
 }
 
@@ -111,6 +113,10 @@ async fn remove_child(client: &Client, owner: &Owner, kind: ChildKind, name: &st
         }
         ChildKind::NetworkPolicy => object::remove::<NetworkPolicy>(client, ns, name, uid).await,
         ChildKind::InferencePool => object::remove::<InferencePool>(client, ns, name, uid).await,
+        // Not served (no CRD): nothing to remove, as for any absent object.
+        ChildKind::LeaderWorkerSet => {
+            object::remove::<LeaderWorkerSet>(client, ns, name, uid).await
+        }
     }
 }
 

@@ -57,6 +57,14 @@ mod tests {
                 name: "sql".into(),
                 source: "hf://org/sql-lora".into(),
             }];
+            specs.push(ld.clone());
+            // Replicas spanning nodes: pipeline stages over two 8-GPU nodes.
+            ld.spec.decode.parallelism = llmd_api::ParallelismSpec {
+                tensor: 8,
+                pipeline: 2,
+                data: 1,
+            };
+            ld.spec.decode.gpus_per_node = Some(8);
             specs.push(ld);
         }
         specs
@@ -90,13 +98,11 @@ mod tests {
         for children in rendered() {
             let servers: Vec<&ModelServer> =
                 children.prefill.iter().chain([&children.decode]).collect();
-            for server in servers {
-                let pod = server
-                    .stateful_set
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.template.spec.as_ref())
-                    .expect("pod spec");
+            let pods = servers
+                .iter()
+                .flat_map(|s| s.pod_templates())
+                .map(|t| t.spec.as_ref().expect("pod spec"));
+            for pod in pods {
                 let container = &pod.containers[0];
                 let args = container.args.clone().unwrap_or_default();
                 for (i, arg) in args.iter().enumerate() {
@@ -106,8 +112,8 @@ mod tests {
                     assert!(flags.contains(arg.as_str()), "{arg} is not in the contract");
                     seen_flags.insert(arg.clone());
                     let value = args.get(i + 1).map(String::as_str).unwrap_or("");
-                    if arg == "--load-format" {
-                        assert!(values.contains(value), "--load-format {value}");
+                    if arg == "--load-format" || arg == "--distributed-executor-backend" {
+                        assert!(values.contains(value), "{arg} {value}");
                     }
                     if arg == "--kv-events-config" {
                         let config: serde_json::Value = serde_json::from_str(value).expect("JSON");

@@ -19,23 +19,69 @@ pub mod pod_parts;
 pub mod routing_sidecar;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use llmd_api::endpoint_picker_config::EndpointPickerConfig;
 use llmd_api::inference_pool::InferencePool;
+use llmd_api::leader_worker_set::LeaderWorkerSet;
 use llmd_api::{KvConnector, LLMDeploymentSpec, ScorerWeights};
 
 pub use meta::{Component, Owner};
 use model_server::Role as ServingRole;
 
-/// The StatefulSet, headless Service and disruption budget of one role.
+/// The pods of one role: a StatefulSet with its headless Service, or a
+/// LeaderWorkerSet (which makes its own headless Service) when a replica spans
+/// nodes; and their disruption budget.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelServer {
-    pub stateful_set: StatefulSet,
-    pub service: Service,
+    pub workload: RoleWorkload,
     pub disruption_budget: PodDisruptionBudget,
+}
+
+/// What runs a role's pods.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoleWorkload {
+    StatefulSet {
+        stateful_set: StatefulSet,
+        service: Service,
+    },
+    LeaderWorkerSet(LeaderWorkerSet),
+}
+
+impl ModelServer {
+    /// The role's StatefulSet, unless it runs as a LeaderWorkerSet.
+    pub fn stateful_set(&self) -> Option<&StatefulSet> {
+        match &self.workload {
+            RoleWorkload::StatefulSet { stateful_set, .. } => Some(stateful_set),
+            RoleWorkload::LeaderWorkerSet(_) => None,
+        }
+    }
+
+    /// The role's LeaderWorkerSet, when a replica spans nodes.
+    pub fn leader_worker_set(&self) -> Option<&LeaderWorkerSet> {
+        match &self.workload {
+            RoleWorkload::LeaderWorkerSet(lws) => Some(lws),
+            RoleWorkload::StatefulSet { .. } => None,
+        }
+    }
+
+    /// Every pod template of the role (a LeaderWorkerSet's leader's and workers').
+    pub fn pod_templates(&self) -> Vec<&PodTemplateSpec> {
+        match &self.workload {
+            RoleWorkload::StatefulSet { stateful_set, .. } => {
+                stateful_set.spec.iter().map(|s| &s.template).collect()
+            }
+            RoleWorkload::LeaderWorkerSet(lws) => {
+                let t = &lws.spec.leader_worker_template;
+                t.leader_template
+                    .iter()
+                    .chain([&t.worker_template])
+                    .collect()
+            }
+        }
+    }
 }
 
 /// The routing sidecar's ServiceAccount and its read access to pods.
@@ -136,17 +182,33 @@ fn model_server(
         ServingRole::Prefill => a.prefill.as_ref(),
         ServingRole::Decode => a.decode.as_ref(),
     });
-    ModelServer {
-        stateful_set: model_server::stateful_set(
+    let replicas = role_spec.desired_replicas(decision);
+    let workload = if role_spec.layout().multi_node() {
+        RoleWorkload::LeaderWorkerSet(model_server::leader_worker_set(
             owner,
             spec,
             role,
             role_spec,
-            role_spec.desired_replicas(decision),
+            replicas,
             kv_hash,
             sidecar_image,
-        ),
-        service: model_server::headless_service(owner, spec, role),
+        ))
+    } else {
+        RoleWorkload::StatefulSet {
+            stateful_set: model_server::stateful_set(
+                owner,
+                spec,
+                role,
+                role_spec,
+                replicas,
+                kv_hash,
+                sidecar_image,
+            ),
+            service: model_server::headless_service(owner, spec, role),
+        }
+    };
+    ModelServer {
+        workload,
         disruption_budget: disruption_budget::pod_disruption_budget(
             owner,
             model_server::name(owner, role),

@@ -18,6 +18,11 @@ use llmd_api::{
     labels,
 };
 
+use llmd_api::leader_worker_set::{
+    LeaderWorkerSet, LeaderWorkerSetSpec, LeaderWorkerTemplate, RollingUpdateConfiguration,
+    RolloutStrategy, env as lws_env,
+};
+
 use super::meta::{Component, Owner, label_value};
 use super::pod_parts::{self, field_env, tcp_port, unprivileged};
 use super::{kv_transfer, routing_sidecar};
@@ -254,6 +259,12 @@ pub fn vllm_args(spec: &LLMDeploymentSpec, role: Role, role_spec: &RoleSpec) -> 
         "--shutdown-timeout".to_string(),
         SHUTDOWN_TIMEOUT_SECONDS.to_string(),
     ]);
+    if role_spec.parallelism.pipeline > 1 {
+        args.extend([
+            "--pipeline-parallel-size".to_string(),
+            role_spec.parallelism.pipeline.to_string(),
+        ]);
+    }
     if role_spec.parallelism.data > 1 {
         args.extend([
             "--data-parallel-size".to_string(),
@@ -305,7 +316,7 @@ pub fn resources(role_spec: &RoleSpec) -> ResourceRequirements {
         .into_iter()
         .find_map(|list| list.as_ref().and_then(|l| l.get(gpu)).cloned());
     let gpus =
-        user_gpus.unwrap_or_else(|| Quantity(role_spec.parallelism.gpus_per_pod().to_string()));
+        user_gpus.unwrap_or_else(|| Quantity(role_spec.layout().gpus_per_pod.to_string()));
     for list in [&mut resources.limits, &mut resources.requests] {
         list.get_or_insert_with(BTreeMap::new)
             .insert(gpu.clone(), gpus.clone());
@@ -389,7 +400,7 @@ fn ports(spec: &LLMDeploymentSpec, role: Role) -> Vec<ContainerPort> {
 /// pod's GPU workers needs room per worker; 2 GiB (vLLM's Kubernetes guide) and 1 GiB
 /// per GPU beyond two. It counts against the pod's memory like any tmpfs.
 pub fn shm_size_gib(role_spec: &RoleSpec) -> i64 {
-    role_spec.parallelism.gpus_per_pod().max(2)
+    role_spec.layout().gpus_per_pod.max(2)
 }
 
 fn volumes(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
@@ -450,20 +461,60 @@ fn pod_security_context(spec: &LLMDeploymentSpec) -> PodSecurityContext {
     context
 }
 
-/// The StatefulSet of one role. `kv_transfer_hash` is the hash of the KV-transfer
-/// ConfigMap when the NIXL fabric is in use; `sidecar_image` runs the routing
-/// sidecar in decode pods that have one.
-pub fn stateful_set(
+/// Which pod of a replica a template is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Member {
+    /// The replica is this one pod.
+    Single,
+    /// A replica spanning `nodes` pods: the leader (node rank 0) serves the API.
+    Leader { nodes: i32 },
+    /// One of the other pods: headless (engine ranks, no API server).
+    Worker { nodes: i32 },
+}
+
+/// vLLM's multi-node arguments on top of `args` (vLLM 0.33 derives each node's
+/// tensor, pipeline and data-parallel ranks from `--nnodes` and `--node-rank`; its
+/// data-parallel address defaults to `--master-addr`). LeaderWorkerSet puts the
+/// leader's address and the pod's index in the group in the environment, which
+/// Kubernetes expands into the arguments.
+fn member_args(mut args: Vec<String>, member: Member) -> Vec<String> {
+    let nodes = match member {
+        Member::Single => return args,
+        Member::Leader { nodes } | Member::Worker { nodes } => nodes,
+    };
+    args.extend([
+        "--nnodes".to_string(),
+        nodes.to_string(),
+        "--node-rank".to_string(),
+        format!("$({})", lws_env::WORKER_INDEX),
+        "--master-addr".to_string(),
+        format!("$({})", lws_env::LEADER_ADDRESS),
+        "--master-port".to_string(),
+        MULTI_NODE_MASTER_PORT.to_string(),
+        "--distributed-executor-backend".to_string(),
+        "mp".to_string(),
+    ]);
+    if matches!(member, Member::Worker { .. }) {
+        args.push("--headless".to_string());
+    }
+    args
+}
+
+/// The torch.distributed rendezvous port on a multi-node replica's leader.
+pub const MULTI_NODE_MASTER_PORT: i32 = 29501;
+
+/// The pod template of one role: `member` says which pod of a replica it is for.
+pub fn pod_template(
     owner: &Owner,
     spec: &LLMDeploymentSpec,
     role: Role,
     role_spec: &RoleSpec,
-    replicas: i32,
     kv_transfer_hash: Option<&str>,
     sidecar_image: &str,
-) -> StatefulSet {
-    let name = name(owner, role);
+    member: Member,
+) -> PodTemplateSpec {
     let (mut volumes, volume_mounts) = volumes(spec, role_spec);
+    let serves = !matches!(member, Member::Worker { .. });
     let probe_port = engine_port(spec, role).0;
     let annotations = kv_transfer_hash
         .map(|hash| BTreeMap::from([(labels::KV_TRANSFER_HASH.to_string(), hash.to_string())]));
@@ -479,32 +530,82 @@ pub fn stateful_set(
     let container = Container {
         name: "vllm".into(),
         image: Some(spec.engine.image.clone()),
-        args: Some(vllm_args(spec, role, role_spec)),
+        args: Some(member_args(vllm_args(spec, role, role_spec), member)),
         env: Some(env(spec, role)),
         env_from,
         ports: Some(ports(spec, role)),
         resources: Some(resources(role_spec)),
-        readiness_probe: Some(health_probe(probe_port, 5, 3)),
-        liveness_probe: Some(health_probe(probe_port, 10, 3)),
+        // A headless worker serves no HTTP: it is ready while it runs.
+        readiness_probe: serves.then(|| health_probe(probe_port, 5, 3)),
+        liveness_probe: serves.then(|| health_probe(probe_port, 10, 3)),
         // Loading weights can take long: up to an hour before liveness applies.
-        startup_probe: Some(health_probe(probe_port, 10, 360)),
+        startup_probe: serves.then(|| health_probe(probe_port, 10, 360)),
         volume_mounts: Some(volume_mounts),
         security_context: Some(engine_security_context()),
         ..Container::default()
     };
     let mut template_labels = pod_labels(owner, spec, role);
+    if !serves {
+        // Not an endpoint: the EndpointPicker, the InferencePool and the adapter
+        // loader select serving pods only.
+        template_labels.remove(labels::INFERENCE_SERVING);
+    }
     template_labels.insert(
         labels::KV_COMPATIBILITY.to_string(),
         kv_compatibility(spec, role_spec, kv_transfer_hash),
     );
     let mut containers = vec![container];
     let mut service_account = None;
-    if behind_sidecar(spec, role) {
+    if serves && behind_sidecar(spec, role) {
         template_labels.insert(labels::ROUTING_SIDECAR.to_string(), "true".to_string());
         containers.push(routing_sidecar::container(owner, spec, sidecar_image));
         volumes.push(routing_sidecar::token_volume());
         service_account = Some(routing_sidecar::name(owner));
     }
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(template_labels),
+            annotations,
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers,
+            service_account_name: service_account,
+            volumes: Some(volumes),
+            node_selector: non_empty_map(&role_spec.node_selector),
+            tolerations: non_empty_vec(&role_spec.tolerations),
+            affinity: role_spec.affinity.clone(),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            // The engine needs no API access (the sidecar's token is
+            // projected into its container alone), nor every Service of
+            // the namespace in its environment.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            security_context: Some(pod_security_context(spec)),
+            // Ready once the operator has loaded the adapters into the engine.
+            readiness_gates: (!spec.model.adapters.is_empty()).then(|| {
+                vec![PodReadinessGate {
+                    condition_type: llmd_api::ADAPTERS_LOADED_CONDITION.into(),
+                }]
+            }),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// The StatefulSet of a role whose replica is one pod (its ports and probes, the
+/// KV-transfer fabric's hash in the pod template so a change rolls the pods, the
+/// sidecar in decode pods that have one).
+pub fn stateful_set(
+    owner: &Owner,
+    spec: &LLMDeploymentSpec,
+    role: Role,
+    role_spec: &RoleSpec,
+    replicas: i32,
+    kv_transfer_hash: Option<&str>,
+    sidecar_image: &str,
+) -> StatefulSet {
+    let name = name(owner, role);
     StatefulSet {
         metadata: owner.object_meta(name.clone(), role.component()),
         spec: Some(StatefulSetSpec {
@@ -515,38 +616,65 @@ pub fn stateful_set(
                 match_labels: Some(owner.selector_labels(role.component())),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(template_labels),
-                    annotations,
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers,
-                    service_account_name: service_account,
-                    volumes: Some(volumes),
-                    node_selector: non_empty_map(&role_spec.node_selector),
-                    tolerations: non_empty_vec(&role_spec.tolerations),
-                    affinity: role_spec.affinity.clone(),
-                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
-                    // The engine needs no API access (the sidecar's token is
-                    // projected into its container alone), nor every Service of
-                    // the namespace in its environment.
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context(spec)),
-                    // Ready once the operator has loaded the adapters into the engine.
-                    readiness_gates: (!spec.model.adapters.is_empty()).then(|| {
-                        vec![PodReadinessGate {
-                            condition_type: llmd_api::ADAPTERS_LOADED_CONDITION.into(),
-                        }]
-                    }),
-                    ..PodSpec::default()
-                }),
-            },
+            template: pod_template(
+                owner,
+                spec,
+                role,
+                role_spec,
+                kv_transfer_hash,
+                sidecar_image,
+                Member::Single,
+            ),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
+    }
+}
+
+/// The LeaderWorkerSet of a role whose replica spans nodes: `replicas` groups of
+/// one leader (serving the API, behind the sidecar where the role has one) and
+/// its headless workers, one pod per node; a failed pod recreates its group.
+pub fn leader_worker_set(
+    owner: &Owner,
+    spec: &LLMDeploymentSpec,
+    role: Role,
+    role_spec: &RoleSpec,
+    replicas: i32,
+    kv_transfer_hash: Option<&str>,
+    sidecar_image: &str,
+) -> LeaderWorkerSet {
+    let nodes = role_spec.layout().nodes;
+    let template = |member| {
+        pod_template(
+            owner,
+            spec,
+            role,
+            role_spec,
+            kv_transfer_hash,
+            sidecar_image,
+            member,
+        )
+    };
+    LeaderWorkerSet {
+        metadata: owner.object_meta(name(owner, role), role.component()),
+        spec: LeaderWorkerSetSpec {
+            replicas: Some(replicas),
+            leader_worker_template: LeaderWorkerTemplate {
+                leader_template: Some(template(Member::Leader { nodes })),
+                worker_template: template(Member::Worker { nodes }),
+                size: Some(nodes),
+                restart_policy: Some("RecreateGroupOnPodRestart".into()),
+            },
+            rollout_strategy: Some(RolloutStrategy {
+                type_: "RollingUpdate".into(),
+                rolling_update_configuration: Some(RollingUpdateConfiguration {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    max_surge: Some(IntOrString::Int(0)),
+                }),
+            }),
+            startup_policy: Some("LeaderCreated".into()),
+        },
+        status: None,
     }
 }
 

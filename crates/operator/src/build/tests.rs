@@ -36,7 +36,7 @@ fn children(yaml: &str, options: &BuildOptions) -> (Owner, Children) {
 
 fn pod_spec(server: &ModelServer) -> &k8s_openapi::api::core::v1::PodSpec {
     server
-        .stateful_set
+        .stateful_set().expect("a StatefulSet")
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
@@ -85,7 +85,7 @@ fn aggregated_sample_builds_decode_only_without_kv_fabric() {
     assert!(children.prefill.is_none());
     assert!(children.kv_transfer.is_none());
     assert!(children.inference_pool.is_none(), "CRD not served");
-    let sts = &children.decode.stateful_set;
+    let sts = &children.decode.stateful_set().expect("a StatefulSet");
     assert_eq!(
         sts.metadata.name.as_deref(),
         Some("llama-aggregated-decode")
@@ -144,16 +144,15 @@ fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
     );
     let prefill = children.prefill.as_ref().expect("prefill");
     assert_eq!(
-        prefill.stateful_set.metadata.name.as_deref(),
+        prefill.stateful_set().expect("a StatefulSet").metadata.name.as_deref(),
         Some("llama-pd-prefill")
     );
+    let RoleWorkload::StatefulSet { service, .. } = &prefill.workload else {
+        panic!("a StatefulSet role");
+    };
+    assert_eq!(service.metadata.name.as_deref(), Some("llama-pd-prefill"));
     assert_eq!(
-        prefill.service.metadata.name.as_deref(),
-        Some("llama-pd-prefill")
-    );
-    assert_eq!(
-        prefill
-            .service
+        service
             .spec
             .as_ref()
             .and_then(|s| s.cluster_ip.as_deref()),
@@ -187,7 +186,7 @@ fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
             "$(LLMD_KV_TRANSFER_CONFIG_DECODE)",
         ),
     ] {
-        let template = &server.stateful_set.spec.as_ref().expect("spec").template;
+        let template = &server.stateful_set().expect("a StatefulSet").spec.as_ref().expect("spec").template;
         let meta = template.metadata.as_ref().expect("template meta");
         let pod_labels = meta.labels.as_ref().expect("labels");
         assert_eq!(pod_labels[labels::ROLE], role);
@@ -509,7 +508,7 @@ fn lora_adapters_enable_runtime_loading_and_gate_readiness_without_naming_adapte
     ));
     let pod = |c: &Children| {
         c.decode
-            .stateful_set
+            .stateful_set().expect("a StatefulSet")
             .spec
             .clone()
             .and_then(|s| s.template.spec)
@@ -521,8 +520,8 @@ fn lora_adapters_enable_runtime_loading_and_gate_readiness_without_naming_adapte
     // Adding an adapter changes nothing in the pods: it is loaded at run time.
     let (_, with_more) = children(&two, &BuildOptions::default());
     assert_eq!(
-        with_adapters.decode.stateful_set.spec,
-        with_more.decode.stateful_set.spec
+        with_adapters.decode.stateful_set().expect("a StatefulSet").spec,
+        with_more.decode.stateful_set().expect("a StatefulSet").spec
     );
     // maxLoras is the one LoRA setting in the pod.
     let (_, eight) = children(
@@ -625,11 +624,11 @@ fn each_role_and_the_endpoint_picker_are_drained_one_pod_at_a_time() {
         children
             .prefill
             .as_ref()
-            .and_then(|p| p.stateful_set.spec.as_ref())
+            .and_then(|p| p.stateful_set().expect("a StatefulSet").spec.as_ref())
             .map(|s| &s.selector),
         children
             .decode
-            .stateful_set
+            .stateful_set().expect("a StatefulSet")
             .spec
             .as_ref()
             .map(|s| &s.selector),
@@ -687,7 +686,7 @@ fn samples_fit_on_four_eight_gpu_nodes() {
         .map(|yaml| {
             let ld = sample(yaml);
             let role_gpus =
-                |r: &llmd_api::RoleSpec| i64::from(r.replicas) * r.parallelism.gpus_per_pod();
+                |r: &llmd_api::RoleSpec| i64::from(r.replicas) * r.parallelism.gpus_per_replica();
             ld.spec.active_prefill().map_or(0, role_gpus) + role_gpus(&ld.spec.decode)
         })
         .sum();
@@ -704,7 +703,7 @@ fn changing_the_kv_fabric_changes_the_pod_template() {
     let after = build(&owner, &changed, &BuildOptions::default());
     let template = |c: &Children| {
         c.decode
-            .stateful_set
+            .stateful_set().expect("a StatefulSet")
             .spec
             .as_ref()
             .map(|s| s.template.clone())
@@ -838,7 +837,7 @@ fn autoscaled_roles_follow_the_autoscalers_decision_within_their_bounds() {
     let owner = Owner::of(&ld).expect("owner");
     let replicas = |options: &BuildOptions| {
         let c = build(&owner, &ld.spec, options);
-        let of = |s: &ModelServer| s.stateful_set.spec.as_ref().and_then(|s| s.replicas);
+        let of = |s: &ModelServer| s.stateful_set().expect("a StatefulSet").spec.as_ref().and_then(|s| s.replicas);
         (c.prefill.as_ref().and_then(of), of(&c.decode))
     };
     let spec_prefill = Some(ld.spec.active_prefill().expect("prefill").replicas);
@@ -871,4 +870,81 @@ fn autoscaled_roles_follow_the_autoscalers_decision_within_their_bounds() {
         (spec_prefill, Some(6)),
         "maxReplicas"
     );
+}
+
+#[test]
+fn pipeline_stages_within_a_node_stay_one_pod() {
+    let mut ld = sample(AGGREGATED);
+    ld.spec.decode.parallelism = llmd_api::ParallelismSpec {
+        tensor: 2,
+        pipeline: 2,
+        data: 1,
+    };
+    ld.spec.decode.gpus_per_node = Some(8);
+    let owner = Owner::of(&ld).expect("owner");
+    let children = build(&owner, &ld.spec, &BuildOptions::default());
+    let container = vllm(&children.decode);
+    assert_eq!(arg_after(container, "--pipeline-parallel-size"), Some("2"));
+    assert_eq!(arg_after(container, "--nnodes"), None);
+    assert_eq!(gpus(container), Some(&Quantity("4".into())));
+}
+
+#[test]
+fn a_replica_spanning_nodes_becomes_a_leader_worker_set_of_one_leader_and_headless_workers() {
+    let mut ld = sample(PD_NIXL);
+    ld.spec.decode.parallelism = llmd_api::ParallelismSpec {
+        tensor: 8,
+        pipeline: 2,
+        data: 1,
+    };
+    ld.spec.decode.gpus_per_node = Some(8);
+    ld.spec.decode.replicas = 3;
+    let owner = Owner::of(&ld).expect("owner");
+    let children = build(&owner, &ld.spec, &BuildOptions::default());
+    assert!(children.decode.stateful_set().is_none());
+    assert!(children.prefill.as_ref().and_then(|p| p.stateful_set()).is_some());
+    let lws = children.decode.leader_worker_set().expect("a LeaderWorkerSet");
+    assert_eq!(lws.metadata.name.as_deref(), Some("llama-pd-decode"));
+    assert_eq!(lws.spec.replicas, Some(3));
+    let t = &lws.spec.leader_worker_template;
+    assert_eq!(t.size, Some(2));
+    assert_eq!(t.restart_policy.as_deref(), Some("RecreateGroupOnPodRestart"));
+    let leader = t.leader_template.as_ref().expect("leader template");
+    let worker = &t.worker_template;
+    let labels = |p: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        p.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
+    };
+    let spec_of = |p: &k8s_openapi::api::core::v1::PodTemplateSpec| p.spec.clone().expect("spec");
+    // The leader serves (behind the routing sidecar); the workers do not.
+    assert_eq!(labels(leader)[labels::INFERENCE_SERVING], "true");
+    assert!(!labels(worker).contains_key(labels::INFERENCE_SERVING));
+    assert_eq!(labels(worker)[labels::ROLE], "decode");
+    let (leader, worker) = (spec_of(leader), spec_of(worker));
+    assert_eq!(leader.containers.len(), 2, "vllm and the routing sidecar");
+    assert_eq!(worker.containers.len(), 1);
+    let (lv, wv) = (&leader.containers[0], &worker.containers[0]);
+    assert!(lv.readiness_probe.is_some());
+    assert!(wv.readiness_probe.is_none() && wv.startup_probe.is_none());
+    for c in [lv, wv] {
+        assert_eq!(arg_after(c, "--tensor-parallel-size"), Some("8"));
+        assert_eq!(arg_after(c, "--pipeline-parallel-size"), Some("2"));
+        assert_eq!(arg_after(c, "--nnodes"), Some("2"));
+        assert_eq!(arg_after(c, "--node-rank"), Some("$(LWS_WORKER_INDEX)"));
+        assert_eq!(arg_after(c, "--master-addr"), Some("$(LWS_LEADER_ADDRESS)"));
+        assert_eq!(arg_after(c, "--distributed-executor-backend"), Some("mp"));
+        assert_eq!(gpus(c), Some(&Quantity("8".into())), "one node's GPUs per pod");
+        // Every rank has its NIXL side channel.
+        assert!(c.env.iter().flatten().any(|e| e.name == "VLLM_NIXL_SIDE_CHANNEL_HOST"));
+    }
+    let headless = |c: &Container| c.args.iter().flatten().any(|a| a == "--headless");
+    assert!(!headless(lv) && headless(wv));
+    // A LeaderWorkerSet makes its own headless Service: none of ours for decode.
+    let services: Vec<String> = children
+        .in_apply_order()
+        .iter()
+        .filter(|c| c.kind() == crate::children::ChildKind::Service)
+        .map(|c| c.name())
+        .collect();
+    assert!(!services.contains(&"llama-pd-decode".to_string()), "{services:?}");
+    assert!(services.contains(&"llama-pd-prefill".to_string()));
 }
