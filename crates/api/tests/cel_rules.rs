@@ -191,12 +191,18 @@ fn gpus_per_pod_are_bounded() {
     let mut ld = sample(AGGREGATED);
     ld.spec.decode.parallelism.tensor = 16;
     ld.spec.decode.parallelism.data = 8;
-    refused(&ld, "GPUs per pod (tensor x pipeline x data, or gpusPerNode");
+    refused(
+        &ld,
+        "GPUs per pod (tensor x pipeline x data, or gpusPerNode",
+    );
     // Spread over 8-GPU nodes, a replica of 128 GPUs is 16 pods of 8.
     ld.spec.decode.gpus_per_node = Some(8);
     assert!(validate_cel(&ld).is_ok());
     ld.spec.decode.parallelism.pipeline = 8;
-    refused(&ld, "tensor x pipeline x data (GPUs per replica) must be at most 512");
+    refused(
+        &ld,
+        "tensor x pipeline x data (GPUs per replica) must be at most 512",
+    );
 }
 
 #[test]
@@ -207,7 +213,10 @@ fn a_replica_spanning_nodes_needs_a_whole_number_of_them() {
     ld.spec.decode.gpus_per_node = Some(8);
     assert!(validate_cel(&ld).is_ok());
     ld.spec.decode.gpus_per_node = Some(6);
-    refused(&ld, "gpusPerNode: a replica needing more GPUs than one node has");
+    refused(
+        &ld,
+        "gpusPerNode: a replica needing more GPUs than one node has",
+    );
     // Within one node, any node size will do.
     ld.spec.decode.parallelism.pipeline = 1;
     ld.spec.decode.gpus_per_node = Some(12);

@@ -66,7 +66,7 @@ pub enum Child {
     PodDisruptionBudget(PodDisruptionBudget),
     NetworkPolicy(NetworkPolicy),
     InferencePool(InferencePool),
-    LeaderWorkerSet(LeaderWorkerSet),
+    LeaderWorkerSet(Box<LeaderWorkerSet>),
 }
 
 impl Child {
@@ -317,7 +317,10 @@ mod tests {
         );
         // What is pruned is what the other kind of workload would have made.
         let undesired = children.undesired(&owner);
-        assert!(undesired.iter().all(|u| !listed.contains(u)), "{undesired:?}");
+        assert!(
+            undesired.iter().all(|u| !listed.contains(u)),
+            "{undesired:?}"
+        );
         assert_eq!(
             undesired,
             [

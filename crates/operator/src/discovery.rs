@@ -13,7 +13,10 @@ async fn served(client: &Client, group: &str, version: &str, plural: &str) -> Re
     {
         Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(e) => Err(Error::kube(format!("discover {group}/{version} {plural}"), e)),
+        Err(e) => Err(Error::kube(
+            format!("discover {group}/{version} {plural}"),
+            e,
+        )),
     }
 }
 

@@ -243,14 +243,12 @@ impl Observed {
             let multi_node = role_spec.layout().multi_node();
             async move {
                 if multi_node {
-                    let lws = lws_api
-                        .get_opt(&name)
+                    let lws = crate::apply::object::get_if_served(&lws_api, &name)
                         .await
                         .map_err(|e| Error::kube(format!("get LeaderWorkerSet {name}"), e))?;
-                    return Ok::<_, Error>(lws.map_or_else(
-                        || absent(name),
-                        |l| Workload::from_leader_worker_set(&l),
-                    ));
+                    return Ok::<_, Error>(
+                        lws.map_or_else(|| absent(name), |l| Workload::from_leader_worker_set(&l)),
+                    );
                 }
                 let sts = sts_api
                     .get_opt(&name)

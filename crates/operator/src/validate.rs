@@ -29,7 +29,10 @@ pub fn failure(spec: &LLMDeploymentSpec) -> Option<Failure> {
 /// The roles whose replicas span nodes, each described ("spec.decode: 16 GPUs per
 /// replica ... 2 pods"); empty when every replica is one pod.
 pub fn multi_node_roles(spec: &LLMDeploymentSpec) -> Vec<String> {
-    let roles = [("spec.prefill", spec.active_prefill()), ("spec.decode", Some(&spec.decode))];
+    let roles = [
+        ("spec.prefill", spec.active_prefill()),
+        ("spec.decode", Some(&spec.decode)),
+    ];
     roles
         .into_iter()
         .filter_map(|(field, role)| {
@@ -315,11 +318,17 @@ mod tests {
         spec.decode.gpus_per_node = Some(8);
         assert_eq!(
             multi_node_roles(&spec),
-            ["spec.decode needs 16 GPUs per replica (tensor 8 x pipeline 2 x data 1), more than spec.decode.gpusPerNode 8: each replica is a group of 2 pods"]
+            [
+                "spec.decode needs 16 GPUs per replica (tensor 8 x pipeline 2 x data 1), more than spec.decode.gpusPerNode 8: each replica is a group of 2 pods"
+            ]
         );
         let missing = leader_worker_set_missing(&spec).expect("Degraded");
         assert_eq!(missing.reason, reason::LEADER_WORKER_SET_NOT_INSTALLED);
-        assert!(missing.message.contains("install LeaderWorkerSet"), "{}", missing.message);
+        assert!(
+            missing.message.contains("install LeaderWorkerSet"),
+            "{}",
+            missing.message
+        );
         assert!(problems(&spec).is_empty());
         // 3 data-parallel replicas of 8 GPUs over 8-GPU nodes: 3 nodes, even.
         spec.decode.parallelism = llmd_api::ParallelismSpec {
@@ -333,7 +342,9 @@ mod tests {
         spec.decode.parallelism.tensor = 4;
         assert_eq!(
             problems(&spec),
-            ["spec.decode.parallelism.data: 3 data-parallel ranks do not spread evenly over the 2 nodes a replica spans (spec.decode.gpusPerNode 8): make one a multiple of the other"]
+            [
+                "spec.decode.parallelism.data: 3 data-parallel ranks do not spread evenly over the 2 nodes a replica spans (spec.decode.gpusPerNode 8): make one a multiple of the other"
+            ]
         );
         // A GPU count in resources is per pod, that is per node.
         spec.decode.parallelism.data = 4;
@@ -346,7 +357,9 @@ mod tests {
         });
         assert_eq!(
             problems(&spec),
-            ["spec.decode.resources.limits sets nvidia.com/gpu: 16 but each pod needs 8 (tensor 4 x pipeline 1 x data 4 over gpusPerNode)"]
+            [
+                "spec.decode.resources.limits sets nvidia.com/gpu: 16 but each pod needs 8 (tensor 4 x pipeline 1 x data 4 over gpusPerNode)"
+            ]
         );
     }
 

@@ -19,6 +19,7 @@ mod e2e {
     mod leader_election;
     mod lifecycle;
     mod lora;
+    mod multi_node;
     mod observability;
     mod pod_runner;
     mod scheduling;

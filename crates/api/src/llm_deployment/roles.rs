@@ -183,6 +183,8 @@ impl Default for ParallelismSpec {
 impl ParallelismSpec {
     /// GPUs one replica needs: tensor x pipeline x data.
     pub fn gpus_per_replica(&self) -> i64 {
-        i64::from(self.tensor.max(1)) * i64::from(self.pipeline.max(1)) * i64::from(self.data.max(1))
+        i64::from(self.tensor.max(1))
+            * i64::from(self.pipeline.max(1))
+            * i64::from(self.data.max(1))
     }
 }

@@ -93,7 +93,9 @@ async fn apply_child(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensu
         }
         Child::NetworkPolicy(o) => ensure(ctx, owner, o).await?.map(Child::NetworkPolicy),
         Child::InferencePool(o) => ensure(ctx, owner, o).await?.map(Child::InferencePool),
-        Child::LeaderWorkerSet(o) => ensure(ctx, owner, o).await?.map(Child::LeaderWorkerSet),
+        Child::LeaderWorkerSet(o) => ensure(ctx, owner, o.as_ref())
+            .await?
+            .map(|l| Child::LeaderWorkerSet(Box::new(l))),
     })
 }
 

@@ -192,6 +192,22 @@ where
 
 /// Delete a child that is no longer desired, if it exists and this LLMDeployment
 /// controls it. Returns whether a delete was sent.
+/// The object, or `None` when it does not exist or its kind is not served (the
+/// API server answers a kind it does not know with a bare `404 page not found`).
+pub async fn get_if_served<K>(
+    api: &Api<K>,
+    name: &str,
+) -> std::result::Result<Option<K>, kube::Error>
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    match api.get(name).await {
+        Ok(object) => Ok(Some(object)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn remove<K>(
     client: &Client,
     namespace: &str,
@@ -206,8 +222,7 @@ where
 {
     let kind = K::kind(&());
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let Some(live) = api
-        .get_opt(name)
+    let Some(live) = get_if_served(&api, name)
         .await
         .map_err(|e| Error::kube(format!("get {kind} {name}"), e))?
     else {

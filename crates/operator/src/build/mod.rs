@@ -19,7 +19,7 @@ pub mod pod_parts;
 pub mod routing_sidecar;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -40,16 +40,19 @@ pub struct ModelServer {
     pub disruption_budget: PodDisruptionBudget,
 }
 
-/// What runs a role's pods.
+/// What runs a role's pods. Two per deployment, built once per reconcile: the
+/// size of the StatefulSet variant costs nothing worth a box.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum RoleWorkload {
     StatefulSet {
         stateful_set: StatefulSet,
         service: Service,
     },
-    LeaderWorkerSet(LeaderWorkerSet),
+    LeaderWorkerSet(Box<LeaderWorkerSet>),
 }
 
+#[cfg(test)]
 impl ModelServer {
     /// The role's StatefulSet, unless it runs as a LeaderWorkerSet.
     pub fn stateful_set(&self) -> Option<&StatefulSet> {
@@ -68,7 +71,7 @@ impl ModelServer {
     }
 
     /// Every pod template of the role (a LeaderWorkerSet's leader's and workers').
-    pub fn pod_templates(&self) -> Vec<&PodTemplateSpec> {
+    pub fn pod_templates(&self) -> Vec<&k8s_openapi::api::core::v1::PodTemplateSpec> {
         match &self.workload {
             RoleWorkload::StatefulSet { stateful_set, .. } => {
                 stateful_set.spec.iter().map(|s| &s.template).collect()
@@ -184,7 +187,7 @@ fn model_server(
     });
     let replicas = role_spec.desired_replicas(decision);
     let workload = if role_spec.layout().multi_node() {
-        RoleWorkload::LeaderWorkerSet(model_server::leader_worker_set(
+        RoleWorkload::LeaderWorkerSet(Box::new(model_server::leader_worker_set(
             owner,
             spec,
             role,
@@ -192,7 +195,7 @@ fn model_server(
             replicas,
             kv_hash,
             sidecar_image,
-        ))
+        )))
     } else {
         RoleWorkload::StatefulSet {
             stateful_set: model_server::stateful_set(

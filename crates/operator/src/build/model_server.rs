@@ -315,8 +315,7 @@ pub fn resources(role_spec: &RoleSpec) -> ResourceRequirements {
     let user_gpus = [&resources.limits, &resources.requests]
         .into_iter()
         .find_map(|list| list.as_ref().and_then(|l| l.get(gpu)).cloned());
-    let gpus =
-        user_gpus.unwrap_or_else(|| Quantity(role_spec.layout().gpus_per_pod.to_string()));
+    let gpus = user_gpus.unwrap_or_else(|| Quantity(role_spec.layout().gpus_per_pod.to_string()));
     for list in [&mut resources.limits, &mut resources.requests] {
         list.get_or_insert_with(BTreeMap::new)
             .insert(gpu.clone(), gpus.clone());

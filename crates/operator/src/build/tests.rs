@@ -36,7 +36,8 @@ fn children(yaml: &str, options: &BuildOptions) -> (Owner, Children) {
 
 fn pod_spec(server: &ModelServer) -> &k8s_openapi::api::core::v1::PodSpec {
     server
-        .stateful_set().expect("a StatefulSet")
+        .stateful_set()
+        .expect("a StatefulSet")
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
@@ -144,7 +145,12 @@ fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
     );
     let prefill = children.prefill.as_ref().expect("prefill");
     assert_eq!(
-        prefill.stateful_set().expect("a StatefulSet").metadata.name.as_deref(),
+        prefill
+            .stateful_set()
+            .expect("a StatefulSet")
+            .metadata
+            .name
+            .as_deref(),
         Some("llama-pd-prefill")
     );
     let RoleWorkload::StatefulSet { service, .. } = &prefill.workload else {
@@ -152,10 +158,7 @@ fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
     };
     assert_eq!(service.metadata.name.as_deref(), Some("llama-pd-prefill"));
     assert_eq!(
-        service
-            .spec
-            .as_ref()
-            .and_then(|s| s.cluster_ip.as_deref()),
+        service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
         Some("None")
     );
     let kv = children
@@ -186,7 +189,13 @@ fn pd_sample_builds_both_roles_sharing_one_nixl_fabric() {
             "$(LLMD_KV_TRANSFER_CONFIG_DECODE)",
         ),
     ] {
-        let template = &server.stateful_set().expect("a StatefulSet").spec.as_ref().expect("spec").template;
+        let template = &server
+            .stateful_set()
+            .expect("a StatefulSet")
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template;
         let meta = template.metadata.as_ref().expect("template meta");
         let pod_labels = meta.labels.as_ref().expect("labels");
         assert_eq!(pod_labels[labels::ROLE], role);
@@ -508,7 +517,8 @@ fn lora_adapters_enable_runtime_loading_and_gate_readiness_without_naming_adapte
     ));
     let pod = |c: &Children| {
         c.decode
-            .stateful_set().expect("a StatefulSet")
+            .stateful_set()
+            .expect("a StatefulSet")
             .spec
             .clone()
             .and_then(|s| s.template.spec)
@@ -520,7 +530,11 @@ fn lora_adapters_enable_runtime_loading_and_gate_readiness_without_naming_adapte
     // Adding an adapter changes nothing in the pods: it is loaded at run time.
     let (_, with_more) = children(&two, &BuildOptions::default());
     assert_eq!(
-        with_adapters.decode.stateful_set().expect("a StatefulSet").spec,
+        with_adapters
+            .decode
+            .stateful_set()
+            .expect("a StatefulSet")
+            .spec,
         with_more.decode.stateful_set().expect("a StatefulSet").spec
     );
     // maxLoras is the one LoRA setting in the pod.
@@ -628,7 +642,8 @@ fn each_role_and_the_endpoint_picker_are_drained_one_pod_at_a_time() {
             .map(|s| &s.selector),
         children
             .decode
-            .stateful_set().expect("a StatefulSet")
+            .stateful_set()
+            .expect("a StatefulSet")
             .spec
             .as_ref()
             .map(|s| &s.selector),
@@ -703,7 +718,8 @@ fn changing_the_kv_fabric_changes_the_pod_template() {
     let after = build(&owner, &changed, &BuildOptions::default());
     let template = |c: &Children| {
         c.decode
-            .stateful_set().expect("a StatefulSet")
+            .stateful_set()
+            .expect("a StatefulSet")
             .spec
             .as_ref()
             .map(|s| s.template.clone())
@@ -837,7 +853,13 @@ fn autoscaled_roles_follow_the_autoscalers_decision_within_their_bounds() {
     let owner = Owner::of(&ld).expect("owner");
     let replicas = |options: &BuildOptions| {
         let c = build(&owner, &ld.spec, options);
-        let of = |s: &ModelServer| s.stateful_set().expect("a StatefulSet").spec.as_ref().and_then(|s| s.replicas);
+        let of = |s: &ModelServer| {
+            s.stateful_set()
+                .expect("a StatefulSet")
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+        };
         (c.prefill.as_ref().and_then(of), of(&c.decode))
     };
     let spec_prefill = Some(ld.spec.active_prefill().expect("prefill").replicas);
@@ -902,17 +924,32 @@ fn a_replica_spanning_nodes_becomes_a_leader_worker_set_of_one_leader_and_headle
     let owner = Owner::of(&ld).expect("owner");
     let children = build(&owner, &ld.spec, &BuildOptions::default());
     assert!(children.decode.stateful_set().is_none());
-    assert!(children.prefill.as_ref().and_then(|p| p.stateful_set()).is_some());
-    let lws = children.decode.leader_worker_set().expect("a LeaderWorkerSet");
+    assert!(
+        children
+            .prefill
+            .as_ref()
+            .and_then(|p| p.stateful_set())
+            .is_some()
+    );
+    let lws = children
+        .decode
+        .leader_worker_set()
+        .expect("a LeaderWorkerSet");
     assert_eq!(lws.metadata.name.as_deref(), Some("llama-pd-decode"));
     assert_eq!(lws.spec.replicas, Some(3));
     let t = &lws.spec.leader_worker_template;
     assert_eq!(t.size, Some(2));
-    assert_eq!(t.restart_policy.as_deref(), Some("RecreateGroupOnPodRestart"));
+    assert_eq!(
+        t.restart_policy.as_deref(),
+        Some("RecreateGroupOnPodRestart")
+    );
     let leader = t.leader_template.as_ref().expect("leader template");
     let worker = &t.worker_template;
     let labels = |p: &k8s_openapi::api::core::v1::PodTemplateSpec| {
-        p.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
+        p.metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default()
     };
     let spec_of = |p: &k8s_openapi::api::core::v1::PodTemplateSpec| p.spec.clone().expect("spec");
     // The leader serves (behind the routing sidecar); the workers do not.
@@ -932,9 +969,18 @@ fn a_replica_spanning_nodes_becomes_a_leader_worker_set_of_one_leader_and_headle
         assert_eq!(arg_after(c, "--node-rank"), Some("$(LWS_WORKER_INDEX)"));
         assert_eq!(arg_after(c, "--master-addr"), Some("$(LWS_LEADER_ADDRESS)"));
         assert_eq!(arg_after(c, "--distributed-executor-backend"), Some("mp"));
-        assert_eq!(gpus(c), Some(&Quantity("8".into())), "one node's GPUs per pod");
+        assert_eq!(
+            gpus(c),
+            Some(&Quantity("8".into())),
+            "one node's GPUs per pod"
+        );
         // Every rank has its NIXL side channel.
-        assert!(c.env.iter().flatten().any(|e| e.name == "VLLM_NIXL_SIDE_CHANNEL_HOST"));
+        assert!(
+            c.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "VLLM_NIXL_SIDE_CHANNEL_HOST")
+        );
     }
     let headless = |c: &Container| c.args.iter().flatten().any(|a| a == "--headless");
     assert!(!headless(lv) && headless(wv));
@@ -945,6 +991,9 @@ fn a_replica_spanning_nodes_becomes_a_leader_worker_set_of_one_leader_and_headle
         .filter(|c| c.kind() == crate::children::ChildKind::Service)
         .map(|c| c.name())
         .collect();
-    assert!(!services.contains(&"llama-pd-decode".to_string()), "{services:?}");
+    assert!(
+        !services.contains(&"llama-pd-decode".to_string()),
+        "{services:?}"
+    );
     assert!(services.contains(&"llama-pd-prefill".to_string()));
 }

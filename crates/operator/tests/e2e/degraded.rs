@@ -66,7 +66,7 @@ async fn spec_the_schema_accepts_but_cannot_serve_is_degraded_until_fixed() {
         "gpu-mismatch",
         "    resources:\n      limits:\n        nvidia.com/gpu: \"4\"\n",
         "InvalidSpec",
-        "spec.decode.resources.limits sets nvidia.com/gpu: 4 but parallelism needs 1",
+        "spec.decode.resources.limits sets nvidia.com/gpu: 4 but each pod needs 1",
     )
     .await;
     // A quantity the CRD schema cannot check (the API server would answer the
