@@ -134,6 +134,10 @@ fn lora_adapters_have_unique_names_hf_sources_and_fit_max_loras() {
     refused(&ld, "adapter names must be unique");
     ld.spec.model.adapters = vec![adapter("sql", "s3://bucket/sql")];
     refused(&ld, "spec.model.adapters[].source must be hf://");
+    ld.spec.model.adapters = vec![adapter("sql", "pvc://Not_A_Claim/sql")];
+    refused(&ld, "spec.model.adapters[].source must be hf://");
+    ld.spec.model.adapters = vec![adapter("sql", "pvc://tuned/sql/v2")];
+    assert!(kube::core::cel::validate_cel(&ld).is_ok());
     ld.spec.model.adapters = vec![adapter("my sql", "hf://org/sql")];
     refused(&ld, "spec.model.adapters[].name must be letters");
     ld.spec.model.adapters = vec![adapter("sql", "hf://org/sql")];

@@ -82,7 +82,7 @@ pub fn plan(declared: &[LoraAdapterSpec], served: &[ServedModel]) -> Plan {
         .filter(|m| m.parent.is_some())
         .map(|m| (m.id.as_str(), m.root.as_deref()))
         .collect();
-    let wanted: BTreeMap<&str, &str> = declared
+    let wanted: BTreeMap<&str, String> = declared
         .iter()
         .map(|a| (a.name.as_str(), ModelSpec::adapter_path(a)))
         .collect();
@@ -91,7 +91,7 @@ pub fn plan(declared: &[LoraAdapterSpec], served: &[ServedModel]) -> Plan {
         match wanted.get(name) {
             None => plan.unload.push(name.to_string()),
             // An engine that does not say where an adapter came from is trusted.
-            Some(path) if root.is_some_and(|r| r != *path) => plan.unload.push(name.to_string()),
+            Some(path) if root.is_some_and(|r| r != path) => plan.unload.push(name.to_string()),
             Some(_) => {}
         }
     }
@@ -529,6 +529,17 @@ mod tests {
                 load: vec![("sql".into(), "org/sql-v2".into())],
             }
         );
+    }
+
+    #[test]
+    fn a_pvc_adapter_loads_from_its_claims_mount() {
+        let declared = [adapter("fin", "pvc://adapters/fin/v3/")];
+        assert_eq!(
+            plan(&declared, &[served("base", "base", None)]).load,
+            [("fin".to_string(), "/adapters/adapters/fin/v3".to_string())]
+        );
+        let engine = [served("fin", "/adapters/adapters/fin/v3", Some("base"))];
+        assert_eq!(plan(&declared, &engine), Plan::default());
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub const MANAGED_ENGINE_FLAGS: [&str; 6] = [
 /// `spec.model.maxLoras` says otherwise.
 pub const DEFAULT_MAX_LORAS: u32 = 4;
 
+/// Where the claim of a pvc:// adapter is mounted in engine pods (`<mount>/<claim>`).
+pub const ADAPTER_MOUNT: &str = "/adapters";
+
 /// The pod condition (and readiness gate) the operator sets True once an engine has
 /// loaded every adapter of `spec.model.adapters`.
 pub const ADAPTERS_LOADED_CONDITION: &str = "llmd.dev/adapters-loaded";
@@ -90,9 +93,24 @@ impl ModelSpec {
         self.max_loras.unwrap_or(DEFAULT_MAX_LORAS)
     }
 
-    /// Where vLLM loads adapter `a` from: the Hugging Face repository of its hf:// source.
-    pub fn adapter_path(a: &LoraAdapterSpec) -> &str {
-        a.source.strip_prefix("hf://").unwrap_or(&a.source)
+    /// Where vLLM loads adapter `a` from: the Hugging Face repository of an hf://
+    /// source, the path under the claim's mount of a pvc:// one.
+    pub fn adapter_path(a: &LoraAdapterSpec) -> String {
+        match a.source.strip_prefix("pvc://") {
+            Some(rest) => format!("{ADAPTER_MOUNT}/{rest}").trim_end_matches('/').to_string(),
+            None => a.source.strip_prefix("hf://").unwrap_or(&a.source).to_string(),
+        }
+    }
+
+    /// The PersistentVolumeClaims pvc:// adapters come from, each once, in order.
+    pub fn adapter_claims(&self) -> Vec<&str> {
+        let claims: std::collections::BTreeSet<&str> = self
+            .adapters
+            .iter()
+            .filter_map(|a| a.source.strip_prefix("pvc://"))
+            .map(|rest| rest.split_once('/').map_or(rest, |(claim, _)| claim))
+            .collect();
+        claims.into_iter().collect()
     }
 }
 
@@ -105,9 +123,12 @@ pub struct LoraAdapterSpec {
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][-A-Za-z0-9_./]*$')").message("spec.model.adapters[].name must be letters, digits and -_./ (no spaces or '=')"))]
     pub name: String,
 
-    /// Where the adapter comes from: hf://<org>/<adapter> (vLLM downloads it).
+    /// Where the adapter comes from: hf://<org>/<adapter> (vLLM downloads it), or
+    /// pvc://<claim>/<path> (a PersistentVolumeClaim in the same namespace, mounted
+    /// read-only into the engine pods at /adapters/<claim>; adding an adapter from a
+    /// claim the pods already mount restarts no pod, a new claim rolls them).
     #[schemars(length(min = 6, max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^hf://[^\\\\s=]+$')").message("spec.model.adapters[].source must be hf://<org>/<adapter> (other sources are not supported yet)"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^hf://[^\\\\s=]+$') || self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\\\\s=]*)?$')").message("spec.model.adapters[].source must be hf://<org>/<adapter> or pvc://<claim>/<path> (s3:// and oci:// adapters are not supported)"))]
     pub source: String,
 }
 

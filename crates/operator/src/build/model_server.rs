@@ -436,6 +436,22 @@ fn volumes(spec: &LLMDeploymentSpec, role_spec: &RoleSpec) -> (Vec<Volume>, Vec<
         volumes.push(volume);
         mounts.push(volume_mount);
     }
+    // The claims of pvc:// adapters, read-only, each at /adapters/<claim>.
+    for (i, claim) in spec.model.adapter_claims().into_iter().enumerate() {
+        let name = format!("adapters-{i}");
+        volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_string(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(read_only_mount(
+            &name,
+            &format!("{}/{claim}", llmd_api::ADAPTER_MOUNT),
+        ));
+    }
     (volumes, mounts)
 }
 

@@ -997,3 +997,41 @@ fn a_replica_spanning_nodes_becomes_a_leader_worker_set_of_one_leader_and_headle
     );
     assert!(services.contains(&"llama-pd-prefill".to_string()));
 }
+
+#[test]
+fn pvc_adapters_mount_their_claims_read_only_once_each() {
+    let with = |adapters: &str| {
+        AGGREGATED.replace(
+            "    uri: hf://",
+            &format!("    adapters:\n{adapters}    uri: hf://"),
+        )
+    };
+    let one = with("    - {name: fin, source: pvc://tuned/fin}\n    - {name: sql, source: hf://org/sql}\n");
+    let two = with(
+        "    - {name: fin, source: pvc://tuned/fin}\n    - {name: sql, source: hf://org/sql}\n    - {name: law, source: pvc://tuned/law/v2}\n",
+    );
+    let (_, children_one) = children(&one, &BuildOptions::default());
+    let pod = pod_spec(&children_one.decode);
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "adapters-0")
+        .expect("the claim's volume");
+    let claim = volume.persistent_volume_claim.as_ref().expect("a claim");
+    assert_eq!((claim.claim_name.as_str(), claim.read_only), ("tuned", Some(true)));
+    let mount = vllm(&children_one.decode)
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "adapters-0")
+        .expect("mounted");
+    assert_eq!(mount.mount_path, "/adapters/tuned");
+    assert_eq!(mount.read_only, Some(true));
+    // Another adapter from the same claim: the pods stay as they are.
+    let (_, children_two) = children(&two, &BuildOptions::default());
+    assert_eq!(
+        children_one.decode.stateful_set().expect("a StatefulSet").spec,
+        children_two.decode.stateful_set().expect("a StatefulSet").spec
+    );
+}
