@@ -97,8 +97,14 @@ impl ModelSpec {
     /// source, the path under the claim's mount of a pvc:// one.
     pub fn adapter_path(a: &LoraAdapterSpec) -> String {
         match a.source.strip_prefix("pvc://") {
-            Some(rest) => format!("{ADAPTER_MOUNT}/{rest}").trim_end_matches('/').to_string(),
-            None => a.source.strip_prefix("hf://").unwrap_or(&a.source).to_string(),
+            Some(rest) => format!("{ADAPTER_MOUNT}/{rest}")
+                .trim_end_matches('/')
+                .to_string(),
+            None => a
+                .source
+                .strip_prefix("hf://")
+                .unwrap_or(&a.source)
+                .to_string(),
         }
     }
 

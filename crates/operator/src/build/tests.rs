@@ -1006,7 +1006,9 @@ fn pvc_adapters_mount_their_claims_read_only_once_each() {
             &format!("    adapters:\n{adapters}    uri: hf://"),
         )
     };
-    let one = with("    - {name: fin, source: pvc://tuned/fin}\n    - {name: sql, source: hf://org/sql}\n");
+    let one = with(
+        "    - {name: fin, source: pvc://tuned/fin}\n    - {name: sql, source: hf://org/sql}\n",
+    );
     let two = with(
         "    - {name: fin, source: pvc://tuned/fin}\n    - {name: sql, source: hf://org/sql}\n    - {name: law, source: pvc://tuned/law/v2}\n",
     );
@@ -1019,7 +1021,10 @@ fn pvc_adapters_mount_their_claims_read_only_once_each() {
         .find(|v| v.name == "adapters-0")
         .expect("the claim's volume");
     let claim = volume.persistent_volume_claim.as_ref().expect("a claim");
-    assert_eq!((claim.claim_name.as_str(), claim.read_only), ("tuned", Some(true)));
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("tuned", Some(true))
+    );
     let mount = vllm(&children_one.decode)
         .volume_mounts
         .iter()
@@ -1031,7 +1036,15 @@ fn pvc_adapters_mount_their_claims_read_only_once_each() {
     // Another adapter from the same claim: the pods stay as they are.
     let (_, children_two) = children(&two, &BuildOptions::default());
     assert_eq!(
-        children_one.decode.stateful_set().expect("a StatefulSet").spec,
-        children_two.decode.stateful_set().expect("a StatefulSet").spec
+        children_one
+            .decode
+            .stateful_set()
+            .expect("a StatefulSet")
+            .spec,
+        children_two
+            .decode
+            .stateful_set()
+            .expect("a StatefulSet")
+            .spec
     );
 }
