@@ -45,6 +45,13 @@ pub struct LLMDeploymentStatus {
     /// by the operator's embedded scheduler; the StatefulSets follow them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+
+    /// Set while model-server pods keep the template they were created with although
+    /// this operator renders it differently (a default changed in an upgrade): which
+    /// workloads, where the new rendering differs, and how to take it (change the
+    /// spec, or annotate the LLMDeployment `llmd.dev/rendering: latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newer_rendering: Option<String>,
 }
 
 /// The autoscaler's decisions.

@@ -95,3 +95,26 @@ pub fn truncate(message: &str) -> String {
     }
     format!("{}…", &message[..end])
 }
+
+/// An event when model-server pods start keeping a rendering this operator would
+/// make differently (said once, when `status.newerRendering` appears or changes).
+pub async fn newer_rendering(ctx: &Context, ld: &LLMDeployment, new: &LLMDeploymentStatus) {
+    let before = ld.status.as_ref().and_then(|s| s.newer_rendering.as_ref());
+    let Some(message) = new.newer_rendering.as_ref() else {
+        return;
+    };
+    if before == Some(message) {
+        return;
+    }
+    ctx.publish(
+        ld,
+        Event {
+            type_: EventType::Normal,
+            reason: "NewerRenderingAvailable".into(),
+            note: Some(truncate(message)),
+            action: "Render".into(),
+            secondary: None,
+        },
+    )
+    .await;
+}

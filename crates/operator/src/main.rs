@@ -19,6 +19,7 @@ mod leader_election;
 mod metrics;
 mod observe;
 mod reconcile;
+mod rendering;
 mod server;
 mod status;
 mod telemetry;

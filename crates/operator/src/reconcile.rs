@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use llmd_api::LLMDeployment;
@@ -22,7 +23,7 @@ use crate::fabric_probe::{self, Probe};
 use crate::leader_election::ensure_leading;
 use crate::observe::Observed;
 use crate::status::{self, Facts};
-use crate::{apply, discovery, events, validate};
+use crate::{apply, discovery, events, rendering, validate};
 
 /// Where the KV fabric probe stands, advanced one step when the fabric can be
 /// probed (valid spec, Ready prefill and decode pods on the current config).
@@ -107,11 +108,15 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     };
     let mut children = build::build(&owner, &ld.spec, &options);
 
-    // apply
+    // apply: model-server pods keep their rendering unless the user asks for ours.
+    let fresh = ld
+        .annotations()
+        .get(rendering::OPT_IN)
+        .is_some_and(|v| v == rendering::OPT_IN_LATEST);
     let mut refused = None;
     let mut applied = None;
     if failure.is_none() {
-        match apply::apply(ctx, &owner, &children, pool_served).await {
+        match apply::apply(ctx, &owner, &children, pool_served, fresh).await {
             Ok(done) => {
                 failure = done.conflict_failure();
                 ensure_leading()?;
@@ -143,15 +148,17 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     if failure.is_none() && unproven != options.fabric_unproven {
         options.fabric_unproven = unproven;
         children = build::build(&owner, &ld.spec, &options);
-        apply::apply(ctx, &owner, &children, pool_served).await?;
+        apply::apply(ctx, &owner, &children, pool_served, fresh).await?;
         ensure_leading()?;
     }
 
     // status
-    let facts = Facts::of(&owner, &ld.spec, pool_served, &children);
+    let mut facts = Facts::of(&owner, &ld.spec, pool_served, &children);
+    facts.kept_renderings = applied.as_ref().map(|a| a.kept.clone()).unwrap_or_default();
     let new_status = status::desired(ld, &observed, failure.as_ref(), &facts, &now());
     ensure_leading()?;
     events::transitions(ctx, ld, &new_status).await;
+    events::newer_rendering(ctx, ld, &new_status).await;
     let lds: Api<LLMDeployment> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     if status::write(&lds, ld, new_status).await? {
         ctx.metrics.status_writes.inc();

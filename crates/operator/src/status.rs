@@ -16,6 +16,7 @@ use crate::conditions::{self, Failure};
 use crate::error::{Error, Result};
 use crate::fabric_probe::Probe;
 use crate::observe::{Observed, Workload};
+use crate::rendering::Kept;
 
 /// What the reconcile learned, beyond the workloads.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +28,8 @@ pub struct Facts {
     /// Label selectors of the prefill and decode pods.
     pub prefill_selector: String,
     pub decode_selector: String,
+    /// Model-server workloads that kept their rendering in this reconcile.
+    pub kept_renderings: Vec<Kept>,
 }
 
 impl Facts {
@@ -48,8 +51,36 @@ impl Facts {
             routing_reason: Some("static weights from spec.router.scorers".to_string()),
             prefill_selector: selector_string(&owner.selector_labels(Component::Prefill)),
             decode_selector: selector_string(&owner.selector_labels(Component::Decode)),
+            kept_renderings: Vec::new(),
         }
     }
+}
+
+/// `status.newerRendering` for the workloads that kept their rendering.
+pub fn newer_rendering(kept: &[Kept]) -> Option<String> {
+    if kept.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = kept
+        .iter()
+        .map(|k| {
+            format!(
+                "{} keeps the pod template it was created with (this operator renders {} differently)",
+                k.workload,
+                if k.differences.is_empty() {
+                    "it".to_string()
+                } else {
+                    k.differences.join(", ")
+                }
+            )
+        })
+        .collect();
+    Some(format!(
+        "{}. Change the spec, or annotate the LLMDeployment {}={}, to roll the pods onto the new rendering",
+        each.join("; "),
+        crate::rendering::OPT_IN,
+        crate::rendering::OPT_IN_LATEST
+    ))
 }
 
 fn role_status(w: &Workload, selector: &str) -> RoleStatus {
@@ -115,6 +146,7 @@ pub fn desired(
         },
         // status.autoscaling belongs to the autoscaler.
         autoscaling: previous.autoscaling.clone(),
+        newer_rendering: newer_rendering(&facts.kept_renderings),
         // While autoTune is on, status.routing belongs to the tuner.
         routing: if ld.spec.router.auto_tune.enabled {
             previous.routing.clone()

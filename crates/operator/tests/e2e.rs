@@ -22,6 +22,7 @@ mod e2e {
     mod multi_node;
     mod observability;
     mod pod_runner;
+    mod rendering;
     mod scheduling;
     mod tuner;
 }

@@ -24,6 +24,7 @@ use crate::conditions::Failure;
 use crate::context::Context;
 use crate::error::Result;
 use crate::metrics::KindLabel;
+use crate::rendering::{self, Kept, Rendered};
 
 /// What the apply step did.
 #[derive(Debug, Default)]
@@ -36,6 +37,8 @@ pub struct Applied {
     pub removed: Vec<String>,
     /// Objects in the way of a child, left alone.
     pub conflicts: Vec<Conflict>,
+    /// Model-server workloads that keep the rendering they hold.
+    pub kept: Vec<Kept>,
 }
 
 impl Applied {
@@ -78,8 +81,52 @@ async fn ensure<K: Namespaced>(ctx: &Context, owner: &Owner, desired: &K) -> Res
     object::ensure(&ctx.client, &owner.reference.uid, desired).await
 }
 
-/// Applies one child; returns it as it is live, or what is in its way.
-async fn apply_child(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensured<Child>> {
+/// Applies a model-server workload; unless `fresh`, it keeps the rendering it holds
+/// while the pod-shaping spec is unchanged (see [`rendering`]).
+async fn ensure_workload<K: Namespaced + Rendered>(
+    ctx: &Context,
+    owner: &Owner,
+    desired: &K,
+    fresh: bool,
+) -> Result<(Ensured<K>, Option<Kept>)> {
+    object::ensure_adjusted(
+        &ctx.client,
+        &owner.reference.uid,
+        desired,
+        |live, desired| {
+            if fresh {
+                None
+            } else {
+                rendering::keep(desired, live)
+            }
+        },
+    )
+    .await
+}
+
+/// Applies one child; returns it as it is live, or what is in its way, and whether
+/// a workload kept its rendering.
+async fn apply_child(
+    ctx: &Context,
+    owner: &Owner,
+    child: &Child,
+    fresh: bool,
+) -> Result<(Ensured<Child>, Option<Kept>)> {
+    Ok(match child {
+        Child::StatefulSet(o) => {
+            let (ensured, kept) = ensure_workload(ctx, owner, o, fresh).await?;
+            (ensured.map(Child::StatefulSet), kept)
+        }
+        Child::LeaderWorkerSet(o) => {
+            let (ensured, kept) = ensure_workload(ctx, owner, o.as_ref(), fresh).await?;
+            (ensured.map(|l| Child::LeaderWorkerSet(Box::new(l))), kept)
+        }
+        other => (apply_plain(ctx, owner, other).await?, None),
+    })
+}
+
+/// Applies a child that is not a model-server workload.
+async fn apply_plain(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensured<Child>> {
     Ok(match child {
         Child::ConfigMap(o) => ensure(ctx, owner, o).await?.map(Child::ConfigMap),
         Child::Service(o) => ensure(ctx, owner, o).await?.map(Child::Service),
@@ -123,16 +170,20 @@ async fn remove_child(client: &Client, owner: &Owner, kind: ChildKind, name: &st
 }
 
 /// Applies every desired child in order, then deletes the undesired ones.
-/// InferencePools are left alone while their CRD is not served.
+/// InferencePools are left alone while their CRD is not served. Model-server
+/// workloads keep the rendering they hold unless `fresh` (see [`rendering`]).
 pub async fn apply(
     ctx: &Context,
     owner: &Owner,
     children: &Children,
     inference_pool_served: bool,
+    fresh: bool,
 ) -> Result<Applied> {
     let mut applied = Applied::default();
     for child in children.in_apply_order() {
-        let (live, outcome) = match apply_child(ctx, owner, &child).await? {
+        let (ensured, kept) = apply_child(ctx, owner, &child, fresh).await?;
+        applied.kept.extend(kept);
+        let (live, outcome) = match ensured {
             Ensured::Live(live, outcome) => (live, outcome),
             Ensured::Conflict(conflict) => {
                 applied.conflicts.push(conflict);

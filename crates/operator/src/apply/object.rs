@@ -143,44 +143,70 @@ where
         + Serialize
         + DeserializeOwned,
 {
+    let (ensured, ()) = ensure_adjusted(client, owner_uid, desired, |_, _| ()).await?;
+    Ok(ensured)
+}
+
+/// [`ensure`], with `adjust` given the live object (when there is one we control)
+/// to change what is desired before it is compared and applied; returns what
+/// `adjust` said.
+pub async fn ensure_adjusted<K, R: Default>(
+    client: &Client,
+    owner_uid: &str,
+    desired: &K,
+    adjust: impl FnOnce(&K, &mut K) -> R,
+) -> Result<(Ensured<K>, R)>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
     let kind = K::kind(&());
     let name = desired.name_any();
     let namespace = desired
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let desired_json = serde_json::to_value(desired).map_err(|e| Error::Serialize {
-        what: "child object",
-        message: e.to_string(),
-    })?;
-    let desired_hash = hash(&desired_json);
     let live = api
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("get {kind} {name}"), e))?;
-    if let Some(live) = live {
+    let mut desired = desired.clone();
+    let mut said = R::default();
+    if let Some(live) = &live {
         if let Control::Foreign(controller) = control(live.meta(), owner_uid) {
-            return Ok(Ensured::Conflict(Conflict {
+            let conflict = Conflict {
                 kind: kind.to_string(),
                 name,
                 controller,
-            }));
+            };
+            return Ok((Ensured::Conflict(conflict), said));
         }
+        said = adjust(live, &mut desired);
+    }
+    let desired_json = serde_json::to_value(&desired).map_err(|e| Error::Serialize {
+        what: "child object",
+        message: e.to_string(),
+    })?;
+    let desired_hash = hash(&desired_json);
+    if let Some(live) = live {
         let live_json = serde_json::to_value(&live).map_err(|e| Error::Serialize {
             what: "live object",
             message: e.to_string(),
         })?;
         if up_to_date(&desired_json, &desired_hash, &live_json) {
-            return Ok(Ensured::Live(live, Outcome::Unchanged));
+            return Ok((Ensured::Live(live, Outcome::Unchanged), said));
         }
     }
-    let mut body = desired.clone();
+    let mut body = desired;
     body.annotations_mut()
         .insert(APPLIED_HASH.to_string(), desired_hash);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     ensure_leading()?;
     match api.patch(&name, &params, &Patch::Apply(&body)).await {
-        Ok(applied) => Ok(Ensured::Live(applied, Outcome::Applied)),
+        Ok(applied) => Ok((Ensured::Live(applied, Outcome::Applied), said)),
         Err(e) if is_refusal(&e) => Err(Error::Refused {
             kind: kind.to_string(),
             name,
@@ -190,8 +216,6 @@ where
     }
 }
 
-/// Delete a child that is no longer desired, if it exists and this LLMDeployment
-/// controls it. Returns whether a delete was sent.
 /// The object, or `None` when it does not exist or its kind is not served (the
 /// API server answers a kind it does not know with a bare `404 page not found`).
 pub async fn get_if_served<K>(
@@ -208,6 +232,8 @@ where
     }
 }
 
+/// Delete a child that is no longer desired, if it exists and this LLMDeployment
+/// controls it. Returns whether a delete was sent.
 pub async fn remove<K>(
     client: &Client,
     namespace: &str,

@@ -186,8 +186,10 @@ fn model_server(
         ServingRole::Decode => a.decode.as_ref(),
     });
     let replicas = role_spec.desired_replicas(decision);
+    // Each workload records what it was rendered from and how (see `rendering`).
+    let inputs = crate::rendering::pod_inputs_hash(spec, kv_hash);
     let workload = if role_spec.layout().multi_node() {
-        RoleWorkload::LeaderWorkerSet(Box::new(model_server::leader_worker_set(
+        let mut lws = model_server::leader_worker_set(
             owner,
             spec,
             role,
@@ -195,18 +197,22 @@ fn model_server(
             replicas,
             kv_hash,
             sidecar_image,
-        )))
+        );
+        crate::rendering::stamp(&mut lws, &inputs);
+        RoleWorkload::LeaderWorkerSet(Box::new(lws))
     } else {
+        let mut stateful_set = model_server::stateful_set(
+            owner,
+            spec,
+            role,
+            role_spec,
+            replicas,
+            kv_hash,
+            sidecar_image,
+        );
+        crate::rendering::stamp(&mut stateful_set, &inputs);
         RoleWorkload::StatefulSet {
-            stateful_set: model_server::stateful_set(
-                owner,
-                spec,
-                role,
-                role_spec,
-                replicas,
-                kv_hash,
-                sidecar_image,
-            ),
+            stateful_set,
             service: model_server::headless_service(owner, spec, role),
         }
     };
