@@ -29,3 +29,18 @@ cluster-up: tools ## start (or reuse) the local control plane: fake GPU nodes, a
 
 cluster-down: ## stop the local control plane and remove its state
 	LLMD_CLUSTER_DIR=$(E2E_CLUSTER_DIR) $(E2E_HACK)/cluster-down.sh
+
+# `make bench-scale`: the operator (release build) under DEPLOYMENTS LLMDeployments on
+# NODES fake 8-GPU nodes, the controller-manager's and scheduler's API rate limits
+# raised to KUBE_API_QPS so that Ready time measures the operator more than them.
+DEPLOYMENTS ?= 1000
+NODES ?= 500
+KUBE_API_QPS ?= 400
+
+.PHONY: bench-scale
+bench-scale: tools ## the operator under many LLMDeployments: [DEPLOYMENTS=1000] [NODES=500] [KUBE_API_QPS=400] (about 10 minutes)
+	$(CARGO) build --release -p llmd-operator --bin llmd-operator --bin llmd-bench-scale
+	LLMD_GPU_NODES=$(NODES) LLMD_LIVE_NODES=0 LLMD_KUBE_API_QPS=$(KUBE_API_QPS) LLMD_CLUSTER_TIMEOUT=600 \
+	  LLMD_OPERATOR_BIN=$(TARGET_DIR)/release/llmd-operator \
+	  $(E2E_HACK)/with-cluster.sh $(E2E_HACK)/bench-scale.sh $(TARGET_DIR)/release/llmd-bench-scale \
+	  --deployments $(DEPLOYMENTS) $(BENCH_ARGS)

@@ -335,6 +335,12 @@ start kube-apiserver "$BIN/kube-apiserver" \
 await kube-apiserver "kube-apiserver /readyz" apiserver_ok
 mv "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"
 
+# Their client-side API rate limits, when raised (bench-scale).
+RATE_FLAGS=()
+if [[ -n "$LLMD_KUBE_API_QPS" ]]; then
+  RATE_FLAGS=(--kube-api-qps="$LLMD_KUBE_API_QPS" --kube-api-burst="$((LLMD_KUBE_API_QPS * 2))")
+fi
+
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$STATE/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
@@ -349,7 +355,8 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --service-cluster-ip-range="$LLMD_SERVICE_CIDR" \
   --controllers='*' \
   --leader-elect=false \
-  --profiling=false
+  --profiling=false \
+  "${RATE_FLAGS[@]}"
 
 start kube-scheduler "$BIN/kube-scheduler" \
   --kubeconfig="$STATE/scheduler.kubeconfig" \
@@ -358,7 +365,8 @@ start kube-scheduler "$BIN/kube-scheduler" \
   --bind-address=127.0.0.1 \
   --secure-port="$SCHED_PORT" \
   --leader-elect=false \
-  --profiling=false
+  --profiling=false \
+  "${RATE_FLAGS[@]}"
 
 # kwok >= v0.8 has no built-in stages: pass the upstream "fast" pod/node stages and
 # the lease-based node heartbeat shipped next to the binary by build-tools.sh.

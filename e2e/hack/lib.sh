@@ -10,6 +10,8 @@
 #   LLMD_GPU_NODES     fake GPU nodes            (default 4: gpu-node-0..3)
 #   LLMD_CPU_NODES     fake CPU-only nodes       (default 1: cpu-node-0)
 #   LLMD_CLUSTER_TIMEOUT  seconds to wait for each readiness step (default 120)
+#   LLMD_KUBE_API_QPS  API rate limit of the controller-manager and the scheduler
+#                      (default: theirs, 20 QPS; burst twice it); raised by bench-scale
 #   LLMD_LIVE_NODES    1: run llmd-pod-runner with live nodes (default when root), 0: not
 #   LLMD_LIVE_GPU_NODES / LLMD_LIVE_CPU_NODES   live node counts (default 4 / 1)
 #   LLMD_POD_RUNNER_BIN, LLMD_EPP_BIN, LLMD_SIDECAR_BIN, LLMD_OPERATOR_BIN   our binaries (default:
@@ -23,6 +25,7 @@ LLMD_SERVICE_CIDR="${LLMD_SERVICE_CIDR:-10.96.0.0/16}"
 LLMD_GPU_NODES="${LLMD_GPU_NODES:-4}"
 LLMD_CPU_NODES="${LLMD_CPU_NODES:-1}"
 LLMD_CLUSTER_TIMEOUT="${LLMD_CLUSTER_TIMEOUT:-120}"
+LLMD_KUBE_API_QPS="${LLMD_KUBE_API_QPS:-}"
 if [[ -z "${LLMD_LIVE_NODES:-}" ]]; then
   if [[ "$(id -u)" == 0 ]]; then LLMD_LIVE_NODES=1; else LLMD_LIVE_NODES=0; fi
 fi

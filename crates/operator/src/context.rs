@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -22,7 +23,15 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failed reconciles per object, for backoff.
     failures: Mutex<HashMap<ObjectRef<LLMDeployment>, u32>>,
+    /// The generation of each deployment whose undesired children this process
+    /// has looked for (they appear only when the spec changes).
+    pruned: Mutex<HashMap<ObjectRef<LLMDeployment>, i64>>,
+    /// Whether InferencePools are served, and when that was asked.
+    pools_served: Mutex<Option<(Instant, bool)>>,
 }
+
+/// How long an answer about served APIs is reused.
+const DISCOVERY_TTL: Duration = Duration::from_secs(10);
 
 impl Context {
     pub fn new(
@@ -42,6 +51,8 @@ impl Context {
             metrics,
             http: crate::epp_scrape::client(),
             failures: Mutex::new(HashMap::new()),
+            pruned: Mutex::new(HashMap::new()),
+            pools_served: Mutex::new(None),
         }
     }
 
@@ -59,6 +70,35 @@ impl Context {
         let before = *count;
         *count = count.saturating_add(1);
         before
+    }
+
+    /// Whether this reconcile should look for undesired children: once per
+    /// generation of a deployment that has been reconciled before (a new one has
+    /// none yet).
+    pub fn should_prune(&self, ld: &LLMDeployment) -> bool {
+        if ld.status.is_none() {
+            return false;
+        }
+        let pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+        pruned.get(&ObjectRef::from(ld)) != ld.metadata.generation.as_ref()
+    }
+
+    /// Records that `ld`'s undesired children are gone for its generation.
+    pub fn pruned(&self, ld: &LLMDeployment) {
+        let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+        pruned.insert(ObjectRef::from(ld), ld.metadata.generation.unwrap_or(0));
+    }
+
+    /// Whether InferencePools are served, asked at most every few seconds.
+    pub async fn inference_pool_served(&self) -> crate::error::Result<bool> {
+        if let Some((at, served)) = *self.pools_served.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(served);
+        }
+        let served = crate::discovery::inference_pool_served(&self.client).await?;
+        *self.pools_served.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), served));
+        Ok(served)
     }
 
     pub fn reset_failures(&self, ld: &LLMDeployment) {

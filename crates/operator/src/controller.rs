@@ -103,6 +103,7 @@ pub async fn run(
     client: Client,
     ctx: Arc<Context>,
     namespace: Option<String>,
+    concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let managed =
@@ -184,7 +185,11 @@ pub async fn run(
         debug!(group, resource, "watching children");
     }
     controller
-        .with_config(Config::default().debounce(std::time::Duration::from_millis(200)))
+        .with_config(
+            Config::default()
+                .debounce(std::time::Duration::from_millis(200))
+                .concurrency(concurrency),
+        )
         .trigger_backoff(watcher::DefaultBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile_while_leading, error_policy, ctx)
@@ -267,7 +272,7 @@ mod tests {
             crate::build::EndpointPickerDefaults::default(),
         ));
         let two_minutes = tokio::time::sleep(Duration::from_secs(120));
-        run(client, ctx, Some("ops".into()), two_minutes).await;
+        run(client, ctx, Some("ops".into()), 16, two_minutes).await;
         let lists = pool_lists.load(Ordering::SeqCst);
         // 0.8 s doubling to 30 s, with jitter: about eight tries in two minutes.
         assert!(

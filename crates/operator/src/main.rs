@@ -110,6 +110,10 @@ struct RunArgs {
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "LLMD_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// LLMDeployments reconciled at once. The API server sets the pace; more at
+    /// once only costs memory.
+    #[arg(long, env = "LLMD_RECONCILE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    reconcile_concurrency: u16,
     /// Identity in the lease (defaults to the pod name or host name plus process id).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -231,7 +235,7 @@ async fn run(mut args: RunArgs) -> Result<(), String> {
 
     if !args.leader_elect {
         info!("leader election off: reconciling");
-        controller::run(client, ctx, args.namespace.clone(), wait_for(stop)).await;
+        controller::run(client, ctx, args.namespace.clone(), args.reconcile_concurrency, wait_for(stop)).await;
         return Ok(());
     }
 
@@ -242,7 +246,8 @@ async fn run(mut args: RunArgs) -> Result<(), String> {
         timings,
     );
     info!(identity = lease.identity(), lease = %args.lease_name, ?timings, "waiting to become leader");
-    lead(lease, client, ctx, args.namespace.clone(), &metrics, stop).await
+    let scope = (args.namespace.clone(), args.reconcile_concurrency);
+    lead(lease, client, ctx, scope, &metrics, stop).await
 }
 
 /// Wait for the lease, then reconcile while holding it. `Err` when leadership was lost:
@@ -251,7 +256,7 @@ async fn lead(
     lease: LeaseLock,
     client: Client,
     ctx: Arc<Context>,
-    namespace: Option<String>,
+    (namespace, concurrency): (Option<String>, u16),
     metrics: &Metrics,
     stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
@@ -270,7 +275,7 @@ async fn lead(
         let (lease, fence) = (lease.clone(), fence.clone());
         async move { lease.keep_leading(renewed_at, &fence).await }
     });
-    let reconciling = controller::run(client, ctx, namespace, wait_for(stop));
+    let reconciling = controller::run(client, ctx, namespace, concurrency, wait_for(stop));
     tokio::select! {
         // Stopped by a signal: in-flight reconciles finished.
         () = reconciling => {}

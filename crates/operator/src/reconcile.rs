@@ -82,7 +82,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let owner = Owner::of(ld).ok_or(Error::MissingMetadata("namespace or uid"))?;
-    let pool_served = discovery::inference_pool_served(&ctx.client).await?;
+    let pool_served = ctx.inference_pool_served().await?;
 
     // validate
     let mut failure = validate::failure(&ld.spec);
@@ -113,11 +113,15 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         .annotations()
         .get(rendering::OPT_IN)
         .is_some_and(|v| v == rendering::OPT_IN_LATEST);
+    let prune = ctx.should_prune(ld);
     let mut refused = None;
     let mut applied = None;
     if failure.is_none() {
-        match apply::apply(ctx, &owner, &children, pool_served, fresh).await {
+        match apply::apply(ctx, &owner, &children, pool_served, fresh, prune).await {
             Ok(done) => {
+                if prune {
+                    ctx.pruned(ld);
+                }
                 failure = done.conflict_failure();
                 ensure_leading()?;
                 events::children_updated(ctx, ld, &done).await;
@@ -139,7 +143,11 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
         Some(applied) => Observed::from_applied(&applied.live, &owner, &ld.spec),
         None => Observed::read(ctx, &owner, &ld.spec).await?,
     };
-    observed.find_unschedulable(ctx, &owner).await?;
+    // A deployment's first reconcile has just created its pods' owners: none can be
+    // unschedulable yet.
+    if ld.status.is_some() {
+        observed.find_unschedulable(ctx, &owner).await?;
+    }
     observed.find_kv_events(ctx, &owner, &ld.spec).await?;
     observed.kv_probe = probe_fabric(ctx, &owner, ld, &observed, failure.is_some()).await?;
     // A probe that just finished changes what the EndpointPicker may do: apply that
@@ -148,7 +156,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
     if failure.is_none() && unproven != options.fabric_unproven {
         options.fabric_unproven = unproven;
         children = build::build(&owner, &ld.spec, &options);
-        apply::apply(ctx, &owner, &children, pool_served, fresh).await?;
+        apply::apply(ctx, &owner, &children, pool_served, fresh, false).await?;
         ensure_leading()?;
     }
 

@@ -169,8 +169,8 @@ async fn remove_child(client: &Client, owner: &Owner, kind: ChildKind, name: &st
     }
 }
 
-/// Applies every desired child in order, then deletes the undesired ones.
-/// InferencePools are left alone while their CRD is not served. Model-server
+/// Applies every desired child in order, then (with `prune`) deletes the undesired
+/// ones. InferencePools are left alone while their CRD is not served. Model-server
 /// workloads keep the rendering they hold unless `fresh` (see [`rendering`]).
 pub async fn apply(
     ctx: &Context,
@@ -178,6 +178,7 @@ pub async fn apply(
     children: &Children,
     inference_pool_served: bool,
     fresh: bool,
+    prune: bool,
 ) -> Result<Applied> {
     let mut applied = Applied::default();
     for child in children.in_apply_order() {
@@ -200,7 +201,12 @@ pub async fn apply(
         }
         applied.live.push(live);
     }
-    for (kind, name) in children.undesired(owner) {
+    let undesired = if prune {
+        children.undesired(owner)
+    } else {
+        Vec::new()
+    };
+    for (kind, name) in undesired {
         if kind == ChildKind::InferencePool && !inference_pool_served {
             continue;
         }

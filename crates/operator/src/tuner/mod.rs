@@ -14,7 +14,7 @@
 pub mod record;
 pub mod settings;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,11 +71,28 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut memory: HashMap<ObjectRef<LLMDeployment>, Memory> = HashMap::new();
+    // Deployments whose tuner-written routing this process released (once: a
+    // failure is logged, not retried every second).
+    let mut released: HashSet<ObjectRef<LLMDeployment>> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        // autoTune turned off: what the tuner wrote goes (its history, its
+        // incumbent); the reconcile writes the static weights.
+        for ld in store.state() {
+            let key = ObjectRef::from(ld.as_ref());
+            if ld.spec.router.auto_tune.enabled || !record::has_tuner_fields(&ld) {
+                released.remove(&key);
+                continue;
+            }
+            if released.insert(key)
+                && let Err(e) = record::release(&ctx, &ld).await
+            {
+                warn!(name = %ld.name_any(), error = %e, "clearing the tuner's status.routing failed");
+            }
         }
         let now = Instant::now();
         let tuned: Vec<Arc<LLMDeployment>> = store

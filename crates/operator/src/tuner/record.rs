@@ -173,6 +173,38 @@ pub async fn step(
     Ok(())
 }
 
+/// Whether status.routing holds what only the tuner writes (history, an incumbent).
+pub fn has_tuner_fields(ld: &LLMDeployment) -> bool {
+    ld.status
+        .as_ref()
+        .and_then(|s| s.routing.as_ref())
+        .is_some_and(|r| !r.history.is_empty() || r.incumbent.is_some())
+}
+
+/// Gives up every status field the tuner wrote: server-side apply removes what no
+/// other field manager also set (the history, the incumbent); the reconcile's
+/// static weights stay.
+pub async fn release(ctx: &Context, ld: &LLMDeployment) -> Result<()> {
+    let name = ld.name_any();
+    let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<LLMDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": "llmd.dev/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": name},
+        "status": {},
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("release status.routing of {name}"), e))?;
+    ctx.metrics.tuner_writes.inc();
+    Ok(())
+}
+
 async fn write(ctx: &Context, ld: &LLMDeployment, routing: RoutingStatus) -> Result<()> {
     let name = ld.name_any();
     let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;

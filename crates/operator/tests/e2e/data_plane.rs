@@ -639,6 +639,36 @@ async fn the_tuner_retunes_under_a_skewed_load_and_the_epp_runs_its_weights_at_o
     assert_ne!(in_force, spec_weights, "retuned");
     let epp_now = stack.pods.get(&pod_name(&epp_pod)).await.expect("EPP pod");
     assert_eq!(restart_count(&epp_now), 0, "applied live, no restart");
+
+    // autoTune off: the tuner's history and incumbent go (server-side apply keeps
+    // what another field manager wrote unless it gives it up), and the spec's
+    // weights are in force.
+    stack
+        .patch_spec(json!({"router": {"autoTune": {"enabled": false}}}))
+        .await;
+    let ld = wait_for_ld(
+        &stack.lds,
+        stack.name,
+        Duration::from_secs(30),
+        "static weights, the tuner's record cleared",
+        |ld| {
+            ld.status
+                .as_ref()
+                .and_then(|s| s.routing.as_ref())
+                .is_some_and(|r| {
+                    r.history.is_empty()
+                        && r.incumbent.is_none()
+                        && r.reason.as_deref() == Some("static weights from spec.router.scorers")
+                })
+        },
+    )
+    .await;
+    let routing = ld.status.and_then(|s| s.routing).expect("status.routing");
+    assert_eq!(
+        routing.weights.get("queue-scorer").copied(),
+        Some(2.0),
+        "the spec's weights: {routing:?}"
+    );
 }
 
 #[tokio::test]
