@@ -97,7 +97,8 @@ impl Context {
             return Ok(served);
         }
         let served = crate::discovery::inference_pool_served(&self.client).await?;
-        *self.pools_served.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), served));
+        *self.pools_served.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), served));
         Ok(served)
     }
 

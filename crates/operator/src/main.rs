@@ -235,7 +235,14 @@ async fn run(mut args: RunArgs) -> Result<(), String> {
 
     if !args.leader_elect {
         info!("leader election off: reconciling");
-        controller::run(client, ctx, args.namespace.clone(), args.reconcile_concurrency, wait_for(stop)).await;
+        controller::run(
+            client,
+            ctx,
+            args.namespace.clone(),
+            args.reconcile_concurrency,
+            wait_for(stop),
+        )
+        .await;
         return Ok(());
     }
 

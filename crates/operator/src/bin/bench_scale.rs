@@ -34,7 +34,10 @@ use llmd_api::LLMDeployment;
 use tokio::sync::Mutex;
 
 #[derive(Parser, Debug)]
-#[command(name = "llmd-bench-scale", about = "The operator under many LLMDeployments")]
+#[command(
+    name = "llmd-bench-scale",
+    about = "The operator under many LLMDeployments"
+)]
 struct Args {
     /// LLMDeployments to create.
     #[arg(long, default_value_t = 1000)]
@@ -127,13 +130,41 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn count_children(client: &Client, ns: &str) -> Result<usize, kube::Error> {
     let lp = ListParams::default().labels("app.kubernetes.io/managed-by=llmd-operator");
     let mut total = 0;
-    total += Api::<StatefulSet>::namespaced(client.clone(), ns).list(&lp).await?.items.len();
-    total += Api::<Deployment>::namespaced(client.clone(), ns).list(&lp).await?.items.len();
-    total += Api::<Service>::namespaced(client.clone(), ns).list(&lp).await?.items.len();
-    total += Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await?.items.len();
-    total += Api::<ServiceAccount>::namespaced(client.clone(), ns).list(&lp).await?.items.len();
-    total += Api::<Role>::namespaced(client.clone(), ns).list(&lp).await?.items.len();
-    total += Api::<RoleBinding>::namespaced(client.clone(), ns).list(&lp).await?.items.len();
+    total += Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    total += Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    total += Api::<Service>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    total += Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    total += Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    total += Api::<Role>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    total += Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len();
     total += Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
         .list(&lp)
         .await?
@@ -196,7 +227,9 @@ async fn run(args: &Args) -> Result<bool, String> {
             }
         })
     };
-    let names: Vec<String> = (0..args.deployments).map(|i| format!("llm-{i:04}")).collect();
+    let names: Vec<String> = (0..args.deployments)
+        .map(|i| format!("llm-{i:04}"))
+        .collect();
     let created: Vec<Result<(), String>> = stream::iter(names.clone())
         .map(|name| {
             let lds = lds.clone();
@@ -289,7 +322,10 @@ async fn run(args: &Args) -> Result<bool, String> {
     let all_ready = ready.len() == args.deployments;
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| deployments created | {} in {created_in:.1} s |", args.deployments);
+    println!(
+        "| deployments created | {} in {created_in:.1} s |",
+        args.deployments
+    );
     println!(
         "| children applied (operator) | p50 {:.1} s, p99 {:.1} s, all {} |",
         percentile(&applied, 0.5),
