@@ -185,27 +185,27 @@ pub fn has_tuner_fields(ld: &LLMDeployment) -> bool {
 /// other field manager also set (the history, the incumbent); the reconcile's
 /// static weights stay.
 pub async fn release(ctx: &Context, ld: &LLMDeployment) -> Result<()> {
-    let name = ld.name_any();
-    let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<LLMDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let body = json!({
-        "apiVersion": "llmd.dev/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {"name": name},
-        "status": {},
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| Error::kube(format!("release status.routing of {name}"), e))?;
-    ctx.metrics.tuner_writes.inc();
-    Ok(())
+    apply_status(ctx, ld, json!({}), "release status.routing").await
 }
 
 async fn write(ctx: &Context, ld: &LLMDeployment, routing: RoutingStatus) -> Result<()> {
+    apply_status(
+        ctx,
+        ld,
+        json!({ "routing": routing }),
+        "write status.routing",
+    )
+    .await
+}
+
+/// Server-side applies `status` as the tuner's field manager: the status fields it
+/// owns become exactly these.
+async fn apply_status(
+    ctx: &Context,
+    ld: &LLMDeployment,
+    status: serde_json::Value,
+    what: &str,
+) -> Result<()> {
     let name = ld.name_any();
     let namespace = ld.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<LLMDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -213,7 +213,7 @@ async fn write(ctx: &Context, ld: &LLMDeployment, routing: RoutingStatus) -> Res
         "apiVersion": "llmd.dev/v1alpha1",
         "kind": "LLMDeployment",
         "metadata": {"name": name},
-        "status": {"routing": routing},
+        "status": status,
     });
     api.patch_status(
         &name,
@@ -221,7 +221,7 @@ async fn write(ctx: &Context, ld: &LLMDeployment, routing: RoutingStatus) -> Res
         &Patch::Apply(&body),
     )
     .await
-    .map_err(|e| Error::kube(format!("write status.routing of {name}"), e))?;
+    .map_err(|e| Error::kube(format!("{what} of {name}"), e))?;
     ctx.metrics.tuner_writes.inc();
     Ok(())
 }
