@@ -16,8 +16,10 @@
 //! per pod, adapter and message.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -36,8 +38,10 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::OutcomeLabel;
 
-/// How often every engine is checked.
+/// How often a deployment whose engines are not all converged is looked at.
 const INTERVAL: Duration = Duration::from_secs(2);
+/// How often a converged deployment is looked at without news of a change.
+const SETTLED_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an engine may take to list its models.
 const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an engine may take to load an adapter (a download from Hugging Face).
@@ -171,6 +175,8 @@ fn engine(pod: &Pod) -> Option<Engine> {
 /// What one pass over one engine came to.
 struct Outcome {
     pod: String,
+    /// Its `/v1/models` answered.
+    listed: bool,
     loaded: Vec<String>,
     unloaded: Vec<String>,
     /// (adapter, the engine's answer) per failed step.
@@ -180,77 +186,100 @@ struct Outcome {
 /// Failure messages already published, per deployment: (pod, adapter, message).
 type Published = HashSet<(String, String, String)>;
 
-/// Run until `shutdown` fires.
+/// One deployment's loader state between passes.
+#[derive(Default)]
+struct Tracked {
+    published: Published,
+    next_check: Option<Instant>,
+    /// The pass under way: a slow load (a download) holds up only its deployment.
+    running: Option<JoinHandle<(Published, bool)>>,
+}
+
+/// Run until `shutdown` fires. A deployment is looked at when a reconcile says it
+/// may have changed ([`Context::adapters_may_have_changed`]), every
+/// [`INTERVAL`] while some engine lacks its adapters or its gate, and every
+/// [`SETTLED_INTERVAL`] once all are converged.
 pub async fn run(
     ctx: Arc<Context>,
     store: Store<LLMDeployment>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut published: HashMap<ObjectRef<LLMDeployment>, Published> = HashMap::new();
-    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut tracked: HashMap<ObjectRef<LLMDeployment>, Tracked> = HashMap::new();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = ctx.adapters_wake.notified() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+        let now = Instant::now();
+        let due = ctx.take_adapters_due();
         let live: Vec<Arc<LLMDeployment>> = store
             .state()
             .into_iter()
             .filter(|ld| ld.metadata.deletion_timestamp.is_none())
             .filter(|ld| !ld.spec.model.adapters.is_empty())
             .collect();
-        published.retain(|key, _| live.iter().any(|ld| ObjectRef::from(ld.as_ref()) == *key));
-        let passes = live.iter().map(|ld| {
-            let seen = published
-                .remove(&ObjectRef::from(ld.as_ref()))
-                .unwrap_or_default();
-            pass(&ctx, ld, seen, &busy)
+        tracked.retain(|key, t| {
+            let keep = live.iter().any(|ld| ObjectRef::from(ld.as_ref()) == *key);
+            if !keep && let Some(task) = t.running.take() {
+                task.abort();
+            }
+            keep
         });
-        for (ld, seen) in live.iter().zip(join_all(passes).await) {
-            published.insert(ObjectRef::from(ld.as_ref()), seen);
+        for ld in live {
+            let key = ObjectRef::from(ld.as_ref());
+            let t = tracked.entry(key.clone()).or_default();
+            if let Some(task) = t.running.take_if(|task| task.is_finished()) {
+                let (published, converged) = task.await.unwrap_or_default();
+                t.published = published;
+                t.next_check = Some(
+                    now + if converged {
+                        SETTLED_INTERVAL
+                    } else {
+                        INTERVAL
+                    },
+                );
+            }
+            let is_due = due.contains(&key) || t.next_check.is_none_or(|at| at <= now);
+            if t.running.is_some() || !is_due {
+                continue;
+            }
+            let published = std::mem::take(&mut t.published);
+            let ctx = ctx.clone();
+            t.running = Some(tokio::spawn(
+                async move { pass(&ctx, &ld, published).await },
+            ));
         }
     }
 }
 
-/// One pass over a deployment's engines; returns the failures published so far.
-async fn pass(
-    ctx: &Context,
-    ld: &LLMDeployment,
-    mut published: Published,
-    busy: &Mutex<HashSet<String>>,
-) -> Published {
+/// One pass over a deployment's engines: the failures published so far, and
+/// whether every engine holds exactly the declared adapters with its gate open.
+async fn pass(ctx: &Context, ld: &LLMDeployment, mut published: Published) -> (Published, bool) {
     let pods = match pods(ctx, ld).await {
         Ok(pods) => pods,
         Err(e) => {
             warn!(name = %ld.name_any(), error = %e, "listing engine pods for their adapters failed");
-            return published;
+            return (published, false);
         }
     };
-    let namespace = ld.namespace().unwrap_or_default();
     let engines: Vec<Engine> = pods.iter().filter_map(engine).collect();
+    // A pod whose engine is not up yet is not converged.
+    let mut converged = engines.len() == pods.len();
     let live: HashSet<&str> = engines.iter().map(|e| e.pod.as_str()).collect();
     published.retain(|(pod, _, _)| live.contains(pod.as_str()));
-    let outcomes = join_all(engines.iter().map(|e| async {
-        let key = format!("{namespace}/{}", e.pod);
-        // A slow load (a download) is not started twice.
-        if !lock(busy).insert(key.clone()) {
-            return None;
-        }
-        let outcome = converge(ctx, ld, e).await;
-        lock(busy).remove(&key);
-        Some(outcome)
-    }))
-    .await;
-    for outcome in outcomes.into_iter().flatten() {
-        report(ctx, ld, &outcome, &mut published).await;
+    let outcomes = join_all(engines.iter().map(|e| converge(ctx, ld, e))).await;
+    for (engine, outcome) in engines.iter().zip(&outcomes) {
+        converged &= engine.gate_open
+            && outcome.listed
+            && outcome.loaded.is_empty()
+            && outcome.unloaded.is_empty()
+            && outcome.failed.is_empty();
+        report(ctx, ld, outcome, &mut published).await;
     }
-    published
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    (published, converged)
 }
 
 /// The deployment's model-server pods (every role).
@@ -273,6 +302,7 @@ async fn pods(ctx: &Context, ld: &LLMDeployment) -> Result<Vec<Pod>> {
 async fn converge(ctx: &Context, ld: &LLMDeployment, engine: &Engine) -> Outcome {
     let mut outcome = Outcome {
         pod: engine.pod.clone(),
+        listed: false,
         loaded: Vec::new(),
         unloaded: Vec::new(),
         failed: Vec::new(),
@@ -285,6 +315,7 @@ async fn converge(ctx: &Context, ld: &LLMDeployment, engine: &Engine) -> Outcome
             return outcome;
         }
     };
+    outcome.listed = true;
     let steps = plan(declared, &served);
     for name in &steps.unload {
         match post(ctx, &engine.url, UNLOAD_PATH, json!({ "lora_name": name })).await {

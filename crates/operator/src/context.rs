@@ -1,6 +1,6 @@
 //! State shared by every reconcile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,7 @@ use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use llmd_api::LLMDeployment;
+use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::build::EndpointPickerDefaults;
@@ -28,6 +29,10 @@ pub struct Context {
     pruned: Mutex<HashMap<ObjectRef<LLMDeployment>, i64>>,
     /// Whether InferencePools are served, and when that was asked.
     pools_served: Mutex<Option<(Instant, bool)>>,
+    /// Deployments with adapters whose engines the adapter loader should look at
+    /// now, and its wake-up.
+    adapters_due: Mutex<HashSet<ObjectRef<LLMDeployment>>>,
+    pub adapters_wake: Notify,
 }
 
 /// How long an answer about served APIs is reused.
@@ -53,6 +58,8 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             pruned: Mutex::new(HashMap::new()),
             pools_served: Mutex::new(None),
+            adapters_due: Mutex::new(HashSet::new()),
+            adapters_wake: Notify::new(),
         }
     }
 
@@ -100,6 +107,23 @@ impl Context {
         *self.pools_served.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), served));
         Ok(served)
+    }
+
+    /// A reconcile of `ld` saw its children change (a new pod, a new spec): the
+    /// adapter loader looks at its engines now rather than at its next round.
+    pub fn adapters_may_have_changed(&self, ld: &LLMDeployment) {
+        if ld.spec.model.adapters.is_empty() {
+            return;
+        }
+        let mut due = self.adapters_due.lock().unwrap_or_else(|p| p.into_inner());
+        due.insert(ObjectRef::from(ld));
+        self.adapters_wake.notify_one();
+    }
+
+    /// The deployments marked by [`Context::adapters_may_have_changed`] since the
+    /// last call.
+    pub fn take_adapters_due(&self) -> HashSet<ObjectRef<LLMDeployment>> {
+        std::mem::take(&mut *self.adapters_due.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn reset_failures(&self, ld: &LLMDeployment) {

@@ -122,6 +122,7 @@ async fn reconcile_inner(ld: &LLMDeployment, ctx: &Context) -> Result<Action> {
                 if prune {
                     ctx.pruned(ld);
                 }
+                ctx.adapters_may_have_changed(ld);
                 failure = done.conflict_failure();
                 ensure_leading()?;
                 events::children_updated(ctx, ld, &done).await;
