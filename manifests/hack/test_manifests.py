@@ -243,7 +243,8 @@ class Chart(unittest.TestCase):
         rule = one(docs, "PrometheusRule")
         alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
         self.assertEqual(sorted(a["alert"] for a in alerts), [
-            "LLMDEndpointPickerShedding", "LLMDEnginesNotScraped", "LLMDKVFabricProbeFailed",
+            "LLMDAdapterLoadFailing", "LLMDEndpointPickerShedding", "LLMDEnginesNotScraped",
+            "LLMDKVFabricProbeFailed",
             "LLMDKVTransferFailing",
             "LLMDNoServingPods", "LLMDReconcileErrors", "LLMDTunerRollingBackRepeatedly"])
         runbook = (ROOT / "docs/observability.md").read_text()
