@@ -18,7 +18,7 @@ use std::fmt::{self, Debug};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, GetParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use llmd_api::content_hash::content_hash;
 use serde::Serialize;
@@ -169,8 +169,7 @@ where
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let live = api
-        .get_opt(&name)
+    let live = get_if_served(&api, &name)
         .await
         .map_err(|e| Error::kube(format!("get {kind} {name}"), e))?;
     let mut desired = desired.clone();
@@ -218,6 +217,8 @@ where
 
 /// The object, or `None` when it does not exist or its kind is not served (the
 /// API server answers a kind it does not know with a bare `404 page not found`).
+/// (An object created between this read and a write is still taken over, as with
+/// any read; the window is the cache's lag plus one round trip.)
 pub async fn get_if_served<K>(
     api: &Api<K>,
     name: &str,
@@ -225,7 +226,10 @@ pub async fn get_if_served<K>(
 where
     K: Clone + DeserializeOwned + Debug,
 {
-    match api.get(name).await {
+    // From the API server's watch cache: a reconcile follows the watch events of
+    // that same cache, so it is never older than what triggered us, and it spares
+    // etcd a read per child.
+    match api.get_with(name, &GetParams::any()).await {
         Ok(object) => Ok(Some(object)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
         Err(e) => Err(e),

@@ -597,8 +597,9 @@ pub fn pod_template(
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             security_context: Some(pod_security_context(spec)),
-            // Ready once the operator has loaded the adapters into the engine.
-            readiness_gates: (!spec.model.adapters.is_empty()).then(|| {
+            // Ready once the operator has loaded the adapters into the engine (the
+            // leader's, for a replica spanning nodes: workers serve no API).
+            readiness_gates: (serves && !spec.model.adapters.is_empty()).then(|| {
                 vec![PodReadinessGate {
                     condition_type: llmd_api::ADAPTERS_LOADED_CONDITION.into(),
                 }]

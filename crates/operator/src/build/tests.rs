@@ -921,6 +921,10 @@ fn a_replica_spanning_nodes_becomes_a_leader_worker_set_of_one_leader_and_headle
     };
     ld.spec.decode.gpus_per_node = Some(8);
     ld.spec.decode.replicas = 3;
+    ld.spec.model.adapters = vec![llmd_api::LoraAdapterSpec {
+        name: "sql".into(),
+        source: "hf://org/sql".into(),
+    }];
     let owner = Owner::of(&ld).expect("owner");
     let children = build(&owner, &ld.spec, &BuildOptions::default());
     assert!(children.decode.stateful_set().is_none());
@@ -957,6 +961,9 @@ fn a_replica_spanning_nodes_becomes_a_leader_worker_set_of_one_leader_and_headle
     assert!(!labels(worker).contains_key(labels::INFERENCE_SERVING));
     assert_eq!(labels(worker)[labels::ROLE], "decode");
     let (leader, worker) = (spec_of(leader), spec_of(worker));
+    // The adapter loader opens the leader's gate; workers have none to wait for.
+    assert_eq!(leader.readiness_gates.map(|g| g.len()), Some(1));
+    assert_eq!(worker.readiness_gates, None);
     assert_eq!(leader.containers.len(), 2, "vllm and the routing sidecar");
     assert_eq!(worker.containers.len(), 1);
     let (lv, wv) = (&leader.containers[0], &worker.containers[0]);
