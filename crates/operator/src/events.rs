@@ -1,6 +1,7 @@
 //! Events on an LLMDeployment for what people act on: children written or deleted,
 //! and Ready or Degraded flipping.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 use llmd_api::{LLMDeployment, LLMDeploymentStatus, conditions};
@@ -36,6 +37,25 @@ pub async fn children_updated(ctx: &Context, ld: &LLMDeployment, applied: &Appli
     .await;
 }
 
+/// Whether a condition that was `before` and is now `condition` is worth an Event,
+/// and of which type: a flip of status or reason is; a condition's first
+/// appearance is only when it is a problem (Degraded), since a new deployment
+/// that is not Ready yet, or serves without KV transfer, is no news (and at scale
+/// those Events were a tenth of the writes).
+fn news(before: Option<&Condition>, condition: &Condition) -> Option<EventType> {
+    let healthy = (condition.type_ != conditions::DEGRADED) == (condition.status == "True");
+    match before {
+        None if healthy || condition.type_ != conditions::DEGRADED => return None,
+        Some(b) if b.status == condition.status && b.reason == condition.reason => return None,
+        _ => {}
+    }
+    Some(if healthy {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    })
+}
+
 /// An event for each of Ready and Degraded that flipped between the object's status
 /// and `new`.
 pub async fn transitions(ctx: &Context, ld: &LLMDeployment, new: &LLMDeploymentStatus) {
@@ -50,20 +70,13 @@ pub async fn transitions(ctx: &Context, ld: &LLMDeployment, new: &LLMDeploymentS
             || condition.type_ == conditions::DEGRADED
             || condition.type_ == conditions::KV_TRANSFER_READY;
         let before = old.iter().find(|c| c.type_ == condition.type_);
-        let flipped =
-            before.is_none_or(|b| b.status != condition.status || b.reason != condition.reason);
-        if !watched || !flipped {
+        if !watched {
             continue;
         }
-        let healthy = (condition.type_ != conditions::DEGRADED) == (condition.status == "True");
-        if healthy && before.is_none() && condition.type_ == conditions::DEGRADED {
+        let Some(type_) = news(before, condition) else {
             continue;
-        }
-        let type_ = if healthy {
-            EventType::Normal
-        } else {
-            EventType::Warning
         };
+        let healthy = type_ == EventType::Normal;
         if !healthy {
             warn!(name = %ld.name_any(), condition = %condition.type_, reason = %condition.reason, "{}", condition.message);
         }
@@ -117,4 +130,42 @@ pub async fn newer_rendering(ctx: &Context, ld: &LLMDeployment, new: &LLMDeploym
         },
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn flips_are_news_and_a_first_appearance_only_when_degraded() {
+        let not_ready = condition(conditions::READY, "False", "ComponentsNotReady");
+        let ready = condition(conditions::READY, "True", "AllComponentsReady");
+        let aggregated = condition(conditions::KV_TRANSFER_READY, "True", "AggregatedServing");
+        let invalid = condition(conditions::DEGRADED, "True", "InvalidSpec");
+        let fine = condition(conditions::DEGRADED, "False", "AsExpected");
+        // A new deployment: not Ready yet, no KV transfer, nothing wrong: no Events.
+        for first in [&not_ready, &aggregated, &fine] {
+            assert_eq!(news(None, first), None, "{first:?}");
+        }
+        // An invalid spec from the start is.
+        assert_eq!(news(None, &invalid), Some(EventType::Warning));
+        // Flips are, both ways; an unchanged condition is not.
+        assert_eq!(news(Some(&not_ready), &ready), Some(EventType::Normal));
+        assert_eq!(news(Some(&ready), &not_ready), Some(EventType::Warning));
+        assert_eq!(news(Some(&invalid), &fine), Some(EventType::Normal));
+        assert_eq!(news(Some(&ready), &ready), None);
+    }
 }
