@@ -65,6 +65,36 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Until the EPP's proxy answers /health and its gRPC listeners accept (so a
+/// test's first ext-proc stream is never refused); false if it exited first (a
+/// port was taken) or is not up within 20 s.
+fn up(child: &mut Child, proxy: u16, grpc: [u16; 2]) -> bool {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("http client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let serving = || {
+        client
+            .get(format!("http://127.0.0.1:{proxy}/health"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+            && grpc
+                .iter()
+                .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+    };
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if serving() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -170,60 +200,54 @@ impl Epp {
     }
 
     pub fn start_with(static_endpoints: &str, config: Option<&str>, extra: &[&str]) -> Epp {
-        let (proxy, grpc, health, metrics) = (free_port(), free_port(), free_port(), free_port());
         let config = config.map(|text| {
             let mut f = tempfile::NamedTempFile::new().expect("temp config");
             f.write_all(text.as_bytes()).expect("write config");
             f
         });
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmd-epp"));
-        cmd.args([
-            "--static-endpoints",
-            static_endpoints,
-            "--proxy-addr",
-            &format!("127.0.0.1:{proxy}"),
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--grpc-health-addr",
-            &format!("127.0.0.1:{health}"),
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--config-poll-interval",
-            "100ms",
-        ]);
-        if let Some(f) = &config {
-            cmd.arg("--config-file").arg(f.path());
+        // A port picked free may be taken by another test before the EPP binds it:
+        // the EPP then exits, and is started again on other ports.
+        for _ in 0..3 {
+            let (proxy, grpc, health, metrics) =
+                (free_port(), free_port(), free_port(), free_port());
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmd-epp"));
+            cmd.args([
+                "--static-endpoints",
+                static_endpoints,
+                "--proxy-addr",
+                &format!("127.0.0.1:{proxy}"),
+                "--grpc-addr",
+                &format!("127.0.0.1:{grpc}"),
+                "--grpc-health-addr",
+                &format!("127.0.0.1:{health}"),
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics}"),
+                "--config-poll-interval",
+                "100ms",
+            ]);
+            if let Some(f) = &config {
+                cmd.arg("--config-file").arg(f.path());
+            }
+            cmd.args(extra);
+            let mut child = cmd
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start llmd-epp");
+            if up(&mut child, proxy, [grpc, health]) {
+                return Epp {
+                    proxy,
+                    grpc,
+                    health,
+                    metrics,
+                    child,
+                    config,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        cmd.args(extra);
-        let child = cmd
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start llmd-epp");
-        let epp = Epp {
-            proxy,
-            grpc,
-            health,
-            metrics,
-            child,
-            config,
-        };
-        let client = http();
-        wait_for("epp proxy", Duration::from_secs(20), || {
-            client
-                .get(format!("http://127.0.0.1:{proxy}/health"))
-                .send()
-                .ok()
-                .filter(|r| r.status().is_success())
-        });
-        // The gRPC listeners come up on their own tasks: wait for them too,
-        // so a test's first ext-proc stream is never refused.
-        for port in [grpc, health] {
-            wait_for("epp gRPC listener", Duration::from_secs(20), || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-            });
-        }
-        epp
+        panic!("llmd-epp did not start on three sets of ports");
     }
 
     pub fn url(&self, path: &str) -> String {
