@@ -1012,10 +1012,27 @@ async fn behind_a_gateway_the_decode_pods_sidecar_runs_the_prefill_leg_on_the_pr
     let prefill = stack.role("prefill").await.remove(0);
     let decode = stack.role("decode").await.remove(0);
     let (p0, d0) = (served_count(&prefill).await, served_count(&decode).await);
-    let body = json!({"model": MODEL, "prompt": tenant_prompt(11, 0), "max_tokens": 4, "ignore_eos": true});
 
-    // The gateway asks the EndpointPicker where the request goes...
-    let headers = ask_epp_as_a_gateway(&epp, &body).await;
+    // The gateway asks the EndpointPicker where the request goes... A prefill pod
+    // whose metrics are not fresh yet is no candidate (the EPP then serves whole),
+    // so ask until it splits, each time with a prompt no pod has cached.
+    let mut tenant = 100;
+    let (body, headers) = wait_until(
+        Duration::from_secs(15),
+        "the EndpointPicker splits a long uncached prompt",
+        || {
+            tenant += 1;
+            let body = json!({"model": MODEL, "prompt": tenant_prompt(tenant, 0), "max_tokens": 4, "ignore_eos": true});
+            let epp = epp.clone();
+            async move {
+                let headers = ask_epp_as_a_gateway(&epp, &body).await;
+                headers
+                    .contains_key("x-prefiller-host-port")
+                    .then_some((body, headers))
+            }
+        },
+    )
+    .await;
     let destination = headers
         .get("x-gateway-destination-endpoint")
         .cloned()
