@@ -200,20 +200,12 @@ impl EndpointRegistry {
         self.endpoints.store(Arc::new(next));
     }
 
-    /// Whether `model` is served: true when some endpoint lists it, or when no
-    /// endpoint has answered `/v1/models` yet (nothing to check against).
+    /// Whether `model` is served: some endpoint may take it (it lists it, or has
+    /// not answered `/v1/models` yet), or the pool is empty (nothing to check
+    /// against). The picker narrows to those same endpoints.
     pub fn serves_model(&self, model: &str) -> bool {
         let pool = self.endpoints.load();
-        let mut known = false;
-        for s in pool.values() {
-            if let Some(models) = s.models.load().as_ref() {
-                known = true;
-                if models.iter().any(|m| m == model) {
-                    return true;
-                }
-            }
-        }
-        !known
+        pool.is_empty() || pool.values().any(|s| s.may_serve(model))
     }
 
     pub fn len(&self) -> usize {

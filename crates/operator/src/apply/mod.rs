@@ -112,6 +112,8 @@ async fn apply_child(
     child: &Child,
     fresh: bool,
 ) -> Result<(Ensured<Child>, Option<Kept>)> {
+    // Only model-server workloads keep a rendering.
+    let plain = |ensured: Ensured<Child>| (ensured, None);
     Ok(match child {
         Child::StatefulSet(o) => {
             let (ensured, kept) = ensure_workload(ctx, owner, o, fresh).await?;
@@ -121,28 +123,17 @@ async fn apply_child(
             let (ensured, kept) = ensure_workload(ctx, owner, o.as_ref(), fresh).await?;
             (ensured.map(|l| Child::LeaderWorkerSet(Box::new(l))), kept)
         }
-        other => (apply_plain(ctx, owner, other).await?, None),
-    })
-}
-
-/// Applies a child that is not a model-server workload.
-async fn apply_plain(ctx: &Context, owner: &Owner, child: &Child) -> Result<Ensured<Child>> {
-    Ok(match child {
-        Child::ConfigMap(o) => ensure(ctx, owner, o).await?.map(Child::ConfigMap),
-        Child::Service(o) => ensure(ctx, owner, o).await?.map(Child::Service),
-        Child::StatefulSet(o) => ensure(ctx, owner, o).await?.map(Child::StatefulSet),
-        Child::ServiceAccount(o) => ensure(ctx, owner, o).await?.map(Child::ServiceAccount),
-        Child::Role(o) => ensure(ctx, owner, o).await?.map(Child::Role),
-        Child::RoleBinding(o) => ensure(ctx, owner, o).await?.map(Child::RoleBinding),
-        Child::Deployment(o) => ensure(ctx, owner, o).await?.map(Child::Deployment),
+        Child::ConfigMap(o) => plain(ensure(ctx, owner, o).await?.map(Child::ConfigMap)),
+        Child::Service(o) => plain(ensure(ctx, owner, o).await?.map(Child::Service)),
+        Child::ServiceAccount(o) => plain(ensure(ctx, owner, o).await?.map(Child::ServiceAccount)),
+        Child::Role(o) => plain(ensure(ctx, owner, o).await?.map(Child::Role)),
+        Child::RoleBinding(o) => plain(ensure(ctx, owner, o).await?.map(Child::RoleBinding)),
+        Child::Deployment(o) => plain(ensure(ctx, owner, o).await?.map(Child::Deployment)),
         Child::PodDisruptionBudget(o) => {
-            ensure(ctx, owner, o).await?.map(Child::PodDisruptionBudget)
+            plain(ensure(ctx, owner, o).await?.map(Child::PodDisruptionBudget))
         }
-        Child::NetworkPolicy(o) => ensure(ctx, owner, o).await?.map(Child::NetworkPolicy),
-        Child::InferencePool(o) => ensure(ctx, owner, o).await?.map(Child::InferencePool),
-        Child::LeaderWorkerSet(o) => ensure(ctx, owner, o.as_ref())
-            .await?
-            .map(|l| Child::LeaderWorkerSet(Box::new(l))),
+        Child::NetworkPolicy(o) => plain(ensure(ctx, owner, o).await?.map(Child::NetworkPolicy)),
+        Child::InferencePool(o) => plain(ensure(ctx, owner, o).await?.map(Child::InferencePool)),
     })
 }
 

@@ -126,51 +126,32 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Objects of kind `K` the operator manages in `ns`.
+async fn managed<K>(client: &Client, ns: &str) -> Result<usize, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=llmd-operator");
+    Ok(Api::<K>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .len())
+}
+
 /// Child objects in the namespace (every kind an aggregated deployment owns).
 async fn count_children(client: &Client, ns: &str) -> Result<usize, kube::Error> {
-    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=llmd-operator");
-    let mut total = 0;
-    total += Api::<StatefulSet>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    total += Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    total += Api::<Service>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    total += Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    total += Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    total += Api::<Role>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    total += Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    total += Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    Ok(total)
+    Ok(managed::<StatefulSet>(client, ns).await?
+        + managed::<Deployment>(client, ns).await?
+        + managed::<Service>(client, ns).await?
+        + managed::<ConfigMap>(client, ns).await?
+        + managed::<ServiceAccount>(client, ns).await?
+        + managed::<Role>(client, ns).await?
+        + managed::<RoleBinding>(client, ns).await?
+        + managed::<PodDisruptionBudget>(client, ns).await?)
 }
 
 #[tokio::main]

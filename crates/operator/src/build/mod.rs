@@ -172,55 +172,35 @@ pub fn epp_config(
 }
 
 fn model_server(
-    owner: &Owner,
-    spec: &LLMDeploymentSpec,
-    role: ServingRole,
-    role_spec: &llmd_api::RoleSpec,
-    kv_hash: Option<&str>,
-    sidecar_image: &str,
+    pods: model_server::RolePods<'_>,
+    inputs_hash: &str,
     autoscaled: Option<&llmd_api::AutoscalingStatus>,
 ) -> ModelServer {
+    let role = pods.role;
     // With autoscaling, the autoscaler's decision (within the spec's bounds).
     let decision = autoscaled.and_then(|a| match role {
         ServingRole::Prefill => a.prefill.as_ref(),
         ServingRole::Decode => a.decode.as_ref(),
     });
-    let replicas = role_spec.desired_replicas(decision);
+    let replicas = pods.role_spec.desired_replicas(decision);
     // Each workload records what it was rendered from and how (see `rendering`).
-    let inputs = crate::rendering::pod_inputs_hash(spec, kv_hash);
-    let workload = if role_spec.layout().multi_node() {
-        let mut lws = model_server::leader_worker_set(
-            owner,
-            spec,
-            role,
-            role_spec,
-            replicas,
-            kv_hash,
-            sidecar_image,
-        );
-        crate::rendering::stamp(&mut lws, &inputs);
+    let workload = if pods.role_spec.layout().multi_node() {
+        let mut lws = pods.leader_worker_set(replicas);
+        crate::rendering::stamp(&mut lws, inputs_hash);
         RoleWorkload::LeaderWorkerSet(Box::new(lws))
     } else {
-        let mut stateful_set = model_server::stateful_set(
-            owner,
-            spec,
-            role,
-            role_spec,
-            replicas,
-            kv_hash,
-            sidecar_image,
-        );
-        crate::rendering::stamp(&mut stateful_set, &inputs);
+        let mut stateful_set = pods.stateful_set(replicas);
+        crate::rendering::stamp(&mut stateful_set, inputs_hash);
         RoleWorkload::StatefulSet {
             stateful_set,
-            service: model_server::headless_service(owner, spec, role),
+            service: model_server::headless_service(pods.owner, pods.spec, role),
         }
     };
     ModelServer {
         workload,
         disruption_budget: disruption_budget::pod_disruption_budget(
-            owner,
-            model_server::name(owner, role),
+            pods.owner,
+            model_server::name(pods.owner, role),
             role.component(),
         ),
     }
@@ -236,25 +216,28 @@ pub fn build(owner: &Owner, spec: &LLMDeploymentSpec, options: &BuildOptions) ->
         .map(kv_transfer::hash);
     // The routing sidecar ships in the EndpointPicker's image.
     let sidecar_image = endpoint_picker::image(spec, &options.epp_defaults);
+    // What shapes the model-server pods, hashed once for both roles.
+    let inputs_hash = crate::rendering::pod_inputs_hash(spec, kv_hash.as_deref());
+    let pods = |role, role_spec| model_server::RolePods {
+        owner,
+        spec,
+        role,
+        role_spec,
+        kv_transfer_hash: kv_hash.as_deref(),
+        sidecar_image,
+    };
+    let autoscaled = options.autoscaled.as_ref();
     let prefill = spec.active_prefill().map(|role_spec| {
         model_server(
-            owner,
-            spec,
-            ServingRole::Prefill,
-            role_spec,
-            kv_hash.as_deref(),
-            sidecar_image,
-            options.autoscaled.as_ref(),
+            pods(ServingRole::Prefill, role_spec),
+            &inputs_hash,
+            autoscaled,
         )
     });
     let decode = model_server(
-        owner,
-        spec,
-        ServingRole::Decode,
-        &spec.decode,
-        kv_hash.as_deref(),
-        sidecar_image,
-        options.autoscaled.as_ref(),
+        pods(ServingRole::Decode, &spec.decode),
+        &inputs_hash,
+        autoscaled,
     );
     let routing_sidecar = routing_sidecar::enabled(spec).then(|| RoutingSidecar {
         service_account: routing_sidecar::service_account(owner),

@@ -518,179 +518,159 @@ fn member_args(mut args: Vec<String>, member: Member) -> Vec<String> {
 /// The torch.distributed rendezvous port on a multi-node replica's leader.
 pub const MULTI_NODE_MASTER_PORT: i32 = 29501;
 
-/// The pod template of one role: `member` says which pod of a replica it is for.
-pub fn pod_template(
-    owner: &Owner,
-    spec: &LLMDeploymentSpec,
-    role: Role,
-    role_spec: &RoleSpec,
-    kv_transfer_hash: Option<&str>,
-    sidecar_image: &str,
-    member: Member,
-) -> PodTemplateSpec {
-    let (mut volumes, volume_mounts) = volumes(spec, role_spec);
-    let serves = !matches!(member, Member::Worker { .. });
-    let probe_port = engine_port(spec, role).0;
-    let annotations = kv_transfer_hash
-        .map(|hash| BTreeMap::from([(labels::KV_TRANSFER_HASH.to_string(), hash.to_string())]));
-    let env_from = kv_transfer_hash.map(|_| {
-        vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: kv_transfer::name(owner),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]
-    });
-    let container = Container {
-        name: "vllm".into(),
-        image: Some(spec.engine.image.clone()),
-        args: Some(member_args(vllm_args(spec, role, role_spec), member)),
-        env: Some(env(spec, role)),
-        env_from,
-        ports: Some(ports(spec, role)),
-        resources: Some(resources(role_spec)),
-        // A headless worker serves no HTTP: it is ready while it runs.
-        readiness_probe: serves.then(|| health_probe(probe_port, 5, 3)),
-        liveness_probe: serves.then(|| health_probe(probe_port, 10, 3)),
-        // Loading weights can take long: up to an hour before liveness applies.
-        startup_probe: serves.then(|| health_probe(probe_port, 10, 360)),
-        volume_mounts: Some(volume_mounts),
-        security_context: Some(engine_security_context()),
-        ..Container::default()
-    };
-    let mut template_labels = pod_labels(owner, spec, role);
-    if !serves {
-        // Not an endpoint: the EndpointPicker, the InferencePool and the adapter
-        // loader select serving pods only.
-        template_labels.remove(labels::INFERENCE_SERVING);
-    }
-    template_labels.insert(
-        labels::KV_COMPATIBILITY.to_string(),
-        kv_compatibility(spec, role_spec, kv_transfer_hash),
-    );
-    let mut containers = vec![container];
-    let mut service_account = None;
-    if serves && behind_sidecar(spec, role) {
-        template_labels.insert(labels::ROUTING_SIDECAR.to_string(), "true".to_string());
-        containers.push(routing_sidecar::container(owner, spec, sidecar_image));
-        volumes.push(routing_sidecar::token_volume());
-        service_account = Some(routing_sidecar::name(owner));
-    }
-    PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(template_labels),
-            annotations,
-            ..ObjectMeta::default()
-        }),
-        spec: Some(PodSpec {
-            containers,
-            service_account_name: service_account,
-            volumes: Some(volumes),
-            node_selector: non_empty_map(&role_spec.node_selector),
-            tolerations: non_empty_vec(&role_spec.tolerations),
-            affinity: role_spec.affinity.clone(),
-            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
-            // The engine needs no API access (the sidecar's token is
-            // projected into its container alone), nor every Service of
-            // the namespace in its environment.
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            security_context: Some(pod_security_context(spec)),
-            // Ready once the operator has loaded the adapters into the engine (the
-            // leader's, for a replica spanning nodes: workers serve no API).
-            readiness_gates: (serves && !spec.model.adapters.is_empty()).then(|| {
-                vec![PodReadinessGate {
-                    condition_type: llmd_api::ADAPTERS_LOADED_CONDITION.into(),
-                }]
-            }),
-            ..PodSpec::default()
-        }),
-    }
+/// What one role's pods are built from.
+#[derive(Clone, Copy)]
+pub struct RolePods<'a> {
+    pub owner: &'a Owner,
+    pub spec: &'a LLMDeploymentSpec,
+    pub role: Role,
+    pub role_spec: &'a RoleSpec,
+    /// The KV-transfer fabric's hash, in the pod template so a change rolls the pods.
+    pub kv_transfer_hash: Option<&'a str>,
+    /// The routing sidecar's image, for decode pods that have one.
+    pub sidecar_image: &'a str,
 }
 
-/// The StatefulSet of a role whose replica is one pod (its ports and probes, the
-/// KV-transfer fabric's hash in the pod template so a change rolls the pods, the
-/// sidecar in decode pods that have one).
-pub fn stateful_set(
-    owner: &Owner,
-    spec: &LLMDeploymentSpec,
-    role: Role,
-    role_spec: &RoleSpec,
-    replicas: i32,
-    kv_transfer_hash: Option<&str>,
-    sidecar_image: &str,
-) -> StatefulSet {
-    let name = name(owner, role);
-    StatefulSet {
-        metadata: owner.object_meta(name.clone(), role.component()),
-        spec: Some(StatefulSetSpec {
-            replicas: Some(replicas),
-            service_name: Some(name),
-            pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector {
-                match_labels: Some(owner.selector_labels(role.component())),
-                ..LabelSelector::default()
-            },
-            template: pod_template(
-                owner,
-                spec,
-                role,
-                role_spec,
-                kv_transfer_hash,
-                sidecar_image,
-                Member::Single,
-            ),
-            ..StatefulSetSpec::default()
-        }),
-        ..StatefulSet::default()
-    }
-}
-
-/// The LeaderWorkerSet of a role whose replica spans nodes: `replicas` groups of
-/// one leader (serving the API, behind the sidecar where the role has one) and
-/// its headless workers, one pod per node; a failed pod recreates its group.
-pub fn leader_worker_set(
-    owner: &Owner,
-    spec: &LLMDeploymentSpec,
-    role: Role,
-    role_spec: &RoleSpec,
-    replicas: i32,
-    kv_transfer_hash: Option<&str>,
-    sidecar_image: &str,
-) -> LeaderWorkerSet {
-    let nodes = role_spec.layout().nodes;
-    let template = |member| {
-        pod_template(
+impl RolePods<'_> {
+    /// The pod template: `member` says which pod of a replica it is for.
+    pub fn template(&self, member: Member) -> PodTemplateSpec {
+        let RolePods {
             owner,
             spec,
             role,
             role_spec,
             kv_transfer_hash,
             sidecar_image,
-            member,
-        )
-    };
-    LeaderWorkerSet {
-        metadata: owner.object_meta(name(owner, role), role.component()),
-        spec: LeaderWorkerSetSpec {
-            replicas: Some(replicas),
-            leader_worker_template: LeaderWorkerTemplate {
-                leader_template: Some(template(Member::Leader { nodes })),
-                worker_template: template(Member::Worker { nodes }),
-                size: Some(nodes),
-                restart_policy: Some("RecreateGroupOnPodRestart".into()),
-            },
-            rollout_strategy: Some(RolloutStrategy {
-                type_: "RollingUpdate".into(),
-                rolling_update_configuration: Some(RollingUpdateConfiguration {
-                    max_unavailable: Some(IntOrString::Int(1)),
-                    max_surge: Some(IntOrString::Int(0)),
+        } = *self;
+        let (mut volumes, volume_mounts) = volumes(spec, role_spec);
+        let serves = !matches!(member, Member::Worker { .. });
+        let probe_port = engine_port(spec, role).0;
+        let annotations = kv_transfer_hash
+            .map(|hash| BTreeMap::from([(labels::KV_TRANSFER_HASH.to_string(), hash.to_string())]));
+        let env_from = kv_transfer_hash.map(|_| {
+            vec![EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: kv_transfer::name(owner),
+                    optional: Some(false),
                 }),
+                ..EnvFromSource::default()
+            }]
+        });
+        let container = Container {
+            name: "vllm".into(),
+            image: Some(spec.engine.image.clone()),
+            args: Some(member_args(vllm_args(spec, role, role_spec), member)),
+            env: Some(env(spec, role)),
+            env_from,
+            ports: Some(ports(spec, role)),
+            resources: Some(resources(role_spec)),
+            // A headless worker serves no HTTP: it is ready while it runs.
+            readiness_probe: serves.then(|| health_probe(probe_port, 5, 3)),
+            liveness_probe: serves.then(|| health_probe(probe_port, 10, 3)),
+            // Loading weights can take long: up to an hour before liveness applies.
+            startup_probe: serves.then(|| health_probe(probe_port, 10, 360)),
+            volume_mounts: Some(volume_mounts),
+            security_context: Some(engine_security_context()),
+            ..Container::default()
+        };
+        let mut template_labels = pod_labels(owner, spec, role);
+        if !serves {
+            // Not an endpoint: the EndpointPicker, the InferencePool and the adapter
+            // loader select serving pods only.
+            template_labels.remove(labels::INFERENCE_SERVING);
+        }
+        template_labels.insert(
+            labels::KV_COMPATIBILITY.to_string(),
+            kv_compatibility(spec, role_spec, kv_transfer_hash),
+        );
+        let mut containers = vec![container];
+        let mut service_account = None;
+        if serves && behind_sidecar(spec, role) {
+            template_labels.insert(labels::ROUTING_SIDECAR.to_string(), "true".to_string());
+            containers.push(routing_sidecar::container(owner, spec, sidecar_image));
+            volumes.push(routing_sidecar::token_volume());
+            service_account = Some(routing_sidecar::name(owner));
+        }
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(template_labels),
+                annotations,
+                ..ObjectMeta::default()
             }),
-            startup_policy: Some("LeaderCreated".into()),
-        },
-        status: None,
+            spec: Some(PodSpec {
+                containers,
+                service_account_name: service_account,
+                volumes: Some(volumes),
+                node_selector: non_empty_map(&role_spec.node_selector),
+                tolerations: non_empty_vec(&role_spec.tolerations),
+                affinity: role_spec.affinity.clone(),
+                termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+                // The engine needs no API access (the sidecar's token is
+                // projected into its container alone), nor every Service of
+                // the namespace in its environment.
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                security_context: Some(pod_security_context(spec)),
+                // Ready once the operator has loaded the adapters into the engine (the
+                // leader's, for a replica spanning nodes: workers serve no API).
+                readiness_gates: (serves && !spec.model.adapters.is_empty()).then(|| {
+                    vec![PodReadinessGate {
+                        condition_type: llmd_api::ADAPTERS_LOADED_CONDITION.into(),
+                    }]
+                }),
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    /// The StatefulSet of a role whose replica is one pod.
+    pub fn stateful_set(&self, replicas: i32) -> StatefulSet {
+        let (owner, role) = (self.owner, self.role);
+        let name = name(owner, role);
+        StatefulSet {
+            metadata: owner.object_meta(name.clone(), role.component()),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(replicas),
+                service_name: Some(name),
+                pod_management_policy: Some("Parallel".into()),
+                selector: LabelSelector {
+                    match_labels: Some(owner.selector_labels(role.component())),
+                    ..LabelSelector::default()
+                },
+                template: self.template(Member::Single),
+                ..StatefulSetSpec::default()
+            }),
+            ..StatefulSet::default()
+        }
+    }
+
+    /// The LeaderWorkerSet of a role whose replica spans nodes: `replicas` groups
+    /// of one leader (serving the API, behind the sidecar where the role has one)
+    /// and its headless workers, one pod per node; a failed pod recreates its group.
+    pub fn leader_worker_set(&self, replicas: i32) -> LeaderWorkerSet {
+        let (owner, role) = (self.owner, self.role);
+        let nodes = self.role_spec.layout().nodes;
+        LeaderWorkerSet {
+            metadata: owner.object_meta(name(owner, role), role.component()),
+            spec: LeaderWorkerSetSpec {
+                replicas: Some(replicas),
+                leader_worker_template: LeaderWorkerTemplate {
+                    leader_template: Some(self.template(Member::Leader { nodes })),
+                    worker_template: self.template(Member::Worker { nodes }),
+                    size: Some(nodes),
+                    restart_policy: Some("RecreateGroupOnPodRestart".into()),
+                },
+                rollout_strategy: Some(RolloutStrategy {
+                    type_: "RollingUpdate".into(),
+                    rolling_update_configuration: Some(RollingUpdateConfiguration {
+                        max_unavailable: Some(IntOrString::Int(1)),
+                        max_surge: Some(IntOrString::Int(0)),
+                    }),
+                }),
+                startup_policy: Some("LeaderCreated".into()),
+            },
+            status: None,
+        }
     }
 }
 
@@ -795,15 +775,15 @@ mod tests {
 
     /// The decode StatefulSet of `ld` with the spec's replicas.
     fn decode_set(owner: &Owner, ld: &llmd_api::LLMDeployment) -> StatefulSet {
-        stateful_set(
+        RolePods {
             owner,
-            &ld.spec,
-            Role::Decode,
-            &ld.spec.decode,
-            ld.spec.decode.replicas,
-            Some("h"),
-            "epp",
-        )
+            spec: &ld.spec,
+            role: Role::Decode,
+            role_spec: &ld.spec.decode,
+            kv_transfer_hash: Some("h"),
+            sidecar_image: "epp",
+        }
+        .stateful_set(ld.spec.decode.replicas)
     }
 
     #[test]
