@@ -118,6 +118,16 @@ impl Registering {
     }
 }
 
+/// The outcomes of `pd_decisions` (see `EndpointPicker::observe`).
+pub const PD_DECISION_OUTCOMES: [&str; 3] = [
+    "disaggregated",
+    "aggregated_no_kv_compatible_prefill",
+    "aggregated",
+];
+
+/// The outcomes of `ttft_observations` (see `predict::ticket`).
+pub const TTFT_OBSERVATION_OUTCOMES: [&str; 3] = ["learned", "clipped", "refused"];
+
 /// All metrics; cheap to clone handles are inside.
 pub struct Telemetry {
     pub registry: Registry,
@@ -245,6 +255,22 @@ impl Telemetry {
                     .get_or_create(&HeaderLabels { header })
                     .inc_by(0);
             }
+        }
+        // Every P/D decision and TTFT-observation outcome starts at 0 too: a
+        // rarer outcome seen late adds no series (label cardinality is fixed per pod).
+        for outcome in PD_DECISION_OUTCOMES {
+            t.pd_decisions
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
+        }
+        for outcome in TTFT_OBSERVATION_OUTCOMES {
+            t.ttft_observations
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
         }
         registry.add(
             "scheduling_decisions",
