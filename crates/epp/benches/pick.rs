@@ -57,9 +57,7 @@ fn picker(n: usize) -> EndpointPicker {
                 model: "m",
                 prompt: &text,
                 session_token: None,
-                exclude: None,
-                explain: false,
-                slo: Default::default(),
+                ..PickRequest::default()
             });
         }
     }
@@ -111,9 +109,7 @@ fn main() {
                     model: "m",
                     prompt: &prompts[i],
                     session_token: None,
-                    exclude: None,
-                    explain: false,
-                    slo: Default::default(),
+                    ..PickRequest::default()
                 }))
             })
         });
@@ -148,9 +144,7 @@ fn main() {
                     model: "m",
                     prompt: &prompts[i % TENANTS],
                     session_token: None,
-                    exclude: None,
-                    explain: false,
-                    slo: Default::default(),
+                    ..PickRequest::default()
                 }));
                 t.elapsed()
             })

@@ -10,10 +10,12 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::frontend::request::InferenceRequest;
 use crate::frontend::slo::Objectives;
 use crate::pool::endpoint::{EndpointRegistry, EndpointState, ScrapedMetrics};
 use crate::predict::pod::Priors;
 use crate::predict::{FleetModel, Prediction, Ticket};
+use crate::prefix::engine_tokenizer::EngineTokenizer;
 use crate::prefix::engine_tokens::sim_token_ids;
 use crate::prefix::hash::hash_prompt;
 use crate::prefix::index::PrefixIndex;
@@ -25,7 +27,7 @@ use crate::scheduling::{Decision, explain, schedule};
 use crate::telemetry::{
     DecisionLabels, EndpointLabels, ObjectiveLabels, OutcomeLabels, ScorerLabels, Telemetry,
 };
-use llmd_api::endpoint_picker_config::SchedulerConfig;
+use llmd_api::endpoint_picker_config::{SchedulerConfig, TokenSource};
 
 /// What a pick needs from a request.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,6 +43,9 @@ pub struct PickRequest<'a> {
     pub explain: bool,
     /// The request's latency objectives.
     pub slo: Objectives,
+    /// The prompt's token ids as the engine computed them
+    /// ([`EndpointPicker::engine_tokens`]), for the precise index.
+    pub tokens: Option<&'a [u32]>,
 }
 
 /// A decision with the live endpoint states it names.
@@ -101,6 +106,8 @@ pub struct EndpointPicker {
     kv_events: Option<Arc<KvSubscriber>>,
     /// The TTFT model over every endpoint, each endpoint's prior.
     fleet_latency: Arc<FleetModel>,
+    /// Token ids from the engines' `/tokenize`, for the precise index.
+    tokenizer: EngineTokenizer,
 }
 
 impl EndpointPicker {
@@ -111,9 +118,14 @@ impl EndpointPicker {
         staleness: Duration,
     ) -> Self {
         telemetry.record_config_applied(&config);
+        let cache_size = match config.tokens {
+            TokenSource::Engine { cache_size, .. } => cache_size,
+            TokenSource::Simulator => 0,
+        };
         EndpointPicker {
             registry,
             index: PrefixIndex::new(config.prefix.lru_capacity_per_server),
+            tokenizer: EngineTokenizer::new(telemetry.clone(), cache_size),
             telemetry,
             config: ArcSwap::from_pointee(config),
             staleness,
@@ -148,6 +160,9 @@ impl EndpointPicker {
             .set_capacity(config.prefix.lru_capacity_per_server);
         if let Some(sub) = &self.kv_events {
             sub.configure(config.kv_events.map(|k| k.port));
+        }
+        if let TokenSource::Engine { cache_size, .. } = config.tokens {
+            self.tokenizer.resize(cache_size);
         }
         self.telemetry.record_config_applied(&config);
         self.config.store(Arc::new(config));
@@ -251,6 +266,19 @@ impl EndpointPicker {
         drop_unhealthy(candidates, states)
     }
 
+    /// `req`'s token ids from an engine of the pool, when the precise index is on and
+    /// its token-producer asks the engine (`None` otherwise, or when no engine
+    /// answered in time: the approximate index then stands in for this request).
+    pub async fn engine_tokens(&self, req: &InferenceRequest) -> Option<Arc<[u32]>> {
+        self.kv_events.as_ref().filter(|s| s.enabled())?;
+        let TokenSource::Engine { timeout_ms, .. } = self.config.load().tokens else {
+            return None;
+        };
+        self.tokenizer
+            .tokens(&self.registry, req, Duration::from_millis(timeout_ms))
+            .await
+    }
+
     /// Picks endpoints for a request and records the prompt in the prefix index.
     /// `None` when no endpoint can serve it.
     pub fn pick(&self, req: PickRequest<'_>) -> Option<Routing> {
@@ -263,12 +291,21 @@ impl EndpointPicker {
             p.max_prefix_blocks,
         );
         // With KV events: the prompt as the engine tokenizes it, keyed like its events.
+        // Without them (not asked, or not in time) the approximate index stands in.
         let kv_events = self.kv_events.as_ref().filter(|s| s.enabled());
-        let engine = kv_events.map(|sub| {
-            let tokens = sim_token_ids(req.prompt);
+        let engine = kv_events.and_then(|sub| {
+            let simulated;
+            let tokens = match (req.tokens, config.tokens) {
+                (Some(t), _) => t,
+                (None, TokenSource::Simulator) => {
+                    simulated = sim_token_ids(req.prompt);
+                    &simulated
+                }
+                (None, TokenSource::Engine { .. }) => return None,
+            };
             let block = sub.index().block_size();
-            let keys = block_keys(root_key(None), &tokens, block, p.max_prefix_blocks);
-            (keys, tokens.len(), block)
+            let keys = block_keys(root_key(None), tokens, block, p.max_prefix_blocks);
+            Some((keys, tokens.len(), block))
         });
         let precise = engine.as_ref().map(|(keys, _, _)| keys.as_slice());
         let (mut candidates, mut states) = self.candidates(&blocks.hashes, precise);
@@ -462,9 +499,7 @@ mod tests {
                 model: "m",
                 prompt: &prompt,
                 session_token: None,
-                exclude: None,
-                explain: false,
-                slo: Default::default(),
+                ..PickRequest::default()
             })
             .expect("routed");
         for _ in 0..10 {
@@ -473,9 +508,7 @@ mod tests {
                     model: "m",
                     prompt: &format!("{prompt} question"),
                     session_token: None,
-                    exclude: None,
-                    explain: false,
-                    slo: Default::default(),
+                    ..PickRequest::default()
                 })
                 .expect("routed");
             assert_eq!(again.decision.decode.address, first.decision.decode.address);
@@ -499,9 +532,7 @@ mod tests {
                     model: "m",
                     prompt: "hi",
                     session_token: Some(&token),
-                    exclude: None,
-                    explain: false,
-                    slo: Default::default(),
+                    ..PickRequest::default()
                 })
                 .expect("routed");
             assert_eq!(&*r.decision.decode.address, "b:1");

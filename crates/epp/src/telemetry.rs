@@ -128,6 +128,10 @@ pub const PD_DECISION_OUTCOMES: [&str; 3] = [
 /// The outcomes of `ttft_observations` (see `predict::ticket`).
 pub const TTFT_OBSERVATION_OUTCOMES: [&str; 3] = ["learned", "clipped", "refused"];
 
+/// The outcomes of `engine_tokenize` (see `prefix::engine_tokenizer`).
+pub const ENGINE_TOKENIZE_OUTCOMES: [&str; 5] =
+    ["cached", "tokenized", "failed", "timeout", "no_endpoint"];
+
 /// All metrics; cheap to clone handles are inside.
 pub struct Telemetry {
     pub registry: Registry,
@@ -182,6 +186,8 @@ pub struct Telemetry {
     /// TTFT observations offered to the latency models: learned, clipped (an
     /// outlier, learned only in part) or refused (not a plausible TTFT).
     pub ttft_observations: Family<OutcomeLabels, Counter>,
+    /// Prompts the precise index asked the engine to tokenize, by outcome.
+    pub engine_tokenize: Family<OutcomeLabels, Counter>,
     /// Each endpoint's fitted TTFT model, per term.
     pub latency_model_coefficient: Family<CoefficientLabels, Gauge<f64, AtomicU64>>,
     /// Requests whose objective no endpoint was predicted to meet, per objective.
@@ -230,6 +236,7 @@ impl Telemetry {
             ttft_prediction_error: prediction_error_histogram(),
             itl_prediction_error: prediction_error_histogram(),
             ttft_observations: Family::default(),
+            engine_tokenize: Family::default(),
             latency_model_coefficient: Family::default(),
             slo_predicted_misses: Family::default(),
             slo_headers_invalid: Family::default(),
@@ -267,6 +274,13 @@ impl Telemetry {
         }
         for outcome in TTFT_OBSERVATION_OUTCOMES {
             t.ttft_observations
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
+        }
+        for outcome in ENGINE_TOKENIZE_OUTCOMES {
+            t.engine_tokenize
                 .get_or_create(&OutcomeLabels {
                     outcome: outcome.into(),
                 })
@@ -404,6 +418,11 @@ impl Telemetry {
             "ttft_observations",
             "TTFT observations offered to the latency models, by outcome: learned, clipped (an outlier, learned in part) or refused",
             t.ttft_observations.clone(),
+        );
+        registry.add(
+            "engine_tokenize",
+            "Prompts the precise prefix index needed token ids for, by outcome: cached, tokenized (by an engine's /tokenize), failed, timeout or no_endpoint (each of the last three matched against the approximate index)",
+            t.engine_tokenize.clone(),
         );
         registry.add(
             "latency_model_coefficient",

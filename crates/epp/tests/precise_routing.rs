@@ -1,7 +1,9 @@
 //! `llmd-epp --kv-events-port` against real llm-d-inference-sim processes, each at
 //! its own loopback "pod IP" with its events port bound there (as a vLLM pod binds
 //! `tcp://*:<port>`): a prefix the EPP never routed is routed to the engine that
-//! reported storing it.
+//! reported storing it. The EPP tokenizes as the engines do by asking their
+//! `/tokenize` (the default token source), for completions and for chat, whose
+//! messages only the engine knows how to render.
 
 mod support;
 
@@ -22,13 +24,39 @@ fn sim_with_events(rt: &tokio::runtime::Runtime, ip: &'static str, events_port: 
 }
 
 fn complete(url: &str, prompt: &str) -> reqwest::blocking::Response {
-    let r = http()
-        .post(url)
-        .json(&json!({"model": "test-model", "prompt": prompt, "max_tokens": 2}))
-        .send()
-        .expect("completion answered");
+    post(
+        url,
+        json!({"model": "test-model", "prompt": prompt, "max_tokens": 2}),
+    )
+}
+
+fn post(url: &str, body: serde_json::Value) -> reqwest::blocking::Response {
+    let r = http().post(url).json(&body).send().expect("answered");
     assert!(r.status().is_success(), "status {}", r.status());
     r
+}
+
+/// A chat turn: the tenant's context as the system message, then a question.
+fn chat(tenant: usize, question: usize) -> serde_json::Value {
+    let context = tenant_prompt(tenant, 0);
+    json!({
+        "model": "test-model",
+        "max_tokens": 2,
+        "messages": [
+            {"role": "system", "content": context},
+            {"role": "user", "content": format!("Question {question}: what is fact{tenant}x{question}?")},
+        ],
+    })
+}
+
+/// A counter's value in a metrics page (0 when absent).
+fn counter(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(0, |v| v as u64)
 }
 
 fn precise_metric(epp: &Epp, address: &str) -> bool {
@@ -79,19 +107,31 @@ fn a_prefix_the_epp_never_routed_goes_to_the_engine_that_reported_it() {
     );
 
     // Each tenant's context goes straight to one engine, never through the EPP, so
-    // only that engine's events can tell the EPP where it is.
-    let proxy = epp.url("/v1/completions");
-    for (tenant, holder) in [(1, 1), (2, 0)] {
+    // only that engine's events can tell the EPP where it is: tenants 1 and 2 as
+    // completions, tenants 3 and 4 as chat (the engine renders the messages).
+    for (tenant, holder, is_chat) in [(1, 1, false), (2, 0, false), (3, 0, true), (4, 1, true)] {
         let expected = &list[holder];
+        let (path, first) = if is_chat {
+            ("/v1/chat/completions", chat(tenant, 0))
+        } else {
+            (
+                "/v1/completions",
+                json!({"model": "test-model", "prompt": tenant_prompt(tenant, 0), "max_tokens": 2}),
+            )
+        };
         let before = messages(&epp, expected);
-        let url = format!("http://{}/v1/completions", sims[holder].address());
-        complete(&url, &tenant_prompt(tenant, 0));
+        post(&format!("http://{}{path}", sims[holder].address()), first);
         // Engines flush events within a second.
         wait_for("the engine's events", Duration::from_secs(10), || {
             (messages(&epp, expected) > before).then_some(())
         });
         for q in 1..6 {
-            let r = complete(&proxy, &tenant_prompt(tenant, q));
+            let body = if is_chat {
+                chat(tenant, q)
+            } else {
+                json!({"model": "test-model", "prompt": tenant_prompt(tenant, q), "max_tokens": 2})
+            };
+            let r = post(&epp.url(path), body);
             let got = r
                 .headers()
                 .get("x-gateway-destination-endpoint")
@@ -99,7 +139,18 @@ fn a_prefix_the_epp_never_routed_goes_to_the_engine_that_reported_it() {
             assert_eq!(got, Some(expected.as_str()), "tenant {tenant} question {q}");
         }
     }
+    // Every routed prompt was tokenized by an engine: 20 asked, none failed.
     let metrics = epp.metrics_text();
+    let tokenize = |outcome: &str| {
+        counter(
+            &metrics,
+            &format!("llmd_epp_engine_tokenize_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(tokenize("tokenized") + tokenize("cached"), 20, "{metrics}");
+    for outcome in ["failed", "timeout", "no_endpoint"] {
+        assert_eq!(tokenize(outcome), 0, "{outcome}: {metrics}");
+    }
     assert!(
         !metrics.contains("llmd_epp_kv_events_refused_total"),
         "{metrics}"

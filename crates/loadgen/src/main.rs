@@ -145,7 +145,8 @@ fn replica_policies() -> Vec<Policy> {
 }
 
 /// Under cache pressure: precise against approximate (one replica and two) and the
-/// peers' cache-aware policies.
+/// peers' cache-aware policies; precise also tokenizing in process, to show what
+/// asking the engine's `/tokenize` costs.
 fn pressure_policies(bins: &Binaries<'_>) -> Vec<Policy> {
     let mut p = vec![Policy::RoundRobin];
     if bins.vllm_router.is_some() {
@@ -155,6 +156,10 @@ fn pressure_policies(bins: &Binaries<'_>) -> Vec<Policy> {
         p.push(Policy::Sglang("cache_aware"));
     }
     p.extend(replica_policies().into_iter().skip(1));
+    p.push(Policy::Epp {
+        prefix: Prefix::PreciseInProcess,
+        replicas: 1,
+    });
     p
 }
 

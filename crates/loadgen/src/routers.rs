@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use llmd_api::endpoint_picker::flag;
-use llmd_api::endpoint_picker_config::EndpointPickerConfig;
+use llmd_api::endpoint_picker_config::{EndpointPickerConfig, plugin};
 use llmd_api::{RouterSpec, ScorerWeights};
 use rand::Rng;
 
@@ -19,8 +19,19 @@ use crate::fleet::{Proc, free_port, spawn, wait_healthy};
 pub enum Prefix {
     /// From the requests it routed itself.
     Approximate,
-    /// From the engines' KV events (the fleet must offer them).
+    /// From the engines' KV events (the fleet must offer them), prompts tokenized
+    /// by an engine's `/tokenize` (the default).
     Precise,
+    /// Precise, prompts tokenized in process the way the simulator tokenizes
+    /// (`token-producer` with `source: simulator`): what the `/tokenize` round trip costs.
+    PreciseInProcess,
+}
+
+impl Prefix {
+    /// Whether matches come from the engines' KV events.
+    pub fn precise(self) -> bool {
+        self != Prefix::Approximate
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +71,9 @@ impl Policy {
                 let mut label = match prefix {
                     Prefix::Approximate => "llmd-epp".to_string(),
                     Prefix::Precise => "llmd-epp precise".to_string(),
+                    Prefix::PreciseInProcess => {
+                        "llmd-epp precise, tokenized in process".to_string()
+                    }
                 };
                 if replicas > 1 {
                     label.push_str(&format!(" ({replicas} replicas)"));
@@ -69,7 +83,7 @@ impl Policy {
             Policy::EppPd => "llmd-epp P/D".into(),
             Policy::EppLatency { prefix, blend } => {
                 let mut label = "llmd-epp".to_string();
-                if prefix == Prefix::Precise {
+                if prefix.precise() {
                     label.push_str(" precise,");
                 }
                 label.push_str(if blend {
@@ -138,6 +152,20 @@ fn pd_config(non_cached: usize) -> String {
     EndpointPickerConfig::for_router(&router, &router.scorers, true).to_yaml()
 }
 
+/// The default weights in precise mode, the token-producer tokenizing in process as
+/// the simulator does.
+fn in_process_tokens_config() -> String {
+    let mut router = RouterSpec::default();
+    router.prefix_cache.mode = llmd_api::PrefixCacheMode::Precise;
+    let mut config = EndpointPickerConfig::for_router(&router, &router.scorers, false);
+    for p in &mut config.plugins {
+        if p.plugin_type == plugin::TOKEN_PRODUCER {
+            p.parameters = Some(serde_json::json!({"source": "simulator"}));
+        }
+    }
+    config.to_yaml()
+}
+
 /// The latency-scorer alone, or with `blend` at weight 1 beside the default weights.
 fn latency_config(blend: bool) -> String {
     let router = RouterSpec::default();
@@ -187,17 +215,14 @@ pub async fn start(
                 _ => 1,
             };
             let kv_events = match policy {
-                Policy::Epp {
-                    prefix: Prefix::Precise,
-                    ..
+                Policy::Epp { prefix, .. } | Policy::EppLatency { prefix, .. }
+                    if prefix.precise() =>
+                {
+                    Some(
+                        bins.kv_events_port
+                            .ok_or("precise mode needs a fleet offering KV events")?,
+                    )
                 }
-                | Policy::EppLatency {
-                    prefix: Prefix::Precise,
-                    ..
-                } => Some(
-                    bins.kv_events_port
-                        .ok_or("precise mode needs a fleet offering KV events")?,
-                ),
                 _ => None,
             };
             for _ in 0..replicas {
@@ -217,6 +242,10 @@ pub async fn start(
                 let config = match policy {
                     Policy::EppPd => Some(pd_config(256)),
                     Policy::EppLatency { blend, .. } => Some(latency_config(blend)),
+                    Policy::Epp {
+                        prefix: Prefix::PreciseInProcess,
+                        ..
+                    } => Some(in_process_tokens_config()),
                     _ => None,
                 };
                 if let Some(config) = config {

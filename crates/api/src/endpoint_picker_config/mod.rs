@@ -32,7 +32,7 @@ pub use config_error::ConfigError;
 pub use plugins::{FilterKind, PluginKind, Producer, RoleFilter, Scorer, plugin, profile};
 pub use scheduler_config::{
     AffinityGate, DEFAULT_CONFIG, DefaultSlo, Filter, KvEventsParams, PrefixParams, Profile,
-    SchedulerConfig, WeightedScorer,
+    SchedulerConfig, TokenSource, WeightedScorer,
 };
 
 pub const API_VERSION: &str = "llm-d.ai/v1alpha1";

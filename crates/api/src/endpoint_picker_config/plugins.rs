@@ -195,6 +195,21 @@ pub(crate) struct PrefixCacheParameters {
     pub lru_capacity_per_server: Option<u64>,
 }
 
+/// Parameters of the token-producer: where the prompt's token ids come from.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TokenProducerParameters {
+    /// `engine` (the default: the serving engine's `/tokenize`) or `simulator`.
+    pub source: Option<String>,
+    /// Requests whose token ids are kept.
+    pub cache_size: Option<u64>,
+    /// How long a pick waits for the engine to tokenize.
+    pub timeout_ms: Option<u64>,
+    /// llm-d's tokenizer plugins name the model; the engine knows its own.
+    #[serde(rename = "modelName")]
+    pub _model_name: Option<serde::de::IgnoredAny>,
+}
+
 /// Parameters of the precise-prefix-cache-producer (and of the deprecated
 /// precise-prefix-cache-scorer), in llm-d's shape. What llmd-epp does not implement
 /// differently is refused by name: a central `zmqEndpoint` (pods are dialed), pod

@@ -10,7 +10,7 @@ use super::plugins::plugin;
 use super::plugins::{
     DisaggHandlerParameters, FilterKind, PdDeciderParameters, PluginKind,
     PrecisePrefixCacheParameters, PredictedLatencyParameters, PrefixCacheAffinityParameters,
-    PrefixCacheParameters, Producer, RoleFilter, Scorer, profile,
+    PrefixCacheParameters, Producer, RoleFilter, Scorer, TokenProducerParameters, profile,
 };
 use super::{API_VERSION, EndpointPickerConfig, KIND, LEGACY_API_VERSION, PluginSpec};
 
@@ -101,6 +101,33 @@ impl KvEventsParams {
     pub const DEFAULT_PORT: u16 = crate::KV_EVENTS_PORT as u16;
 }
 
+/// Where the precise index gets a prompt's token ids (the token-producer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The serving engine's `/tokenize` (vLLM's, which llm-d-inference-sim also
+    /// serves): exactly the engine's tokenizer and chat template, whatever the model.
+    /// Answers are cached per request text; a pick waits at most `timeout_ms`, after
+    /// which that request is matched against the approximate index.
+    Engine { cache_size: usize, timeout_ms: u64 },
+    /// llm-d-inference-sim's built-in tokenizer, computed in process (a simulated
+    /// fleet only).
+    Simulator,
+}
+
+impl TokenSource {
+    pub const DEFAULT_CACHE_SIZE: usize = 4096;
+    pub const DEFAULT_TIMEOUT_MS: u64 = 200;
+}
+
+impl Default for TokenSource {
+    fn default() -> Self {
+        TokenSource::Engine {
+            cache_size: TokenSource::DEFAULT_CACHE_SIZE,
+            timeout_ms: TokenSource::DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
 /// Latency objectives in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DefaultSlo {
@@ -119,6 +146,8 @@ pub struct SchedulerConfig {
     pub prefix: PrefixParams,
     /// With a precise-prefix-cache-producer: prefix matches from the engines' KV events.
     pub kv_events: Option<KvEventsParams>,
+    /// Where the precise index gets token ids (the token-producer's `source`).
+    pub tokens: TokenSource,
     /// Latency objectives of requests that carry none (the predicted-latency-producer's
     /// `defaultTtftSloMs` / `defaultTpotSloMs`).
     pub default_slo: DefaultSlo,
@@ -137,6 +166,26 @@ fn params<T: for<'de> Deserialize<'de>>(p: &PluginSpec) -> Result<Option<T>, Con
                     reason: e.to_string(),
                 })
         }
+    }
+}
+
+fn token_source(name: &str, p: &TokenProducerParameters) -> Result<TokenSource, ConfigError> {
+    match p.source.as_deref() {
+        None | Some("engine") => Ok(TokenSource::Engine {
+            cache_size: match p.cache_size {
+                Some(n) => bounded(name, "cacheSize", n, 0, 1_000_000)?,
+                None => TokenSource::DEFAULT_CACHE_SIZE,
+            },
+            timeout_ms: match p.timeout_ms {
+                Some(ms) => bounded(name, "timeoutMs", ms, 1, 60_000)? as u64,
+                None => TokenSource::DEFAULT_TIMEOUT_MS,
+            },
+        }),
+        Some("simulator") => Ok(TokenSource::Simulator),
+        Some(other) => Err(ConfigError::Parameters {
+            plugin: name.to_string(),
+            reason: format!("source {other:?} is not one of engine, simulator"),
+        }),
     }
 }
 
@@ -333,6 +382,7 @@ impl EndpointPickerConfig {
         let mut kv_events: Option<KvEventsParams> = None;
         let mut default_slo = DefaultSlo::default();
         let mut precise_block: Option<usize> = None;
+        let mut tokens = TokenSource::default();
         for p in &api.plugins {
             let name = p.instance_name();
             let role = PluginKind::of(&p.plugin_type)
@@ -369,6 +419,10 @@ impl EndpointPickerConfig {
                         precise_block = Some(bounded(name, "blockSize", b, 1, 4096)?);
                     }
                     kv_events = Some(kv_events_params(name, &parsed)?);
+                }
+                PluginKind::Producer(Producer::Token) => {
+                    let parsed = params::<TokenProducerParameters>(p)?.unwrap_or_default();
+                    tokens = token_source(name, &parsed)?;
                 }
                 PluginKind::ProfileHandler { disagg: true } => {
                     disagg = true;
@@ -498,6 +552,7 @@ impl EndpointPickerConfig {
             non_cached_tokens: non_cached_tokens.unwrap_or(0),
             prefix,
             kv_events,
+            tokens,
             default_slo,
             hash: self.hash(),
         })
@@ -815,5 +870,30 @@ schedulingProfiles:
             refused("{indexerConfig: {tokenProcessorConfig: {blockSize: 64}}}")
                 .contains("blockSize 64 differs from the prefix-cache-scorer's blockSizeTokens 16")
         );
+    }
+
+    #[test]
+    fn the_token_producer_asks_the_engine_unless_told_the_fleet_is_simulated() {
+        let with = |params: &str| {
+            SchedulerConfig::from_yaml(&precise("{}").replace(
+                "- type: token-producer\n",
+                &format!("- type: token-producer\n  parameters: {params}\n"),
+            ))
+        };
+        let tokens = |params: &str| with(params).map(|c| c.tokens).map_err(|e| e.to_string());
+        let default = SchedulerConfig::from_yaml(&precise("{}")).map(|c| c.tokens);
+        assert_eq!(default.ok(), Some(TokenSource::default()));
+        assert_eq!(
+            tokens("{source: engine, cacheSize: 10, timeoutMs: 50, modelName: m}"),
+            Ok(TokenSource::Engine {
+                cache_size: 10,
+                timeout_ms: 50
+            })
+        );
+        assert_eq!(tokens("{source: simulator}"), Ok(TokenSource::Simulator));
+        let refused = |p: &str| tokens(p).err().unwrap_or_default();
+        assert!(refused("{source: hf}").contains("source \"hf\" is not one of engine, simulator"));
+        assert!(refused("{timeoutMs: 0}").contains("timeoutMs"));
+        assert!(refused("{tokenizer: x}").contains("unknown field `tokenizer`"));
     }
 }

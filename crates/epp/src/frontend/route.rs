@@ -45,17 +45,31 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<InferenceRequest, RouteError>
     InferenceRequest::parse(kind, body).map_err(|e| RouteError::BadRequest(e.to_string()))
 }
 
+/// What a pick needs besides the parsed request: its headers' asks, and the token
+/// ids an engine gave its prompt ([`EndpointPicker::engine_tokens`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PickOptions<'a> {
+    pub session_token: Option<&'a str>,
+    pub explain: bool,
+    pub slo: Objectives,
+    pub tokens: Option<&'a [u32]>,
+}
+
 /// Picks endpoints for `request` (`None` when there is no body to route on, e.g. a
 /// GET through the gateway), never `exclude`; with `explain`, the routing carries
 /// the `x-llmd-explain` JSON.
 pub fn pick(
     picker: &EndpointPicker,
     request: Option<&InferenceRequest>,
-    session_token: Option<&str>,
     exclude: Option<&str>,
-    explain: bool,
-    slo: Objectives,
+    options: PickOptions<'_>,
 ) -> Result<Routing, RouteError> {
+    let PickOptions {
+        session_token,
+        explain,
+        slo,
+        tokens,
+    } = options;
     let (model, prompt) = request.map_or(("", ""), |r| (r.model.as_str(), r.prompt.as_str()));
     if !model.is_empty() && !picker.registry.serves_model(model) {
         return Err(RouteError::ModelNotServed(model.to_string()));
@@ -68,6 +82,7 @@ pub fn pick(
             exclude,
             explain,
             slo,
+            tokens,
         })
         .ok_or(RouteError::NoEndpoint)
 }

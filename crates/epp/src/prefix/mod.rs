@@ -2,6 +2,7 @@
 //! which endpoint probably holds which blocks; and the precise index of the blocks
 //! each engine reports in its KV events.
 
+pub mod engine_tokenizer;
 pub mod engine_tokens;
 pub mod hash;
 pub mod index;

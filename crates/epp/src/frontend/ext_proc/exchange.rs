@@ -75,7 +75,7 @@ impl Exchange {
         }
     }
 
-    pub(super) fn on_message(&mut self, msg: ProcessingRequest) -> Vec<ProcessingResponse> {
+    pub(super) async fn on_message(&mut self, msg: ProcessingRequest) -> Vec<ProcessingResponse> {
         if let Some(pc) = &msg.protocol_config {
             self.full_duplex = pc.request_body_mode == BodySendMode::FullDuplexStreamed as i32;
         }
@@ -102,7 +102,7 @@ impl Exchange {
                 self.headers = header_map(&h);
                 if h.end_of_stream {
                     // No body (e.g. GET): route on headers alone.
-                    return vec![self.route(true)];
+                    return vec![self.route(true).await];
                 }
                 if self.full_duplex {
                     vec![]
@@ -118,7 +118,7 @@ impl Exchange {
                 if !b.end_of_stream {
                     return vec![];
                 }
-                let routed = self.route(false);
+                let routed = self.route(false).await;
                 if is_immediate(&routed) {
                     return vec![routed];
                 }
@@ -235,7 +235,7 @@ impl Exchange {
     }
 
     /// Picks and builds the response that carries the routing decision.
-    fn route(&mut self, headers_only: bool) -> ProcessingResponse {
+    async fn route(&mut self, headers_only: bool) -> ProcessingResponse {
         let parsed = if headers_only || self.body.is_empty() {
             None
         } else {
@@ -252,11 +252,20 @@ impl Exchange {
         let session = self.headers.get(header::SESSION).map(String::as_str);
         let explain = explain::asked(self.headers.get(header::EXPLAIN).map(String::as_str));
         let slo = route::objectives(&self.picker, |n| self.headers.get(n).map(String::as_str));
-        let mut routing =
-            match route::pick(&self.picker, parsed.as_ref(), session, None, explain, slo) {
-                Ok(r) => r,
-                Err(e) => return refuse(&e),
-            };
+        let tokens = match &parsed {
+            Some(r) => self.picker.engine_tokens(r).await,
+            None => None,
+        };
+        let options = route::PickOptions {
+            session_token: session,
+            explain,
+            slo,
+            tokens: tokens.as_deref(),
+        };
+        let mut routing = match route::pick(&self.picker, parsed.as_ref(), None, options) {
+            Ok(r) => r,
+            Err(e) => return refuse(&e),
+        };
         self.announced = route::latency_headers(&routing, &slo, explain);
         if let Some(json) = routing.explanation.take() {
             self.announced.push((header::EXPLAIN, json));

@@ -78,7 +78,7 @@ impl ExternalProcessor for ExtProcService {
                         break;
                     }
                 };
-                for out in exchange.on_message(msg) {
+                for out in exchange.on_message(msg).await {
                     if tx.send(Ok(out)).await.is_err() {
                         return;
                     }

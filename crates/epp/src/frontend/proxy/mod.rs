@@ -144,8 +144,14 @@ async fn route(
     let session = header_value(headers, header::SESSION);
     let explain = explain::asked(header_value(headers, header::EXPLAIN));
     let slo = route::objectives(&s.picker, |n| header_value(headers, n));
-    let pick =
-        |exclude: Option<&str>| route::pick(&s.picker, Some(&req), session, exclude, explain, slo);
+    let tokens = s.picker.engine_tokens(&req).await;
+    let options = route::PickOptions {
+        session_token: session,
+        explain,
+        slo,
+        tokens: tokens.as_deref(),
+    };
+    let pick = |exclude: Option<&str>| route::pick(&s.picker, Some(&req), exclude, options);
     let mut routing = pick(None)?;
     let mut latency = route::latency_headers(&routing, &slo, explain);
     let clock = LatencyClock::start(s.picker.telemetry.clone(), Frontend::Proxy, started);
