@@ -159,7 +159,7 @@ impl EndpointPicker {
         self.index
             .set_capacity(config.prefix.lru_capacity_per_server);
         if let Some(sub) = &self.kv_events {
-            sub.configure(config.kv_events.map(|k| k.port));
+            sub.configure(config.kv_events);
         }
         if let TokenSource::Engine { cache_size, .. } = config.tokens {
             self.tokenizer.resize(cache_size);

@@ -77,7 +77,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         let prefix = &config.prefix;
         let index = PreciseIndex::new(prefix.block_size_tokens, prefix.lru_capacity_per_server);
         let subscriber = KvSubscriber::new(Arc::new(index), cli.kv_events_port, telemetry.clone());
-        subscriber.configure(config.kv_events.map(|k| k.port));
+        subscriber.configure(config.kv_events);
         tokio::spawn(
             subscriber
                 .clone()

@@ -179,6 +179,8 @@ pub struct Telemetry {
     /// KV-event messages (or events in them) refused, by endpoint and cause.
     pub kv_events_refused: Family<KvEventRefusalLabels, Counter>,
     pub kv_events_messages: Family<EndpointLabels, Counter>,
+    /// KV-event messages applied from a pod's replay endpoint.
+    pub kv_events_replayed: Family<EndpointLabels, Counter>,
     /// Relative error of each TTFT prediction, |predicted - observed| / observed.
     pub ttft_prediction_error: Histogram,
     /// Relative error of each inter-token latency prediction (a response's mean).
@@ -233,6 +235,7 @@ impl Telemetry {
             endpoint_prefix_precise: Family::default(),
             kv_events_refused: Family::default(),
             kv_events_messages: Family::default(),
+            kv_events_replayed: Family::default(),
             ttft_prediction_error: prediction_error_histogram(),
             itl_prediction_error: prediction_error_histogram(),
             ttft_observations: Family::default(),
@@ -403,6 +406,11 @@ impl Telemetry {
             "kv_events_messages",
             "KV-event messages applied, by endpoint",
             t.kv_events_messages.clone(),
+        );
+        registry.add(
+            "kv_events_replayed",
+            "KV-event messages applied from a pod's replay endpoint (what its events port did not deliver)",
+            t.kv_events_replayed.clone(),
         );
         registry.add(
             "ttft_prediction_error_ratio",

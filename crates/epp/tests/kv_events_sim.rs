@@ -129,10 +129,9 @@ async fn engine_events_in_map_form_index_what_the_epp_matches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_subscriber_follows_a_pod_and_routes_it_precisely_once_events_flow() {
-    let (sub, extra) = kv_events::sink(free_port(), true).await;
-    let sim = start_sim(extra).await;
     let events_port = free_port();
-    let forwarder = kv_events::republish(sub, &format!("tcp://127.0.0.1:{events_port}")).await;
+    let (forwarder, extra) = kv_events::relay("127.0.0.1", events_port, None).await;
+    let sim = start_sim(extra).await;
     let index = Arc::new(PreciseIndex::new(BLOCK, 4096));
     let subscriber =
         KvSubscriber::new(index.clone(), Some(events_port), Arc::new(Telemetry::new()));
@@ -182,5 +181,5 @@ async fn the_subscriber_follows_a_pod_and_routes_it_precisely_once_events_flow()
         subscriber.mode(&address, std::time::Instant::now()),
         Mode::Approximate("not followed")
     );
-    forwarder.abort();
+    drop(forwarder);
 }

@@ -12,15 +12,17 @@ use std::time::Duration;
 use serde_json::json;
 use support::{Epp, Sim, free_port, http, kv_events, sim_bin, tenant_prompt, wait_for};
 
-/// A simulator at `ip` whose events come out of `ip:events_port`, as a vLLM pod's.
-fn sim_with_events(rt: &tokio::runtime::Runtime, ip: &'static str, events_port: u16) -> Sim {
-    let flags = rt.block_on(async {
-        let (sink, flags) = kv_events::sink(free_port(), true).await;
-        kv_events::republish(sink, &format!("tcp://{ip}:{events_port}")).await;
-        flags
-    });
+/// A simulator at `ip` whose events come out of `ip:events_port` (and, with
+/// `replay_port`, can be asked for again at `ip:replay_port`), as a vLLM pod's.
+fn sim_with_events(
+    rt: &tokio::runtime::Runtime,
+    ip: &'static str,
+    events_port: u16,
+    replay_port: Option<u16>,
+) -> (Sim, llmd_kv_relay::Relay) {
+    let (relay, flags) = rt.block_on(kv_events::relay(ip, events_port, replay_port));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Sim::start_at(&sim_bin(), ip, &flags)
+    (Sim::start_at(&sim_bin(), ip, &flags), relay)
 }
 
 fn complete(url: &str, prompt: &str) -> reqwest::blocking::Response {
@@ -78,10 +80,10 @@ fn messages(epp: &Epp, address: &str) -> u64 {
 fn a_prefix_the_epp_never_routed_goes_to_the_engine_that_reported_it() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let events_port = free_port();
-    let sims = [
-        sim_with_events(&rt, "127.0.0.2", events_port),
-        sim_with_events(&rt, "127.0.0.3", events_port),
-    ];
+    let (sims, _relays): (Vec<Sim>, Vec<_>) = ["127.0.0.2", "127.0.0.3"]
+        .into_iter()
+        .map(|ip| sim_with_events(&rt, ip, events_port, None))
+        .unzip();
     let list: Vec<String> = sims.iter().map(Sim::address).collect();
     let epp = Epp::start_with(
         &list.join(","),
@@ -155,4 +157,120 @@ fn a_prefix_the_epp_never_routed_goes_to_the_engine_that_reported_it() {
         !metrics.contains("llmd_epp_kv_events_refused_total"),
         "{metrics}"
     );
+}
+
+/// The config a precise EPP gets from the operator: events and replay ports.
+fn precise_config(events_port: u16, replay_port: u16) -> String {
+    format!(
+        r#"
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: token-producer
+- type: precise-prefix-cache-producer
+  parameters:
+    kvEventsConfig:
+      podDiscoveryConfig: {{socketPort: {events_port}, replayPort: {replay_port}}}
+- type: prefix-cache-scorer
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: decode-filter
+- type: max-score-picker
+- type: single-profile-handler
+schedulingProfiles:
+- name: decode
+  plugins:
+  - pluginRef: decode-filter
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: max-score-picker
+"#
+    )
+}
+
+/// Messages the engine at `ip` keeps for replay, asked as the EPP asks (vLLM's
+/// protocol: a DEALER sends `["", start]`, answers end with the end marker).
+fn replayable(rt: &tokio::runtime::Runtime, ip: &str, replay_port: u16) -> usize {
+    use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
+    rt.block_on(async {
+        let mut dealer = DealerSocket::new();
+        dealer
+            .connect(&format!("tcp://{ip}:{replay_port}"))
+            .await
+            .expect("dial the replay port");
+        dealer
+            .send(llmd_kv_relay::replay_request(0))
+            .await
+            .expect("ask");
+        let mut n = 0;
+        loop {
+            let answer = tokio::time::timeout(Duration::from_secs(5), dealer.recv())
+                .await
+                .expect("answered in time")
+                .expect("answered");
+            match llmd_kv_relay::replay_reply(answer).expect("a replay answer") {
+                llmd_kv_relay::ReplayReply::Message(_) => n += 1,
+                llmd_kv_relay::ReplayReply::End => return n,
+            }
+        }
+    })
+}
+
+#[test]
+fn an_epp_started_after_the_engines_cached_rebuilds_their_entries_from_replay() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (events_port, replay_port) = (free_port(), free_port());
+    let ips = ["127.0.0.4", "127.0.0.5", "127.0.0.6"];
+    let (sims, _relays): (Vec<Sim>, Vec<_>) = ips
+        .into_iter()
+        .map(|ip| sim_with_events(&rt, ip, events_port, Some(replay_port)))
+        .unzip();
+    let list: Vec<String> = sims.iter().map(Sim::address).collect();
+    // Each tenant's context goes to its own engine before any EPP runs: no EPP
+    // heard those events live.
+    for (tenant, sim) in sims.iter().enumerate() {
+        let url = format!("http://{}/v1/completions", sim.address());
+        complete(&url, &tenant_prompt(tenant + 10, 0));
+        wait_for(
+            "the engine's events kept for replay",
+            Duration::from_secs(10),
+            || (replayable(&rt, ips[tenant], replay_port) > 0).then_some(()),
+        );
+    }
+    let epp = Epp::start_with(
+        &list.join(","),
+        Some(&precise_config(events_port, replay_port)),
+        &[],
+    );
+    let replayed = |address: &str| {
+        counter(
+            &epp.metrics_text(),
+            &format!("llmd_epp_kv_events_replayed_total{{endpoint=\"{address}\"}}"),
+        )
+    };
+    wait_for(
+        "every engine's events replayed",
+        Duration::from_secs(20),
+        || {
+            list.iter()
+                .all(|a| replayed(a) > 0 && precise_metric(&epp, a))
+                .then_some(())
+        },
+    );
+    // Each tenant's questions go to the engine that holds its context: from the
+    // replay alone (by load, all three would land right by chance 1 in 27).
+    for (tenant, expected) in list.iter().enumerate() {
+        for q in 1..4 {
+            let r = complete(&epp.url("/v1/completions"), &tenant_prompt(tenant + 10, q));
+            let got = r
+                .headers()
+                .get("x-gateway-destination-endpoint")
+                .and_then(|v| v.to_str().ok());
+            assert_eq!(got, Some(expected.as_str()), "tenant {tenant} question {q}");
+        }
+    }
 }

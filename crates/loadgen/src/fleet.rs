@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::kv_forward::{self, Forwarder};
+use crate::kv_forward;
+use llmd_kv_relay::Relay;
 
 pub fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
@@ -106,7 +107,7 @@ pub const BENCH_MODEL: SimModel = SimModel {
 pub struct Sim {
     pub address: String,
     _proc: Proc,
-    _events: Option<Forwarder>,
+    _events: Option<Relay>,
 }
 
 /// Whether the fleet's engines offer KV events, as vLLM pods do with
@@ -145,7 +146,7 @@ pub async fn start_fleet(
             ),
             KvEvents::On { port: events_port } => {
                 let ip = pod_ip(i);
-                let (forwarder, flags) = kv_forward::start(free_port()?, &ip, events_port).await?;
+                let (forwarder, flags) = kv_forward::start(&ip, events_port).await?;
                 (ip, Some(forwarder), flags)
             }
         };

@@ -1,60 +1,27 @@
 //! KV events from the bench's simulators, offered as a vLLM pod offers them.
 //! llm-d-inference-sim only connects out to one `--zmq-endpoint`, while a vLLM pod
 //! binds its events port for the EndpointPicker to dial; so each simulator gets a
-//! sink (a SUB socket it publishes to) and a PUB socket bound on the simulator's own
-//! loopback address at the fleet's events port, forwarding what the sink receives.
+//! relay ([`llmd_kv_relay::Relay`]): a sink it publishes to, and the fleet's events
+//! port bound on the simulator's own loopback address.
 
-use tokio::task::JoinHandle;
-use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket};
+use std::net::TcpListener;
 
-/// One simulator's forwarder; stops when dropped.
-pub struct Forwarder {
-    task: JoinHandle<()>,
-}
+use llmd_kv_relay::{Listeners, Relay};
 
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Binds the sink on `127.0.0.1:sink_port` and the pod side on `ip:events_port`.
-/// Returns the forwarder and the simulator flags that make it publish to the sink
-/// (vLLM's map encoding, one event per message).
-pub async fn start(
-    sink_port: u16,
-    ip: &str,
-    events_port: u16,
-) -> Result<(Forwarder, Vec<String>), String> {
-    let sink_at = format!("tcp://127.0.0.1:{sink_port}");
-    let mut sink = SubSocket::new();
-    sink.bind(&sink_at)
+/// Binds the sink on a free loopback port and the pod side on `ip:events_port`.
+/// Returns the relay (it stops when dropped) and the simulator flags that make it
+/// publish to the sink.
+pub async fn start(ip: &str, events_port: u16) -> Result<(Relay, Vec<String>), String> {
+    let bind =
+        |at: (&str, u16)| TcpListener::bind(at).map_err(|e| format!("bind {}:{}: {e}", at.0, at.1));
+    let listeners = Listeners {
+        sink: bind(("127.0.0.1", 0))?,
+        events: bind((ip, events_port))?,
+        replay: None,
+    };
+    let relay = Relay::start(listeners, llmd_kv_relay::DEFAULT_BUFFER)
         .await
-        .map_err(|e| format!("bind {sink_at}: {e}"))?;
-    sink.subscribe("kv@")
-        .await
-        .map_err(|e| format!("subscribe {sink_at}: {e}"))?;
-    let pod_at = format!("tcp://{ip}:{events_port}");
-    let mut publisher = PubSocket::new();
-    publisher
-        .bind(&pod_at)
-        .await
-        .map_err(|e| format!("bind {pod_at}: {e}"))?;
-    let task = tokio::spawn(async move {
-        while let Ok(message) = sink.recv().await {
-            if publisher.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    let flags = vec![
-        "--zmq-endpoint".to_string(),
-        sink_at,
-        "--use-vllm-map-event-format".to_string(),
-        // vLLM publishes every engine step; the simulator holds events for up to a
-        // second unless each is its own batch.
-        "--event-batch-size".to_string(),
-        "1".to_string(),
-    ];
-    Ok((Forwarder { task }, flags))
+        .map_err(|e| format!("relay KV events at {ip}:{events_port}: {e}"))?;
+    let flags = llmd_kv_relay::simulator_flags(&relay.sink_endpoint());
+    Ok((relay, flags))
 }

@@ -131,7 +131,7 @@ pub fn problems(spec: &LLMDeploymentSpec) -> Vec<String> {
 }
 
 /// The ports the pods serve on besides NIXL's side channel.
-const OTHER_POD_PORTS: [(i32, &str); 4] = [
+const OTHER_POD_PORTS: [(i32, &str); 5] = [
     (llmd_api::MODEL_SERVER_PORT, "the model-server port"),
     (
         llmd_api::routing_sidecar::ENGINE_PORT,
@@ -142,6 +142,7 @@ const OTHER_POD_PORTS: [(i32, &str); 4] = [
         "the routing sidecar's metrics port",
     ),
     (llmd_api::KV_EVENTS_PORT, "the KV-events port"),
+    (llmd_api::KV_EVENTS_REPLAY_PORT, "the KV-events replay port"),
 ];
 
 /// Each data-parallel rank has its own side-channel port (the base plus the rank):

@@ -118,9 +118,9 @@ impl ContainerTask {
             let pod = self.ctx.pod();
             // Kept until the process ends: the simulator's KV events leave the pod
             // through the port the engine would bind.
-            let _kv_forwarder = match spec.kv_events_port {
+            let _kv_forwarder = match spec.kv_events {
                 None => None,
-                Some(port) => match KvForwarder::start(&spec.netns, port).await {
+                Some(ports) => match KvForwarder::start(&spec.netns, ports).await {
                     Ok(f) => {
                         spec.args
                             .extend(["--zmq-endpoint".to_string(), f.sink_endpoint()]);
@@ -131,7 +131,10 @@ impl ContainerTask {
                             &pod,
                             "Failed",
                             "Start",
-                            format!("KV events not offered: cannot bind port {port}: {e}"),
+                            format!(
+                                "KV events not offered: cannot bind port {} (replay {:?}): {e}",
+                                ports.events, ports.replay
+                            ),
                         );
                         None
                     }

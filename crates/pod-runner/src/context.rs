@@ -342,7 +342,7 @@ impl PodContext {
             log: self.log_path(&container.name),
             pid_file: self.pid_path(&container.name),
             notes: program.notes,
-            kv_events_port: program.kv_events_port,
+            kv_events: program.kv_events,
             termination_log,
         };
         Ok((spec, program.kind))

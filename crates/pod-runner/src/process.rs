@@ -11,6 +11,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
+
+use crate::stand_in::KvEventPorts;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -28,7 +30,7 @@ pub struct LaunchSpec {
     /// Written to the log before the process starts (what was translated or dropped).
     pub notes: Vec<String>,
     /// A simulator's KV-events port to bind and forward ([`crate::kv_forwarder`]).
-    pub kv_events_port: Option<u16>,
+    pub kv_events: Option<KvEventPorts>,
     /// Where the container's `terminationMessagePath` is (emptied before each start).
     pub termination_log: PathBuf,
 }

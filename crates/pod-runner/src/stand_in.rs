@@ -5,6 +5,7 @@
 mod vllm_flags;
 
 use crate::config::{Config, ImageRule, RunKind};
+pub use vllm_flags::KvEventPorts;
 use vllm_flags::{TranslateError, translate_vllm};
 
 /// The local program of a container and its arguments.
@@ -17,7 +18,7 @@ pub struct Program {
     pub notes: Vec<String>,
     /// The pod port the engine would bind for KV events, which the runner binds
     /// and forwards to (the simulator only connects out).
-    pub kv_events_port: Option<u16>,
+    pub kv_events: Option<KvEventPorts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +57,7 @@ pub fn program(
             args: all,
             kind: RunKind::Binary,
             notes: Vec::new(),
-            kv_events_port: None,
+            kv_events: None,
         });
     }
     match rule.run {
@@ -85,7 +86,7 @@ pub fn program(
                 args: t.args,
                 kind: rule.run,
                 notes,
-                kv_events_port: t.kv_events_port,
+                kv_events: t.kv_events,
             })
         }
         RunKind::Binary => {
@@ -98,7 +99,7 @@ pub fn program(
                 args: all,
                 kind: rule.run,
                 notes: Vec::new(),
-                kv_events_port: None,
+                kv_events: None,
             })
         }
     }

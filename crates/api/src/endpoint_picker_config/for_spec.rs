@@ -7,7 +7,10 @@ use super::plugins::{plugin, profile};
 use super::{
     API_VERSION, EndpointPickerConfig, KIND, PluginSpec, ProfilePlugin, SchedulingProfile,
 };
-use crate::{KV_EVENTS_PORT, LLMDeploymentSpec, PrefixCacheMode, RouterSpec, ScorerWeights};
+use crate::{
+    KV_EVENTS_PORT, KV_EVENTS_REPLAY_PORT, LLMDeploymentSpec, PrefixCacheMode, RouterSpec,
+    ScorerWeights,
+};
 
 /// How many leading prompt blocks the prefix index matches.
 const MAX_PREFIX_BLOCKS_TO_MATCH: u64 = 2048;
@@ -118,7 +121,10 @@ fn precise_producers(router: &RouterSpec) -> Vec<PluginSpec> {
                 "kvEventsConfig": {
                     "topicFilter": "kv@",
                     "discoverPods": true,
-                    "podDiscoveryConfig": {"socketPort": KV_EVENTS_PORT},
+                    "podDiscoveryConfig": {
+                        "socketPort": KV_EVENTS_PORT,
+                        "replayPort": KV_EVENTS_REPLAY_PORT,
+                    },
                 },
                 "indexerConfig": {
                     "tokenProcessorConfig": {"blockSize": router.prefix_cache.block_size_tokens},

@@ -182,7 +182,8 @@ mod tests {
         assert_eq!(
             validated.kv_events,
             Some(KvEventsParams {
-                port: crate::KV_EVENTS_PORT as u16
+                port: crate::KV_EVENTS_PORT as u16,
+                replay_port: Some(crate::KV_EVENTS_REPLAY_PORT as u16),
             })
         );
     }

@@ -239,6 +239,8 @@ pub(crate) struct KvEventsConfig {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PodDiscoveryConfig {
     pub socket_port: Option<u64>,
+    /// Ours: each pod's vLLM `replay_endpoint` port.
+    pub replay_port: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -94,6 +94,9 @@ impl Default for PrefixParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvEventsParams {
     pub port: u16,
+    /// Each pod's replay port (vLLM's `replay_endpoint`), from which missed messages
+    /// are asked for again: on connecting, and after a sequence gap.
+    pub replay_port: Option<u16>,
 }
 
 impl KvEventsParams {
@@ -252,6 +255,7 @@ fn kv_events_params(
     let Some(k) = &parsed.kv_events_config else {
         return Ok(KvEventsParams {
             port: KvEventsParams::DEFAULT_PORT,
+            replay_port: None,
         });
     };
     if k.zmq_endpoint.as_deref().is_some_and(|e| !e.is_empty()) {
@@ -290,8 +294,23 @@ fn kv_events_params(
                 65_535,
             )
         })?;
+    let replay_port = k
+        .pod_discovery_config
+        .as_ref()
+        .and_then(|d| d.replay_port)
+        .map(|p| {
+            bounded(
+                name,
+                "kvEventsConfig.podDiscoveryConfig.replayPort",
+                p,
+                1,
+                65_535,
+            )
+        })
+        .transpose()?;
     Ok(KvEventsParams {
         port: u16::try_from(port).unwrap_or(KvEventsParams::DEFAULT_PORT),
+        replay_port: replay_port.and_then(|p| u16::try_from(p).ok()),
     })
 }
 
@@ -814,10 +833,27 @@ schedulingProfiles:
              indexerConfig: {tokenProcessorConfig: {blockSize: 16}}}",
         ))
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.kv_events, Some(KvEventsParams { port: 5557 }));
+        assert_eq!(
+            c.kv_events,
+            Some(KvEventsParams {
+                port: 5557,
+                replay_port: None
+            })
+        );
         assert_eq!(c.decode.scorers[0].kind, Scorer::PrefixCache);
+        let c = SchedulerConfig::from_yaml(&precise(
+            "{kvEventsConfig: {podDiscoveryConfig: {socketPort: 5557, replayPort: 5558}}}",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kv_events.and_then(|k| k.replay_port), Some(5558));
         let c = SchedulerConfig::from_yaml(&precise("{}")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.kv_events, Some(KvEventsParams { port: 5556 }));
+        assert_eq!(
+            c.kv_events,
+            Some(KvEventsParams {
+                port: 5556,
+                replay_port: None
+            })
+        );
         assert_eq!(SchedulerConfig::default_config().kv_events, None);
     }
 
@@ -843,7 +879,13 @@ schedulingProfiles:
 "#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.kv_events, Some(KvEventsParams { port: 5556 }));
+        assert_eq!(
+            c.kv_events,
+            Some(KvEventsParams {
+                port: 5556,
+                replay_port: None
+            })
+        );
         assert_eq!(c.prefix.block_size_tokens, 64);
         assert_eq!(c.decode.scorers[0].kind, Scorer::PrefixCache);
         assert_eq!(c.decode.scorers[0].weight, 5.0);
@@ -865,6 +907,10 @@ schedulingProfiles:
         assert!(
             refused("{kvEventsConfig: {podDiscoveryConfig: {socketPort: 70000}}}")
                 .contains("socketPort")
+        );
+        assert!(
+            refused("{kvEventsConfig: {podDiscoveryConfig: {replayPort: 0}}}")
+                .contains("replayPort")
         );
         assert!(
             refused("{indexerConfig: {tokenProcessorConfig: {blockSize: 64}}}")

@@ -31,6 +31,9 @@ pub const MODEL_SERVER_PORT: i32 = 8000;
 /// `spec.router.prefixCache.mode: Precise` (vLLM binds `tcp://*:<port>`, every
 /// EndpointPicker replica dials it; llm-d's port).
 pub const KV_EVENTS_PORT: i32 = 5556;
+/// Where each engine answers requests to replay KV-event messages a subscriber
+/// missed (vLLM's `replay_endpoint`, a ZeroMQ ROUTER bound on `tcp://*:<port>`).
+pub const KV_EVENTS_REPLAY_PORT: i32 = 5557;
 
 /// LLMDeployment turns one model into a complete llm-d style inference stack:
 /// prefill and decode vLLM StatefulSets, a NIXL KV-transfer fabric, and an

@@ -8,14 +8,21 @@
 //! sequence gap is recent; otherwise its prefix matches come from the approximate
 //! index (see [`Mode`]). Bad frames are counted by cause and logged once per pod and
 //! cause; nothing here panics on input.
+//!
+//! Where the engines offer vLLM's replay endpoint, a feed asks it for what it missed:
+//! on connecting (a restarted EndpointPicker rebuilds the pod's entries from the
+//! engine's buffer rather than starting empty) and on a sequence gap (the gap is
+//! filled, so the pod stays precise); messages heard twice are applied once.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use llmd_api::endpoint_picker_config::KvEventsParams;
+use llmd_kv_relay::{ReplayReply, replay_reply, replay_request};
 use tokio::task::JoinHandle;
-use zeromq::{Socket, SocketRecv, SubSocket};
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, SubSocket};
 
 use super::kv_events::decode_message;
 use super::precise::PreciseIndex;
@@ -27,6 +34,9 @@ const TOPIC_PREFIX: &str = "kv@";
 /// Back-off between connection attempts to one pod.
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How long a replay may take before the feed goes on without it.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long after a sequence gap a pod's entries are not trusted (missed
 /// `BlockRemoved` events may leave blocks the engine no longer holds).
@@ -70,6 +80,9 @@ pub struct FeedState {
     pub awaited_since: Option<Instant>,
     /// Refused messages by cause.
     pub refused: HashMap<&'static str, u64>,
+    /// The sequence numbers the last replay applied: heard again from the events
+    /// port, they are skipped.
+    replayed: Option<(u64, u64)>,
     logged: HashSet<&'static str>,
     /// The mode last published (metric and log line).
     published: Option<Mode>,
@@ -131,9 +144,9 @@ fn lock(state: &Mutex<FeedState>) -> MutexGuard<'_, FeedState> {
 /// The feeds of all pods.
 pub struct KvSubscriber {
     index: Arc<PreciseIndex>,
-    /// The events port in force; `None` while precise mode is off.
-    port: Mutex<Option<u16>>,
-    /// A port set on the command line wins over the config's.
+    /// The events (and replay) ports in force; `None` while precise mode is off.
+    ports: Mutex<Option<KvEventsParams>>,
+    /// An events port set on the command line wins over the config's.
     pinned: Option<u16>,
     feeds: Mutex<HashMap<Arc<str>, Feed>>,
     telemetry: Arc<Telemetry>,
@@ -158,29 +171,42 @@ impl KvSubscriber {
     ) -> Arc<Self> {
         Arc::new(KvSubscriber {
             index,
-            port: Mutex::new(pinned),
+            ports: Mutex::new(pinned.map(|port| KvEventsParams {
+                port,
+                replay_port: None,
+            })),
             pinned,
             feeds: Mutex::new(HashMap::new()),
             telemetry,
         })
     }
 
-    /// The config's events port (`None`: no precise-prefix-cache-producer). A change
+    /// The config's events ports (`None`: no precise-prefix-cache-producer). A change
     /// drops every feed and the index; the next [`KvSubscriber::follow`] dials the
-    /// pods on the new port. Returns whether anything changed.
-    pub fn configure(&self, from_config: Option<u16>) -> bool {
-        let want = self.pinned.or(from_config);
+    /// pods on the new ports. Returns whether anything changed.
+    pub fn configure(&self, from_config: Option<KvEventsParams>) -> bool {
+        let want = match (self.pinned, from_config) {
+            (Some(port), config) => Some(KvEventsParams {
+                port,
+                replay_port: config.and_then(|c| c.replay_port),
+            }),
+            (None, config) => config,
+        };
         {
-            let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
-            if *port == want {
+            let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+            if *ports == want {
                 return false;
             }
-            *port = want;
+            *ports = want;
         }
         self.drop_feeds(|_| false);
         match want {
-            Some(port) => {
-                tracing::info!(port, "precise prefix routing from the engines' KV events")
+            Some(KvEventsParams { port, replay_port }) => {
+                tracing::info!(
+                    port,
+                    ?replay_port,
+                    "precise prefix routing from the engines' KV events"
+                )
             }
             None => tracing::info!("precise prefix routing off: approximate matching only"),
         }
@@ -189,11 +215,11 @@ impl KvSubscriber {
 
     /// Whether precise mode is on (a port is known).
     pub fn enabled(&self) -> bool {
-        self.port().is_some()
+        self.ports().is_some()
     }
 
-    fn port(&self) -> Option<u16> {
-        *self.port.lock().unwrap_or_else(|p| p.into_inner())
+    fn ports(&self) -> Option<KvEventsParams> {
+        *self.ports.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops the feeds of pods `keep` refuses, forgetting their entries and metrics.
@@ -222,7 +248,7 @@ impl KvSubscriber {
 
     /// Subscribes to pods that joined and drops those that left (their entries too).
     pub fn follow(&self, addresses: impl IntoIterator<Item = Arc<str>>) {
-        let Some(port) = self.port() else {
+        let Some(ports) = self.ports() else {
             self.drop_feeds(|_| false);
             return;
         };
@@ -244,7 +270,16 @@ impl KvSubscriber {
                 state: Mutex::new(FeedState::default()),
                 telemetry: self.telemetry.clone(),
             });
-            let task = tokio::spawn(run_feed(context.clone(), port));
+            if ports.replay_port.is_some() {
+                // The series exists from the start, so a first replay adds none.
+                self.telemetry
+                    .kv_events_replayed
+                    .get_or_create(&EndpointLabels {
+                        endpoint: address.to_string(),
+                    })
+                    .inc_by(0);
+            }
+            let task = tokio::spawn(run_feed(context.clone(), ports));
             feeds.insert(address.clone(), Feed { context, task });
         }
     }
@@ -372,13 +407,20 @@ impl Drop for KvSubscriber {
     }
 }
 
-/// Connects to one pod's events port and applies what arrives, reconnecting with
-/// back-off, until aborted.
-async fn run_feed(context: Arc<FeedContext>, port: u16) {
-    let endpoint = match context.ip {
+/// `tcp://<ip>:<port>`.
+fn zmq_endpoint(ip: IpAddr, port: u16) -> String {
+    match ip {
         IpAddr::V4(v4) => format!("tcp://{v4}:{port}"),
         IpAddr::V6(v6) => format!("tcp://[{v6}]:{port}"),
-    };
+    }
+}
+
+/// Connects to one pod's events port and applies what arrives, reconnecting with
+/// back-off, until aborted. With a replay port, what was missed is asked for on
+/// connecting and after each sequence gap.
+async fn run_feed(context: Arc<FeedContext>, ports: KvEventsParams) {
+    let endpoint = zmq_endpoint(context.ip, ports.port);
+    let replay = ports.replay_port.map(|p| zmq_endpoint(context.ip, p));
     let address = &context.address;
     let mut backoff = RECONNECT_MIN;
     loop {
@@ -394,9 +436,26 @@ async fn run_feed(context: Arc<FeedContext>, port: u16) {
             continue;
         }
         backoff = RECONNECT_MIN;
+        // Subscribed first, so nothing published after the replay's end is lost.
+        if let Some(replay) = &replay {
+            context.catch_up(replay).await;
+        }
         loop {
             match sub.recv().await {
-                Ok(msg) => context.apply(&msg.into_vec()),
+                Ok(msg) => {
+                    let frames = msg.into_vec();
+                    match (context.sequence(&frames), &replay) {
+                        (Sequence::Replayed, _) => continue,
+                        (Sequence::Gap, Some(replay)) => {
+                            context.catch_up(replay).await;
+                            if context.sequence(&frames) == Sequence::Replayed {
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
+                    context.apply(&frames);
+                }
                 Err(e) => {
                     tracing::info!(%address, error = %e, "KV events: connection lost; reconnecting");
                     break;
@@ -405,6 +464,17 @@ async fn run_feed(context: Arc<FeedContext>, port: u16) {
         }
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// Where a message heard from the events port stands against what was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sequence {
+    /// Next, first, or not readable (apply decides).
+    InOrder,
+    /// Later than the next one: messages were missed.
+    Gap,
+    /// Already applied from a replay.
+    Replayed,
 }
 
 impl FeedContext {
@@ -425,6 +495,106 @@ impl FeedContext {
         if first {
             tracing::warn!(address = %self.address, cause, %detail, "KV events refused (logged once per cause)");
         }
+    }
+
+    /// Where message `frames` stands; hearing one past the last replay ends the
+    /// replay's window.
+    fn sequence<F: AsRef<[u8]>>(&self, frames: &[F]) -> Sequence {
+        let Some(seq) = frames
+            .get(1)
+            .and_then(|f| <[u8; 8]>::try_from(f.as_ref()).ok())
+            .map(u64::from_be_bytes)
+        else {
+            return Sequence::InOrder;
+        };
+        {
+            let mut state = lock(&self.state);
+            if let Some((from, to)) = state.replayed {
+                if (from..=to).contains(&seq) {
+                    return Sequence::Replayed;
+                }
+                state.replayed = None;
+            }
+        }
+        match self.index.last_seq(&self.address) {
+            Some(last) if seq > last.saturating_add(1) => Sequence::Gap,
+            _ => Sequence::InOrder,
+        }
+    }
+
+    /// Asks the pod's replay endpoint for every message after the last applied (all
+    /// it kept, for a pod not heard yet) and applies them. On failure the feed goes
+    /// on: a gap then holds the pod in approximate mode as without replay.
+    async fn catch_up(&self, replay: &str) {
+        let from = self
+            .index
+            .last_seq(&self.address)
+            .map_or(0, |s| s.saturating_add(1));
+        match tokio::time::timeout(REPLAY_TIMEOUT, self.replay_from(replay, from)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(address = %self.address, from, messages = n, "KV events: replayed what was missed")
+            }
+            Ok(Err(e)) => {
+                tracing::info!(address = %self.address, %replay, error = %e, "KV events: replay failed")
+            }
+            Err(_) => {
+                tracing::info!(address = %self.address, %replay, "KV events: replay timed out")
+            }
+        }
+    }
+
+    /// Applies the replay of messages from `from` on; returns how many were applied.
+    async fn replay_from(&self, replay: &str, from: u64) -> Result<u64, String> {
+        let mut dealer = DealerSocket::new();
+        dealer
+            .connect(replay)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        dealer
+            .send(replay_request(from))
+            .await
+            .map_err(|e| format!("ask: {e}"))?;
+        let mut applied = 0u64;
+        loop {
+            let answer = dealer.recv().await.map_err(|e| format!("receive: {e}"))?;
+            let parts = match replay_reply(answer) {
+                Ok(ReplayReply::Message(parts)) => parts,
+                Ok(ReplayReply::End) => break,
+                Err(e) => {
+                    self.refuse("replay", 1, &e);
+                    break;
+                }
+            };
+            let Some(seq) = parts
+                .get(1)
+                .and_then(|f| <[u8; 8]>::try_from(f.as_ref()).ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            // Heard meanwhile from the events port, or asked for twice.
+            if self
+                .index
+                .last_seq(&self.address)
+                .is_some_and(|last| seq <= last)
+            {
+                continue;
+            }
+            self.apply(&parts);
+            applied += 1;
+            let mut state = lock(&self.state);
+            state.replayed = Some(state.replayed.map_or((seq, seq), |(f, _)| (f, seq)));
+        }
+        if applied > 0 {
+            self.telemetry
+                .kv_events_replayed
+                .get_or_create(&EndpointLabels {
+                    endpoint: self.address.to_string(),
+                })
+                .inc_by(applied);
+        }
+        Ok(applied)
     }
 
     /// Decodes and applies one message.
@@ -589,8 +759,15 @@ mod tests {
             !sub.enabled() && sub.feeds().is_empty(),
             "off without a producer"
         );
-        assert!(sub.configure(Some(5556)));
-        assert!(!sub.configure(Some(5556)), "the same port changes nothing");
+        let ports = |port| KvEventsParams {
+            port,
+            replay_port: None,
+        };
+        assert!(sub.configure(Some(ports(5556))));
+        assert!(
+            !sub.configure(Some(ports(5556))),
+            "the same port changes nothing"
+        );
         sub.follow(pods());
         assert!(sub.enabled() && sub.feeds().len() == 1);
         assert!(sub.configure(None));

@@ -184,6 +184,11 @@ impl PreciseIndex {
         self.pods.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The sequence number of the last message of `pod`'s publisher applied.
+    pub fn last_seq(&self, pod: &str) -> Option<u64> {
+        self.lock().get(pod).and_then(|b| b.last_seq)
+    }
+
     /// Applies message `seq` of `pod`'s publisher.
     pub fn apply(&self, pod: &Arc<str>, seq: u64, events: &[KvEvent]) -> Applied {
         let mut pods = self.lock();

@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use llmd_api::{
-    KV_EVENTS_PORT, KvConnector, LLMDeploymentSpec, MODEL_SERVER_PORT, PrefixCacheMode, RoleSpec,
-    labels,
+    KV_EVENTS_PORT, KV_EVENTS_REPLAY_PORT, KvConnector, LLMDeploymentSpec, MODEL_SERVER_PORT,
+    PrefixCacheMode, RoleSpec, labels,
 };
 
 use llmd_api::leader_worker_set::{
@@ -210,12 +210,15 @@ fn precise(spec: &LLMDeploymentSpec) -> bool {
 
 /// vLLM's `--kv-events-config` for precise prefix routing, as llm-d configures it:
 /// ZeroMQ bound on the pod's events port for every EndpointPicker replica to dial,
-/// the topic naming the pod (`$(POD_IP)` is expanded from the container's env).
+/// the topic naming the pod (`$(POD_IP)` is expanded from the container's env); and
+/// the replay endpoint, from which an EndpointPicker asks again for messages it
+/// missed (a gap, or a restarted replica catching up).
 pub fn kv_events_config(served_model: &str) -> String {
     serde_json::json!({
         "enable_kv_cache_events": true,
         "publisher": "zmq",
         "endpoint": format!("tcp://*:{KV_EVENTS_PORT}"),
+        "replay_endpoint": format!("tcp://*:{KV_EVENTS_REPLAY_PORT}"),
         "topic": format!("kv@$({POD_IP_ENV}):{MODEL_SERVER_PORT}@{served_model}"),
     })
     .to_string()
@@ -391,6 +394,7 @@ fn ports(spec: &LLMDeploymentSpec, role: Role) -> Vec<ContainerPort> {
     }
     if precise(spec) {
         ports.push(tcp_port("kv-events", KV_EVENTS_PORT));
+        ports.push(tcp_port("kv-replay", KV_EVENTS_REPLAY_PORT));
     }
     ports
 }

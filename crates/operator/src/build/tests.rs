@@ -356,6 +356,7 @@ fn precise_prefix_mode_publishes_kv_events_and_the_epps_config_dials_them() {
     assert_eq!(config["enable_kv_cache_events"], true);
     assert_eq!(config["publisher"], "zmq");
     assert_eq!(config["endpoint"], "tcp://*:5556");
+    assert_eq!(config["replay_endpoint"], "tcp://*:5557");
     assert_eq!(
         config["topic"],
         "kv@$(POD_IP):8000@meta-llama/Llama-3.1-8B-Instruct"
@@ -376,10 +377,18 @@ fn precise_prefix_mode_publishes_kv_events_and_the_epps_config_dials_them() {
             .flatten()
             .any(|p| p.name.as_deref() == Some("kv-events") && p.container_port == 5556)
     );
+    assert!(
+        container
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("kv-replay") && p.container_port == 5557)
+    );
     // The EPP hears of it from its config, in llm-d's words, as a live change.
     assert!(!epp_args(&precise).contains(&"--kv-events-port".to_string()));
     let validated = epp_config(&precise).validate().expect("valid");
     assert_eq!(validated.kv_events.map(|k| k.port), Some(5556));
+    assert_eq!(validated.kv_events.and_then(|k| k.replay_port), Some(5557));
     assert_eq!(
         epp_config(&approximate).validate().map(|c| c.kv_events),
         Ok(None)

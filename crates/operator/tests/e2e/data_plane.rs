@@ -924,6 +924,78 @@ async fn precise_prefix_routing_follows_the_engines_own_kv_events_on_every_epp_r
         },
     )
     .await;
+    // Every prompt was tokenized by the engines themselves (their /tokenize).
+    for epp in &epps {
+        let text = metrics_of(epp).await;
+        let tokenized = sum_metric(
+            &text,
+            "llmd_epp_engine_tokenize_total{outcome=\"tokenized\"}",
+        ) + sum_metric(&text, "llmd_epp_engine_tokenize_total{outcome=\"cached\"}");
+        assert!(
+            tokenized >= 6.0,
+            "replica {epp}: {tokenized} prompts tokenized by an engine"
+        );
+    }
+
+    // A replica that restarts rebuilds what it knew from the engines' replay
+    // endpoints: it routes a tenant whose context it never heard of live, with no
+    // warm-up (its events went by before the new replica existed).
+    let replicas = format!(
+        "app.kubernetes.io/instance={},app.kubernetes.io/component=endpoint-picker",
+        stack.name
+    );
+    let names: Vec<String> = stack
+        .ready_pods(&replicas)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    stack
+        .pods
+        .delete(&names[0], &Default::default())
+        .await
+        .expect("delete a replica's pod");
+    let fresh = wait_until(
+        Duration::from_secs(60),
+        "a new EndpointPicker replica",
+        || {
+            let (stack, replicas, names) = (&stack, &replicas, &names);
+            async move {
+                stack
+                    .ready_pods(replicas)
+                    .await
+                    .into_iter()
+                    .find(|p| p.metadata.name.as_ref().is_some_and(|n| !names.contains(n)))
+                    .map(|p| pod_ip(&p))
+            }
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the new replica caught up from both engines' replay",
+        || {
+            let fresh = fresh.clone();
+            async move {
+                let text = metrics_of(&fresh).await;
+                let replayed = sum_metric(&text, "llmd_epp_kv_events_replayed_total");
+                let precise = sum_metric(&text, "llmd_epp_endpoint_prefix_precise");
+                (replayed > 0.0 && precise == 2.0).then_some(())
+            }
+        },
+    )
+    .await;
+    for (tenant, holder) in [(11, &decode[1]), (12, &decode[0])] {
+        for q in 4..7 {
+            let r = complete(&fresh, &tenant_prompt(tenant, q), 2).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(
+                header(&r, "x-inference-pod"),
+                Some(pod_name(holder)),
+                "tenant {tenant} question {q} through the restarted replica"
+            );
+        }
+    }
 }
 
 /// One ext-proc exchange as an Envoy gateway runs it: the request's headers and

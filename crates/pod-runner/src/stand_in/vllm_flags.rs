@@ -128,9 +128,17 @@ pub struct Translation {
     pub dropped: Vec<String>,
     /// Flags and words the table does not know (dropped).
     pub unknown: Vec<String>,
-    /// The port the engine binds for KV events (`tcp://*:<port>`): the simulator
-    /// can only connect out, so the runner binds this port in the pod and forwards.
-    pub kv_events_port: Option<u16>,
+    /// The ports the engine binds for KV events (`tcp://*:<port>`): the simulator
+    /// can only connect out, so the runner binds them in the pod and relays.
+    pub kv_events: Option<KvEventPorts>,
+}
+
+/// The ports a vLLM pod binds for its KV events: `endpoint` and, when configured,
+/// `replay_endpoint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvEventPorts {
+    pub events: u16,
+    pub replay: Option<u16>,
 }
 
 /// What vLLM's `--kv-events-config` asks for.
@@ -138,7 +146,7 @@ pub struct Translation {
 enum KvEvents {
     Off,
     /// Bind `tcp://*:<port>` (llm-d's layout: the router dials every pod).
-    Bind(u16),
+    Bind(KvEventPorts),
     /// Connect out to this endpoint (the simulator does that itself).
     Connect(String),
 }
@@ -167,17 +175,41 @@ fn kv_events(flag: &str, json: &str) -> Result<KvEvents, TranslateError> {
         .get("endpoint")
         .and_then(serde_json::Value::as_str)
         .unwrap_or("tcp://*:5557");
+    let (host, port) = tcp_endpoint(endpoint).map_err(invalid)?;
+    if !wildcard(host) {
+        return Ok(KvEvents::Connect(endpoint.to_string()));
+    }
+    // A replay endpoint is simulated where the pod binds it, as the events port is.
+    let replay = match config
+        .get("replay_endpoint")
+        .and_then(serde_json::Value::as_str)
+    {
+        None => None,
+        Some(replay) => {
+            let (host, port) = tcp_endpoint(replay).map_err(invalid)?;
+            wildcard(host).then_some(port)
+        }
+    };
+    Ok(KvEvents::Bind(KvEventPorts {
+        events: port,
+        replay,
+    }))
+}
+
+/// The host and port of `tcp://host:port`.
+fn tcp_endpoint(endpoint: &str) -> Result<(&str, u16), String> {
     let address = endpoint
         .strip_prefix("tcp://")
-        .ok_or_else(|| invalid(format!("endpoint {endpoint:?}: only tcp:// is simulated")))?;
-    let (host, port) = address
+        .ok_or_else(|| format!("endpoint {endpoint:?}: only tcp:// is simulated"))?;
+    address
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p > 0)?)))
-        .ok_or_else(|| invalid(format!("endpoint {endpoint:?} has no port")))?;
-    Ok(match host {
-        "*" | "0.0.0.0" | "::" | "[::]" => KvEvents::Bind(port),
-        _ => KvEvents::Connect(endpoint.to_string()),
-    })
+        .ok_or_else(|| format!("endpoint {endpoint:?} has no port"))
+}
+
+/// vLLM binds when the host is a wildcard and connects otherwise.
+fn wildcard(host: &str) -> bool {
+    matches!(host, "*" | "0.0.0.0" | "::" | "[::]")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -273,7 +305,7 @@ pub fn translate_vllm(
                         KvEvents::Connect(endpoint) => {
                             translated.extend(["--zmq-endpoint".to_string(), endpoint]);
                         }
-                        KvEvents::Bind(port) => out.kv_events_port = Some(port),
+                        KvEvents::Bind(ports) => out.kv_events = Some(ports),
                         KvEvents::Off => {}
                     }
                 }
@@ -590,19 +622,49 @@ mod tests {
             r#"{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5556","topic":"kv@10.0.0.1:8000@m"}"#,
         ])
         .expect("valid");
-        assert_eq!(bind.kv_events_port, Some(5556));
+        assert_eq!(
+            bind.kv_events,
+            Some(KvEventPorts {
+                events: 5556,
+                replay: None
+            })
+        );
         assert!(
             bind.args
                 .contains(&"--use-vllm-map-event-format".to_string())
         );
         assert!(!bind.args.contains(&"--zmq-endpoint".to_string()));
+        // The replay endpoint, bound on the pod too, is relayed with the events.
+        let replay = run(&[
+            "--model",
+            "m",
+            "--kv-events-config",
+            r#"{"enable_kv_cache_events":true,"endpoint":"tcp://*:5556","replay_endpoint":"tcp://*:5557"}"#,
+        ])
+        .expect("valid");
+        assert_eq!(
+            replay.kv_events,
+            Some(KvEventPorts {
+                events: 5556,
+                replay: Some(5557)
+            })
+        );
+        assert!(matches!(
+            run(&[
+                "--model",
+                "m",
+                "--kv-events-config",
+                r#"{"enable_kv_cache_events":true,"endpoint":"tcp://*:5556","replay_endpoint":"ipc:///x"}"#,
+            ]),
+            Err(TranslateError::InvalidJson { .. })
+        ));
         let connect = run(&[
             "--model",
             "m",
             r#"--kv-events-config={"enable_kv_cache_events":true,"endpoint":"tcp://epp.ns:5557"}"#,
         ])
         .expect("valid");
-        assert_eq!(connect.kv_events_port, None);
+        assert_eq!(connect.kv_events, None);
         let at = connect.args.iter().position(|a| a == "--zmq-endpoint");
         assert_eq!(
             at.and_then(|i| connect.args.get(i + 1)).map(String::as_str),
@@ -615,7 +677,7 @@ mod tests {
             r#"{"enable_kv_cache_events":false}"#,
         ])
         .expect("valid");
-        assert_eq!((off.kv_events_port, off.dropped.len()), (None, 1));
+        assert_eq!((off.kv_events, off.dropped.len()), (None, 1));
         for bad in [
             r#"{"enable_kv_cache_events":true,"endpoint":"ipc:///tmp/x"}"#,
             r#"{"enable_kv_cache_events":true,"endpoint":"tcp://*:0"}"#,
