@@ -794,4 +794,161 @@ mod tests {
         assert_eq!((state.awaited, state.awaited_since), (0, None));
         assert_eq!(state.mode(then + SILENT_AFTER), Mode::Precise);
     }
+
+    /// A pod at 127.0.0.1 whose publisher the test drives: messages go out of its
+    /// events port only when the test says so, and every one is kept for replay, so
+    /// a message can be lost on the way while the engine still has it.
+    struct Engine {
+        publisher: zeromq::PubSocket,
+        kept: Arc<Mutex<llmd_kv_relay::ReplayBuffer>>,
+        events_port: u16,
+        replay_port: u16,
+    }
+
+    impl Engine {
+        async fn start() -> Engine {
+            use zeromq::RouterSocket;
+            let bind = || std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+            let (events, replay) = (bind(), bind());
+            let (events_port, replay_port) = (
+                events.local_addr().expect("addr").port(),
+                replay.local_addr().expect("addr").port(),
+            );
+            let mut publisher = zeromq::PubSocket::new();
+            publisher.bind_listener(events).await.expect("bind events");
+            let mut router = RouterSocket::new();
+            router.bind_listener(replay).await.expect("bind replay");
+            let kept = Arc::new(Mutex::new(llmd_kv_relay::ReplayBuffer::new(100)));
+            let answering = kept.clone();
+            tokio::spawn(async move {
+                while let Ok(request) = router.recv().await {
+                    let answers = answering
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .answer(&request)
+                        .unwrap_or_default();
+                    for a in answers {
+                        let _ = router.send(a).await;
+                    }
+                }
+            });
+            Engine {
+                publisher,
+                kept,
+                events_port,
+                replay_port,
+            }
+        }
+
+        /// Message `seq` storing block `seq + 1` (its parent the block before), kept
+        /// for replay and, with `deliver`, published.
+        async fn store(&mut self, seq: u64, deliver: bool) {
+            use rmpv::Value;
+            let block = seq + 1;
+            let parent = if seq == 0 {
+                Value::Nil
+            } else {
+                Value::from(seq)
+            };
+            let event = Value::Array(vec![
+                Value::from("BlockStored"),
+                Value::Array(vec![Value::from(block)]),
+                parent,
+                Value::Array(vec![Value::from(block), Value::from(block)]),
+                Value::from(2),
+                Value::Nil,
+                Value::from("GPU"),
+            ]);
+            let batch = Value::Array(vec![
+                Value::F64(1.0),
+                Value::Array(vec![event]),
+                Value::from(0),
+            ]);
+            let mut payload = Vec::new();
+            rmpv::encode::write_value(&mut payload, &batch).expect("encode");
+            let frames: Vec<bytes::Bytes> = vec![
+                bytes::Bytes::from_static(b"kv@127.0.0.1:8000@m"),
+                bytes::Bytes::copy_from_slice(&seq.to_be_bytes()),
+                bytes::Bytes::from(payload),
+            ];
+            let message = zeromq::ZmqMessage::try_from(frames).expect("frames");
+            self.kept
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keep(&message);
+            if deliver {
+                self.publisher.send(message).await.expect("publish");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_message_is_replayed_so_the_pod_stays_precise_and_nothing_applies_twice() {
+        let mut engine = Engine::start().await;
+        let index = Arc::new(PreciseIndex::new(2, 1000));
+        let telemetry = Arc::new(Telemetry::new());
+        let sub = KvSubscriber::new(index.clone(), None, telemetry.clone());
+        sub.configure(Some(KvEventsParams {
+            port: engine.events_port,
+            replay_port: Some(engine.replay_port),
+        }));
+        let address: Arc<str> = Arc::from("127.0.0.1:8000");
+        sub.follow([address.clone()]);
+        // PUB/SUB drops what precedes the subscription: publish until one lands
+        // (each delivered message is also in the engine's buffer, seq in order).
+        let mut seq = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while index.last_seq(&address).is_none() {
+            assert!(Instant::now() < deadline, "no message reached the feed");
+            engine.store(seq, true).await;
+            seq += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // What was published before the subscription took hold came by replay.
+        while index.last_seq(&address) != Some(seq - 1) {
+            assert!(Instant::now() < deadline, "not every message was applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(index.len_of(&address), seq as usize, "each message once");
+        // One message is lost on the way; the next reveals the gap.
+        engine.store(seq, false).await;
+        engine.store(seq + 1, true).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while index.last_seq(&address) != Some(seq + 1) {
+            assert!(Instant::now() < deadline, "the gap was not filled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Filled by replay: precise, no gap held against the pod, no restart.
+        assert_eq!(sub.mode(&address, Instant::now()), Mode::Precise);
+        assert_eq!(
+            index.len_of(&address),
+            (seq + 2) as usize,
+            "every block once"
+        );
+        engine.store(seq + 2, true).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while index.last_seq(&address) != Some(seq + 2) {
+            assert!(
+                Instant::now() < deadline,
+                "the feed goes on after the replay"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(index.len_of(&address), (seq + 3) as usize);
+        assert!(
+            sub.refused(&address).is_empty(),
+            "{:?}",
+            sub.refused(&address)
+        );
+        let replayed = telemetry
+            .kv_events_replayed
+            .get_or_create(&EndpointLabels {
+                endpoint: address.to_string(),
+            })
+            .get();
+        assert!(
+            replayed >= 2,
+            "the lost message and the one after it: {replayed}"
+        );
+    }
 }
