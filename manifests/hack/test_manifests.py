@@ -246,7 +246,8 @@ class Chart(unittest.TestCase):
             "LLMDAdapterLoadFailing", "LLMDEndpointPickerShedding", "LLMDEnginesNotScraped",
             "LLMDKVFabricProbeFailed",
             "LLMDKVTransferFailing",
-            "LLMDNoServingPods", "LLMDReconcileErrors", "LLMDTunerRollingBackRepeatedly"])
+            "LLMDNoServingPods", "LLMDPreciseRoutingDegraded", "LLMDReconcileErrors",
+            "LLMDTunerRollingBackRepeatedly"])
         runbook = (ROOT / "docs/observability.md").read_text()
         for a in alerts:
             self.assertTrue(a["annotations"]["summary"], a["alert"])
