@@ -159,37 +159,22 @@ fn a_prefix_the_epp_never_routed_goes_to_the_engine_that_reported_it() {
     );
 }
 
-/// The config a precise EPP gets from the operator: events and replay ports.
+/// The config the operator renders for precise mode, with this test's events and
+/// replay ports.
 fn precise_config(events_port: u16, replay_port: u16) -> String {
-    format!(
-        r#"
-apiVersion: llm-d.ai/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: token-producer
-- type: precise-prefix-cache-producer
-  parameters:
-    kvEventsConfig:
-      podDiscoveryConfig: {{socketPort: {events_port}, replayPort: {replay_port}}}
-- type: prefix-cache-scorer
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: decode-filter
-- type: max-score-picker
-- type: single-profile-handler
-schedulingProfiles:
-- name: decode
-  plugins:
-  - pluginRef: decode-filter
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-  - pluginRef: max-score-picker
-"#
-    )
+    use llmd_api::endpoint_picker_config::{EndpointPickerConfig, plugin};
+    let mut router = llmd_api::RouterSpec::default();
+    router.prefix_cache.mode = llmd_api::PrefixCacheMode::Precise;
+    let mut config = EndpointPickerConfig::for_router(&router, &router.scorers, false);
+    let producer = config
+        .plugins
+        .iter_mut()
+        .find(|p| p.plugin_type == plugin::PRECISE_PREFIX_CACHE_PRODUCER)
+        .and_then(|p| p.parameters.as_mut())
+        .expect("precise mode renders the producer's parameters");
+    producer["kvEventsConfig"]["podDiscoveryConfig"] =
+        json!({"socketPort": events_port, "replayPort": replay_port});
+    config.to_yaml()
 }
 
 /// Messages the engine at `ip` keeps for replay, asked as the EPP asks (vLLM's

@@ -68,6 +68,15 @@ pub fn replay_reply(message: ZmqMessage) -> Result<ReplayReply, String> {
     }
 }
 
+/// The sequence number of a published message's frames (`[topic, seq, payload]`:
+/// 8 bytes big-endian), `None` when the second frame is not one.
+pub fn sequence_of<F: AsRef<[u8]>>(frames: &[F]) -> Option<u64> {
+    frames
+        .get(1)
+        .and_then(|f| <[u8; 8]>::try_from(f.as_ref()).ok())
+        .map(u64::from_be_bytes)
+}
+
 fn frames(parts: Vec<Bytes>) -> ZmqMessage {
     // Never empty here, which is all try_from refuses.
     ZmqMessage::try_from(parts).unwrap_or_else(|_| ZmqMessage::from(Bytes::new()))
@@ -91,17 +100,14 @@ impl ReplayBuffer {
     /// Keeps a published message (`[topic, seq, payload]`); one without a sequence
     /// number is not kept.
     pub fn keep(&mut self, message: &ZmqMessage) {
-        let Some(seq) = message
-            .get(1)
-            .and_then(|s| <[u8; 8]>::try_from(s.as_ref()).ok())
-        else {
+        let frames: Vec<&Bytes> = message.iter().collect();
+        let Some(seq) = sequence_of(&frames) else {
             return;
         };
         if self.messages.len() == self.capacity {
             self.messages.pop_front();
         }
-        self.messages
-            .push_back((u64::from_be_bytes(seq), message.clone()));
+        self.messages.push_back((seq, message.clone()));
     }
 
     /// The answers to a ROUTER request `[identity, "", start]`: each kept message

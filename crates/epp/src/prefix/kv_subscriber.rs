@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use llmd_api::endpoint_picker_config::KvEventsParams;
-use llmd_kv_relay::{ReplayReply, replay_reply, replay_request};
+use llmd_kv_relay::{ReplayReply, replay_reply, replay_request, sequence_of};
 use tokio::task::JoinHandle;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, SubSocket};
 
@@ -444,15 +444,18 @@ async fn run_feed(context: Arc<FeedContext>, ports: KvEventsParams) {
             match sub.recv().await {
                 Ok(msg) => {
                     let frames = msg.into_vec();
-                    match (context.sequence(&frames), &replay) {
-                        (Sequence::Replayed, _) => continue,
-                        (Sequence::Gap, Some(replay)) => {
-                            context.catch_up(replay).await;
-                            if context.sequence(&frames) == Sequence::Replayed {
-                                continue;
+                    // Without a replay port nothing was replayed and a gap stays one.
+                    if let Some(replay) = &replay {
+                        match context.sequence(&frames) {
+                            Sequence::Replayed => continue,
+                            Sequence::Gap => {
+                                context.catch_up(replay).await;
+                                if context.sequence(&frames) == Sequence::Replayed {
+                                    continue;
+                                }
                             }
+                            Sequence::InOrder => {}
                         }
-                        _ => {}
                     }
                     context.apply(&frames);
                 }
@@ -500,11 +503,7 @@ impl FeedContext {
     /// Where message `frames` stands; hearing one past the last replay ends the
     /// replay's window.
     fn sequence<F: AsRef<[u8]>>(&self, frames: &[F]) -> Sequence {
-        let Some(seq) = frames
-            .get(1)
-            .and_then(|f| <[u8; 8]>::try_from(f.as_ref()).ok())
-            .map(u64::from_be_bytes)
-        else {
+        let Some(seq) = sequence_of(frames) else {
             return Sequence::InOrder;
         };
         {
@@ -566,11 +565,7 @@ impl FeedContext {
                     break;
                 }
             };
-            let Some(seq) = parts
-                .get(1)
-                .and_then(|f| <[u8; 8]>::try_from(f.as_ref()).ok())
-                .map(u64::from_be_bytes)
-            else {
+            let Some(seq) = sequence_of(&parts) else {
                 continue;
             };
             // Heard meanwhile from the events port, or asked for twice.

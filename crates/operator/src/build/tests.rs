@@ -370,20 +370,16 @@ fn precise_prefix_mode_publishes_kv_events_and_the_epps_config_dials_them() {
         .and_then(|v| v.field_ref.as_ref())
         .map(|f| f.field_path.as_str());
     assert_eq!(pod_ip, Some("status.podIP"));
-    assert!(
-        container
-            .ports
-            .iter()
-            .flatten()
-            .any(|p| p.name.as_deref() == Some("kv-events") && p.container_port == 5556)
-    );
-    assert!(
-        container
-            .ports
-            .iter()
-            .flatten()
-            .any(|p| p.name.as_deref() == Some("kv-replay") && p.container_port == 5557)
-    );
+    for (name, port) in [("kv-events", 5556), ("kv-replay", 5557)] {
+        assert!(
+            container
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.name.as_deref() == Some(name) && p.container_port == port),
+            "{name} {port}"
+        );
+    }
     // The EPP hears of it from its config, in llm-d's words, as a live change.
     assert!(!epp_args(&precise).contains(&"--kv-events-port".to_string()));
     let validated = epp_config(&precise).validate().expect("valid");

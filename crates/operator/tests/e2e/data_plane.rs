@@ -84,15 +84,21 @@ impl LiveStack {
         .await
     }
 
-    async fn epp_pod(&self) -> Pod {
+    /// The Ready EndpointPicker replicas.
+    async fn epp_pods(&self) -> Vec<Pod> {
         self.ready_pods(&format!(
             "app.kubernetes.io/instance={},app.kubernetes.io/component=endpoint-picker",
             self.name
         ))
         .await
-        .into_iter()
-        .next()
-        .expect("a Ready EndpointPicker pod")
+    }
+
+    async fn epp_pod(&self) -> Pod {
+        self.epp_pods()
+            .await
+            .into_iter()
+            .next()
+            .expect("a Ready EndpointPicker pod")
     }
 
     pub(super) async fn epp_ip(&self) -> String {
@@ -824,15 +830,7 @@ async fn precise_prefix_routing_follows_the_engines_own_kv_events_on_every_epp_r
     .await;
     let decode = stack.role("decode").await;
     assert_eq!(decode.len(), 2);
-    let epps: Vec<String> = stack
-        .ready_pods(&format!(
-            "app.kubernetes.io/instance={},app.kubernetes.io/component=endpoint-picker",
-            stack.name
-        ))
-        .await
-        .iter()
-        .map(pod_ip)
-        .collect();
+    let epps: Vec<String> = stack.epp_pods().await.iter().map(pod_ip).collect();
     assert_eq!(epps.len(), 2, "two EndpointPicker replicas");
 
     // Each replica dials every engine's events port; PUB/SUB drops what precedes a
@@ -940,12 +938,8 @@ async fn precise_prefix_routing_follows_the_engines_own_kv_events_on_every_epp_r
     // A replica that restarts rebuilds what it knew from the engines' replay
     // endpoints: it routes a tenant whose context it never heard of live, with no
     // warm-up (its events went by before the new replica existed).
-    let replicas = format!(
-        "app.kubernetes.io/instance={},app.kubernetes.io/component=endpoint-picker",
-        stack.name
-    );
     let names: Vec<String> = stack
-        .ready_pods(&replicas)
+        .epp_pods()
         .await
         .iter()
         .filter_map(|p| p.metadata.name.clone())
@@ -959,10 +953,10 @@ async fn precise_prefix_routing_follows_the_engines_own_kv_events_on_every_epp_r
         Duration::from_secs(60),
         "a new EndpointPicker replica",
         || {
-            let (stack, replicas, names) = (&stack, &replicas, &names);
+            let (stack, names) = (&stack, &names);
             async move {
                 stack
-                    .ready_pods(replicas)
+                    .epp_pods()
                     .await
                     .into_iter()
                     .find(|p| p.metadata.name.as_ref().is_some_and(|n| !names.contains(n)))
