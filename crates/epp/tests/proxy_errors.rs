@@ -205,7 +205,46 @@ fn a_refused_connection_is_retried_on_another_endpoint() {
 #[test]
 fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
     let bin = sim_bin();
-    // The prefill pod answers its metrics but fails every completion with a 500.
+    // The prefill pod answers its metrics but refuses every completion with a 400.
+    let prefill = Sim::start(
+        &bin,
+        &[
+            "--failure-injection-rate",
+            "100",
+            "--failure-types",
+            "invalid_request",
+        ],
+    );
+    let decode = Sim::start(&bin, &[]);
+    let epp = Epp::start(
+        &format!("{}=prefill,{}=decode", prefill.address(), decode.address()),
+        Some(&pd_config(32)),
+    );
+    let r = http()
+        .post(epp.url("/v1/completions"))
+        .json(&json!({"model": "test-model", "prompt": tenant_prompt(5, 1), "max_tokens": 2}))
+        .send()
+        .expect("proxy answers");
+    assert_eq!(r.status(), 400, "the prefiller's 4xx keeps its status");
+    let body: serde_json::Value = r.json().expect("an OpenAI error body");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("prefill on {}", prefill.address())),
+        "{body}"
+    );
+    let metrics = epp.metrics_text();
+    assert!(
+        metrics.contains("llmd_epp_pd_failures_total{stage=\"prefill\",cause=\"error_status\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("llmd_epp_pd_splits_total 1"), "{metrics}");
+}
+
+#[test]
+fn a_prefill_pod_that_cannot_take_the_request_leaves_the_prompt_to_the_decode_pod() {
+    let bin = sim_bin();
+    // The prefill pod answers every completion 503, as an overloaded engine or one
+    // shutting down does: the client still gets its answer, computed by the decoder.
     let prefill = Sim::start(
         &bin,
         &[
@@ -225,16 +264,10 @@ fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
         .json(&json!({"model": "test-model", "prompt": tenant_prompt(5, 1), "max_tokens": 2}))
         .send()
         .expect("proxy answers");
-    assert_eq!(r.status(), 502);
-    let body: serde_json::Value = r.json().expect("an OpenAI error body");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(&format!("prefill on {}", prefill.address())),
-        "{body}"
-    );
+    assert_eq!(r.status(), 200);
     let metrics = epp.metrics_text();
     assert!(
-        metrics.contains("llmd_epp_pd_failures_total{stage=\"prefill\",cause=\"error_status\"} 1"),
+        metrics.contains("llmd_epp_pd_failures_total{stage=\"prefill\",cause=\"unavailable\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("llmd_epp_pd_splits_total 1"), "{metrics}");

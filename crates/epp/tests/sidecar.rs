@@ -375,7 +375,18 @@ fn a_client_that_goes_away_closes_both_legs_to_the_engines() {
 fn bad_prefillers_and_failed_legs_get_clear_errors() {
     let bin = sim_bin();
     let decode = Sim::start(&bin, &[]);
+    // A prefiller that refuses every prompt (a 400, the request's own fault) and
+    // one that is overloaded (503, as an engine shutting down also answers).
     let failing = Sim::start(
+        &bin,
+        &[
+            "--failure-injection-rate",
+            "100",
+            "--failure-types",
+            "invalid_request",
+        ],
+    );
+    let overloaded = Sim::start(
         &bin,
         &[
             "--failure-injection-rate",
@@ -417,8 +428,18 @@ fn bad_prefillers_and_failed_legs_get_clear_errors() {
     assert_eq!(r.status(), 200);
     assert_eq!(served(&decode) - d0, 1.0);
 
+    // One that cannot take it now: decoded here too.
+    let r = http()
+        .post(sidecar.url("/v1/completions"))
+        .header("x-prefiller-host-port", overloaded.address())
+        .json(&ok)
+        .send()
+        .expect("sidecar answers");
+    assert_eq!(r.status(), 200);
+    assert_eq!(served(&decode) - d0, 2.0);
+
     let (s, m) = ask(&failing.address(), ok.clone());
-    assert_eq!(s, 502, "{m}");
+    assert_eq!(s, 400, "the prefiller's 4xx is the client's: {m}");
     assert!(
         m.contains(&format!("prefill on {}", failing.address())),
         "{m}"
@@ -430,11 +451,11 @@ fn bad_prefillers_and_failed_legs_get_clear_errors() {
 
     assert_eq!(
         served(&decode) - d0,
-        1.0,
+        2.0,
         "no failed prefill went on to decode"
     );
     let metrics = sidecar.metrics_text();
-    for cause in ["unreachable", "error_status"] {
+    for cause in ["unreachable", "unavailable", "error_status"] {
         let line =
             format!("llmd_sidecar_pd_failures_total{{stage=\"prefill\",cause=\"{cause}\"}} 1");
         assert!(metrics.contains(&line), "{line} in {metrics}");

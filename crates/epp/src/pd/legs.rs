@@ -36,6 +36,9 @@ impl Leg {
 pub enum Cause {
     /// No connection to the engine.
     Unreachable,
+    /// The engine could not take the request: it answered 503 (shutting down,
+    /// overloaded) or closed the connection before answering.
+    Unavailable,
     /// No first byte within the first-byte timeout.
     Timeout,
     /// The engine answered with an error status.
@@ -50,8 +53,9 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 6] = [
+    pub const ALL: [Cause; 7] = [
         Cause::Unreachable,
+        Cause::Unavailable,
         Cause::Timeout,
         Cause::Status,
         Cause::BadResponse,
@@ -62,6 +66,7 @@ impl Cause {
     pub fn label(self) -> &'static str {
         match self {
             Cause::Unreachable => "unreachable",
+            Cause::Unavailable => "unavailable",
             Cause::Timeout => "timeout",
             Cause::Status => "error_status",
             Cause::BadResponse => "bad_response",
@@ -203,9 +208,9 @@ impl Legs {
 
     /// Runs the prefill leg on `address` and returns the `kv_transfer_params` the
     /// decode leg carries (`None`: the decode leg computes the prompt itself, as the
-    /// prefiller returned none, or refused the connection so that nothing reached
-    /// it: a prefill pod gone a moment ago does not fail the request). Counts the
-    /// request as split.
+    /// prefiller returned none, refused the connection, answered 503 or went away
+    /// before answering: a prefill pod stopping does not fail the request, as
+    /// nothing it did reaches the client). Counts the request as split.
     pub async fn prefill(
         &self,
         address: &str,
@@ -228,8 +233,8 @@ impl Legs {
                 );
                 Ok(None)
             }
-            Err((Cause::Unreachable, error)) => {
-                self.metrics.failed(Leg::Prefill, Cause::Unreachable);
+            Err((cause @ (Cause::Unreachable | Cause::Unavailable), error)) => {
+                self.metrics.failed(Leg::Prefill, cause);
                 tracing::warn!(prefiller = address, reason = %error.message, "decoding without a prefill leg");
                 Ok(None)
             }
@@ -265,6 +270,12 @@ impl Legs {
                     Cause::Unreachable,
                     ProxyError::upstream(format!("prefill on {address} unreachable: {e}")),
                 ),
+                SendError::Http(e) if closed_before_answer(&e) => (
+                    Cause::Unavailable,
+                    ProxyError::upstream(format!(
+                        "prefill on {address} closed the connection before answering: {e}"
+                    )),
+                ),
                 SendError::Http(e) => (
                     Cause::BadResponse,
                     ProxyError::upstream(format!("prefill on {address} failed: {e}")),
@@ -277,6 +288,9 @@ impl Legs {
                 ProxyError::upstream(format!("prefill on {address} broke off: {e}")),
             )
         })?;
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return Err((Cause::Unavailable, prefill_refusal(address, status, &bytes)));
+        }
         if !status.is_success() {
             return Err((Cause::Status, prefill_refusal(address, status, &bytes)));
         }
@@ -373,7 +387,11 @@ mod tests {
 
     #[test]
     fn a_prefill_5xx_is_a_bad_gateway() {
-        let e = prefill_refusal("p", reqwest::StatusCode::SERVICE_UNAVAILABLE, b"<html>down");
+        let e = prefill_refusal(
+            "p",
+            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+            b"<html>down",
+        );
         assert_eq!(e.status, StatusCode::BAD_GATEWAY);
         assert!(e.message.contains("<html>down"), "{}", e.message);
     }
@@ -385,17 +403,71 @@ mod tests {
         assert_eq!(labels.len(), all.len());
     }
 
-    #[tokio::test]
-    async fn a_server_that_closes_before_answering_is_unavailable_not_a_bad_gateway() {
-        use std::io::Read;
+    /// A one-connection server that reads a request and, given `answer`, writes it
+    /// back raw (else closes without a word, as a stopping pod does).
+    fn one_shot_server(answer: Option<&'static str>) -> String {
+        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         std::thread::spawn(move || {
-            // Read the request, then go away without a word (a pod stopping).
             if let Ok((mut conn, _)) = listener.accept() {
                 let _ = conn.read(&mut [0u8; 4096]);
+                if let Some(answer) = answer {
+                    let _ = conn.write_all(answer.as_bytes());
+                }
             }
         });
+        address
+    }
+
+    fn legs() -> Legs {
+        Legs {
+            client: reqwest::Client::new(),
+            first_byte_timeout: Duration::from_secs(5),
+            metrics: PdMetrics::default(),
+        }
+    }
+
+    fn failures(legs: &Legs, cause: Cause) -> u64 {
+        legs.metrics
+            .failures
+            .get_or_create(&super::super::metrics::FailureLabels {
+                stage: Leg::Prefill.label(),
+                cause: cause.label(),
+            })
+            .get()
+    }
+
+    #[tokio::test]
+    async fn a_prefiller_that_cannot_take_the_request_leaves_the_prompt_to_the_decoder() {
+        let body = Map::from_iter([("prompt".to_string(), Value::from("hello"))]);
+        let shutting_down = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+            connection: close\r\n\r\n{\"error\":\"server is shutting down\"}";
+        for answer in [Some(shutting_down), None] {
+            let legs = legs();
+            let address = one_shot_server(answer);
+            let params = legs
+                .prefill(&address, ApiKind::Completions, &body, &HeaderMap::new())
+                .await;
+            assert_eq!(params, Ok(None), "{answer:?}");
+            assert_eq!(failures(&legs, Cause::Unavailable), 1, "{answer:?}");
+        }
+        // Any other 5xx is the prefiller's fault, and the client's error.
+        let legs = legs();
+        let address = one_shot_server(Some(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nboom",
+        ));
+        let e = legs
+            .prefill(&address, ApiKind::Completions, &body, &HeaderMap::new())
+            .await
+            .expect_err("a 500 fails the request");
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY, "{}", e.message);
+        assert_eq!(failures(&legs, Cause::Status), 1);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_before_answering_is_unavailable_not_a_bad_gateway() {
+        let address = one_shot_server(None);
         let sent = reqwest::Client::new()
             .post(format!("http://{address}/v1/completions"))
             .body("{}")

@@ -249,27 +249,39 @@ async fn send_as_sent(
         .without_client_kv_params()
         .map_or_else(|| bytes.clone(), Bytes::from);
     let guard = InFlightGuard::new(decode.clone());
-    match s.legs.send(address, req.kind.path(), body, &headers).await {
-        Ok(upstream) if upstream.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
-            let text = upstream.text().await.unwrap_or_default();
-            Err(Unsent::Refused(ProxyError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_unavailable",
-                format!(
-                    "model server {address} is not taking requests: {}",
-                    text.chars().take(512).collect::<String>()
-                ),
-            )))
-        }
-        Ok(upstream) => Ok((upstream, guard)),
-        // Refused, or gone before answering (503): another pod may take it.
-        Err(e) => match e.into_proxy_error(address) {
-            unavailable if unavailable.status == StatusCode::SERVICE_UNAVAILABLE => {
-                Err(Unsent::Refused(unavailable))
-            }
-            failed => Err(Unsent::Failed(failed)),
-        },
+    let upstream = s
+        .legs
+        .send(address, req.kind.path(), body, &headers)
+        .await
+        .map_err(|e| unsent(e.into_proxy_error(address)))?;
+    Ok((taken_on(address, upstream).await?, guard))
+}
+
+/// A request a model server did not answer: refused, or gone before answering
+/// (503), another pod may take it; any other error is the client's answer.
+fn unsent(e: ProxyError) -> Unsent {
+    if e.status == StatusCode::SERVICE_UNAVAILABLE {
+        Unsent::Refused(e)
+    } else {
+        Unsent::Failed(e)
     }
+}
+
+/// The model server's answer, unless it was a 503: an engine draining on
+/// shutdown refuses new requests so, and another pod may take it.
+async fn taken_on(address: &str, upstream: reqwest::Response) -> Result<reqwest::Response, Unsent> {
+    if upstream.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return Ok(upstream);
+    }
+    let text = upstream.text().await.unwrap_or_default();
+    Err(Unsent::Refused(ProxyError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream_unavailable",
+        format!(
+            "model server {address} is not taking requests: {}",
+            text.chars().take(512).collect::<String>()
+        ),
+    )))
 }
 
 /// Sends a routed request: aggregated, forwarded as the client sent it; split, to
@@ -331,7 +343,8 @@ async fn send_routed(
                 .legs
                 .decode(address, kind, &req.body, params, &legs)
                 .await
-                .map_err(Unsent::Failed)?;
+                .map_err(unsent)?;
+            let upstream = taken_on(address, upstream).await?;
             Ok(Sent {
                 upstream,
                 decode_guard,
