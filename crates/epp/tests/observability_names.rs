@@ -10,7 +10,8 @@ use llmd_epp::telemetry::Telemetry;
 use regex::Regex;
 
 fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/charts/llmd-operator")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../../manifests/charts/llmd-operator")
 }
 
 /// Every dashboard and the alert rules, as text.

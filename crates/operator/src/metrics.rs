@@ -260,8 +260,9 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../manifests/charts/llmd-operator");
+        let chart =
+            std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("../../manifests/charts/llmd-operator");
         let mut sources = vec![chart.join("templates/prometheusrule.yaml")];
         for name in ["fleet", "model-servers", "routing", "operator"] {
             sources.push(chart.join(format!("dashboards/llmd-{name}.json")));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../..")
 }
 
 /// The venv's python (built once into the cache). A probe test without NIXL fails.

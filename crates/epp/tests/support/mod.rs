@@ -18,7 +18,8 @@ pub fn sim_bin() -> PathBuf {
         assert!(p.is_file(), "LLMD_SIM_BIN={} does not exist", p.display());
         return p;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root =
+        Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../..");
     let out = Command::new(root.join("e2e/hack/build-tools.sh"))
         .arg("--print-bin-dir")
         .output()

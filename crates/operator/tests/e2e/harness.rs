@@ -13,9 +13,11 @@ use llmd_api::LLMDeployment;
 use llmd_api::inference_pool::InferencePool;
 use tokio::sync::OnceCell;
 
-/// Root of the repository.
+/// Root of the repository: of the checkout cargo runs in (read at run time, as
+/// a test binary built in a shared target directory may have been compiled in
+/// another checkout).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../..")
 }
 
 fn required_env(name: &str) -> String {
