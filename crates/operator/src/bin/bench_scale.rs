@@ -12,11 +12,15 @@
 //!   child was written exactly once) and status writes per deployment, from the
 //!   operator's metrics;
 //! - a **quiet minute**: writes during `--quiet-seconds` once everything is Ready
-//!   (0 expected).
+//!   (0 expected);
+//! - **where the CPU went** until all were Ready: the machine's busy share and the
+//!   CPU seconds of the operator and of each control-plane process (found by name),
+//!   which say whether the run is bounded by the machine or by the operator. Run it
+//!   alone: another cluster's processes would be counted too.
 //!
 //! Run by `make bench-scale` (see e2e/hack/bench-scale.sh).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,10 +116,81 @@ async fn metrics(url: &str) -> Result<String, String> {
 
 /// The process's peak resident set, MiB.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let status = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .status()
+        .ok()?;
+    Some(status.vmhwm? as f64 / 1024.0)
+}
+
+/// Processes whose CPU time is reported: their name (as the kernel keeps it, at
+/// most 15 bytes) and how the table names them.
+const CONTROL_PLANE: [(&str, &str); 5] = [
+    ("kube-apiserver", "kube-apiserver"),
+    ("etcd", "etcd"),
+    ("kube-controller", "controller-manager"),
+    ("kube-scheduler", "scheduler"),
+    ("kwok", "kwok"),
+];
+
+/// CPU time used so far: the machine's busy and total time, and each reported
+/// process's, seconds.
+#[derive(Default)]
+struct CpuSample {
+    busy: f64,
+    total: f64,
+    by_process: BTreeMap<&'static str, f64>,
+}
+
+impl CpuSample {
+    fn take(operator_pid: u32) -> CpuSample {
+        use procfs::CurrentSI;
+        let tick = 1.0 / procfs::ticks_per_second() as f64;
+        let mut sample = CpuSample::default();
+        if let Ok(stats) = procfs::KernelStats::current() {
+            let t = &stats.total;
+            let idle = t.idle + t.iowait.unwrap_or(0);
+            let busy = t.user
+                + t.nice
+                + t.system
+                + t.irq.unwrap_or(0)
+                + t.softirq.unwrap_or(0)
+                + t.steal.unwrap_or(0);
+            sample.busy = busy as f64 * tick;
+            sample.total = (busy + idle) as f64 * tick;
+        }
+        let Ok(processes) = procfs::process::all_processes() else {
+            return sample;
+        };
+        for stat in processes.flatten().filter_map(|p| p.stat().ok()) {
+            let name = if u32::try_from(stat.pid).ok() == Some(operator_pid) {
+                Some("operator")
+            } else {
+                CONTROL_PLANE
+                    .iter()
+                    .find(|(comm, _)| stat.comm == *comm)
+                    .map(|(_, name)| *name)
+            };
+            if let Some(name) = name {
+                *sample.by_process.entry(name).or_default() +=
+                    (stat.utime + stat.stime) as f64 * tick;
+            }
+        }
+        sample
+    }
+
+    /// What was used from `earlier` to this sample.
+    fn since(&self, earlier: &CpuSample) -> CpuSample {
+        CpuSample {
+            busy: self.busy - earlier.busy,
+            total: self.total - earlier.total,
+            by_process: self
+                .by_process
+                .iter()
+                .map(|(name, s)| (*name, s - earlier.by_process.get(name).unwrap_or(&0.0)))
+                .collect(),
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -182,6 +257,7 @@ async fn run(args: &Args) -> Result<bool, String> {
     let before = metrics(&args.operator_metrics).await?;
 
     let start = Instant::now();
+    let cpu_at_start = CpuSample::take(args.operator_pid);
     let milestones = Arc::new(Mutex::new(Milestones::default()));
     // The watch records milestones as they come.
     let watch = {
@@ -259,6 +335,8 @@ async fn run(args: &Args) -> Result<bool, String> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let cpu = CpuSample::take(args.operator_pid).since(&cpu_at_start);
+    let start_to_ready = start.elapsed().as_secs_f64();
     let converged = metrics(&args.operator_metrics).await?;
     let children = count_children(&client, &args.namespace)
         .await
@@ -339,5 +417,16 @@ async fn run(args: &Args) -> Result<bool, String> {
         "| writes in a quiet {} s after that | {quiet_writes:.0} |",
         args.quiet_seconds
     );
+    let cores = cpu.total / start_to_ready.max(f64::EPSILON);
+    println!(
+        "| CPU until all Ready | {:.0}% busy of {cores:.0} cores over {start_to_ready:.0} s |",
+        100.0 * cpu.busy / cpu.total.max(f64::EPSILON)
+    );
+    let by_process: Vec<String> = cpu
+        .by_process
+        .iter()
+        .map(|(name, seconds)| format!("{name} {seconds:.0} s"))
+        .collect();
+    println!("| CPU seconds by process | {} |", by_process.join(", "));
     Ok(all_ready)
 }
