@@ -166,7 +166,7 @@ fn pressure_policies(bins: &Binaries<'_>) -> Vec<Policy> {
 /// Hot tenants and long prompts: the peers' cache-aware policies and llmd-epp,
 /// weighted and by predicted latency.
 fn mixed_policies(bins: &Binaries<'_>) -> Vec<Policy> {
-    let mut p = vec![Policy::RoundRobin];
+    let mut p = vec![Policy::RoundRobin, Policy::OraclePlacements];
     if bins.vllm_router.is_some() {
         p.push(Policy::VllmRouter("cache_aware"));
     }
@@ -330,7 +330,12 @@ async fn run_one(
             _ => s.address.clone(),
         })
         .collect();
-    let router = Arc::new(routers::start(policy, &entries, bins, client).await?);
+    let mut router = routers::start(policy, &entries, bins, client).await?;
+    if policy == Policy::OraclePlacements {
+        let model = oracle::Model::from_sim(&MODEL)?;
+        router.plan = oracle::placements(&model, args.sims, args.max_tokens, requests);
+    }
+    let router = Arc::new(router);
     let (samples, wall) = driver::run(
         router.clone(),
         client.clone(),

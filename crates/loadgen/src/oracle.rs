@@ -30,7 +30,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal};
 
-use crate::driver::Sample;
+use crate::driver::{PromptUsage, Sample};
 use crate::fleet::SimModel;
 use crate::workload::Request;
 
@@ -251,6 +251,15 @@ pub fn replay(
         .collect()
 }
 
+/// The sim the oracle places each of `requests` on, in order.
+pub fn placements(model: &Model, sims: usize, max_tokens: u32, requests: &[Request]) -> Vec<usize> {
+    let jobs: Vec<Job> = requests.iter().map(Job::new).collect();
+    replay(model, sims, max_tokens, &jobs, Placement::Oracle)
+        .iter()
+        .map(|o| o.sim)
+        .collect()
+}
+
 /// [`replay`] of workload requests, as driver samples (for `report::summarize`)
 /// and the time the last one ends.
 pub fn samples(
@@ -267,12 +276,17 @@ pub fn samples(
         .zip(&outcomes)
         .map(|(j, o)| j.at_secs + o.e2e)
         .fold(0.0, f64::max);
-    let samples = outcomes
+    let samples = jobs
         .iter()
-        .map(|o| Sample {
+        .zip(&outcomes)
+        .map(|(j, o)| Sample {
             ttft: o.ttft,
             e2e: o.e2e,
             ok: true,
+            usage: Some(PromptUsage {
+                prompt_tokens: j.tokens as u64,
+                cached_tokens: o.cached_tokens as u64,
+            }),
         })
         .collect();
     (samples, wall)

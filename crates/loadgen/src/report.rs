@@ -25,7 +25,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Share of the prompt tokens the engines found in their KV caches, over the
+/// requests whose usage they reported (`None`: none did).
+pub fn engine_cache_hit(samples: &[Sample]) -> Option<f64> {
+    let (prompt, cached) = samples
+        .iter()
+        .filter_map(|s| s.usage)
+        .fold((0u64, 0u64), |(p, c), u| (p + u.prompt_tokens, c + u.cached_tokens));
+    (prompt > 0).then(|| cached as f64 / prompt as f64)
+}
+
+/// A run's summary; `note` gains the engines' cache hit where they reported it.
 pub fn summarize(label: String, samples: &[Sample], wall_secs: f64, note: String) -> Summary {
+    let note = match engine_cache_hit(samples) {
+        Some(hit) if note.is_empty() => format!("engine cache hit {:.0}%", 100.0 * hit),
+        Some(hit) => format!("{note}, engine cache hit {:.0}%", 100.0 * hit),
+        None => note,
+    };
     let mut ttft: Vec<f64> = samples.iter().map(|s| s.ttft).collect();
     ttft.sort_by(f64::total_cmp);
     let ok = samples.iter().filter(|s| s.ok).count();
@@ -126,8 +142,13 @@ pub fn versus_oracle(rows: &[Summary], oracle: &Summary) -> String {
             )
         })
         .collect();
+    let note = if oracle.note.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", oracle.note)
+    };
     format!(
-        "{}: mean TTFT {} ms, p50 {} ms, p90 {} ms; {}",
+        "{}{note}: mean TTFT {} ms, p50 {} ms, p90 {} ms; {}",
         oracle.label,
         ms(oracle.ttft_mean),
         ms(oracle.ttft_p50),

@@ -38,6 +38,10 @@ impl Prefix {
 pub enum Policy {
     RoundRobin,
     Random,
+    /// Each request straight to the sim the oracle's replay placed it on (the
+    /// replay's plan, set on the router): how well those placements do on the real
+    /// simulators rather than in the replay's model of them.
+    OraclePlacements,
     /// llmd-epp's proxy; with several replicas the client spreads requests over them.
     Epp {
         prefix: Prefix,
@@ -67,6 +71,7 @@ impl Policy {
         match self {
             Policy::RoundRobin => "round-robin".into(),
             Policy::Random => "random".into(),
+            Policy::OraclePlacements => "oracle's placements (measured)".into(),
             Policy::Epp { prefix, replicas } => {
                 let mut label = match prefix {
                     Prefix::Approximate => "llmd-epp".to_string(),
@@ -107,6 +112,8 @@ pub struct Router {
     procs: Vec<Proc>,
     /// llmd-epp's metrics, one per replica.
     pub metrics_urls: Vec<String>,
+    /// For [`Policy::OraclePlacements`]: the sim of each request, in order.
+    pub plan: Vec<usize>,
     _config: Option<PathBuf>,
 }
 
@@ -115,9 +122,11 @@ impl Router {
     pub fn base(&self) -> &str {
         match self.policy {
             Policy::Random => &self.bases[rand::rng().random_range(0..self.bases.len())],
-            // Round-robin over the sims, or over the EPP replicas (one base otherwise).
+            // Round-robin over the sims, or over the EPP replicas (one base otherwise);
+            // the planned sim where there is a plan.
             _ => {
                 let i = self.next.fetch_add(1, Ordering::Relaxed);
+                let i = self.plan.get(i).copied().unwrap_or(i);
                 &self.bases[i % self.bases.len()]
             }
         }
@@ -203,10 +212,11 @@ pub async fn start(
         next: AtomicUsize::new(0),
         procs: Vec::new(),
         metrics_urls: Vec::new(),
+        plan: Vec::new(),
         _config: None,
     };
     match policy {
-        Policy::RoundRobin | Policy::Random => {
+        Policy::RoundRobin | Policy::Random | Policy::OraclePlacements => {
             router.bases = plain.iter().map(|a| format!("http://{a}")).collect();
         }
         Policy::Epp { .. } | Policy::EppPd | Policy::EppLatency { .. } => {

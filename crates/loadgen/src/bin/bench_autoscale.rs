@@ -280,20 +280,7 @@ async fn run_one(args: &Args, c: &Config, index: usize) -> Result<Run, String> {
         let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": 16, "ignore_eos": true, "stream": true});
         let (client, url) = (client.clone(), url.clone());
         handles.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let s = match tokio::time::timeout(
-                Duration::from_secs(120),
-                driver::one(&client, &url, &body, sent),
-            )
-            .await
-            {
-                Ok(s) => s,
-                Err(_) => Sample {
-                    ttft: 120.0,
-                    e2e: 120.0,
-                    ok: false,
-                },
-            };
+            let s = driver::one_within(&client, &url, &body, Duration::from_secs(120)).await;
             (phase, s)
         }));
     }

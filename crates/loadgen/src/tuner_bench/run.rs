@@ -236,20 +236,7 @@ pub async fn run_once(
                           "ignore_eos": true, "stream": true});
         let (client, url, phase, at) = (client.clone(), url.clone(), r.phase, r.at_secs);
         handles.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let sample = match tokio::time::timeout(
-                Duration::from_secs(60),
-                driver::one(&client, &url, &body, sent),
-            )
-            .await
-            {
-                Ok(s) => s,
-                Err(_) => Sample {
-                    ttft: 60.0,
-                    e2e: 60.0,
-                    ok: false,
-                },
-            };
+            let sample = driver::one_within(&client, &url, &body, Duration::from_secs(60)).await;
             (phase, at, sample)
         }));
     }
