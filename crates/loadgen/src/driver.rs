@@ -43,6 +43,7 @@ impl Sample {
 /// The usage an OpenAI-style stream reported (its last `usage` event).
 fn stream_usage(body: &str) -> Option<PromptUsage> {
     body.lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter(|l| l.contains("\"usage\""))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -56,7 +57,7 @@ fn stream_usage(body: &str) -> Option<PromptUsage> {
                     .unwrap_or(0),
             })
         })
-        .last()
+        .next()
 }
 
 /// Sends every request; gives up on any request after `per_request_timeout`.
@@ -166,6 +167,9 @@ mod tests {
         // No details: nothing cached; no usage at all: unknown.
         let plain = "data: {\"usage\":{\"prompt_tokens\":7}}\n\ndata: [DONE]\n\n";
         assert_eq!(stream_usage(plain).map(|u| u.cached_tokens), Some(0));
-        assert_eq!(stream_usage("data: {\"choices\":[]}\n\ndata: [DONE]\n\n"), None);
+        assert_eq!(
+            stream_usage("data: {\"choices\":[]}\n\ndata: [DONE]\n\n"),
+            None
+        );
     }
 }

@@ -196,8 +196,9 @@ fn mixed_policies(bins: &Binaries<'_>) -> Vec<Policy> {
 const HOT_UNCACHED_TOKENS: usize = 20;
 
 /// Share of hot-tenant requests that find their context cached under the oracle's
-/// placements on the mixed workload (78% of them at 70-104 req/s): a tenant's
-/// first request on each sim its context is copied to misses, and the long
+/// placements on the mixed workload (78% of them at 70-104 req/s, with the replay's
+/// first cache model, a plain LRU; kept, as it sets the workload's default rate): a
+/// tenant's first request on each sim its context is copied to misses, and the long
 /// prompts' blocks push contexts out of the caches.
 const HOT_HIT_SHARE: f64 = 0.75;
 

@@ -6,26 +6,26 @@
 //! starts, its first token comes after `prefill_overhead + (prompt_tokens -
 //! cached_tokens) * prefill_per_token`, and it ends, freeing its slot,
 //! `(max_tokens - 1) * inter_token` later (`--time-factor-under-load` is 1: no
-//! slowdown under load). Cached tokens are 16 per block of the prompt already in
-//! that sim's KV cache when the request starts, the request's blocks being stored
-//! (or touched) then, as the simulator does.
+//! slowdown under load). Cached tokens are 16 per block of the prompt found in that
+//! sim's KV cache when the request starts.
 //!
-//! Where the replay differs from the simulator: the cache is an LRU of block
-//! hashes touched when requests start, where the simulator stamps a block when the
-//! last request using it ends and never evicts blocks of running requests (nor
-//! fails a request for want of room, which the simulator does when its running
-//! requests alone overflow the cache); blocks of one request age from the last
-//! block to the first (the simulator breaks ties at random). Prompts are tokenized
-//! as the simulator's dummy tokenizer does; block keys are chained hashes of 16
-//! tokens, which match exactly when the simulator's do.
+//! The cache is kept as the simulator keeps it: a starting request's blocks are in
+//! use (counted per request, never evicted) until it ends, then unused, stamped
+//! with that time; a block the cache lacks takes a free place or the unused block
+//! stamped earliest. Where the replay differs: the simulator refuses a request
+//! whose blocks cannot all be placed (its running requests fill the cache), where
+//! the replay serves it without storing its blocks; blocks stamped at the same
+//! instant go from a request's last block to its first (the simulator picks among
+//! them at random). Prompts are tokenized as the simulator's dummy tokenizer does;
+//! block keys are chained hashes of 16 tokens, which match exactly when the
+//! simulator's do.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::num::NonZeroUsize;
 
 use llmd_epp::cli::parse_duration;
 use llmd_epp::prefix::engine_tokens::sim_token_ids;
-use lru::LruCache;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal};
@@ -100,27 +100,100 @@ impl Job {
     }
 }
 
-/// One sim's KV cache: block hashes, least recently touched evicted first.
-#[derive(Clone, Debug)]
-struct Lru(LruCache<u64, ()>);
+/// One sim's KV cache, as llm-d-inference-sim keeps it (see the module's docs).
+#[derive(Clone, Debug, Default)]
+struct SimCache {
+    capacity: usize,
+    /// Blocks of running requests, with how many use each.
+    used: HashMap<u64, u32>,
+    /// Blocks no running request uses: when the last one ended, and a sequence
+    /// number that orders blocks stamped at the same instant.
+    unused: HashMap<u64, (f64, u64)>,
+    /// Running requests: when each ends, and its blocks.
+    running: Vec<(f64, Vec<u64>)>,
+    stamps: u64,
+}
 
-impl Lru {
+impl SimCache {
     fn new(capacity: usize) -> Self {
-        Lru(LruCache::new(
-            NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-        ))
+        SimCache {
+            capacity: capacity.max(1),
+            ..SimCache::default()
+        }
     }
 
     /// How many of `blocks` are cached (the simulator counts every one it finds).
     fn cached(&self, blocks: &[u64]) -> usize {
-        blocks.iter().filter(|b| self.0.contains(b)).count()
+        blocks
+            .iter()
+            .filter(|b| self.used.contains_key(b) || self.unused.contains_key(b))
+            .count()
     }
 
-    /// Stores or touches `blocks`, the first the most recent.
-    fn touch(&mut self, blocks: &[u64]) {
-        for &b in blocks.iter().rev() {
-            self.0.put(b, ());
+    /// Requests that ended by `now` release their blocks, in the order they ended.
+    fn release_until(&mut self, now: f64) {
+        let (mut ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|(end, _)| *end <= now);
+        self.running = running;
+        ended.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (end, blocks) in ended {
+            // The last block first: it is evicted before the ones it follows.
+            for b in blocks.iter().rev() {
+                match self.used.get_mut(b) {
+                    Some(n) if *n > 1 => *n -= 1,
+                    Some(_) => {
+                        self.used.remove(b);
+                        self.stamps += 1;
+                        self.unused.insert(*b, (end, self.stamps));
+                    }
+                    None => {}
+                }
+            }
         }
+    }
+
+    /// A request starting at `start` and ending at `end` takes `blocks`.
+    fn start(&mut self, start: f64, end: f64, blocks: &[u64]) {
+        self.release_until(start);
+        let mut distinct: Vec<u64> = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            if !distinct.contains(b) {
+                distinct.push(*b);
+            }
+        }
+        let new = distinct
+            .iter()
+            .filter(|b| !self.used.contains_key(b) && !self.unused.contains_key(b))
+            .count();
+        let reused = distinct
+            .iter()
+            .filter(|b| self.unused.contains_key(b))
+            .count();
+        if self.used.len() + new + reused > self.capacity {
+            // The simulator refuses it; here it is served without being stored.
+            return;
+        }
+        for b in &distinct {
+            if self.unused.remove(b).is_some() {
+                self.used.insert(*b, 1);
+            } else if let Some(n) = self.used.get_mut(b) {
+                *n += 1;
+            } else {
+                if self.used.len() + self.unused.len() >= self.capacity {
+                    let oldest = self
+                        .unused
+                        .iter()
+                        .min_by(|a, b| a.1.0.total_cmp(&b.1.0).then(a.1.1.cmp(&b.1.1)))
+                        .map(|(k, _)| *k);
+                    if let Some(k) = oldest {
+                        self.unused.remove(&k);
+                    }
+                }
+                self.used.insert(*b, 1);
+            }
+        }
+        self.running.push((end, distinct));
     }
 }
 
@@ -128,13 +201,14 @@ impl Lru {
 struct Sim {
     /// When each slot is next free.
     free_at: Vec<f64>,
-    cache: Lru,
+    cache: SimCache,
 }
 
 /// Where a request would go and what it would get there.
 #[derive(Clone, Copy, Debug)]
 struct Fit {
     slot: usize,
+    start: f64,
     cached_tokens: usize,
     ttft: f64,
 }
@@ -153,6 +227,7 @@ impl Sim {
         let ttft = start - job.at_secs + model.prefill(job.tokens.saturating_sub(cached_tokens));
         Fit {
             slot,
+            start,
             cached_tokens,
             ttft,
         }
@@ -200,7 +275,7 @@ pub fn replay(
     let mut fleet = vec![
         Sim {
             free_at: vec![0.0; model.max_num_seqs.max(1)],
-            cache: Lru::new(model.kv_cache_blocks),
+            cache: SimCache::new(model.kv_cache_blocks),
         };
         sims.max(1)
     ];
@@ -240,7 +315,7 @@ pub fn replay(
             let end = job.at_secs + fit.ttft + model.decode(max_tokens);
             let s = &mut fleet[sim];
             s.free_at[fit.slot] = end;
-            s.cache.touch(&job.blocks);
+            s.cache.start(fit.start, end, &job.blocks);
             Outcome {
                 sim,
                 cached_tokens: fit.cached_tokens,
@@ -428,21 +503,52 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_evicts_least_recently_touched_blocks_tail_first() {
-        let mut lru = Lru::new(3);
-        lru.touch(&[1, 2]);
-        lru.touch(&[3, 4]);
-        // 2 was the oldest (a request's last block ages first).
-        assert_eq!(lru.cached(&[1, 2, 3, 4]), 3);
-        assert_eq!(lru.cached(&[2]), 0);
-        lru.touch(&[1]);
-        lru.touch(&[5]);
-        assert_eq!(lru.cached(&[1, 3, 4, 5]), 3);
-        assert_eq!(lru.cached(&[4]), 0);
+    fn the_cache_keeps_running_requests_blocks_and_evicts_the_earliest_released() {
+        let mut cache = SimCache::new(3);
+        cache.start(0.0, 1.0, &[1, 2]);
+        cache.start(2.0, 3.0, &[3, 4]);
+        // Both of the first request's blocks were released at 1.0; its last block
+        // goes first.
+        assert_eq!(cache.cached(&[1, 2, 3, 4]), 3);
+        assert_eq!(cache.cached(&[2]), 0);
+        // Block 1 is in use until 10.0: the released 3 and 4 go before it.
+        cache.start(2.5, 10.0, &[1]);
+        cache.start(4.0, 5.0, &[5]);
+        assert_eq!(cache.cached(&[1, 3, 5]), 3);
+        assert_eq!(cache.cached(&[4]), 0);
+        // Three new blocks beside one in use do not fit: the simulator refuses such
+        // a request, and the replay stores nothing of it.
+        cache.start(6.0, 20.0, &[6, 7, 8]);
+        assert_eq!(cache.cached(&[6, 7, 8]), 0);
+        assert_eq!(cache.cached(&[1, 3, 5]), 3);
     }
 
     #[test]
-    fn greedy_placement_barely_suffers_from_independent_prediction_noise() {
+    fn the_replay_prices_each_request_against_the_cache_as_it_starts() {
+        // Two slots, a cache of 8 blocks: a context (4 blocks) beside one prompt of
+        // 4 blocks is found by its next question; two later prompts of 4 blocks
+        // each, running together, leave no room for it.
+        let model = Model {
+            max_num_seqs: 2,
+            kv_cache_blocks: 8,
+            ..MODEL
+        };
+        let context = prompt("ctx", 64);
+        let jobs = [
+            job(0.0, &context),
+            job(0.0, &prompt("long1", 64)),
+            job(0.001, &format!("{context}q1 ")),
+            job(10.0, &prompt("long2", 64)),
+            job(10.001, &prompt("long3", 64)),
+            job(20.0, &format!("{context}q2 ")),
+        ];
+        let out = replay(&model, 1, 8, &jobs, Placement::RoundRobin);
+        assert_eq!(out[2].cached_tokens, 64);
+        assert_eq!(out[5].cached_tokens, 0);
+    }
+
+    #[test]
+    fn greedy_placement_pays_for_prediction_noise_and_still_beats_blind_placement() {
         use crate::workload::{Shape, mixed};
         let requests = mixed(
             Shape {
@@ -466,7 +572,10 @@ mod tests {
             seed: 7,
         });
         let blind = mean(Placement::RoundRobin);
-        assert!(noisy < exact * 1.1, "35% noise: {noisy} vs {exact}");
-        assert!(blind > exact * 3.0, "round-robin: {blind} vs {exact}");
+        // A placement by TTFTs 35% off costs 10-40% here (a miss misjudged delays
+        // the requests queued behind it), and is still far from blind.
+        assert!(noisy > exact * 1.1, "35% noise: {noisy} vs {exact}");
+        assert!(noisy < exact * 1.4, "35% noise: {noisy} vs {exact}");
+        assert!(blind > noisy * 3.0, "round-robin: {blind} vs {noisy}");
     }
 }

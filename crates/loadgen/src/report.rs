@@ -31,7 +31,9 @@ pub fn engine_cache_hit(samples: &[Sample]) -> Option<f64> {
     let (prompt, cached) = samples
         .iter()
         .filter_map(|s| s.usage)
-        .fold((0u64, 0u64), |(p, c), u| (p + u.prompt_tokens, c + u.cached_tokens));
+        .fold((0u64, 0u64), |(p, c), u| {
+            (p + u.prompt_tokens, c + u.cached_tokens)
+        });
     (prompt > 0).then(|| cached as f64 / prompt as f64)
 }
 
