@@ -557,6 +557,9 @@ async fn main() -> ExitCode {
             };
             println!("{}", report::versus(&rows, &latency.label()));
         } else if events {
+            if w == "pressure" {
+                println!("{}", oracle_lines(&args, &model, &requests, &rows));
+            }
             println!("{}", report::versus(&rows, &PRECISE.label()));
             println!(
                 "{}",
