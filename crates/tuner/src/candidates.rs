@@ -74,6 +74,14 @@ fn round(w: f64) -> String {
     format!("{r}")
 }
 
+/// Prompts find their cache (more than [`LOCAL`] of blocks) without locality being
+/// won ([`SATURATED`]).
+fn finds_cache(signals: &Signals) -> bool {
+    signals
+        .prefix_match
+        .is_some_and(|p| p > LOCAL && p < SATURATED)
+}
+
 /// Candidates around `incumbent`, best guess first. `spec` (the user's weights) is
 /// offered too when the incumbent has moved away from it.
 pub fn around(
@@ -114,6 +122,12 @@ pub fn around(
                 moves.push((scorer, up));
             }
         }
+    }
+    // The classic trap: while prompts find their cache but locality is not yet won,
+    // less prefix weight evens queues out by sending tenants where their contexts are
+    // not, and the misses outlast the experiment.
+    if finds_cache(signals) {
+        moves.retain(|m| *m != (Scorer::PrefixCache, false));
     }
     let mut out: Vec<Candidate> = Vec::new();
     for (scorer, up) in moves {
@@ -187,6 +201,23 @@ mod tests {
         assert_eq!(c[1].weights, w(2.0, 2.0, 0.0));
         assert!(c.iter().all(|c| c.weights.kv_cache_utilization == 0.0));
         assert_eq!(c.len(), 4, "two scorers on, up and down each");
+    }
+
+    #[test]
+    fn while_prompts_find_their_cache_less_prefix_weight_is_never_tried() {
+        for imbalance in [0.1, 2.5] {
+            let c = around_with(w(3.0, 2.0, 2.0), imbalance, 0.63);
+            assert!(!c.is_empty());
+            assert!(
+                c.iter().all(|c| c.weights.prefix_cache >= 3.0),
+                "imbalance {imbalance}: {c:?}"
+            );
+        }
+        // Uneven queues without much cache found, or with locality won: it is tried.
+        for found in [0.2, 0.9] {
+            let c = around_with(w(3.0, 2.0, 2.0), 2.5, found);
+            assert_eq!(c[1].weights, w(2.0, 2.0, 2.0), "found {found}");
+        }
     }
 
     #[test]
