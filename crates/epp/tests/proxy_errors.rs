@@ -202,17 +202,17 @@ fn a_refused_connection_is_retried_on_another_endpoint() {
     }
 }
 
-#[test]
-fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
+/// A P/D pool whose prefill pod fails every completion with `failure` (the
+/// simulator's failure type), and the answer to one long prompt sent through it.
+fn split_with_failing_prefiller(failure: &str) -> (Sim, Sim, Epp, reqwest::blocking::Response) {
     let bin = sim_bin();
-    // The prefill pod answers its metrics but refuses every completion with a 400.
     let prefill = Sim::start(
         &bin,
         &[
             "--failure-injection-rate",
             "100",
             "--failure-types",
-            "invalid_request",
+            failure,
         ],
     );
     let decode = Sim::start(&bin, &[]);
@@ -225,6 +225,13 @@ fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
         .json(&json!({"model": "test-model", "prompt": tenant_prompt(5, 1), "max_tokens": 2}))
         .send()
         .expect("proxy answers");
+    (prefill, decode, epp, r)
+}
+
+#[test]
+fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
+    // The prefill pod answers its metrics but refuses every completion with a 400.
+    let (prefill, _decode, epp, r) = split_with_failing_prefiller("invalid_request");
     assert_eq!(r.status(), 400, "the prefiller's 4xx keeps its status");
     let body: serde_json::Value = r.json().expect("an OpenAI error body");
     let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -242,28 +249,9 @@ fn a_failed_prefill_leg_is_an_error_for_the_client_and_a_counted_pd_failure() {
 
 #[test]
 fn a_prefill_pod_that_cannot_take_the_request_leaves_the_prompt_to_the_decode_pod() {
-    let bin = sim_bin();
     // The prefill pod answers every completion 503, as an overloaded engine or one
     // shutting down does: the client still gets its answer, computed by the decoder.
-    let prefill = Sim::start(
-        &bin,
-        &[
-            "--failure-injection-rate",
-            "100",
-            "--failure-types",
-            "server_error",
-        ],
-    );
-    let decode = Sim::start(&bin, &[]);
-    let epp = Epp::start(
-        &format!("{}=prefill,{}=decode", prefill.address(), decode.address()),
-        Some(&pd_config(32)),
-    );
-    let r = http()
-        .post(epp.url("/v1/completions"))
-        .json(&json!({"model": "test-model", "prompt": tenant_prompt(5, 1), "max_tokens": 2}))
-        .send()
-        .expect("proxy answers");
+    let (_prefill, _decode, epp, r) = split_with_failing_prefiller("server_error");
     assert_eq!(r.status(), 200);
     let metrics = epp.metrics_text();
     assert!(
