@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -1205,8 +1206,8 @@ async fn an_engine_upgrade_of_a_p_d_deployment_fails_no_request_and_never_pairs_
         "e2e-dp-upgrade",
         "upgrade",
         // Four decode pods roll one after another while the one prefill pod is
-        // replaced at once: for most of the roll, old decode engines run beside a
-        // new prefill engine.
+        // replaced at once; the test holds the roll half way (below), so old
+        // decode engines run beside a new prefill engine for as long as it takes.
         &manifest(
             "upgrade",
             1,
@@ -1300,9 +1301,47 @@ async fn an_engine_upgrade_of_a_p_d_deployment_fails_no_request_and_never_pairs_
     )
     .await;
 
+    // Half the decode pods stay on the old engine until a request has met the
+    // mixed fleet (a partition, as an administrator would pause a roll; the
+    // operator leaves the field to whoever set it).
+    let decode_set: Api<StatefulSet> = Api::namespaced(client().await, stack.namespace());
+    let hold_roll = |partition: i32| {
+        let decode_set = decode_set.clone();
+        let name = format!("{}-decode", stack.name);
+        async move {
+            let strategy = json!({"spec": {"updateStrategy": {
+                "type": "RollingUpdate", "rollingUpdate": {"partition": partition}}}});
+            decode_set
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&strategy))
+                .await
+                .expect("set the decode StatefulSet's partition");
+        }
+    };
+    hold_roll(2).await;
     stack
         .patch_spec(json!({"engine": {"image": "vllm/vllm-openai:v0.33.1"}}))
         .await;
+    // Requests the decider splits are served whole for want of a compatible
+    // prefill pod while old decode engines run beside the new prefill engine.
+    let metrics_url = format!("http://{epp}:9090/metrics");
+    wait_until(
+        Duration::from_secs(120),
+        "a request meets the mixed fleet",
+        || {
+            let url = metrics_url.clone();
+            async move {
+                let text = pod_http().get(url).send().await.ok()?.text().await.ok()?;
+                let unpaired: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("aggregated_no_kv_compatible_prefill"))
+                    .collect();
+                (sum_metric(&unpaired.join("\n"), "llmd_epp_pd_decisions_total") > 0.0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    hold_roll(0).await;
     let new = wait_until(
         Duration::from_secs(240),
         "every engine pod replaced and Ready",
@@ -1364,18 +1403,6 @@ async fn an_engine_upgrade_of_a_p_d_deployment_fails_no_request_and_never_pairs_
         pairs += 1;
     }
     assert!(pairs >= 6, "{pairs} split requests of {}", outcomes.len());
-    // The roll did run old and new engines side by side: requests the decider
-    // would have split were served whole for want of a compatible prefill pod.
-    let metrics = metrics_of(&epp).await;
-    let unpaired = sum_metric(
-        &metrics
-            .lines()
-            .filter(|l| l.contains("aggregated_no_kv_compatible_prefill"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        "llmd_epp_pd_decisions_total",
-    );
-    assert!(unpaired > 0.0, "no request met a mixed fleet: {metrics}");
 }
 
 #[tokio::test]
