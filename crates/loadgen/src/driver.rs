@@ -6,18 +6,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use llmd_api::endpoint_picker::header;
 use serde_json::json;
 
 use crate::routers::Router;
 use crate::workload::Request;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Sample {
     pub ttft: f64,
     pub e2e: f64,
     pub ok: bool,
     /// What the engine reported of the prompt (streams asked for usage only).
     pub usage: Option<PromptUsage>,
+    /// The pod that served it, as the EndpointPicker named it
+    /// (`x-gateway-destination-endpoint`); routers that do not say leave it empty.
+    pub endpoint: Option<String>,
 }
 
 /// The prompt's tokens and how many of them the engine found in its KV cache
@@ -36,6 +40,7 @@ impl Sample {
             e2e: secs,
             ok: false,
             usage: None,
+            endpoint: None,
         }
     }
 }
@@ -123,6 +128,11 @@ pub async fn one(
     if !resp.status().is_success() {
         return failed(sent);
     }
+    let endpoint = resp
+        .headers()
+        .get(header::DESTINATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut stream = resp.bytes_stream();
     let mut ttft = None;
     let mut text = String::new();
@@ -142,6 +152,7 @@ pub async fn one(
         e2e,
         ok: text.contains("[DONE]"),
         usage: stream_usage(&text),
+        endpoint,
     }
 }
 

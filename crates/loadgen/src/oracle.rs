@@ -362,6 +362,7 @@ pub fn samples(
                 prompt_tokens: j.tokens as u64,
                 cached_tokens: o.cached_tokens as u64,
             }),
+            endpoint: None,
         })
         .collect();
     (samples, wall)

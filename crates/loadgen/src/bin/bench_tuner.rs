@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use llmd_api::ScorerWeights;
 use llmd_loadgen::plot;
+use llmd_loadgen::tuner_bench::configs::{self, Config};
 use llmd_loadgen::tuner_bench::report::{self, Results};
 use llmd_loadgen::tuner_bench::run::{self, Binaries};
-use llmd_loadgen::tuner_bench::{configs, workload::Workload};
+use llmd_loadgen::tuner_bench::workload::Workload;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +31,10 @@ struct Args {
     /// Only the configurations whose label contains one of these (e.g. tuned,3/2/2).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also replay each tuned run's weights at the same moments with no tuner
+    /// ("replay:tuned"): what the path is worth without the tuner's feedback.
+    #[arg(long)]
+    replay_tuned: bool,
     #[arg(long, default_value = "target/release/llmd-epp")]
     epp_bin: PathBuf,
     #[arg(long, env = "LLMD_SIM_BIN")]
@@ -71,13 +77,33 @@ async fn run_all(args: &Args) -> Result<(), String> {
     };
     // The first run of each configuration, as mean TTFT per slice over time.
     let mut over_time: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let selected = configs::all()
+    // The weights each tuned run went through, to replay.
+    let mut tuned_paths: Vec<Vec<(f64, ScorerWeights)>> = Vec::new();
+    let mut selected: Vec<Config> = configs::all()
         .into_iter()
-        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.label().contains(o)));
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.label().contains(o)))
+        .collect();
+    if args.replay_tuned {
+        // Its path is set per repeat: each replays the tuned run of the same repeat.
+        selected.push(Config::Replay {
+            label: "tuned".into(),
+            path: Vec::new(),
+        });
+    }
     for config in selected {
         let mut runs = Vec::new();
         let mut changes = Vec::new();
         for repeat in 0..args.repeats {
+            let config = match &config {
+                Config::Replay { label, .. } => Config::Replay {
+                    label: label.clone(),
+                    path: tuned_paths
+                        .get(repeat as usize)
+                        .cloned()
+                        .ok_or("--replay-tuned needs the tuned configuration in the run")?,
+                },
+                other => other.clone(),
+            };
             let result = run::run_once(&bins, &workload, &schedule, &config, repeat).await?;
             let stats = report::stats(&workload, &result);
             eprintln!(
@@ -88,12 +114,15 @@ async fn run_all(args: &Args) -> Result<(), String> {
                 stats.whole.p90,
                 stats.failed
             );
+            if config == Config::Tuned {
+                tuned_paths.push(result.weight_path());
+            }
             if repeat == 0 {
                 let points: Vec<(f64, f64)> = result
                     .samples
                     .iter()
-                    .filter(|(_, _, s)| s.ok)
-                    .map(|(_, at, s)| (*at, s.ttft))
+                    .filter(|m| m.sample.ok)
+                    .map(|m| (m.at_secs, m.sample.ttft))
                     .collect();
                 over_time.push((
                     config.label(),
@@ -109,6 +138,7 @@ async fn run_all(args: &Args) -> Result<(), String> {
             .push((config.label(), runs, median, changes));
     }
     println!("{}", results.table());
+    println!("{}", results.locality_table());
     for (target, met) in results.targets() {
         println!("{} {target}", if met { "MET " } else { "MISS" });
     }

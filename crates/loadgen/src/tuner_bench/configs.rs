@@ -18,6 +18,13 @@ pub enum Config {
     },
     /// llm-d's newer default: a prefix-affinity gate, then load spreading.
     AffinityGate,
+    /// A tuned run's weights, set at the same moments with no tuner watching: what
+    /// the path the tuner took is worth without its feedback. Each change is (seconds
+    /// from the start, the weights from then on).
+    Replay {
+        label: String,
+        path: Vec<(f64, ScorerWeights)>,
+    },
 }
 
 impl Config {
@@ -26,13 +33,14 @@ impl Config {
             Config::Tuned => "tuned".into(),
             Config::Fixed { label, .. } => format!("fixed:{label}"),
             Config::AffinityGate => "fixed:affinity-gate".into(),
+            Config::Replay { label, .. } => format!("replay:{label}"),
         }
     }
 
     /// The config file the run starts with.
     pub fn initial(&self, fleet: &Fleet) -> String {
         match self {
-            Config::Tuned => render(fleet, &ScorerWeights::default()),
+            Config::Tuned | Config::Replay { .. } => render(fleet, &ScorerWeights::default()),
             Config::Fixed { weights, .. } => render(fleet, weights),
             Config::AffinityGate => {
                 EndpointPickerConfig::affinity_gate(&router(fleet), false).to_yaml()

@@ -1,9 +1,11 @@
 //! Medians over repeats, the JSON result, the side-by-side table with ratios to the
 //! tuned run, and the verdict on the targets.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
-use super::run::{Change, RunResult};
+use super::run::{Change, Measured, RunResult};
 use super::workload::Workload;
 
 /// Mean and P90 TTFT of a set of requests.
@@ -29,28 +31,111 @@ impl Latency {
     }
 }
 
+/// Where a phase's prompts found their context: the share of prompt tokens the
+/// engines found in their KV cache, and over how many pods the hottest tenants were
+/// spread.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Locality {
+    pub cache_hit: f64,
+    /// The effective number of pods (inverse Simpson index of the pods' shares) that
+    /// served each of the [`HOT_TENANTS`] busiest tenants, averaged; NaN in a phase
+    /// whose prompts share no context.
+    pub hot_tenant_pods: f64,
+}
+
+/// How many of a phase's busiest tenants [`Locality::hot_tenant_pods`] follows.
+pub const HOT_TENANTS: usize = 3;
+
+impl Locality {
+    fn of(requests: &[&Measured], shared_context: bool) -> Locality {
+        let (prompt, cached) = requests
+            .iter()
+            .filter_map(|m| m.sample.usage)
+            .fold((0u64, 0u64), |(p, c), u| {
+                (p + u.prompt_tokens, c + u.cached_tokens)
+            });
+        let served: Vec<(usize, &str)> = requests
+            .iter()
+            .filter_map(|m| Some((m.tenant, m.sample.endpoint.as_deref()?)))
+            .collect();
+        Locality {
+            cache_hit: if prompt == 0 {
+                f64::NAN
+            } else {
+                cached as f64 / prompt as f64
+            },
+            hot_tenant_pods: if shared_context {
+                pods_per_hot_tenant(&served, HOT_TENANTS)
+            } else {
+                f64::NAN
+            },
+        }
+    }
+}
+
+/// Over how many pods the `top` busiest tenants of `served` (tenant, pod) were
+/// spread: per tenant the inverse Simpson index of its pods' shares (1 when one pod
+/// served it all, k when k pods served it equally), averaged over those tenants.
+pub fn pods_per_hot_tenant(served: &[(usize, &str)], top: usize) -> f64 {
+    let mut per_tenant: BTreeMap<usize, BTreeMap<&str, f64>> = BTreeMap::new();
+    for (tenant, pod) in served {
+        *per_tenant
+            .entry(*tenant)
+            .or_default()
+            .entry(pod)
+            .or_default() += 1.0;
+    }
+    let mut tenants: Vec<&BTreeMap<&str, f64>> = per_tenant.values().collect();
+    tenants.sort_by(|a, b| b.values().sum::<f64>().total_cmp(&a.values().sum::<f64>()));
+    tenants.truncate(top);
+    if tenants.is_empty() {
+        return f64::NAN;
+    }
+    let effective = |pods: &BTreeMap<&str, f64>| {
+        let n: f64 = pods.values().sum();
+        1.0 / pods.values().map(|c| (c / n).powi(2)).sum::<f64>()
+    };
+    tenants.iter().map(|t| effective(t)).sum::<f64>() / tenants.len() as f64
+}
+
 /// One run, summarised.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunStats {
     pub whole: Latency,
     pub phases: Vec<Latency>,
     pub failed: usize,
+    pub locality: Locality,
+    pub phase_locality: Vec<Locality>,
 }
 
 pub fn stats(workload: &Workload, run: &RunResult) -> RunStats {
-    let ttft = |phase: Option<usize>| {
+    let of_phase = |phase: Option<usize>| {
         run.samples
             .iter()
-            .filter(|(p, _, s)| s.ok && phase.is_none_or(|want| *p == want))
-            .map(|(_, _, s)| s.ttft)
+            .filter(|m| phase.is_none_or(|want| m.phase == want))
             .collect::<Vec<_>>()
     };
+    let ttft = |requests: &[&Measured]| {
+        requests
+            .iter()
+            .filter(|m| m.sample.ok)
+            .map(|m| m.sample.ttft)
+            .collect::<Vec<_>>()
+    };
+    let all = of_phase(None);
     RunStats {
-        whole: Latency::of(ttft(None)),
+        whole: Latency::of(ttft(&all)),
         phases: (0..workload.phases.len())
-            .map(|p| Latency::of(ttft(Some(p))))
+            .map(|p| Latency::of(ttft(&of_phase(Some(p)))))
             .collect(),
-        failed: run.samples.iter().filter(|(_, _, s)| !s.ok).count(),
+        failed: all.iter().filter(|m| !m.sample.ok).count(),
+        locality: Locality::of(&all, false),
+        phase_locality: workload
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(p, phase)| Locality::of(&of_phase(Some(p)), phase.shared_prefix_tokens > 0))
+            .collect(),
     }
 }
 
@@ -71,10 +156,18 @@ pub fn median_of(runs: &[RunStats]) -> RunStats {
         p90: median(runs.iter().map(|r| f(r).p90).collect()),
         requests: runs.first().map_or(0, |r| f(r).requests),
     };
+    let loc = |f: &dyn Fn(&RunStats) -> Locality| Locality {
+        cache_hit: median(runs.iter().map(|r| f(r).cache_hit).collect()),
+        hot_tenant_pods: median(runs.iter().map(|r| f(r).hot_tenant_pods).collect()),
+    };
     RunStats {
         whole: lat(&|r| &r.whole),
         phases: (0..phases).map(|p| lat(&|r| &r.phases[p])).collect(),
         failed: runs.iter().map(|r| r.failed).max().unwrap_or(0),
+        locality: loc(&|r| r.locality),
+        phase_locality: (0..phases)
+            .map(|p| loc(&|r| r.phase_locality.get(p).copied().unwrap_or_default()))
+            .collect(),
     }
 }
 
@@ -179,12 +272,16 @@ impl Results<'_> {
                     .phases
                     .iter()
                     .zip(&m.phases)
-                    .map(|(p, l)| {
-                        json!({"name": p.name, "mean_ttft_s": l.mean, "p90_ttft_s": l.p90, "requests": l.requests})
+                    .zip(&m.phase_locality)
+                    .map(|((p, l), loc)| {
+                        json!({"name": p.name, "mean_ttft_s": l.mean, "p90_ttft_s": l.p90, "requests": l.requests,
+                               "engine_cache_hit": number(loc.cache_hit),
+                               "hot_tenant_pods": number(loc.hot_tenant_pods)})
                     })
                     .collect();
                 let mut v = json!({
                     "mean_ttft_s": m.whole.mean, "p90_ttft_s": m.whole.p90, "failed": m.failed,
+                    "engine_cache_hit": number(m.locality.cache_hit),
                     "phases": phases,
                     "runs": runs.iter().map(|r| lat(&r.whole)).collect::<Vec<_>>(),
                 });
@@ -203,6 +300,36 @@ impl Results<'_> {
             .map(|(what, met)| json!({"target": what, "met": met}))
             .collect();
         json!({"configs": configs, "per_phase_best_mean_ttft_s": self.per_phase_best(), "targets": targets})
+    }
+
+    /// Where the prompts found their context, per configuration: the engines' cache
+    /// hit over the run, and per phase over how many pods the busiest tenants were
+    /// spread.
+    pub fn locality_table(&self) -> String {
+        let mut out = format!(
+            "| config | engine cache hit | {} |\n|---|---|{}\n",
+            self.workload
+                .phases
+                .iter()
+                .map(|p| format!("{}: pods per hot tenant", p.name))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---|".repeat(self.workload.phases.len())
+        );
+        let cell =
+            |x: f64, f: &dyn Fn(f64) -> String| if x.is_nan() { "-".to_string() } else { f(x) };
+        for (label, _, m, _) in &self.configs {
+            out.push_str(&format!(
+                "| {label} | {} | {} |\n",
+                cell(m.locality.cache_hit, &|x| format!("{:.0}%", 100.0 * x)),
+                m.phase_locality
+                    .iter()
+                    .map(|l| cell(l.hot_tenant_pods, &|x| format!("{x:.2}")))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+        }
+        out
     }
 
     /// The table: whole-run and per-phase mean TTFT, P90, failures, ratios to tuned.
@@ -241,6 +368,11 @@ impl Results<'_> {
     }
 }
 
+/// A JSON number, or null for NaN (not measured).
+fn number(x: f64) -> Value {
+    if x.is_nan() { Value::Null } else { json!(x) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +393,7 @@ mod tests {
                 })
                 .collect(),
             failed: 0,
+            ..RunStats::default()
         }
     }
 
@@ -290,5 +423,25 @@ mod tests {
                 .contains("| fixed:3/2/2 | 0.300 s | 1.50x |")
         );
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn pods_per_hot_tenant_follows_the_busiest_tenants_spread() {
+        // Tenant 0 (4 requests) on one pod, tenant 1 (4) on two pods equally,
+        // tenant 2 (1 request) is not among the two busiest.
+        let served = [
+            (0, "a"),
+            (0, "a"),
+            (0, "a"),
+            (0, "a"),
+            (1, "a"),
+            (1, "b"),
+            (1, "a"),
+            (1, "b"),
+            (2, "c"),
+        ];
+        assert!((pods_per_hot_tenant(&served, 2) - 1.5).abs() < 1e-12);
+        assert!((pods_per_hot_tenant(&served[..4], 3) - 1.0).abs() < 1e-12);
+        assert!(pods_per_hot_tenant(&[], 3).is_nan());
     }
 }

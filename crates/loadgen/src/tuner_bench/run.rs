@@ -4,7 +4,7 @@
 //! EPP's own metrics and rewriting the config file (which llmd-epp applies live), as
 //! the operator does through the ConfigMap.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,11 +35,35 @@ pub struct Change {
     pub reason: String,
 }
 
-/// What one run measured: per request its phase, when it was sent (seconds from the
-/// start) and its sample.
+/// One request of a run and what it measured.
+pub struct Measured {
+    pub phase: usize,
+    /// When it was sent, in seconds from the start.
+    pub at_secs: f64,
+    pub tenant: usize,
+    pub sample: Sample,
+}
+
+/// What one run measured, and the tuned run's weight changes.
 pub struct RunResult {
-    pub samples: Vec<(usize, f64, Sample)>,
+    pub samples: Vec<Measured>,
     pub changes: Vec<Change>,
+}
+
+impl RunResult {
+    /// The weights in force over the run as a path to replay: each change of the
+    /// weights, at the moment it was made.
+    pub fn weight_path(&self) -> Vec<(f64, ScorerWeights)> {
+        let mut path: Vec<(f64, ScorerWeights)> = Vec::new();
+        let mut in_force = ScorerWeights::default();
+        for c in &self.changes {
+            if c.weights != in_force {
+                in_force = c.weights.clone();
+                path.push((c.at_secs, in_force.clone()));
+            }
+        }
+        path
+    }
 }
 
 fn start_fleet(bin: &Path, fleet: &Fleet, seed: u64) -> Result<(Vec<Proc>, Vec<String>), String> {
@@ -163,6 +187,14 @@ async fn tune(
     }
 }
 
+/// Sets each weighting of `path` at its moment, as the tuned run did.
+async fn replay(path: Vec<(f64, ScorerWeights)>, config: PathBuf, fleet: Fleet, started: Instant) {
+    for (at, weights) in path {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(at)).into()).await;
+        let _ = tokio::fs::write(&config, configs::render(&fleet, &weights)).await;
+    }
+}
+
 /// The tuner's settings on the benchmark's compressed clock: the same logic as in
 /// the operator, with slices of seconds instead of `autoTune.interval`.
 pub fn bench_settings() -> Settings {
@@ -228,16 +260,32 @@ pub async fn run_once(
             changes.clone(),
         ))
     });
+    let replayer = match config {
+        Config::Replay { path, .. } => Some(tokio::spawn(replay(
+            path.clone(),
+            config_path.clone(),
+            workload.fleet.clone(),
+            started,
+        ))),
+        _ => None,
+    };
     let url = format!("{}/v1/completions", epp.proxy);
     let mut handles = Vec::with_capacity(schedule.len());
     for r in schedule {
         tokio::time::sleep_until((started + Duration::from_secs_f64(r.at_secs)).into()).await;
         let body = json!({"model": "bench-model", "prompt": r.prompt, "max_tokens": r.output_tokens,
-                          "ignore_eos": true, "stream": true});
-        let (client, url, phase, at) = (client.clone(), url.clone(), r.phase, r.at_secs);
+                          "ignore_eos": true, "stream": true,
+                          "stream_options": {"include_usage": true}});
+        let (client, url, phase, at_secs, tenant) =
+            (client.clone(), url.clone(), r.phase, r.at_secs, r.tenant);
         handles.push(tokio::spawn(async move {
             let sample = driver::one_within(&client, &url, &body, Duration::from_secs(60)).await;
-            (phase, at, sample)
+            Measured {
+                phase,
+                at_secs,
+                tenant,
+                sample,
+            }
         }));
     }
     let mut samples = Vec::with_capacity(handles.len());
@@ -247,10 +295,39 @@ pub async fn run_once(
         }
     }
     stop.store(true, Ordering::Relaxed);
-    if let Some(t) = tuner {
-        t.abort();
+    for task in tuner.into_iter().chain(replayer) {
+        task.abort();
     }
     let _ = std::fs::remove_dir_all(&dir);
     let changes = changes.lock().await.clone();
     Ok(RunResult { samples, changes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weight_path_keeps_each_change_of_the_weights_in_force() {
+        let change = |at_secs: f64, prefix: f64, reason: &str| Change {
+            at_secs,
+            weights: ScorerWeights::of(prefix, 2.0, 2.0),
+            reason: reason.into(),
+        };
+        let run = RunResult {
+            samples: Vec::new(),
+            changes: vec![
+                change(15.0, 2.0, "experiment: try prefix 3 -> 2"),
+                change(27.0, 3.0, "kept the incumbent"),
+                // A verdict that keeps what is in force changes nothing.
+                change(42.0, 3.0, "kept the incumbent"),
+                change(54.0, 4.5, "experiment: try prefix 3 -> 4.5"),
+            ],
+        };
+        let path = run.weight_path();
+        let at: Vec<f64> = path.iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, vec![15.0, 27.0, 54.0]);
+        assert_eq!(path[0].1, ScorerWeights::of(2.0, 2.0, 2.0));
+        assert_eq!(path[2].1, ScorerWeights::of(4.5, 2.0, 2.0));
+    }
 }

@@ -149,6 +149,7 @@ impl Workload {
                 out.push(Request {
                     at_secs: t,
                     phase: index,
+                    tenant,
                     prompt: prompt(&mut rng, phase, tenant),
                     output_tokens: phase.output_tokens,
                 });
@@ -164,6 +165,8 @@ impl Workload {
 pub struct Request {
     pub at_secs: f64,
     pub phase: usize,
+    /// Whose context the prompt starts with.
+    pub tenant: usize,
     pub prompt: String,
     pub output_tokens: u32,
 }
