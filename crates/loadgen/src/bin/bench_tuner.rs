@@ -84,6 +84,9 @@ async fn run_all(args: &Args) -> Result<(), String> {
         .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.label().contains(o)))
         .collect();
     if args.replay_tuned {
+        if !selected.contains(&Config::Tuned) {
+            return Err("--replay-tuned needs the tuned configuration in the run".into());
+        }
         // Its path is set per repeat: each replays the tuned run of the same repeat.
         selected.push(Config::Replay {
             label: "tuned".into(),
