@@ -302,20 +302,26 @@ impl Results<'_> {
         json!({"configs": configs, "per_phase_best_mean_ttft_s": self.per_phase_best(), "targets": targets})
     }
 
+    /// A table's header: the config, `columns`, then one column per phase.
+    fn header(&self, columns: &[&str], per_phase: impl Fn(&str) -> String) -> String {
+        let names: Vec<String> = std::iter::once("config".to_string())
+            .chain(columns.iter().map(|c| c.to_string()))
+            .chain(self.workload.phases.iter().map(|p| per_phase(&p.name)))
+            .collect();
+        format!(
+            "| {} |\n|{}\n",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        )
+    }
+
     /// Where the prompts found their context, per configuration: the engines' cache
     /// hit over the run, and per phase over how many pods the busiest tenants were
     /// spread.
     pub fn locality_table(&self) -> String {
-        let mut out = format!(
-            "| config | engine cache hit | {} |\n|---|---|{}\n",
-            self.workload
-                .phases
-                .iter()
-                .map(|p| format!("{}: pods per hot tenant", p.name))
-                .collect::<Vec<_>>()
-                .join(" | "),
-            "---|".repeat(self.workload.phases.len())
-        );
+        let mut out = self.header(&["engine cache hit"], |phase| {
+            format!("{phase}: pods per hot tenant")
+        });
         let cell =
             |x: f64, f: &dyn Fn(f64) -> String| if x.is_nan() { "-".to_string() } else { f(x) };
         for (label, _, m, _) in &self.configs {
@@ -335,16 +341,9 @@ impl Results<'_> {
     /// The table: whole-run and per-phase mean TTFT, P90, failures, ratios to tuned.
     pub fn table(&self) -> String {
         let tuned = self.find("tuned").map_or(f64::NAN, |t| t.whole.mean);
-        let mut out = format!(
-            "| config | mean TTFT | vs tuned | P90 TTFT | failed | {} |\n|---|---|---|---|---|{}\n",
-            self.workload
-                .phases
-                .iter()
-                .map(|p| format!("{} mean", p.name))
-                .collect::<Vec<_>>()
-                .join(" | "),
-            "---|".repeat(self.workload.phases.len())
-        );
+        let mut out = self.header(&["mean TTFT", "vs tuned", "P90 TTFT", "failed"], |phase| {
+            format!("{phase} mean")
+        });
         for (label, _, m, _) in &self.configs {
             out.push_str(&format!(
                 "| {label} | {:.3} s | {:.2}x | {:.3} s | {} | {} |\n",

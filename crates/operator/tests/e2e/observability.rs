@@ -83,12 +83,18 @@ impl Prometheus {
 
     /// `data` of an API answer, or its error.
     async fn api(&self, path: &str, query: Option<&str>) -> Result<Value, String> {
-        let request = match query {
-            Some(q) => self
-                .http
-                .post(format!("{}{path}", self.url))
-                .form(&[("query", q)]),
-            None => self.http.get(format!("{}{path}", self.url)),
+        match query {
+            Some(q) => self.api_form(path, &[("query", q)]).await,
+            None => self.api_form(path, &[]).await,
+        }
+    }
+
+    /// `data` of an API answer to `form` (posted; a GET when empty), or its error.
+    async fn api_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, String> {
+        let request = if form.is_empty() {
+            self.http.get(format!("{}{path}", self.url))
+        } else {
+            self.http.post(format!("{}{path}", self.url)).form(form)
         };
         let text = request
             .send()
@@ -137,21 +143,15 @@ impl Prometheus {
             .map_err(|e| e.to_string())?
             .as_secs()
             .saturating_sub(seconds);
-        let text = self
-            .http
-            .post(format!("{}/api/v1/series", self.url))
-            .form(&[("match[]", selector), ("start", &start.to_string())])
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        let body: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-        match body["data"].as_array() {
-            Some(series) if body["status"] == "success" => Ok(series.clone()),
-            _ => Err(format!("{}: {}", body["errorType"], body["error"])),
-        }
+        let data = self
+            .api_form(
+                "/api/v1/series",
+                &[("match[]", selector), ("start", &start.to_string())],
+            )
+            .await?;
+        data.as_array()
+            .cloned()
+            .ok_or_else(|| format!("series: not a list: {data}"))
     }
 
     /// The series an instant query returns.
