@@ -74,6 +74,40 @@ fn round(w: f64) -> String {
     format!("{r}")
 }
 
+/// Which way a weighting leans against another: toward where contexts are (prefix,
+/// session and LoRA affinity) or toward spreading load (queue, KV cache, requests in
+/// flight, predicted latency). Weights are relative, so prefix 3 -> 2 and queue
+/// 2 -> 3 both spread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lean {
+    Locality,
+    Spread,
+}
+
+const LOCALITY_SCORERS: [Scorer; 3] = [
+    Scorer::PrefixCache,
+    Scorer::SessionAffinity,
+    Scorer::LoraAffinity,
+];
+
+/// How `to` leans against `from`, by the share of weight on locality; `None` when
+/// that share does not move (a scorer family off, or a change within one family).
+pub fn lean(from: &ScorerWeights, to: &ScorerWeights) -> Option<Lean> {
+    let share = |w: &ScorerWeights| {
+        let total: f64 = Scorer::ALL.iter().map(|s| w.get(*s)).sum();
+        let local: f64 = LOCALITY_SCORERS.iter().map(|s| w.get(*s)).sum();
+        (total > 0.0).then(|| local / total)
+    };
+    let moved = share(to)? - share(from)?;
+    if moved.abs() < 1e-9 {
+        None
+    } else if moved > 0.0 {
+        Some(Lean::Locality)
+    } else {
+        Some(Lean::Spread)
+    }
+}
+
 /// Prompts find their cache (more than [`LOCAL`] of blocks) without locality being
 /// won ([`SATURATED`]).
 fn finds_cache(signals: &Signals) -> bool {
@@ -256,6 +290,19 @@ mod tests {
                 .any(|c| c.weights.prefix_cache > 10.0 || c.weights.queue < 0.1)
         );
         assert_eq!(c.last().map(|c| &c.weights), Some(&w(3.0, 2.0, 2.0)));
+    }
+
+    #[test]
+    fn less_prefix_and_more_load_weight_both_spread() {
+        let at = w(3.0, 2.0, 2.0);
+        assert_eq!(lean(&at, &w(2.0, 2.0, 2.0)), Some(Lean::Spread));
+        assert_eq!(lean(&at, &w(3.0, 3.0, 2.0)), Some(Lean::Spread));
+        assert_eq!(lean(&at, &w(3.0, 2.0, 3.0)), Some(Lean::Spread));
+        assert_eq!(lean(&at, &w(4.5, 2.0, 2.0)), Some(Lean::Locality));
+        assert_eq!(lean(&at, &w(3.0, 1.33, 2.0)), Some(Lean::Locality));
+        // Scaling every weight changes no pick; prefix off leans nowhere.
+        assert_eq!(lean(&at, &w(6.0, 4.0, 4.0)), None);
+        assert_eq!(lean(&w(0.0, 2.0, 2.0), &w(0.0, 3.0, 2.0)), None);
     }
 
     #[test]

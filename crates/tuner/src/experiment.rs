@@ -10,8 +10,13 @@
 //! starts only once the incumbent's recent record has settled (not while caches warm
 //! or just after a change of workload), a candidate whose first slice is clearly
 //! worse than that record is rolled back at once, and each rollback in a row doubles
-//! the pause before the next experiment. Quiet traffic, a met target or the `frozen`
-//! switch mean no experiment at all.
+//! the pause before the next experiment. A candidate that lost rests; one stopped
+//! early rests with every candidate that leans the same way (toward locality or
+//! toward spreading load: weights are relative, so prefix 3 -> 2 and queue 2 -> 3 are
+//! much the same move). Rests outlast a change of workload, so a workload that comes
+//! back (calm, surge, calm) does not pay twice for the same loss. After a verdict or
+//! a change of workload the incumbent's record starts again. Quiet traffic, a met
+//! target or the `frozen` switch mean no experiment at all.
 
 mod trial;
 
@@ -19,19 +24,21 @@ use std::collections::VecDeque;
 
 use llmd_api::ScorerWeights;
 
-use crate::candidates;
+use crate::candidates::{self, Lean};
 use crate::histogram::Histogram;
 use crate::objective::seconds;
 use crate::settings::Settings;
 use crate::verdict::{Outcome, Slice, Step};
 use trial::{Arm, Trial};
 
-/// A candidate that lost: passed over at the next `slices_left` chances to explore
-/// (slices with no experiment or pause); `cooldown` is kept after that, so losing
-/// again rests it twice as long.
+/// A candidate that lost: passed over (when `lean` is set, with every candidate
+/// leaning its way against the same incumbent) at the next `slices_left` chances to
+/// explore (slices with no experiment or pause); `cooldown` is kept after that, so
+/// losing again rests it twice as long.
 #[derive(Clone, Debug)]
 struct Resting {
     weights: ScorerWeights,
+    lean: Option<Lean>,
     slices_left: u32,
     cooldown: u32,
 }
@@ -190,12 +197,7 @@ impl Tuner {
             self.settings.max_weight,
         )
         .into_iter()
-        .find(|c| {
-            !self
-                .resting
-                .iter()
-                .any(|r| r.slices_left > 0 && r.weights == c.weights)
-        });
+        .find(|c| !self.rests(&c.weights));
         match next {
             Some(candidate) => {
                 let why = candidate.why.clone();
@@ -229,14 +231,31 @@ impl Tuner {
         }
     }
 
+    /// Whether `weights` rest: they lost lately, or lean the way a loser did.
+    fn rests(&self, weights: &ScorerWeights) -> bool {
+        let lean = candidates::lean(&self.incumbent, weights);
+        self.resting.iter().any(|r| {
+            r.slices_left > 0 && (r.weights == *weights || (r.lean.is_some() && r.lean == lean))
+        })
+    }
+
+    /// Starts the incumbent's record again from `window` (or from nothing): after a
+    /// verdict the slices before the experiment no longer describe it, and after a
+    /// change of workload those of the old workload do not.
+    pub(super) fn restart_record(&mut self, window: Option<&Histogram>) {
+        self.recent = window.cloned().into_iter().collect();
+        self.shifting = false;
+        self.waited = 0;
+    }
+
     fn tick_resting(&mut self) {
         for r in &mut self.resting {
             r.slices_left = r.slices_left.saturating_sub(1);
         }
     }
 
-    /// Tracks the incumbent's objective; a clear shift means a new workload, where
-    /// candidates that lost before deserve another chance.
+    /// Tracks the incumbent's objective; a clear shift means a new workload, whose
+    /// record starts with the slice that confirmed it.
     fn observe_incumbent(&mut self, window: &Histogram) {
         self.recent.push_back(window.clone());
         while self.recent.len() > RECENT {
@@ -248,9 +267,8 @@ impl Tuner {
         match self.baseline {
             Some(base) if base > 0.0 && ((now - base) / base).abs() > SHIFT => {
                 if std::mem::replace(&mut self.shifting, true) {
-                    self.resting.clear();
-                    self.baseline = Some(now);
-                    self.shifting = false;
+                    self.restart_record(Some(window));
+                    self.baseline = self.recent_score();
                 }
             }
             None => self.baseline = Some(now),
@@ -512,7 +530,9 @@ mod tests {
         let world = |x: &ScorerWeights| if *x == w(3.0, 2.0, 2.0) { 0.300 } else { 0.309 };
         let steps = run(&mut tuner, 60, world);
         assert!(kept(&steps).is_empty());
-        assert_eq!(pauses(&steps)[..3], [4, 8, 16], "{:?}", pauses(&steps));
+        // Rests can lengthen a pause (after a loss each way everything rests).
+        let p = pauses(&steps);
+        assert!(p[0] == 4 && p[1] >= 8 && p[2] >= 16, "{p:?}");
         // Now more queue weight pays: once it is kept, the pause is back to what
         // recording the new incumbent takes (the dwell within it).
         let steps = run(&mut tuner, 200, |x| 0.3 - 0.02 * x.queue.min(4.5));
@@ -615,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_workload_reopens_exploration_and_is_followed() {
+    fn a_new_workload_is_followed() {
         let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
         // Phase A: locality pays; phase B: spreading pays (and TTFT jumps).
         run(&mut tuner, 120, |x| 0.3 - 0.01 * x.prefix_cache.min(4.5));
@@ -624,6 +644,50 @@ mod tests {
             0.9 - 0.1 * x.queue.min(4.5) + 0.01 * x.prefix_cache
         });
         assert_eq!(tuner.incumbent().queue, 4.5, "{:?}", tuner.incumbent());
+    }
+
+    #[test]
+    fn a_direction_stopped_early_is_not_paid_for_again_when_its_workload_returns() {
+        let default = w(3.0, 2.0, 2.0);
+        let spreads = |x: &ScorerWeights| candidates::lean(&default, x) == Some(Lean::Spread);
+        /// Spreading experiments started over `slices` slices of `world`.
+        fn phase(
+            tuner: &mut Tuner,
+            slices: usize,
+            world: &dyn Fn(&ScorerWeights) -> f64,
+            signals: &Signals,
+            spreads: &dyn Fn(&ScorerWeights) -> bool,
+        ) -> usize {
+            (0..slices)
+                .map(|_| {
+                    let mut s = slice(world(tuner.in_force()), 50.0);
+                    s.signals = signals.clone();
+                    tuner.step(&s)
+                })
+                .filter(|s| s.started.is_some() && spreads(&s.weights))
+                .count()
+        }
+        let mut tuner = Tuner::new(Settings::default(), default.clone(), default.clone());
+        // Hot tenants whose contexts are all found: spreading them costs misses.
+        let calm = |x: &ScorerWeights| if spreads(x) { 0.10 } else { 0.06 };
+        let locality_won = Signals {
+            queue_imbalance: Some(0.0),
+            prefix_match: Some(0.96),
+        };
+        let tried = phase(&mut tuner, 10, &calm, &locality_won, &spreads);
+        assert_eq!(tried, 1, "tried once, stopped early");
+        // A surge of unique prompts (nothing found, every weighting alike), then
+        // the hot tenants again.
+        let tried = phase(&mut tuner, 10, &|_| 1.5, &Signals::default(), &spreads);
+        assert_eq!(tried, 0);
+        // The change of workload was noticed, and spreading still rests, every way
+        // of doing it.
+        assert_eq!(tuner.baseline, Some(1.5));
+        for spread in [w(2.0, 2.0, 2.0), w(3.0, 3.0, 2.0), w(3.0, 2.0, 3.0)] {
+            assert!(tuner.rests(&spread), "{spread:?}");
+        }
+        let tried = phase(&mut tuner, 10, &calm, &locality_won, &spreads);
+        assert_eq!(tried, 0, "not tried again");
     }
 
     #[test]

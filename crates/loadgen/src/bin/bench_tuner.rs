@@ -35,6 +35,9 @@ struct Args {
     /// ("replay:tuned"): what the path is worth without the tuner's feedback.
     #[arg(long)]
     replay_tuned: bool,
+    /// Print every tuner step (what each slice measured, and what the tuner did).
+    #[arg(long)]
+    trace: bool,
     #[arg(long, default_value = "target/release/llmd-epp")]
     epp_bin: PathBuf,
     #[arg(long, env = "LLMD_SIM_BIN")]
@@ -107,7 +110,8 @@ async fn run_all(args: &Args) -> Result<(), String> {
                 },
                 other => other.clone(),
             };
-            let result = run::run_once(&bins, &workload, &schedule, &config, repeat).await?;
+            let result =
+                run::run_once(&bins, &workload, &schedule, &config, repeat, args.trace).await?;
             let stats = report::stats(&workload, &result);
             eprintln!(
                 "  {:<18} run {}: mean TTFT {:.3} s, P90 {:.3} s, failed {}",

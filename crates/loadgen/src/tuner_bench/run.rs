@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use llmd_api::ScorerWeights;
 use llmd_tuner::epp_metrics::Snapshot;
-use llmd_tuner::{Settings, Tuner};
+use llmd_tuner::{Settings, Slice, Step, Tuner};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -144,6 +144,14 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<Snapshot> {
     Some(Snapshot::parse(&text))
 }
 
+/// Where a tuned run writes down what its tuner did.
+struct Log {
+    started: Instant,
+    changes: Arc<Mutex<Vec<Change>>>,
+    /// Also print every step (`--trace`).
+    trace: bool,
+}
+
 /// Steps the tuner every slice until `stop`, rewriting `config` when the weights
 /// in force change.
 async fn tune(
@@ -151,9 +159,8 @@ async fn tune(
     metrics: String,
     config: std::path::PathBuf,
     workload: Workload,
-    started: Instant,
     stop: Arc<AtomicBool>,
-    changes: Arc<Mutex<Vec<Change>>>,
+    log: Log,
 ) {
     let spec = ScorerWeights::default();
     let mut tuner = Tuner::new(bench_settings(), spec.clone(), spec);
@@ -166,8 +173,13 @@ async fn tune(
         let Some(now) = scrape(&client, &metrics).await else {
             continue;
         };
-        let step = tuner.step(&now.since(&previous, workload.slice_seconds));
+        let slice = now.since(&previous, workload.slice_seconds);
+        let step = tuner.step(&slice);
         previous = now;
+        let at_secs = log.started.elapsed().as_secs_f64();
+        if log.trace {
+            eprintln!("{}", trace_line(at_secs, &slice, &step));
+        }
         let reason = match (&step.verdict, &step.started) {
             (Some(v), _) => Some(v.reason.clone()),
             (None, Some(why)) => Some(format!("experiment: {why}")),
@@ -178,13 +190,41 @@ async fn tune(
             let _ = tokio::fs::write(&config, configs::render(&workload.fleet, &in_force)).await;
         }
         if let Some(reason) = reason {
-            changes.lock().await.push(Change {
-                at_secs: started.elapsed().as_secs_f64(),
+            log.changes.lock().await.push(Change {
+                at_secs,
                 weights: in_force.clone(),
                 reason,
             });
         }
     }
+}
+
+/// One line per slice for `--trace`: what the slice measured and what the tuner did.
+fn trace_line(at_secs: f64, slice: &Slice, step: &Step) -> String {
+    let mean = (slice.ttft.count > 0.0).then(|| slice.ttft.sum / slice.ttft.count);
+    let what = match (&step.verdict, &step.started, &step.holding) {
+        (Some(v), _, _) => v.reason.clone(),
+        (None, Some(why), _) => format!("experiment: {why}"),
+        (None, None, Some(why)) => format!("hold: {why}"),
+        (None, None, None) => "experiment goes on".to_string(),
+    };
+    let w = &step.weights;
+    format!(
+        "{at_secs:6.1} s  {:4.0} requests  mean {}  match {}  imbalance {}  next {:.2}/{:.2}/{:.2}  {what}",
+        slice.ttft.count,
+        mean.map_or("-".to_string(), |m| format!("{:.3} s", m)),
+        slice
+            .signals
+            .prefix_match
+            .map_or("-".to_string(), |p| format!("{p:.2}")),
+        slice
+            .signals
+            .queue_imbalance
+            .map_or("-".to_string(), |i| format!("{i:.2}")),
+        w.prefix_cache,
+        w.queue,
+        w.kv_cache_utilization,
+    )
 }
 
 /// Sets each weighting of `path` at its moment, as the tuned run did.
@@ -211,6 +251,7 @@ pub async fn run_once(
     schedule: &[Request],
     config: &Config,
     repeat: u64,
+    trace: bool,
 ) -> Result<RunResult, String> {
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -255,9 +296,12 @@ pub async fn run_once(
             epp.metrics.clone(),
             config_path.clone(),
             workload.clone(),
-            started,
             stop.clone(),
-            changes.clone(),
+            Log {
+                started,
+                changes: changes.clone(),
+                trace,
+            },
         ))
     });
     let replayer = match config {

@@ -1,7 +1,7 @@
 //! One experiment: its arms, and how it is judged and ended.
 
 use super::{Resting, Tuner};
-use crate::candidates::{Candidate, describe_change};
+use crate::candidates::{Candidate, describe_change, lean};
 use crate::histogram::Histogram;
 use crate::objective::{Metric, Objective, seconds};
 use crate::settings::Settings;
@@ -188,7 +188,6 @@ impl Tuner {
                 self.losses = 0;
                 self.resting.clear();
                 self.baseline = cand;
-                self.recent.clear();
             }
             Outcome::RolledBack | Outcome::StoppedEarly => {
                 self.losses = self.losses.saturating_add(1);
@@ -200,6 +199,11 @@ impl Tuner {
                 self.resting
                     .retain(|r| r.weights != trial.candidate.weights);
                 self.resting.push(Resting {
+                    // Clearly worse at once says the direction is wrong; losing
+                    // by a little says only this step is.
+                    lean: (outcome == Outcome::StoppedEarly)
+                        .then(|| lean(&self.incumbent, &trial.candidate.weights))
+                        .flatten(),
                     weights: trial.candidate.weights,
                     slices_left: cooldown,
                     cooldown,
@@ -208,6 +212,7 @@ impl Tuner {
             }
             Outcome::Abandoned => {}
         }
+        self.restart_record(None);
         self.dwell_left = self.pause();
         verdict
     }
