@@ -135,6 +135,19 @@ impl Tuner {
             arm.add(&slice.ttft);
             *slices += 1;
             trial.slices.push(slice.ttft.clone());
+            if let Some(why) = trial.workload_moved(&self.settings, &slice.ttft) {
+                let mut verdict = self.end_trial(Outcome::Abandoned);
+                verdict.reason = format!(
+                    "abandoned {}: {why}",
+                    candidates::describe_change(&verdict.incumbent, &verdict.candidate)
+                );
+                return Step {
+                    weights: self.incumbent.clone(),
+                    verdict: Some(verdict),
+                    started: None,
+                    holding: None,
+                };
+            }
             if trial.clearly_losing(&self.settings) {
                 let verdict = self.end_trial(Outcome::StoppedEarly);
                 return Step {
@@ -703,6 +716,28 @@ mod tests {
         assert!(tuner.step(&slice(0.3, 50.0)).verdict.is_none());
         assert!(tuner.step(&slice(0.3, 50.0)).verdict.is_none());
         let verdict = tuner.step(&slice(0.9, 50.0)).verdict.expect("judged");
+        assert_eq!(verdict.outcome, Outcome::Abandoned, "{}", verdict.reason);
+        assert_eq!(
+            verdict.reason,
+            "abandoned prefix 3 -> 4.5: the workload changed mid-experiment \
+             (the incumbent's TTFT mean went 300 ms -> 900 ms)"
+        );
+        assert_eq!(tuner.incumbent(), &w(3.0, 2.0, 2.0));
+    }
+
+    #[test]
+    fn a_win_carried_by_one_pair_of_slices_is_not_kept() {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        let mut step = tuner.step(&slice(0.3, 50.0));
+        while step.started.is_none() {
+            step = tuner.step(&slice(0.3, 50.0));
+        }
+        // A tie, then load grows by less than a change of workload just as the
+        // incumbent's second slice runs: pooled, the candidate is 17% ahead.
+        for _ in 0..3 {
+            assert!(tuner.step(&slice(0.3, 50.0)).verdict.is_none());
+        }
+        let verdict = tuner.step(&slice(0.42, 50.0)).verdict.expect("judged");
         assert_eq!(verdict.outcome, Outcome::RolledBack, "{}", verdict.reason);
         assert_eq!(tuner.incumbent(), &w(3.0, 2.0, 2.0));
     }

@@ -59,6 +59,28 @@ impl Trial {
     }
 }
 
+impl Trial {
+    /// After an incumbent slice: why the experiment no longer compares like with
+    /// like, when the incumbent (the control: the weights it ran before) moved from
+    /// its record before the experiment as far as a change of workload moves it.
+    pub(super) fn workload_moved(&self, settings: &Settings, slice: &Histogram) -> Option<String> {
+        if self.running != Arm::Incumbent || slice.count < settings.min_samples / 2.0 {
+            return None;
+        }
+        let objective = settings.objective;
+        let before = objective.score(&self.before)?;
+        let now = objective.score(slice)?;
+        (before > 0.0 && ((now - before) / before).abs() > super::SHIFT).then(|| {
+            format!(
+                "the workload changed mid-experiment (the incumbent's {} went {} -> {})",
+                objective.name(),
+                seconds(before),
+                seconds(now)
+            )
+        })
+    }
+}
+
 /// Adjacent (candidate, incumbent) slices whose loads are comparable must mostly
 /// favour the candidate: a pooled win carried by one pair that straddled a change of
 /// workload is not a win.
