@@ -74,6 +74,11 @@ fn round(w: f64) -> String {
     format!("{r}")
 }
 
+/// Share of prompt blocks found cached under which no prompt found anything: every
+/// prompt is new, the prefix scorer scores every endpoint 0 and its weight changes
+/// no pick.
+pub const NOTHING_FOUND: f64 = 0.01;
+
 /// Which way a weighting leans against another: toward where contexts are (prefix,
 /// session and LoRA affinity) or toward spreading load (queue, KV cache, requests in
 /// flight, predicted latency). Weights are relative, so prefix 3 -> 2 and queue
@@ -162,6 +167,11 @@ pub fn around(
     // not, and the misses outlast the experiment.
     if finds_cache(signals) {
         moves.retain(|m| *m != (Scorer::PrefixCache, false));
+    }
+    // Nothing to find: an experiment on the prefix weight could learn nothing, and
+    // would still be in force when prompts that share contexts come back.
+    if signals.prefix_match.is_some_and(|p| p < NOTHING_FOUND) {
+        moves.retain(|(scorer, _)| *scorer != Scorer::PrefixCache);
     }
     let mut out: Vec<Candidate> = Vec::new();
     for (scorer, up) in moves {
@@ -252,6 +262,17 @@ mod tests {
             let c = around_with(w(3.0, 2.0, 2.0), 2.5, found);
             assert_eq!(c[1].weights, w(2.0, 2.0, 2.0), "found {found}");
         }
+    }
+
+    #[test]
+    fn when_no_prompt_finds_anything_the_prefix_weight_is_left_alone() {
+        let c = around_with(w(3.0, 2.0, 2.0), 0.0, 0.0);
+        assert!(!c.is_empty());
+        assert!(c.iter().all(|c| c.weights.prefix_cache == 3.0), "{c:?}");
+        // A little found (a low prefix weight sends prompts from their contexts):
+        // more prefix weight is worth a try.
+        let c = around_with(w(0.5, 2.0, 2.0), 0.0, 0.1);
+        assert!(c.iter().any(|c| c.weights.prefix_cache == 0.75), "{c:?}");
     }
 
     #[test]

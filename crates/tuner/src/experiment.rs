@@ -231,7 +231,8 @@ impl Tuner {
                     holding: None,
                 }
             }
-            None => self.hold("every neighbour lost recently: resting".to_string()),
+            None => self
+                .hold("nothing to try: every neighbour rests or could change no pick".to_string()),
         }
     }
 
