@@ -36,12 +36,12 @@ BENCH_TUNER_WORKLOADS := $(wildcard crates/loadgen/workloads/steady-hot-tenants.
 REPEATS ?= 3
 
 .PHONY: bench-tuner
-bench-tuner: tools ## the tuner vs fixed weightings on phased workloads: [WORKLOAD=path.yaml] [OUT=result.json] [REPEATS=3]
+bench-tuner: tools ## the tuner vs fixed weightings on phased workloads: [WORKLOAD=path.yaml] [OUT=result.json] [REPEATS=3] [BENCH_TUNER_ARGS="--only tuned,3/2/2 --trace"]
 	$(CARGO) build --release -p llmd-epp -p llmd-loadgen
 	@set -e; for w in $(or $(WORKLOAD),$(BENCH_TUNER_WORKLOADS)); do \
 	  out="$(or $(OUT),$(TARGET_DIR)/bench-tuner/$$(basename $$w .yaml).json)"; mkdir -p "$$(dirname "$$out")"; \
 	  LLMD_SIM_BIN="$(BENCH_SIM_BIN)" $(BENCH_RELEASE)/llmd-bench-tuner --epp-bin $(BENCH_RELEASE)/llmd-epp \
-	    --workload "$$w" --out "$$out" --repeats $(REPEATS); \
+	    --workload "$$w" --out "$$out" --repeats $(REPEATS) $(BENCH_TUNER_ARGS); \
 	  echo "result: $$out"; done
 
 .PHONY: bench-autoscale
