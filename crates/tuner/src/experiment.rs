@@ -14,9 +14,11 @@
 //! early rests with every candidate that leans the same way (toward locality or
 //! toward spreading load: weights are relative, so prefix 3 -> 2 and queue 2 -> 3 are
 //! much the same move). Rests outlast a change of workload, so a workload that comes
-//! back (calm, surge, calm) does not pay twice for the same loss. After a verdict or
-//! a change of workload the incumbent's record starts again. Quiet traffic, a met
-//! target or the `frozen` switch mean no experiment at all.
+//! back (calm, surge, calm) does not pay twice for the same loss. An experiment whose
+//! incumbent slices (its control) move as far as a change of workload does is
+//! abandoned, not judged. After a verdict or a change of workload the incumbent's
+//! record starts again. Quiet traffic, a met target or the `frozen` switch mean no
+//! experiment at all.
 
 mod trial;
 
