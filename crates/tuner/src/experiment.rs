@@ -30,7 +30,7 @@ use crate::candidates::{self, Lean};
 use crate::histogram::Histogram;
 use crate::objective::seconds;
 use crate::settings::Settings;
-use crate::verdict::{Outcome, Slice, Step};
+use crate::verdict::{Outcome, Slice, Step, Verdict};
 use trial::{Arm, Trial};
 
 /// A candidate that lost: passed over (when `lean` is set, with every candidate
@@ -138,26 +138,12 @@ impl Tuner {
             *slices += 1;
             trial.slices.push(slice.ttft.clone());
             if let Some(why) = trial.workload_moved(&self.settings, &slice.ttft) {
-                let mut verdict = self.end_trial(Outcome::Abandoned);
-                verdict.reason = format!(
-                    "abandoned {}: {why}",
-                    candidates::describe_change(&verdict.incumbent, &verdict.candidate)
-                );
-                return Step {
-                    weights: self.incumbent.clone(),
-                    verdict: Some(verdict),
-                    started: None,
-                    holding: None,
-                };
+                let verdict = self.abandon(&why);
+                return self.concluded(verdict);
             }
             if trial.clearly_losing(&self.settings) {
                 let verdict = self.end_trial(Outcome::StoppedEarly);
-                return Step {
-                    weights: self.incumbent.clone(),
-                    verdict: Some(verdict),
-                    started: None,
-                    holding: None,
-                };
+                return self.concluded(verdict);
             }
             if rate < self.settings.min_rate {
                 let verdict = self.end_trial(Outcome::Abandoned);
@@ -235,6 +221,16 @@ impl Tuner {
             }
             None => self
                 .hold("nothing to try: every neighbour rests or could change no pick".to_string()),
+        }
+    }
+
+    /// The next slice after `verdict`: the incumbent.
+    fn concluded(&self, verdict: Verdict) -> Step {
+        Step {
+            weights: self.incumbent.clone(),
+            verdict: Some(verdict),
+            started: None,
+            holding: None,
         }
     }
 
@@ -351,23 +347,13 @@ impl Tuner {
             && trial.candidate_arm.count >= s.min_samples;
         if enough_slices && enough_samples {
             let verdict = self.judge();
-            return Step {
-                weights: self.incumbent.clone(),
-                verdict: Some(verdict),
-                started: None,
-                holding: None,
-            };
+            return self.concluded(verdict);
         }
         if trial.incumbent_slices >= s.max_slices_per_arm
             && trial.candidate_slices >= s.max_slices_per_arm
         {
             let verdict = self.end_trial(Outcome::Abandoned);
-            return Step {
-                weights: self.incumbent.clone(),
-                verdict: Some(verdict),
-                started: None,
-                holding: None,
-            };
+            return self.concluded(verdict);
         }
         trial.running = match trial.running {
             Arm::Incumbent => Arm::Candidate,
@@ -387,7 +373,6 @@ mod tests {
     use super::*;
     use crate::candidates::Signals;
     use crate::objective::{Metric, Objective};
-    use crate::verdict::Verdict;
 
     fn w(prefix: f64, queue: f64, kv: f64) -> ScorerWeights {
         ScorerWeights::of(prefix, queue, kv)
@@ -421,6 +406,14 @@ mod tests {
                 tuner.step(&slice(ttft, 50.0))
             })
             .collect()
+    }
+
+    /// A tuner at the default weights, fed slices of `ttft` until its first
+    /// experiment starts.
+    fn experimenting_at(ttft: f64) -> Tuner {
+        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
+        while tuner.step(&slice(ttft, 50.0)).started.is_none() {}
+        tuner
     }
 
     fn kept(steps: &[Step]) -> Vec<&Verdict> {
@@ -708,11 +701,7 @@ mod tests {
 
     #[test]
     fn a_win_carried_by_a_change_of_workload_mid_experiment_is_not_kept() {
-        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
-        let mut step = tuner.step(&slice(0.3, 50.0));
-        while step.started.is_none() {
-            step = tuner.step(&slice(0.3, 50.0));
-        }
+        let mut tuner = experimenting_at(0.3);
         // Candidate and incumbent tie, then the workload turns heavy just as the
         // incumbent's second slice runs.
         assert!(tuner.step(&slice(0.3, 50.0)).verdict.is_none());
@@ -730,11 +719,7 @@ mod tests {
 
     #[test]
     fn a_win_carried_by_one_pair_of_slices_is_not_kept() {
-        let mut tuner = Tuner::new(Settings::default(), w(3.0, 2.0, 2.0), w(3.0, 2.0, 2.0));
-        let mut step = tuner.step(&slice(0.3, 50.0));
-        while step.started.is_none() {
-            step = tuner.step(&slice(0.3, 50.0));
-        }
+        let mut tuner = experimenting_at(0.3);
         // A tie, then load grows by less than a change of workload just as the
         // incumbent's second slice runs: pooled, the candidate is 17% ahead.
         for _ in 0..3 {

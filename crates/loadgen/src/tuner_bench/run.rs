@@ -180,11 +180,7 @@ async fn tune(
         if log.trace {
             eprintln!("{}", trace_line(at_secs, &slice, &step));
         }
-        let reason = match (&step.verdict, &step.started) {
-            (Some(v), _) => Some(v.reason.clone()),
-            (None, Some(why)) => Some(format!("experiment: {why}")),
-            (None, None) => None,
-        };
+        let reason = change_reason(&step);
         if step.weights != in_force {
             in_force = step.weights.clone();
             let _ = tokio::fs::write(&config, configs::render(&workload.fleet, &in_force)).await;
@@ -199,15 +195,22 @@ async fn tune(
     }
 }
 
+/// Why the tuner changed course this step (a verdict, or an experiment started).
+fn change_reason(step: &Step) -> Option<String> {
+    match (&step.verdict, &step.started) {
+        (Some(v), _) => Some(v.reason.clone()),
+        (None, Some(why)) => Some(format!("experiment: {why}")),
+        (None, None) => None,
+    }
+}
+
 /// One line per slice for `--trace`: what the slice measured and what the tuner did.
 fn trace_line(at_secs: f64, slice: &Slice, step: &Step) -> String {
     let mean = (slice.ttft.count > 0.0).then(|| slice.ttft.sum / slice.ttft.count);
-    let what = match (&step.verdict, &step.started, &step.holding) {
-        (Some(v), _, _) => v.reason.clone(),
-        (None, Some(why), _) => format!("experiment: {why}"),
-        (None, None, Some(why)) => format!("hold: {why}"),
-        (None, None, None) => "experiment goes on".to_string(),
-    };
+    let what = change_reason(step).unwrap_or_else(|| match &step.holding {
+        Some(why) => format!("hold: {why}"),
+        None => "experiment goes on".to_string(),
+    });
     let w = &step.weights;
     format!(
         "{at_secs:6.1} s  {:4.0} requests  mean {}  match {}  imbalance {}  next {:.2}/{:.2}/{:.2}  {what}",

@@ -140,6 +140,14 @@ impl Tuner {
         doubled.min(s.max_pause.max(s.dwell))
     }
 
+    /// Abandons the experiment for `why` (the workload moved under it).
+    pub(super) fn abandon(&mut self, why: &str) -> Verdict {
+        let mut verdict = self.end_trial(Outcome::Abandoned);
+        let change = describe_change(&verdict.incumbent, &verdict.candidate);
+        verdict.reason = format!("abandoned {change}: {why}");
+        verdict
+    }
+
     pub(super) fn end_trial(&mut self, outcome: Outcome) -> Verdict {
         let objective = self.settings.objective;
         let Some(trial) = self.trial.take() else {
